@@ -1,0 +1,91 @@
+//! What may be asked of a request. Commands carry the time and the policy that apply, looked up
+//! by the engine beforehand, so that the aggregate stays a pure function.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::event::PlannedCleaner;
+use crate::ids::{CleanerName, Jurisdiction, RequestId};
+use crate::policy::{RequestPolicy, Span};
+use crate::subject::Subject;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Receive(Receive),
+    Remind {
+        index: u32,
+        at: DateTime<Utc>,
+    },
+    Cancel {
+        at: DateTime<Utc>,
+        reason: Option<String>,
+    },
+    Reject {
+        at: DateTime<Utc>,
+        reason: String,
+    },
+    PlaceHold {
+        at: DateTime<Utc>,
+        reason: String,
+    },
+    ReleaseHold {
+        at: DateTime<Utc>,
+        reason: Option<String>,
+    },
+    ExtendDeadline {
+        at: DateTime<Utc>,
+        by: Span,
+        reason: String,
+    },
+    /// End of the grace period (from its timer), or earlier when `expedite` is set.
+    MarkDue {
+        at: DateTime<Utc>,
+        cleaners: Vec<PlannedCleaner>,
+        expedite: bool,
+    },
+    RecordCleanerSuccess {
+        cleaner: CleanerName,
+        attempt: u32,
+        at: DateTime<Utc>,
+        deleted: Option<BTreeMap<String, u64>>,
+        detail: Option<String>,
+    },
+    RecordCleanerFailure {
+        cleaner: CleanerName,
+        attempt: u32,
+        at: DateTime<Utc>,
+        error: String,
+        status_code: Option<u16>,
+        retryable: bool,
+        retry_after_seconds: Option<u64>,
+    },
+    /// Give an exhausted cleaner `extra_attempts` more attempts.
+    RetryCleaner {
+        cleaner: CleanerName,
+        at: DateTime<Utc>,
+        extra_attempts: u32,
+    },
+    SkipCleaner {
+        cleaner: CleanerName,
+        at: DateTime<Utc>,
+        reason: String,
+    },
+    Shred {
+        at: DateTime<Utc>,
+    },
+}
+
+/// A new request, validated, with the policy in force when it arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receive {
+    pub request_id: RequestId,
+    pub subject: Subject,
+    pub jurisdiction: Jurisdiction,
+    pub source: Option<String>,
+    pub reason: Option<String>,
+    pub external_id: Option<String>,
+    pub tags: Vec<String>,
+    pub received_at: DateTime<Utc>,
+    pub policy: RequestPolicy,
+}

@@ -1,0 +1,251 @@
+//! What the log records about a request. Events are facts in the past tense; each carries the
+//! time it happened and everything a reader needs without consulting configuration (computed
+//! due dates, the cleaner plan), so that replaying the log years later gives the same answer.
+//!
+//! Who did it (the actor), the command and correlation ids and the recording time are metadata
+//! kept by the event store beside each event, not part of these payloads.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{CleanerName, Jurisdiction, RequestId};
+use crate::policy::{DeadlineRule, Span};
+use crate::subject::Subject;
+
+/// The version of the payload schema written by this code, stored with every event.
+pub const SCHEMA_VERSION: i32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    Received(Received),
+    Reminded(Reminded),
+    Cancelled(Cancelled),
+    Rejected(Rejected),
+    HoldPlaced(HoldPlaced),
+    HoldReleased(HoldReleased),
+    DeadlineExtended(DeadlineExtended),
+    Due(Due),
+    CleanerSucceeded(CleanerSucceeded),
+    CleanerFailed(CleanerFailed),
+    CleanerRetried(CleanerRetried),
+    CleanerSkipped(CleanerSkipped),
+    Completed(Completed),
+    Shredded(Shredded),
+}
+
+/// Every event type's name, as stored in the log's `event_type` column.
+pub const EVENT_TYPES: [&str; 14] = [
+    "Received",
+    "Reminded",
+    "Cancelled",
+    "Rejected",
+    "HoldPlaced",
+    "HoldReleased",
+    "DeadlineExtended",
+    "Due",
+    "CleanerSucceeded",
+    "CleanerFailed",
+    "CleanerRetried",
+    "CleanerSkipped",
+    "Completed",
+    "Shredded",
+];
+
+impl Event {
+    /// The event's type name, as stored in the log.
+    pub const fn event_type(&self) -> &'static str {
+        match self {
+            Self::Received(_) => "Received",
+            Self::Reminded(_) => "Reminded",
+            Self::Cancelled(_) => "Cancelled",
+            Self::Rejected(_) => "Rejected",
+            Self::HoldPlaced(_) => "HoldPlaced",
+            Self::HoldReleased(_) => "HoldReleased",
+            Self::DeadlineExtended(_) => "DeadlineExtended",
+            Self::Due(_) => "Due",
+            Self::CleanerSucceeded(_) => "CleanerSucceeded",
+            Self::CleanerFailed(_) => "CleanerFailed",
+            Self::CleanerRetried(_) => "CleanerRetried",
+            Self::CleanerSkipped(_) => "CleanerSkipped",
+            Self::Completed(_) => "Completed",
+            Self::Shredded(_) => "Shredded",
+        }
+    }
+
+    /// The payload alone, as stored in the log's `payload` column.
+    pub fn payload(&self) -> serde_json::Value {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut map)) => {
+                map.remove("data").unwrap_or(serde_json::Value::Null)
+            }
+            // Every variant is a struct with string keys, which always serializes to an object.
+            other => unreachable!("an event serialized to {other:?}"),
+        }
+    }
+
+    /// Rebuilds an event from the log's `event_type` and `payload` columns.
+    pub fn from_stored(event_type: &str, payload: serde_json::Value) -> serde_json::Result<Self> {
+        serde_json::from_value(serde_json::json!({ "type": event_type, "data": payload }))
+    }
+
+    /// When the fact happened (not when it was recorded).
+    pub const fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            Self::Received(e) => e.received_at,
+            Self::Reminded(e) => e.at,
+            Self::Cancelled(e) => e.at,
+            Self::Rejected(e) => e.at,
+            Self::HoldPlaced(e) => e.at,
+            Self::HoldReleased(e) => e.at,
+            Self::DeadlineExtended(e) => e.at,
+            Self::Due(e) => e.at,
+            Self::CleanerSucceeded(e) => e.at,
+            Self::CleanerFailed(e) => e.at,
+            Self::CleanerRetried(e) => e.at,
+            Self::CleanerSkipped(e) => e.at,
+            Self::Completed(e) => e.at,
+            Self::Shredded(e) => e.at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Received {
+    pub request_id: RequestId,
+    pub subject: Subject,
+    pub jurisdiction: Jurisdiction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    pub received_at: DateTime<Utc>,
+    /// End of the grace period: the request becomes due then unless cancelled or held.
+    pub due_at: DateTime<Utc>,
+    /// When each reminder is to be sent, in the order of the policy's reminder offsets.
+    pub reminders: Vec<DateTime<Utc>>,
+    pub deadline_rule: DeadlineRule,
+    /// The legal deadline (inclusive), counted from the day of receipt in UTC.
+    pub deadline: NaiveDate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reminded {
+    /// Which of the request's reminders this was (0-based).
+    pub index: u32,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cancelled {
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldPlaced {
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldReleased {
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadlineExtended {
+    pub at: DateTime<Utc>,
+    pub by: Span,
+    pub reason: String,
+    /// The new deadline after this extension.
+    pub deadline: NaiveDate,
+}
+
+/// One cleaner selected by the routing rules when the request became due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedCleaner {
+    pub name: CleanerName,
+    /// Attempts allowed before the cleaner is exhausted and needs a person.
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Due {
+    pub at: DateTime<Utc>,
+    /// The cleaners to be told, fixed now so that later config changes do not alter the plan.
+    pub cleaners: Vec<PlannedCleaner>,
+    /// True when an administrator made the request due before its grace period ended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expedited: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleanerSucceeded {
+    pub cleaner: CleanerName,
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    /// What the cleaner reported deleted, e.g. `{"rows": 12}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<BTreeMap<String, u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleanerFailed {
+    pub cleaner: CleanerName,
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    pub retryable: bool,
+    /// The server's `Retry-After`, in seconds, if it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
+    /// No attempt is left (or the failure is not retryable): a person must retry or skip.
+    pub exhausted: bool,
+}
+
+/// An administrator granted an exhausted cleaner another round of attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleanerRetried {
+    pub cleaner: CleanerName,
+    pub at: DateTime<Utc>,
+    /// The new total of attempts allowed, counting the ones already made.
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleanerSkipped {
+    pub cleaner: CleanerName,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completed {
+    pub at: DateTime<Utc>,
+}
+
+/// The request's personal-data key was destroyed: the subject can no longer be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Shredded {
+    pub at: DateTime<Utc>,
+}

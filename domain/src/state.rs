@@ -1,0 +1,244 @@
+//! The state of a request: the left fold of its events. It is what commands are checked
+//! against and what `show` prints.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{CleanerName, Jurisdiction, RequestId};
+use crate::policy::{DeadlineRule, Span};
+use crate::subject::Subject;
+
+/// The status users see, derived from the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Pending,
+    OnHold,
+    Due,
+    NeedsAttention,
+    Completed,
+    Cancelled,
+    Rejected,
+}
+
+impl RequestStatus {
+    pub const ALL: [Self; 7] = [
+        Self::Pending,
+        Self::OnHold,
+        Self::Due,
+        Self::NeedsAttention,
+        Self::Completed,
+        Self::Cancelled,
+        Self::Rejected,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::OnHold => "on_hold",
+            Self::Due => "due",
+            Self::NeedsAttention => "needs_attention",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    /// Closed requests accept no further command but shredding.
+    pub const fn is_closed(self) -> bool {
+        matches!(self, Self::Completed | Self::Cancelled | Self::Rejected)
+    }
+}
+
+impl fmt::Display for RequestStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RequestStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|s| s.as_str()).collect();
+                format!("{s:?} is not a status; use one of {}", names.join(", "))
+            })
+    }
+}
+
+/// The aggregate's state: nothing before `Received`, then the request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "request", rename_all = "snake_case")]
+pub enum RequestState {
+    #[default]
+    NotReceived,
+    Received(Box<Request>),
+}
+
+impl RequestState {
+    pub fn request(&self) -> Option<&Request> {
+        match self {
+            Self::NotReceived => None,
+            Self::Received(request) => Some(request),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: RequestId,
+    pub subject: Subject,
+    pub jurisdiction: Jurisdiction,
+    pub source: Option<String>,
+    pub reason: Option<String>,
+    pub external_id: Option<String>,
+    pub tags: Vec<String>,
+    pub received_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub reminders: Vec<Reminder>,
+    pub deadline_rule: DeadlineRule,
+    pub deadline: NaiveDate,
+    /// The total of all deadline extensions so far.
+    pub extension: Span,
+    pub hold: Option<Hold>,
+    pub phase: Phase,
+    pub shredded: bool,
+}
+
+impl Request {
+    pub fn status(&self) -> RequestStatus {
+        match &self.phase {
+            Phase::Grace if self.hold.is_some() => RequestStatus::OnHold,
+            Phase::Grace => RequestStatus::Pending,
+            Phase::Cleaning(_) if self.hold.is_some() => RequestStatus::OnHold,
+            Phase::Cleaning(cleaning) if cleaning.any_exhausted() => {
+                RequestStatus::NeedsAttention
+            }
+            Phase::Cleaning(_) => RequestStatus::Due,
+            Phase::Completed { .. } => RequestStatus::Completed,
+            Phase::Cancelled { .. } => RequestStatus::Cancelled,
+            Phase::Rejected { .. } => RequestStatus::Rejected,
+        }
+    }
+
+    /// The cleaning progress, once the request has been due.
+    pub const fn cleaning(&self) -> Option<&Cleaning> {
+        match &self.phase {
+            Phase::Cleaning(cleaning) | Phase::Completed { cleaning, .. } => Some(cleaning),
+            Phase::Grace | Phase::Cancelled { .. } | Phase::Rejected { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reminder {
+    pub at: DateTime<Utc>,
+    pub sent: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub since: DateTime<Utc>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// The grace period runs: the subject may cancel.
+    Grace,
+    /// Due: cleaners are being told.
+    Cleaning(Cleaning),
+    Completed {
+        #[serde(flatten)]
+        cleaning: Cleaning,
+        completed_at: DateTime<Utc>,
+    },
+    Cancelled {
+        at: DateTime<Utc>,
+        reason: Option<String>,
+    },
+    Rejected {
+        at: DateTime<Utc>,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cleaning {
+    /// When the request actually became due (the grace period's end, or earlier if expedited).
+    pub became_due_at: DateTime<Utc>,
+    pub expedited: bool,
+    pub cleaners: BTreeMap<CleanerName, CleanerProgress>,
+}
+
+impl Cleaning {
+    pub fn any_exhausted(&self) -> bool {
+        self.cleaners
+            .values()
+            .any(|c| c.state == CleanerState::Exhausted)
+    }
+
+    /// Every planned cleaner succeeded or was skipped.
+    pub fn all_done(&self) -> bool {
+        self.cleaners.values().all(CleanerProgress::is_done)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanerProgress {
+    pub max_attempts: u32,
+    /// Attempts whose result has been recorded.
+    pub attempts: u32,
+    pub state: CleanerState,
+    pub last_error: Option<String>,
+}
+
+impl CleanerProgress {
+    pub const fn is_done(&self) -> bool {
+        matches!(
+            self.state,
+            CleanerState::Succeeded { .. } | CleanerState::Skipped { .. }
+        )
+    }
+
+    /// The number of the attempt that is (or is to be) in flight.
+    pub const fn next_attempt(&self) -> u32 {
+        self.attempts + 1
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CleanerState {
+    /// Waiting for attempt `attempts + 1` (first call, or a retry after a retryable failure).
+    Pending,
+    Succeeded {
+        attempt: u32,
+        at: DateTime<Utc>,
+    },
+    /// No attempt left, or a failure that retrying cannot fix: a person must act.
+    Exhausted,
+    Skipped {
+        at: DateTime<Utc>,
+        reason: String,
+    },
+}
+
+impl CleanerState {
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded { .. } => "succeeded",
+            Self::Exhausted => "exhausted",
+            Self::Skipped { .. } => "skipped",
+        }
+    }
+}
