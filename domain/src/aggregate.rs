@@ -319,7 +319,8 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
             Ok(vec![Event::CleanerRetried(CleanerRetried {
                 cleaner,
                 at,
-                max_attempts: progress.attempts + extra_attempts.max(1),
+                // Saturating: an administrator may ask for "as many as it takes" (u32::MAX).
+                max_attempts: progress.attempts.saturating_add(extra_attempts.max(1)),
             })])
         }
         Command::SkipCleaner { cleaner, at, reason } => {

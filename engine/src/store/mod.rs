@@ -1,0 +1,293 @@
+//! The event log: one [`EventStore`] trait and two implementations on sqlx, Postgres for
+//! production and SQLite as the embedded default. Both keep the same schema (see
+//! `migrations/`), the same per-stream hash chain and the same idempotency rules; the
+//! conformance suite in `engine/tests/store_conformance.rs` runs against both.
+
+mod hash;
+mod postgres;
+mod sqlite;
+
+use std::fmt;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lethe_domain::event::SCHEMA_VERSION;
+use lethe_domain::{Event, RequestId};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use hash::chain_hash;
+pub use hash::{verify_chain, ChainBreak, GENESIS_HASH};
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Who asked for a change and why it happened, recorded with every event of one append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMetadata {
+    /// The idempotency key of the command: a retried command with the same id appends nothing
+    /// and gets the first result back.
+    pub command_id: Option<String>,
+    /// Ties together everything that followed from one outside request.
+    pub correlation_id: Uuid,
+    /// The event (or request) that directly caused this command.
+    pub causation_id: Option<Uuid>,
+    /// Who: `token:<name>`, `cli:<user>`, `system:<component>`, `subject`.
+    pub actor: String,
+}
+
+impl EventMetadata {
+    /// Metadata for a command with no outside cause: a fresh correlation id.
+    pub fn new(actor: impl Into<String>) -> Self {
+        Self {
+            command_id: None,
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            actor: actor.into(),
+        }
+    }
+
+    #[must_use]
+    pub fn with_command_id(mut self, command_id: impl Into<String>) -> Self {
+        self.command_id = Some(command_id.into());
+        self
+    }
+}
+
+/// One event as stored, with its place in the log and its metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// Unique and increasing across the whole log (not gap-free, not commit-ordered on
+    /// Postgres: read the global log through [`EventStore::read_all`]).
+    pub position: i64,
+    /// The writing transaction on Postgres; always 0 on SQLite.
+    pub transaction_id: i64,
+    pub stream_id: RequestId,
+    /// 1 for the first event of a stream, then +1 per event.
+    pub version: i64,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: serde_json::Value,
+    pub event_id: Uuid,
+    pub command_id: Option<String>,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub actor: String,
+    pub recorded_at: DateTime<Utc>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl RecordedEvent {
+    /// The domain event this row holds.
+    pub fn event(&self) -> Result<Event, StoreError> {
+        Event::from_stored(&self.event_type, self.payload.clone()).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "event at position {} ({}) does not decode: {e}",
+                self.position, self.event_type
+            ))
+        })
+    }
+
+    /// The place of this event in the global read order.
+    pub const fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            transaction_id: self.transaction_id,
+            position: self.position,
+        }
+    }
+
+    /// The hash this event should have, recomputed from its content and `prev_hash`.
+    pub fn expected_hash(&self) -> String {
+        chain_hash(&self.prev_hash, &hash::Envelope::of(self))
+    }
+}
+
+/// A place in the global read order: the last event a reader has seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub transaction_id: i64,
+    pub position: i64,
+}
+
+impl Checkpoint {
+    /// Before the first event.
+    pub const START: Self = Self {
+        transaction_id: 0,
+        position: 0,
+    };
+}
+
+impl fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.transaction_id, self.position)
+    }
+}
+
+impl FromStr for Checkpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a checkpoint (expected TRANSACTION-POSITION, e.g. 0-42)");
+        let (tx, pos) = s.split_once('-').ok_or_else(bad)?;
+        Ok(Self {
+            transaction_id: tx.parse().map_err(|_| bad())?,
+            position: pos.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// What became of an append.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Appended {
+    /// The events were written, in this order.
+    Written(Vec<RecordedEvent>),
+    /// The command id was seen before: nothing was written, and this was its first result.
+    Duplicate(CommandRecord),
+}
+
+/// The first result of a command id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub command_id: String,
+    pub stream_id: RequestId,
+    pub first_version: i64,
+    pub last_version: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else appended to the stream since it was read: reload and decide again.
+    #[error("stream {stream_id} is at version {actual}, not the expected {expected}")]
+    Conflict {
+        stream_id: RequestId,
+        expected: i64,
+        actual: i64,
+    },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The event log.
+#[async_trait]
+pub trait EventStore: Send + Sync + fmt::Debug {
+    /// Appends `events` to `stream_id` if the stream is at `expected_version` (0: the stream
+    /// must not exist yet). All events of one call are written in one transaction, or none.
+    async fn append(
+        &self,
+        stream_id: RequestId,
+        expected_version: i64,
+        events: &[Event],
+        metadata: &EventMetadata,
+    ) -> Result<Appended, StoreError>;
+
+    /// The events of one stream with a version above `after_version`, in version order.
+    async fn read_stream(
+        &self,
+        stream_id: RequestId,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events after `after`, in the global read order. Never skips an event:
+    /// an event whose transaction is still open is not returned until it commits, and then
+    /// comes after the checkpoint of everything already returned.
+    async fn read_all(&self, after: Checkpoint, limit: u32)
+        -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The first result of a command id, if it was seen.
+    async fn find_command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError>;
+
+    /// The recorded head (version and last hash) of a stream.
+    async fn stream_head(&self, stream_id: RequestId) -> Result<Option<StreamHead>, StoreError>;
+
+    /// Checks the database is reachable.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A stream's head as recorded in the `streams` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHead {
+    pub version: i64,
+    pub last_hash: String,
+}
+
+/// Prepares rows for an append: ids, time, hashes. Shared by both stores so the chain is the
+/// same byte for byte.
+pub(crate) fn prepare_rows(
+    stream_id: RequestId,
+    expected_version: i64,
+    prev_hash: &str,
+    events: &[Event],
+    metadata: &EventMetadata,
+) -> Vec<RecordedEvent> {
+    let recorded_at = now_micros();
+    let mut prev = prev_hash.to_owned();
+    let mut rows = Vec::with_capacity(events.len());
+    for (offset, event) in (1_i64..).zip(events) {
+        let mut row = RecordedEvent {
+            position: 0,
+            transaction_id: 0,
+            stream_id,
+            version: expected_version + offset,
+            event_type: event.event_type().to_owned(),
+            schema_version: SCHEMA_VERSION,
+            payload: event.payload(),
+            event_id: Uuid::now_v7(),
+            command_id: metadata.command_id.clone(),
+            correlation_id: metadata.correlation_id,
+            causation_id: metadata.causation_id,
+            actor: metadata.actor.clone(),
+            recorded_at,
+            prev_hash: prev.clone(),
+            hash: String::new(),
+        };
+        row.hash = row.expected_hash();
+        prev.clone_from(&row.hash);
+        rows.push(row);
+    }
+    rows
+}
+
+/// Now, truncated to the microseconds both databases keep, so that a hash computed before the
+/// write equals the one recomputed after a read.
+pub fn now_micros() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+/// Opens the store a URL names: `postgres://...` or `sqlite://...` (the file and its parent
+/// directory are created when missing). Applies pending migrations when `migrate` is set.
+pub async fn open(url: &str, migrate: bool) -> Result<std::sync::Arc<dyn EventStore>, OpenError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = PostgresStore::connect(url).await?;
+        if migrate {
+            store.migrate().await?;
+        }
+        Ok(std::sync::Arc::new(store))
+    } else if let Some(path) = url.strip_prefix("sqlite://") {
+        let store = SqliteStore::open(path).await?;
+        if migrate {
+            store.migrate().await?;
+        }
+        Ok(std::sync::Arc::new(store))
+    } else {
+        Err(OpenError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("database URL {0:?} is neither postgres://... nor sqlite://...")]
+    UnsupportedUrl(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot create the database directory {path}: {source}")]
+    Directory {
+        path: String,
+        source: std::io::Error,
+    },
+}

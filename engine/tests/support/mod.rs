@@ -1,0 +1,106 @@
+//! Shared test fixtures: a fresh store per test on real databases.
+//!
+//! Postgres tests each get a schema of their own in the database named by
+//! `LETHE_TEST_POSTGRES_URL` (the test script creates a fresh one per run), so they can run in
+//! parallel and never see each other's events. SQLite tests each get a file in a temp dir.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use lethe_engine::store::{EventStore, PostgresStore, SqliteStore};
+use sqlx::postgres::PgConnectOptions;
+
+pub fn postgres_url() -> String {
+    std::env::var("LETHE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A store on a real database, and a way to reach around it with raw SQL.
+#[derive(Debug, Clone)]
+pub enum TestStore {
+    Postgres {
+        store: Arc<PostgresStore>,
+        schema: String,
+        url: String,
+    },
+    Sqlite {
+        store: Arc<SqliteStore>,
+        path: String,
+        _dir: Arc<tempfile::TempDir>,
+    },
+}
+
+impl TestStore {
+    pub fn store(&self) -> Arc<dyn EventStore> {
+        match self {
+            Self::Postgres { store, .. } => store.clone(),
+            Self::Sqlite { store, .. } => store.clone(),
+        }
+    }
+
+    pub const fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres { .. })
+    }
+
+    /// A URL that `lethe` accepts for this same database (and schema).
+    pub fn database_url(&self) -> String {
+        match self {
+            Self::Postgres { schema, url, .. } => {
+                let separator = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{separator}options=-c%20search_path%3D{schema}")
+            }
+            Self::Sqlite { path, .. } => format!("sqlite://{path}"),
+        }
+    }
+
+    /// Runs raw SQL against the store's database, around the store: for tampering and probes.
+    pub async fn execute(&self, sql: &str) {
+        match self {
+            Self::Postgres { store, .. } => {
+                sqlx::raw_sql(sql).execute(store.pool()).await.unwrap();
+            }
+            Self::Sqlite { store, .. } => {
+                sqlx::raw_sql(sql).execute(store.writer()).await.unwrap();
+            }
+        }
+    }
+}
+
+/// A migrated Postgres store in a fresh schema.
+pub async fn postgres() -> TestStore {
+    let url = postgres_url();
+    let schema = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let admin = PostgresStore::connect(&url).await.unwrap_or_else(|e| {
+        panic!("Postgres at {url} is needed for this test (set LETHE_TEST_POSTGRES_URL): {e}")
+    });
+    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    admin.pool().close().await;
+    let options = PgConnectOptions::from_str(&url)
+        .unwrap()
+        .options([("search_path", schema.as_str())]);
+    let store = PostgresStore::connect_with(options).await.unwrap();
+    store.migrate().await.unwrap();
+    TestStore::Postgres {
+        store: Arc::new(store),
+        schema,
+        url,
+    }
+}
+
+/// A migrated SQLite store in a fresh file.
+pub async fn sqlite() -> TestStore {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lethe.db").display().to_string();
+    let store = SqliteStore::open(&path).await.unwrap();
+    store.migrate().await.unwrap();
+    TestStore::Sqlite {
+        store: Arc::new(store),
+        path,
+        _dir: Arc::new(dir),
+    }
+}
