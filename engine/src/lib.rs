@@ -1,4 +1,11 @@
-//! Lethe's engine: everything with IO around the pure domain. The event log lives in
-//! [`store`]; [`requests`] runs commands against it; [`http`] and [`cli`] are the two doors.
+//! Lethe's engine: everything with IO around the pure domain.
+//!
+//! - [`store`]: the event log (Postgres, SQLite).
+//! - [`requests`]: runs commands against the log.
+//! - [`http`] and [`cli`]: the two doors.
+//! - [`config`], [`secrets`], [`telemetry`]: what they are configured with.
 
+pub mod config;
+pub mod requests;
+pub mod secrets;
 pub mod store;

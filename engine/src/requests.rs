@@ -1,0 +1,247 @@
+//! Runs commands against the log: load a request's stream, fold it, let the aggregate decide,
+//! append with the expected version, and retry when someone else appended in between.
+//! Both doors (HTTP and CLI) go through here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use lethe_domain::command::Receive;
+use lethe_domain::error::InvalidInput;
+use lethe_domain::state::Request;
+use lethe_domain::{
+    Aggregate, Command, DeletionRequest, DomainError, Jurisdiction, RequestId, RequestState,
+    Subject,
+};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::store::{Appended, EventMetadata, EventStore, RecordedEvent, StoreError};
+
+/// Limits on the free-text fields of a submission.
+pub const MAX_SOURCE_LEN: usize = 128;
+pub const MAX_REASON_LEN: usize = 1024;
+pub const MAX_EXTERNAL_ID_LEN: usize = 256;
+pub const MAX_TAGS: usize = 16;
+pub const MAX_TAG_LEN: usize = 64;
+/// A command is decided again at most this many times when appends race.
+const MAX_CONFLICT_RETRIES: usize = 5;
+
+/// A submission as it arrives, not yet validated.
+#[derive(Debug, Clone, Default)]
+pub struct Submission {
+    pub subject: BTreeMap<String, String>,
+    pub jurisdiction: Option<String>,
+    pub source: Option<String>,
+    pub reason: Option<String>,
+    pub external_id: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// A request as loaded from its stream.
+#[derive(Debug, Clone)]
+pub struct LoadedRequest {
+    pub request: Request,
+    pub events: Vec<RecordedEvent>,
+}
+
+impl LoadedRequest {
+    pub fn version(&self) -> i64 {
+        self.events.last().map_or(0, |e| e.version)
+    }
+}
+
+#[derive(Debug)]
+pub struct Submitted {
+    pub loaded: LoadedRequest,
+    /// False when an earlier submission with the same idempotency key or external id won.
+    pub created: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error("no request {0}")]
+    NotFound(RequestId),
+    #[error(transparent)]
+    Rejected(#[from] DomainError),
+    #[error("the request kept changing while the command was decided; try again")]
+    Contended,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone)]
+pub struct Requests {
+    store: Arc<dyn EventStore>,
+    config: Arc<Config>,
+}
+
+impl Requests {
+    pub fn new(store: Arc<dyn EventStore>, config: Arc<Config>) -> Self {
+        Self { store, config }
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// Validates and records a new request. A submission whose external id, or whose
+    /// idempotency key from the same actor, was seen before returns that first request.
+    pub async fn submit(
+        &self,
+        submission: Submission,
+        idempotency_key: Option<&str>,
+        actor: &str,
+    ) -> Result<Submitted, RequestError> {
+        let receive_template = self.validate(submission)?;
+        let command_ids: Vec<String> = receive_template
+            .external_id
+            .iter()
+            .map(|id| format!("external:{id}"))
+            .chain(idempotency_key.map(|key| format!("submit:{actor}:{key}")))
+            .collect();
+        for command_id in &command_ids {
+            if let Some(record) = self.store.find_command(command_id).await? {
+                return self.existing(record.stream_id).await;
+            }
+        }
+
+        let id = RequestId::from_uuid(Uuid::now_v7());
+        let receive = Receive {
+            request_id: id,
+            received_at: crate::store::now_micros(),
+            ..receive_template
+        };
+        let events =
+            DeletionRequest::handle_command(&RequestState::NotReceived, Command::Receive(receive))?;
+        let mut metadata = EventMetadata::new(actor);
+        metadata.command_id = command_ids.into_iter().next();
+        match self.store.append(id, 0, &events, &metadata).await? {
+            Appended::Written(events) => Ok(Submitted {
+                loaded: loaded(events)?,
+                created: true,
+            }),
+            Appended::Duplicate(record) => self.existing(record.stream_id).await,
+        }
+    }
+
+    async fn existing(&self, id: RequestId) -> Result<Submitted, RequestError> {
+        let loaded = self.load(id).await?.ok_or(RequestError::NotFound(id))?;
+        Ok(Submitted {
+            loaded,
+            created: false,
+        })
+    }
+
+    fn validate(&self, submission: Submission) -> Result<Receive, InvalidInput> {
+        let subject = Subject::parse(submission.subject)?;
+        let jurisdiction = match submission.jurisdiction {
+            Some(name) => Jurisdiction::parse(name)?,
+            None => self.config.policy.default_jurisdiction.clone(),
+        };
+        let policy = self.config.request_policy(&jurisdiction).ok_or_else(|| {
+            let known: Vec<_> = self.config.jurisdictions.keys().map(Jurisdiction::as_str).collect();
+            InvalidInput::new(
+                "jurisdiction",
+                format!("{jurisdiction} is not configured; use one of {}", known.join(", ")),
+            )
+        })?;
+        let source = text_field("source", submission.source, MAX_SOURCE_LEN)?;
+        let reason = text_field("reason", submission.reason, MAX_REASON_LEN)?;
+        let external_id = text_field("external_id", submission.external_id, MAX_EXTERNAL_ID_LEN)?;
+        if submission.tags.len() > MAX_TAGS {
+            return Err(InvalidInput::new("tags", format!("at most {MAX_TAGS} tags")));
+        }
+        let mut tags = Vec::with_capacity(submission.tags.len());
+        for (i, tag) in submission.tags.into_iter().enumerate() {
+            let field = format!("tags[{i}]");
+            let tag = text_field(&field, Some(tag), MAX_TAG_LEN)?
+                .ok_or_else(|| InvalidInput::new(&field, "must not be empty"))?;
+            tags.push(tag);
+        }
+        Ok(Receive {
+            request_id: RequestId::from_uuid(Uuid::nil()),
+            subject,
+            jurisdiction,
+            source,
+            reason,
+            external_id,
+            tags,
+            received_at: Utc::now(),
+            policy,
+        })
+    }
+
+    /// The request's current state and its whole stream, or `None` if there is no such request.
+    pub async fn load(&self, id: RequestId) -> Result<Option<LoadedRequest>, RequestError> {
+        let events = self.store.read_stream(id, 0).await?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        loaded(events).map(Some)
+    }
+
+    /// Decides `command` (built from the current state by `make`) and appends the result,
+    /// deciding again on a concurrent append. Returns the request after the command.
+    pub async fn execute(
+        &self,
+        id: RequestId,
+        metadata: &EventMetadata,
+        make: impl Fn(&Request) -> Command + Send + Sync,
+    ) -> Result<LoadedRequest, RequestError> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let current = self.load(id).await?.ok_or(RequestError::NotFound(id))?;
+            let state = RequestState::Received(Box::new(current.request.clone()));
+            let events = DeletionRequest::handle_command(&state, make(&current.request))?;
+            if events.is_empty() {
+                return Ok(current);
+            }
+            match self
+                .store
+                .append(id, current.version(), &events, metadata)
+                .await
+            {
+                Ok(_) => return self.load(id).await?.ok_or(RequestError::NotFound(id)),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RequestError::Contended)
+    }
+}
+
+/// Folds a stream into its request.
+pub fn loaded(events: Vec<RecordedEvent>) -> Result<LoadedRequest, RequestError> {
+    let mut state = RequestState::NotReceived;
+    for event in &events {
+        state = DeletionRequest::apply_event(state, event.event()?);
+    }
+    match state {
+        RequestState::Received(request) => Ok(LoadedRequest {
+            request: *request,
+            events,
+        }),
+        RequestState::NotReceived => Err(StoreError::Corrupt(
+            "a stream without a Received event".to_owned(),
+        )
+        .into()),
+    }
+}
+
+/// A trimmed, bounded, printable optional text; empty means absent.
+fn text_field(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, InvalidInput> {
+    let Some(value) = value else { return Ok(None) };
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.len() > max {
+        return Err(InvalidInput::new(field, format!("must be at most {max} bytes")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(InvalidInput::new(field, "must not contain control characters"));
+    }
+    Ok(Some(value.to_owned()))
+}
