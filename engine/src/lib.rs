@@ -9,3 +9,8 @@ pub mod config;
 pub mod requests;
 pub mod secrets;
 pub mod store;
+pub mod http;
+pub mod views;
+pub mod audit;
+pub mod cli;
+pub mod telemetry;

@@ -204,6 +204,13 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     /// The recorded head (version and last hash) of a stream.
     async fn stream_head(&self, stream_id: RequestId) -> Result<Option<StreamHead>, StoreError>;
 
+    /// Up to `limit` streams with an id above `after`, in id order, with their heads.
+    async fn list_streams(
+        &self,
+        after: Option<RequestId>,
+        limit: u32,
+    ) -> Result<Vec<(RequestId, StreamHead)>, StoreError>;
+
     /// Checks the database is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
 }

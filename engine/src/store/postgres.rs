@@ -273,6 +273,32 @@ impl EventStore for PostgresStore {
         .transpose()
     }
 
+    async fn list_streams(
+        &self,
+        after: Option<RequestId>,
+        limit: u32,
+    ) -> Result<Vec<(RequestId, StreamHead)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT stream_id, version, last_hash FROM streams \
+             WHERE $1::uuid IS NULL OR stream_id > $1 ORDER BY stream_id LIMIT $2",
+        )
+        .bind(after.map(|id| *id.as_uuid()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    RequestId::from_uuid(row.try_get("stream_id")?),
+                    StreamHead {
+                        version: row.try_get("version")?,
+                        last_hash: row.try_get("last_hash")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -280,6 +280,32 @@ impl EventStore for SqliteStore {
         .transpose()
     }
 
+    async fn list_streams(
+        &self,
+        after: Option<RequestId>,
+        limit: u32,
+    ) -> Result<Vec<(RequestId, StreamHead)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT stream_id, version, last_hash FROM streams \
+             WHERE stream_id > ?1 ORDER BY stream_id LIMIT ?2",
+        )
+        .bind(after.map_or_else(String::new, |id| id.to_string()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    RequestId::from_uuid(parse_uuid(row, "stream_id")?),
+                    StreamHead {
+                        version: row.try_get("version")?,
+                        last_hash: row.try_get("last_hash")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())

@@ -1,0 +1,408 @@
+//! The `lethe` command line (see `CONTRACT.md`). Each subcommand is a small function over the
+//! same pieces the HTTP API uses. Exit codes: 0 success, 1 a failure the message names, 2 a
+//! usage error (from clap).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use lethe_domain::RequestId;
+
+use crate::config::{Config, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
+use crate::http::{router, AppState};
+use crate::requests::{Requests, Submission};
+use crate::secrets::MasterKey;
+use crate::store::{self, EventStore};
+use crate::views::{HistoryView, RequestView, SubmittedView};
+use crate::{audit, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "lethe", version, about = "Lethe: erasure requests from intake to proof of deletion")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Config file (default: ./lethe.toml if present).
+    #[arg(long, global = true, env = "LETHE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database: postgres://... or sqlite://PATH (default: sqlite://./lethe-data/lethe.db).
+    #[arg(long, global = true, env = "LETHE_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Run the HTTP API (applies pending migrations first).
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, env = "LETHE_LISTEN")]
+        listen: Option<String>,
+    },
+    /// Apply pending database migrations.
+    Migrate,
+    /// Submit an erasure request.
+    Submit {
+        /// An identifier of the subject, e.g. --subject user_id=42 --subject email=a@example.com
+        #[arg(long = "subject", value_name = "KIND=VALUE", required = true, value_parser = parse_identifier)]
+        subject: Vec<(String, String)>,
+        #[arg(long)]
+        jurisdiction: Option<String>,
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Your own id for the request; submitting it again returns the first request.
+        #[arg(long)]
+        external_id: Option<String>,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a request's current state.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The auditor's replay: every event, the state after it, and the hash-chain check.
+    History {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute hash chains (all, or one request's); exit 1 naming what fails.
+    Verify { id: Option<String> },
+}
+
+fn parse_identifier(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{raw:?} is not KIND=VALUE, e.g. user_id=42"))
+}
+
+/// Runs the command line; returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.global.config.as_deref())?;
+    let default_filter = if matches!(cli.command, Commands::Serve { .. }) {
+        "info,sqlx=warn"
+    } else {
+        "warn"
+    };
+    telemetry::init(config.log.format, default_filter);
+    let database_url = cli
+        .global
+        .database_url
+        .clone()
+        .or_else(|| config.database_url.clone())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    match cli.command {
+        Commands::Serve { listen } => {
+            let listen = listen
+                .or_else(|| config.listen.clone())
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+            serve(config, &database_url, &listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Migrate => {
+            store::open(&database_url, true).await?;
+            println!("database {} is up to date", redact(&database_url));
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Submit {
+            subject,
+            jurisdiction,
+            source,
+            reason,
+            external_id,
+            tags,
+            json,
+        } => {
+            let store = store::open(&database_url, true).await?;
+            let key = MasterKey::load()?;
+            let requests = Requests::new(store, Arc::new(config));
+            let submission = Submission {
+                subject: subject.into_iter().collect::<BTreeMap<_, _>>(),
+                jurisdiction,
+                source,
+                reason,
+                external_id,
+                tags,
+            };
+            let submitted = requests.submit(submission, None, &cli_actor()).await?;
+            let request = &submitted.loaded.request;
+            let view = SubmittedView::new(request, key.cancel_token(request.id));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                let verb = if submitted.created { "submitted" } else { "already submitted" };
+                println!("{} {verb}", view.id);
+                println!("  status:       {}", view.status);
+                println!("  due at:       {}", view.due_at);
+                println!("  deadline:     {}", view.deadline);
+                println!("  cancel token: {}", view.cancel_token);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Show { id, json } => {
+            let store = store::open(&database_url, false).await?;
+            let requests = Requests::new(store, Arc::new(config));
+            let id = parse_id(&id)?;
+            let loaded = requests.load(id).await?.ok_or_else(|| anyhow!("no request {id}"))?;
+            let view = RequestView::new(&loaded);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print!("{}", render_request(&view));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::History { id, json } => {
+            let store = store::open(&database_url, false).await?;
+            let id = parse_id(&id)?;
+            let view = history(&*store, id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print!("{}", render_history(&view));
+            }
+            Ok(if view.verified { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Commands::Verify { id } => {
+            let store = store::open(&database_url, false).await?;
+            match id {
+                Some(id) => {
+                    let id = parse_id(&id)?;
+                    let view = history(&*store, id).await?;
+                    match &view.chain_error {
+                        None => {
+                            println!("ok: request {id}: {} events verified", view.events.len());
+                            Ok(ExitCode::SUCCESS)
+                        }
+                        Some(e) => {
+                            println!(
+                                "FAILED: request {id} at version {} (position {}): {}",
+                                e.version, e.position, e.problem
+                            );
+                            Ok(ExitCode::FAILURE)
+                        }
+                    }
+                }
+                None => {
+                    let report = audit::verify_all(&*store).await?;
+                    for f in &report.failures {
+                        println!(
+                            "FAILED: request {} at version {} (position {}): {}",
+                            f.stream_id, f.version, f.position, f.problem
+                        );
+                    }
+                    if report.failures.is_empty() {
+                        println!(
+                            "ok: {} requests, {} events, every hash chain verified",
+                            report.streams, report.events
+                        );
+                        Ok(ExitCode::SUCCESS)
+                    } else {
+                        println!(
+                            "{} of {} requests failed verification",
+                            report.failures.len(),
+                            report.streams
+                        );
+                        Ok(ExitCode::FAILURE)
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn history(store: &dyn EventStore, id: RequestId) -> anyhow::Result<HistoryView> {
+    let events = store.read_stream(id, 0).await?;
+    if events.is_empty() {
+        bail!("no request {id}");
+    }
+    let loaded = crate::requests::loaded(events)?;
+    let head = store.stream_head(id).await?;
+    Ok(HistoryView::new(&loaded, head.as_ref())?)
+}
+
+fn parse_id(raw: &str) -> anyhow::Result<RequestId> {
+    raw.parse::<RequestId>()
+        .map_err(|_| anyhow!("{raw:?} is not a request id (a UUID)"))
+}
+
+fn cli_actor() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+    format!("cli:{user}")
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn serve(config: Config, database_url: &str, listen: &str) -> anyhow::Result<()> {
+    let store = store::open(database_url, true)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(database_url)))?;
+    let key = MasterKey::load()?;
+    let state = AppState {
+        requests: Requests::new(store, Arc::new(config)),
+        key,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
+    tracing::info!(listen = %address, database = %redact(database_url), "lethe is serving");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("lethe stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+fn render_request(view: &RequestView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Request {}", view.id);
+    let _ = writeln!(out, "  status:        {}", view.status);
+    let _ = writeln!(out, "  jurisdiction:  {}", view.jurisdiction);
+    if let Some(source) = &view.source {
+        let _ = writeln!(out, "  source:        {source}");
+    }
+    let _ = writeln!(out, "  received at:   {}", view.received_at);
+    let _ = writeln!(out, "  due at:        {}", view.due_at);
+    let _ = writeln!(out, "  deadline:      {}", view.deadline);
+    for reminder in &view.reminders {
+        let sent = if reminder.sent { "sent" } else { "scheduled" };
+        let _ = writeln!(out, "  reminder:      {} ({sent})", reminder.at);
+    }
+    if let Some(hold) = &view.hold {
+        let _ = writeln!(out, "  on hold since: {} ({})", hold.since, hold.reason);
+    }
+    for cleaner in &view.cleaners {
+        let _ = write!(
+            out,
+            "  cleaner {}: {} after {}/{} attempts",
+            cleaner.name, cleaner.status, cleaner.attempts, cleaner.max_attempts
+        );
+        if let Some(error) = &cleaner.last_error {
+            let _ = write!(out, " (last error: {error})");
+        }
+        out.push('\n');
+    }
+    if let Some(at) = view.closed_at {
+        let _ = writeln!(out, "  closed at:     {at}");
+    }
+    out
+}
+
+fn render_history(view: &HistoryView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "History of request {}", view.id);
+    for e in &view.events {
+        let _ = writeln!(
+            out,
+            "#{:<3} {}  {:<17} by {:<20} -> {}",
+            e.version,
+            e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            e.event_type,
+            e.actor,
+            e.status_after
+        );
+        let _ = writeln!(
+            out,
+            "      position {}  command {}  correlation {}",
+            e.position,
+            e.command_id.as_deref().unwrap_or("-"),
+            e.correlation_id
+        );
+        let _ = writeln!(out, "      {}", e.data);
+        let _ = writeln!(out, "      hash {}", e.hash);
+    }
+    match &view.chain_error {
+        None => {
+            let _ = writeln!(out, "Hash chain: verified ({} events)", view.events.len());
+        }
+        Some(e) => {
+            let _ = writeln!(
+                out,
+                "Hash chain: BROKEN at version {} (position {}): {}",
+                e.version, e.position, e.problem
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://lethe:s3cret@db:5432/lethe"),
+            "postgres://lethe:***@db:5432/lethe"
+        );
+        assert_eq!(redact("postgres://postgres@127.0.0.1/x"), "postgres://postgres@127.0.0.1/x");
+        assert_eq!(redact("sqlite://./lethe-data/lethe.db"), "sqlite://./lethe-data/lethe.db");
+    }
+
+    #[test]
+    fn subject_identifiers_parse_as_kind_equals_value() {
+        assert_eq!(parse_identifier("user_id=42").unwrap(), ("user_id".into(), "42".into()));
+        assert_eq!(parse_identifier("note=a=b").unwrap(), ("note".into(), "a=b".into()));
+        assert!(parse_identifier("42").is_err());
+    }
+}

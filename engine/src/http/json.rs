@@ -1,0 +1,101 @@
+//! A JSON body extractor whose errors name the field at fault.
+//!
+//! Any content type is accepted (so `curl -d '{...}'` works without a header); the body must
+//! be a JSON document for the target type, unknown fields included in what is rejected.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+
+use super::problem::Problem;
+
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            let status = rejection.status();
+            Problem::new(
+                status,
+                "urn:lethe:problem:unreadable-body",
+                "Unreadable body",
+                rejection.body_text(),
+            )
+        })?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses `bytes` as JSON into `T`, naming the field of the first error.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::invalid("body", "is empty; send a JSON object"));
+    }
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = inner.to_string();
+        // The path leads to the value at fault; for a missing field it stops at the parent.
+        let unreadable = inner.is_syntax() || inner.is_eof();
+        let field = match (path.as_str(), missing_field(&message)) {
+            _ if unreadable => "body".to_owned(),
+            (".", Some(name)) => name.to_owned(),
+            (parent, Some(name)) => format!("{parent}.{name}"),
+            (".", None) => "body".to_owned(),
+            (path, None) => path.to_owned(),
+        };
+        let detail = if unreadable {
+            format!("is not valid JSON ({message})")
+        } else {
+            message
+        };
+        Problem::invalid(field, detail)
+    })?;
+    Ok(value)
+}
+
+/// The field serde names in "missing field `x`".
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        subject: BTreeMap<String, String>,
+        tags: Option<Vec<String>>,
+    }
+
+    fn field_of(json: &str) -> String {
+        parse::<Body>(json.as_bytes()).unwrap_err().field.unwrap()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of("{}"), "subject");
+        assert_eq!(field_of(r#"{"subject": {}, "colour": 1}"#), "colour");
+        assert_eq!(field_of(r#"{"subject": {"user_id": 42}}"#), "subject.user_id");
+        assert_eq!(field_of(r#"{"subject": {}, "tags": [1]}"#), "tags[0]");
+        assert_eq!(field_of(r#"{"subject": "#), "body");
+        assert_eq!(field_of(""), "body");
+        assert_eq!(field_of("[]"), "body");
+        assert_eq!(field_of(r#"{"subject": {"a": "b"}, "tags": ["x"], "extra": {}}"#), "extra");
+    }
+}

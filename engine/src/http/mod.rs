@@ -1,0 +1,139 @@
+//! The HTTP API (axum). The router is built by [`router`] so tests can drive it with `oneshot`
+//! and `lethe serve` can bind it to a socket.
+
+mod json;
+mod problem;
+
+use std::collections::BTreeMap;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use lethe_domain::RequestId;
+use serde::Deserialize;
+
+pub use json::parse as parse_json;
+pub use problem::Problem;
+
+use crate::requests::{Requests, Submission};
+use crate::secrets::MasterKey;
+use crate::views::{HistoryView, RequestView, SubmittedView};
+use json::JsonBody;
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub requests: Requests,
+    pub key: MasterKey,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/requests", post(submit))
+        .route("/v1/requests/{id}", get(show))
+        .route("/v1/requests/{id}/history", get(history))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    subject: BTreeMap<String, String>,
+    jurisdiction: Option<String>,
+    source: Option<String>,
+    reason: Option<String>,
+    external_id: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+        .ok_or_else(|| {
+            Problem::invalid(
+                "Idempotency-Key",
+                format!("must be 1-{MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+            )
+        })?;
+    Ok(Some(key))
+}
+
+fn request_id(raw: &str) -> Result<RequestId, Problem> {
+    raw.parse::<RequestId>().map_err(Problem::from)
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<SubmitBody>,
+) -> Result<Response, Problem> {
+    let key = idempotency_key(&headers)?;
+    let submission = Submission {
+        subject: body.subject,
+        jurisdiction: body.jurisdiction,
+        source: body.source,
+        reason: body.reason,
+        external_id: body.external_id,
+        tags: body.tags,
+    };
+    let submitted = state
+        .requests
+        .submit(submission, key, "http:anonymous")
+        .await?;
+    let request = &submitted.loaded.request;
+    let view = SubmittedView::new(request, state.key.cancel_token(request.id));
+    let status = if submitted.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let location = format!("/v1/requests/{}", request.id);
+    Ok((status, [(header::LOCATION, location)], Json(view)).into_response())
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RequestView>, Problem> {
+    let id = request_id(&id)?;
+    let loaded = state
+        .requests
+        .load(id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no request {id}")))?;
+    Ok(Json(RequestView::new(&loaded)))
+}
+
+async fn history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<HistoryView>, Problem> {
+    let id = request_id(&id)?;
+    let loaded = state
+        .requests
+        .load(id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no request {id}")))?;
+    let head = state.requests.store().stream_head(id).await?;
+    Ok(Json(HistoryView::new(&loaded, head.as_ref())?))
+}
+
+async fn ready(State(state): State<AppState>) -> Result<&'static str, Problem> {
+    state.requests.store().ping().await?;
+    Ok("ready")
+}

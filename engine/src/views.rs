@@ -1,0 +1,221 @@
+//! What a request looks like from outside: the JSON shapes that the HTTP API returns and that
+//! `lethe show` / `lethe history --json` print. One shape per question, shared by both doors.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use lethe_domain::state::{CleanerState, Phase, Request};
+use lethe_domain::{Aggregate, DeletionRequest, RequestId, RequestState, RequestStatus};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::requests::LoadedRequest;
+use crate::store::{verify_chain, StoreError, StreamHead};
+
+/// The answer to a submission.
+#[derive(Debug, Serialize)]
+pub struct SubmittedView {
+    pub id: RequestId,
+    pub status: RequestStatus,
+    pub received_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub deadline: NaiveDate,
+    /// Lets the data subject cancel during the grace period (`POST /v1/requests/{id}/cancel?token=`).
+    pub cancel_token: String,
+}
+
+impl SubmittedView {
+    pub fn new(request: &Request, cancel_token: String) -> Self {
+        Self {
+            id: request.id,
+            status: request.status(),
+            received_at: request.received_at,
+            due_at: request.due_at,
+            deadline: request.deadline,
+            cancel_token,
+        }
+    }
+}
+
+/// A request's current state, without the subject's identifiers.
+#[derive(Debug, Serialize)]
+pub struct RequestView {
+    pub id: RequestId,
+    pub status: RequestStatus,
+    pub jurisdiction: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    pub tags: Vec<String>,
+    pub received_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub deadline: NaiveDate,
+    pub reminders: Vec<ReminderView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub became_due_at: Option<DateTime<Utc>>,
+    pub cleaners: Vec<CleanerView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<String>,
+    pub shredded: bool,
+    /// The stream version this view reflects.
+    pub version: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReminderView {
+    pub at: DateTime<Utc>,
+    pub sent: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HoldView {
+    pub since: DateTime<Utc>,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CleanerView {
+    pub name: String,
+    pub status: &'static str,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub last_error: Option<String>,
+}
+
+impl RequestView {
+    pub fn new(loaded: &LoadedRequest) -> Self {
+        let request = &loaded.request;
+        let (closed_at, close_reason) = match &request.phase {
+            Phase::Completed { completed_at, .. } => (Some(*completed_at), None),
+            Phase::Cancelled { at, reason } => (Some(*at), reason.clone()),
+            Phase::Rejected { at, reason } => (Some(*at), Some(reason.clone())),
+            Phase::Grace | Phase::Cleaning(_) => (None, None),
+        };
+        let cleaning = request.cleaning();
+        Self {
+            id: request.id,
+            status: request.status(),
+            jurisdiction: request.jurisdiction.to_string(),
+            source: request.source.clone(),
+            external_id: request.external_id.clone(),
+            tags: request.tags.clone(),
+            received_at: request.received_at,
+            due_at: request.due_at,
+            deadline: request.deadline,
+            reminders: request
+                .reminders
+                .iter()
+                .map(|r| ReminderView {
+                    at: r.at,
+                    sent: r.sent,
+                })
+                .collect(),
+            hold: request.hold.as_ref().map(|h| HoldView {
+                since: h.since,
+                reason: h.reason.clone(),
+            }),
+            became_due_at: cleaning.map(|c| c.became_due_at),
+            cleaners: cleaning
+                .map(|c| {
+                    c.cleaners
+                        .iter()
+                        .map(|(name, progress)| CleanerView {
+                            name: name.to_string(),
+                            status: progress.state.as_str(),
+                            attempts: progress.attempts,
+                            max_attempts: progress.max_attempts,
+                            last_error: match progress.state {
+                                CleanerState::Succeeded { .. } => None,
+                                _ => progress.last_error.clone(),
+                            },
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            closed_at,
+            close_reason,
+            shredded: request.shredded,
+            version: loaded.version(),
+        }
+    }
+}
+
+/// The auditor's replay: every event with its metadata, the status after it, and the verdict
+/// of the hash chain.
+#[derive(Debug, Serialize)]
+pub struct HistoryView {
+    pub id: RequestId,
+    pub verified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain_error: Option<ChainErrorView>,
+    pub events: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChainErrorView {
+    pub version: i64,
+    pub position: i64,
+    pub problem: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryEntry {
+    pub position: i64,
+    pub version: i64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub recorded_at: DateTime<Utc>,
+    pub actor: String,
+    pub event_id: Uuid,
+    pub command_id: Option<String>,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub schema_version: i32,
+    pub data: serde_json::Value,
+    pub status_after: RequestStatus,
+    pub hash: String,
+    pub prev_hash: String,
+}
+
+impl HistoryView {
+    pub fn new(loaded: &LoadedRequest, head: Option<&StreamHead>) -> Result<Self, StoreError> {
+        let chain = verify_chain(&loaded.events, head);
+        let mut state = RequestState::NotReceived;
+        let mut events = Vec::with_capacity(loaded.events.len());
+        for event in &loaded.events {
+            state = DeletionRequest::apply_event(state, event.event()?);
+            let status_after = state
+                .request()
+                .map_or(RequestStatus::Pending, Request::status);
+            events.push(HistoryEntry {
+                position: event.position,
+                version: event.version,
+                event_type: event.event_type.clone(),
+                recorded_at: event.recorded_at,
+                actor: event.actor.clone(),
+                event_id: event.event_id,
+                command_id: event.command_id.clone(),
+                correlation_id: event.correlation_id,
+                causation_id: event.causation_id,
+                schema_version: event.schema_version,
+                data: event.payload.clone(),
+                status_after,
+                hash: event.hash.clone(),
+                prev_hash: event.prev_hash.clone(),
+            });
+        }
+        Ok(Self {
+            id: loaded.request.id,
+            verified: chain.is_ok(),
+            chain_error: chain.err().map(|b| ChainErrorView {
+                version: b.version,
+                position: b.position,
+                problem: b.problem,
+            }),
+            events,
+        })
+    }
+}
