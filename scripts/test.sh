@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs every check Lethe has: formatting, clippy, and all tests against real databases.
+#
+# Postgres: uses LETHE_TEST_POSTGRES_URL if set; else the server on 127.0.0.1:5432 if one
+# answers; else starts a throwaway cluster from the system's Postgres binaries (installing
+# them with apt-get when missing) on a free port, and stops it at the end. Each run gets a
+# fresh database; each test makes its own schema inside it. LETHE_TEST_THROWAWAY_POSTGRES=1
+# forces the throwaway cluster (what a fresh machine with Postgres stopped goes through).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '== %s\n' "$*" >&2; }
+
+ensure_postgres_binaries() {
+  if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
+    log "installing PostgreSQL from Debian's packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq postgresql postgresql-client >/dev/null
+  fi
+}
+
+pg_bin() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  if [ -n "$dir" ] && [ -x "$dir/$1" ]; then echo "$dir/$1"; else command -v "$1"; fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start_throwaway_postgres() {
+  ensure_postgres_binaries
+  local port dir runas=()
+  port=$(free_port)
+  dir=$(mktemp -d /tmp/lethe-pg.XXXXXX)
+  if [ "$(id -u)" = 0 ]; then
+    # initdb refuses to run as root.
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    chown postgres "$dir"
+    runas=(runuser -u postgres --)
+  fi
+  log "starting a throwaway Postgres on 127.0.0.1:$port in $dir"
+  "${runas[@]}" "$(pg_bin initdb)" -D "$dir/data" -U postgres --auth=trust >/dev/null
+  "${runas[@]}" "$(pg_bin pg_ctl)" -D "$dir/data" -l "$dir/log" -w \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
+  PG_STOP=("${runas[@]}" "$(pg_bin pg_ctl)" -D "$dir/data" -m immediate stop)
+  PG_DIR="$dir"
+  trap 'log "stopping the throwaway Postgres"; "${PG_STOP[@]}" >/dev/null || true; rm -rf "$PG_DIR"' EXIT
+  BASE_URL="postgres://postgres@127.0.0.1:$port"
+}
+
+if [ -n "${LETHE_TEST_POSTGRES_URL:-}" ]; then
+  log "using Postgres from LETHE_TEST_POSTGRES_URL"
+else
+  command -v psql >/dev/null || ensure_postgres_binaries
+  BASE_URL="postgres://postgres@127.0.0.1:5432"
+  if [ -z "${LETHE_TEST_THROWAWAY_POSTGRES:-}" ] && command -v psql >/dev/null \
+     && psql "$BASE_URL/postgres" -qtAc 'select 1' >/dev/null 2>&1; then
+    log "using the Postgres already listening on 127.0.0.1:5432"
+  else
+    start_throwaway_postgres
+  fi
+  db="lethe_test"
+  PGOPTIONS='-c client_min_messages=warning' psql "$BASE_URL/postgres" -qtA -v ON_ERROR_STOP=1 \
+    -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
+  export LETHE_TEST_POSTGRES_URL="$BASE_URL/$db"
+fi
+
+log "cargo fmt --check"
+cargo fmt --all --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cargo test"
+cargo test --workspace --locked
