@@ -17,8 +17,7 @@ use crate::command::{Command, Receive};
 use crate::error::DomainError;
 use crate::event::{
     Cancelled, CleanerFailed, CleanerRetried, CleanerSkipped, CleanerSucceeded, Completed,
-    DeadlineExtended, Due, Event, HoldPlaced, HoldReleased, Received, Rejected, Reminded,
-    Shredded,
+    DeadlineExtended, Due, Event, HoldPlaced, HoldReleased, Received, Rejected, Reminded, Shredded,
 };
 use crate::ids::CleanerName;
 use crate::policy::Span;
@@ -71,9 +70,11 @@ impl esrs::Aggregate for DeletionRequest {
 impl DeletionRequest {
     /// Folds a whole stream from nothing.
     pub fn fold(events: impl IntoIterator<Item = Event>) -> RequestState {
-        events.into_iter().fold(RequestState::default(), |state, event| {
-            <Self as esrs::Aggregate>::apply_event(state, event)
-        })
+        events
+            .into_iter()
+            .fold(RequestState::default(), |state, event| {
+                <Self as esrs::Aggregate>::apply_event(state, event)
+            })
     }
 }
 
@@ -245,7 +246,13 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
                 // A success for any attempt already made counts: a late answer to an attempt
                 // that timed out still means the data is gone.
                 CleanerState::Pending | CleanerState::Exhausted => {
-                    if attempt == 0 || attempt > progress.next_attempt() {
+                    // An exhausted cleaner has no attempt in flight: only attempts already made.
+                    let last_sent = if progress.state == CleanerState::Exhausted {
+                        progress.attempts
+                    } else {
+                        progress.next_attempt()
+                    };
+                    if attempt == 0 || attempt > last_sent {
                         return Err(DomainError::UnknownAttempt {
                             cleaner,
                             attempt,
@@ -323,7 +330,11 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
                 max_attempts: progress.attempts.saturating_add(extra_attempts.max(1)),
             })])
         }
-        Command::SkipCleaner { cleaner, at, reason } => {
+        Command::SkipCleaner {
+            cleaner,
+            at,
+            reason,
+        } => {
             let reason = require_reason(&reason)?;
             let (cleaning, progress) = cleaner_in_plan(request, &cleaner)?;
             if progress.is_done() {
@@ -409,7 +420,9 @@ fn evolve(request: &mut Request, event: Event) {
                 reminder.sent = true;
             }
         }
-        Event::Cancelled(Cancelled { at, reason }) => request.phase = Phase::Cancelled { at, reason },
+        Event::Cancelled(Cancelled { at, reason }) => {
+            request.phase = Phase::Cancelled { at, reason }
+        }
         Event::Rejected(Rejected { at, reason }) => request.phase = Phase::Rejected { at, reason },
         Event::HoldPlaced(HoldPlaced { at, reason }) => {
             request.hold = Some(Hold { since: at, reason });
@@ -478,7 +491,11 @@ fn evolve(request: &mut Request, event: Event) {
                 progress.state = CleanerState::Pending;
             }
         }
-        Event::CleanerSkipped(CleanerSkipped { cleaner, at, reason }) => {
+        Event::CleanerSkipped(CleanerSkipped {
+            cleaner,
+            at,
+            reason,
+        }) => {
             if let Some(progress) = progress_mut(request, &cleaner) {
                 progress.state = CleanerState::Skipped { at, reason };
             }

@@ -128,7 +128,7 @@ pub struct Received {
     pub received_at: DateTime<Utc>,
     /// End of the grace period: the request becomes due then unless cancelled or held.
     pub due_at: DateTime<Utc>,
-    /// When each reminder is to be sent, in the order of the policy's reminder offsets.
+    /// When each reminder is to be sent, earliest first (index 0 is the earliest).
     pub reminders: Vec<DateTime<Utc>>,
     pub deadline_rule: DeadlineRule,
     /// The legal deadline (inclusive), counted from the day of receipt in UTC.

@@ -46,7 +46,8 @@ impl FromStr for RequestId {
 fn check_machine_name(field: &str, value: &str, max_len: usize) -> Result<(), InvalidInput> {
     let mut chars = value.chars();
     let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_lowercase());
-    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if value.is_empty() {
         return Err(InvalidInput::new(field, "must not be empty"));
     }
@@ -137,7 +138,14 @@ mod tests {
     fn machine_names_reject_what_cannot_go_in_a_url_or_a_label() {
         assert!(CleanerName::parse("billing").is_ok());
         assert!(CleanerName::parse("crm-eu_2").is_ok());
-        for bad in ["", "Billing", "2fa", "bill ing", "bill/ing", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "Billing",
+            "2fa",
+            "bill ing",
+            "bill/ing",
+            &"a".repeat(65),
+        ] {
             let err = CleanerName::parse(bad).unwrap_err();
             assert_eq!(err.field, "cleaner", "{bad:?}");
         }

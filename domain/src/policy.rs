@@ -81,12 +81,12 @@ impl FromStr for Span {
             return Err(bad());
         }
         while !rest.is_empty() {
-            let digits_end = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .ok_or_else(bad)?;
+            let digits_end = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
             let n: u32 = rest[..digits_end].parse().map_err(|_| bad())?;
             rest = rest[digits_end..].trim_start();
-            let unit_end = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+            let unit_end = rest
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(rest.len());
             match &rest[..unit_end] {
                 "d" | "day" | "days" => span.days = span.days.checked_add(n).ok_or_else(bad)?,
                 "month" | "months" => span.months = span.months.checked_add(n).ok_or_else(bad)?,

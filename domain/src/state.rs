@@ -118,9 +118,7 @@ impl Request {
             Phase::Grace if self.hold.is_some() => RequestStatus::OnHold,
             Phase::Grace => RequestStatus::Pending,
             Phase::Cleaning(_) if self.hold.is_some() => RequestStatus::OnHold,
-            Phase::Cleaning(cleaning) if cleaning.any_exhausted() => {
-                RequestStatus::NeedsAttention
-            }
+            Phase::Cleaning(cleaning) if cleaning.any_exhausted() => RequestStatus::NeedsAttention,
             Phase::Cleaning(_) => RequestStatus::Due,
             Phase::Completed { .. } => RequestStatus::Completed,
             Phase::Cancelled { .. } => RequestStatus::Cancelled,

@@ -16,7 +16,10 @@ pub const MAX_VALUE_LEN: usize = 256;
 
 /// A validated, non-empty map from identifier kind to value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "BTreeMap<String, String>", into = "BTreeMap<String, String>")]
+#[serde(
+    try_from = "BTreeMap<String, String>",
+    into = "BTreeMap<String, String>"
+)]
 pub struct Subject(BTreeMap<String, String>);
 
 impl Subject {
@@ -114,11 +117,23 @@ mod tests {
 
     #[test]
     fn errors_name_the_identifier_at_fault() {
-        assert_eq!(subject(&[("email", " ")]).unwrap_err().field, "subject.email");
+        assert_eq!(
+            subject(&[("email", " ")]).unwrap_err().field,
+            "subject.email"
+        );
         let long = "x".repeat(MAX_VALUE_LEN + 1);
-        assert_eq!(subject(&[("email", &long)]).unwrap_err().field, "subject.email");
-        assert_eq!(subject(&[("E-mail", "a@b")]).unwrap_err().field, "subject.E-mail");
-        assert_eq!(subject(&[("tel", "1\n2")]).unwrap_err().field, "subject.tel");
+        assert_eq!(
+            subject(&[("email", &long)]).unwrap_err().field,
+            "subject.email"
+        );
+        assert_eq!(
+            subject(&[("E-mail", "a@b")]).unwrap_err().field,
+            "subject.E-mail"
+        );
+        assert_eq!(
+            subject(&[("tel", "1\n2")]).unwrap_err().field,
+            "subject.tel"
+        );
     }
 
     #[test]

@@ -236,7 +236,11 @@ fn a_closed_request_is_shredded_once() {
             .when(Command::Shred { at })
             .then_expect_events(vec![Event::Shredded(Shredded { at })]);
         assert!(request(&state).shredded, "{status}");
-        assert_eq!(request(&state).status(), status, "shredding keeps the status");
+        assert_eq!(
+            request(&state).status(),
+            status,
+            "shredding keeps the status"
+        );
 
         let mut shredded = history;
         shredded.push(Event::Shredded(Shredded { at }));
@@ -401,7 +405,10 @@ fn the_last_outstanding_success_completes_the_request() {
         succeeded("billing", 1, after_due(1)),
     ])
     .when(success("crm", 1, after_due(2)))
-    .then_expect_events(vec![succeeded("crm", 1, after_due(2)), completed(after_due(2))]);
+    .then_expect_events(vec![
+        succeeded("crm", 1, after_due(2)),
+        completed(after_due(2)),
+    ]);
     assert_eq!(request(&state).status(), RequestStatus::Completed);
 }
 
@@ -808,4 +815,27 @@ fn an_extension_needs_a_reason() {
             reason: String::new(),
         })
         .then_expect_error(DomainError::ReasonRequired);
+}
+
+#[test]
+fn an_exhausted_cleaner_accepts_late_successes_only_for_attempts_it_was_sent() {
+    let history = [
+        received(),
+        due(&[("billing", 2)]),
+        failed("billing", 1, after_due(1), true, false),
+        failed("billing", 2, after_due(2), true, true),
+    ];
+    given(history.clone())
+        .when(success("billing", 3, after_due(3)))
+        .then_expect_error(DomainError::UnknownAttempt {
+            cleaner: cleaner("billing"),
+            attempt: 3,
+            next: 3,
+        });
+    given(history)
+        .when(success("billing", 2, after_due(3)))
+        .then_expect_events(vec![
+            succeeded("billing", 2, after_due(3)),
+            completed(after_due(3)),
+        ]);
 }

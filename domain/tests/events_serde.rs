@@ -1,0 +1,340 @@
+//! The stored form of events: every variant (with its optional fields present and absent)
+//! survives `event_type()` + `payload()` -> `Event::from_stored`, `EVENT_TYPES` names exactly
+//! the variants, and the payload keys other components read keep their names.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lethe_domain::event::{
+    Cancelled, CleanerFailed, CleanerRetried, CleanerSkipped, CleanerSucceeded, Completed,
+    DeadlineExtended, Due, HoldPlaced, HoldReleased, Received, Rejected, Reminded, Shredded,
+    EVENT_TYPES,
+};
+use lethe_domain::{DeadlineRule, Event, Span};
+use serde_json::{json, Value};
+
+use support::*;
+
+/// Which variant an event is. The match has no wildcard, so a new variant does not compile
+/// until it is given a position here, and `every_variant_has_an_example` then wants an example.
+const fn variant(event: &Event) -> usize {
+    match event {
+        Event::Received(_) => 0,
+        Event::Reminded(_) => 1,
+        Event::Cancelled(_) => 2,
+        Event::Rejected(_) => 3,
+        Event::HoldPlaced(_) => 4,
+        Event::HoldReleased(_) => 5,
+        Event::DeadlineExtended(_) => 6,
+        Event::Due(_) => 7,
+        Event::CleanerSucceeded(_) => 8,
+        Event::CleanerFailed(_) => 9,
+        Event::CleanerRetried(_) => 10,
+        Event::CleanerSkipped(_) => 11,
+        Event::Completed(_) => 12,
+        Event::Shredded(_) => 13,
+    }
+}
+
+const VARIANTS: usize = 14;
+
+/// The fixture `Received` with every optional field filled in.
+fn received_in_full() -> Event {
+    let Event::Received(received) = received() else {
+        unreachable!("the fixture is a Received")
+    };
+    Event::Received(Received {
+        source: Some("support-desk".to_owned()),
+        reason: Some("account closed".to_owned()),
+        external_id: Some("ZD-1234".to_owned()),
+        tags: vec!["vip".to_owned(), "eu".to_owned()],
+        ..received
+    })
+}
+
+/// The fixture `Received` with every optional field empty.
+fn received_bare() -> Event {
+    let Event::Received(received) = received() else {
+        unreachable!("the fixture is a Received")
+    };
+    Event::Received(Received {
+        source: None,
+        reason: None,
+        external_id: None,
+        tags: vec![],
+        reminders: vec![],
+        deadline_rule: DeadlineRule::CCPA,
+        ..received
+    })
+}
+
+fn examples() -> Vec<Event> {
+    let at = after_due(3);
+    vec![
+        received_in_full(),
+        received_bare(),
+        Event::Reminded(Reminded { index: 1, at }),
+        Event::Cancelled(Cancelled {
+            at,
+            reason: Some("changed my mind".to_owned()),
+        }),
+        Event::Cancelled(Cancelled { at, reason: None }),
+        Event::Rejected(Rejected {
+            at,
+            reason: "identity not verified".to_owned(),
+        }),
+        Event::HoldPlaced(HoldPlaced {
+            at,
+            reason: "litigation hold".to_owned(),
+        }),
+        Event::HoldReleased(HoldReleased {
+            at,
+            reason: Some("case settled".to_owned()),
+        }),
+        Event::HoldReleased(HoldReleased { at, reason: None }),
+        Event::DeadlineExtended(DeadlineExtended {
+            at,
+            by: Span { months: 1, days: 3 },
+            reason: "many systems".to_owned(),
+            deadline: date(2025, 5, 6),
+        }),
+        Event::DeadlineExtended(DeadlineExtended {
+            at,
+            by: Span::days(45),
+            reason: "many systems".to_owned(),
+            deadline: date(2025, 6, 1),
+        }),
+        Event::Due(Due {
+            at,
+            cleaners: plan(&[("billing", 3), ("crm", 8)]),
+            expedited: true,
+        }),
+        Event::Due(Due {
+            at,
+            cleaners: vec![],
+            expedited: false,
+        }),
+        Event::CleanerSucceeded(CleanerSucceeded {
+            cleaner: cleaner("billing"),
+            attempt: 2,
+            at,
+            deleted: Some(BTreeMap::from([
+                ("rows".to_owned(), 12),
+                ("files".to_owned(), 0),
+            ])),
+            detail: Some("purged".to_owned()),
+        }),
+        Event::CleanerSucceeded(CleanerSucceeded {
+            cleaner: cleaner("billing"),
+            attempt: 1,
+            at,
+            deleted: None,
+            detail: None,
+        }),
+        Event::CleanerFailed(CleanerFailed {
+            cleaner: cleaner("crm"),
+            attempt: 3,
+            at,
+            error: "HTTP 429".to_owned(),
+            status_code: Some(429),
+            retryable: true,
+            retry_after_seconds: Some(120),
+            exhausted: false,
+        }),
+        Event::CleanerFailed(CleanerFailed {
+            cleaner: cleaner("crm"),
+            attempt: 1,
+            at,
+            error: "connection refused".to_owned(),
+            status_code: None,
+            retryable: false,
+            retry_after_seconds: None,
+            exhausted: true,
+        }),
+        Event::CleanerRetried(CleanerRetried {
+            cleaner: cleaner("crm"),
+            at,
+            max_attempts: 11,
+        }),
+        Event::CleanerSkipped(CleanerSkipped {
+            cleaner: cleaner("crm"),
+            at,
+            reason: "decommissioned".to_owned(),
+        }),
+        Event::Completed(Completed { at }),
+        Event::Shredded(Shredded { at }),
+    ]
+}
+
+#[test]
+fn every_variant_has_an_example() {
+    let covered: BTreeSet<usize> = examples().iter().map(variant).collect();
+    assert_eq!(
+        covered,
+        (0..VARIANTS).collect(),
+        "variants without an example"
+    );
+}
+
+#[test]
+fn every_event_survives_the_stored_form() {
+    for event in examples() {
+        let payload = event.payload();
+        assert!(
+            payload.is_object(),
+            "{} payload: {payload}",
+            event.event_type()
+        );
+        // Through text, as the store keeps it.
+        let text = serde_json::to_string(&payload).unwrap();
+        let back = Event::from_stored(event.event_type(), serde_json::from_str(&text).unwrap());
+        assert_eq!(
+            back.as_ref().ok(),
+            Some(&event),
+            "{} via {text}",
+            event.event_type()
+        );
+    }
+}
+
+#[test]
+fn the_payload_does_not_repeat_the_type() {
+    for event in examples() {
+        let payload = event.payload();
+        assert!(
+            payload.get("type").is_none() && payload.get("data").is_none(),
+            "{}: {payload}",
+            event.event_type()
+        );
+    }
+}
+
+#[test]
+fn event_types_are_exactly_the_variants_names() {
+    let listed: BTreeSet<&str> = EVENT_TYPES.into_iter().collect();
+    assert_eq!(
+        listed.len(),
+        EVENT_TYPES.len(),
+        "EVENT_TYPES has duplicates"
+    );
+    let used: BTreeSet<&str> = examples().iter().map(Event::event_type).collect();
+    assert_eq!(listed, used);
+    // The stored name is also the serde tag, or from_stored could not read it back.
+    for event in examples() {
+        let tagged = serde_json::to_value(&event).unwrap();
+        assert_eq!(tagged["type"], event.event_type());
+    }
+}
+
+#[test]
+fn an_unknown_type_or_a_mismatched_payload_is_refused() {
+    let payload = Event::Completed(Completed { at: after_due(1) }).payload();
+    assert!(Event::from_stored("Finished", payload.clone()).is_err());
+    assert!(Event::from_stored("completed", payload).is_err());
+    let reminded = Event::Reminded(Reminded {
+        index: 0,
+        at: during_grace(),
+    });
+    assert!(Event::from_stored("CleanerSkipped", reminded.payload()).is_err());
+}
+
+#[test]
+fn reading_a_payload_validates_names_and_subjects() {
+    let Value::Object(good) = received().payload() else {
+        panic!("a payload is an object")
+    };
+    for (key, bad) in [
+        ("jurisdiction", json!("GDPR")),
+        ("subject", json!({})),
+        ("subject", json!({"e-mail": "a@b"})),
+        ("request_id", json!("42")),
+    ] {
+        let mut payload = good.clone();
+        payload.insert(key.to_owned(), bad.clone());
+        let result = Event::from_stored("Received", Value::Object(payload));
+        assert!(result.is_err(), "{key} = {bad} was accepted");
+    }
+}
+
+#[test]
+fn optional_fields_are_left_out_when_empty() {
+    let bare = received_bare().payload();
+    for key in ["source", "reason", "external_id", "tags"] {
+        assert!(bare.get(key).is_none(), "{key} in {bare}");
+    }
+    let full = received_in_full().payload();
+    assert_eq!(full["tags"], json!(["vip", "eu"]));
+    assert_eq!(full["external_id"], "ZD-1234");
+
+    let due = Event::Due(Due {
+        at: due_at(),
+        cleaners: vec![],
+        expedited: false,
+    })
+    .payload();
+    assert!(due.get("expedited").is_none(), "{due}");
+}
+
+#[test]
+fn the_received_payload_keeps_the_names_other_components_read() {
+    let payload = received().payload();
+    for key in [
+        "request_id",
+        "subject",
+        "jurisdiction",
+        "received_at",
+        "due_at",
+        "reminders",
+        "deadline_rule",
+        "deadline",
+    ] {
+        assert!(
+            payload.get(key).is_some(),
+            "Received has no {key:?}: {payload}"
+        );
+    }
+    assert_eq!(payload["request_id"], request_id().to_string());
+    assert_eq!(payload["jurisdiction"], "gdpr");
+    assert_eq!(
+        payload["subject"],
+        json!({"email": "ada@example.com", "user_id": "42"})
+    );
+    // Dates are ISO 8601 strings, the deadline a plain date.
+    assert_eq!(payload["deadline"], "2025-04-03");
+    let received_at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(payload["received_at"].clone()).unwrap();
+    assert_eq!(received_at, support::received_at());
+    assert_eq!(payload["reminders"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn a_payload_written_by_hand_reads_as_expected() {
+    // The stored form of a Received, as another component (or an older Lethe) would write it.
+    let stored = json!({
+        "request_id": "01970000-0000-7000-8000-000000000001",
+        "subject": {"user_id": "42", "email": "ada@example.com"},
+        "jurisdiction": "gdpr",
+        "source": "portal",
+        "received_at": "2025-03-03T09:00:00Z",
+        "due_at": "2025-04-02T09:00:00Z",
+        "reminders": ["2025-03-26T09:00:00Z", "2025-04-01T09:00:00Z"],
+        "deadline_rule": {"base": {"months": 1}, "max_extension": {"months": 2}},
+        "deadline": "2025-04-03"
+    });
+    assert_eq!(Event::from_stored("Received", stored).unwrap(), received());
+
+    let stored = json!({
+        "cleaner": "billing",
+        "attempt": 1,
+        "at": "2025-04-02T10:00:00Z",
+        "error": "HTTP 503",
+        "status_code": 503,
+        "retryable": true,
+        "exhausted": false
+    });
+    assert_eq!(
+        Event::from_stored("CleanerFailed", stored).unwrap(),
+        failed("billing", 1, after_due(1), true, false)
+    );
+}
