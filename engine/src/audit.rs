@@ -94,8 +94,9 @@ pub async fn verify_all(store: &dyn EventStore) -> Result<Report, StoreError> {
             if tail.is_some_and(|t| t.broken) {
                 continue;
             }
-            let (version, position, hash) =
-                tail.map_or((0, 0, GENESIS_HASH), |t| (t.version, t.position, t.hash.as_str()));
+            let (version, position, hash) = tail.map_or((0, 0, GENESIS_HASH), |t| {
+                (t.version, t.position, t.hash.as_str())
+            });
             if head.version != version || head.last_hash != hash {
                 report.failures.push(Failure {
                     stream_id,

@@ -21,7 +21,11 @@ use crate::views::{HistoryView, RequestView, SubmittedView};
 use crate::{audit, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(name = "lethe", version, about = "Lethe: erasure requests from intake to proof of deletion")]
+#[command(
+    name = "lethe",
+    version,
+    about = "Lethe: erasure requests from intake to proof of deletion"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -154,7 +158,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
-                let verb = if submitted.created { "submitted" } else { "already submitted" };
+                let verb = if submitted.created {
+                    "submitted"
+                } else {
+                    "already submitted"
+                };
                 println!("{} {verb}", view.id);
                 println!("  status:       {}", view.status);
                 println!("  due at:       {}", view.due_at);
@@ -167,7 +175,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = store::open(&database_url, false).await?;
             let requests = Requests::new(store, Arc::new(config));
             let id = parse_id(&id)?;
-            let loaded = requests.load(id).await?.ok_or_else(|| anyhow!("no request {id}"))?;
+            let loaded = requests
+                .load(id)
+                .await?
+                .ok_or_else(|| anyhow!("no request {id}"))?;
             let view = RequestView::new(&loaded);
             if json {
                 println!("{}", serde_json::to_string_pretty(&view)?);
@@ -185,7 +196,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", render_history(&view));
             }
-            Ok(if view.verified { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if view.verified {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Commands::Verify { id } => {
             let store = store::open(&database_url, false).await?;
@@ -355,7 +370,8 @@ fn render_history(view: &HistoryView) -> String {
             out,
             "#{:<3} {}  {:<17} by {:<20} -> {}",
             e.version,
-            e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            e.recorded_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             e.event_type,
             e.actor,
             e.status_after
@@ -395,14 +411,26 @@ mod tests {
             redact("postgres://lethe:s3cret@db:5432/lethe"),
             "postgres://lethe:***@db:5432/lethe"
         );
-        assert_eq!(redact("postgres://postgres@127.0.0.1/x"), "postgres://postgres@127.0.0.1/x");
-        assert_eq!(redact("sqlite://./lethe-data/lethe.db"), "sqlite://./lethe-data/lethe.db");
+        assert_eq!(
+            redact("postgres://postgres@127.0.0.1/x"),
+            "postgres://postgres@127.0.0.1/x"
+        );
+        assert_eq!(
+            redact("sqlite://./lethe-data/lethe.db"),
+            "sqlite://./lethe-data/lethe.db"
+        );
     }
 
     #[test]
     fn subject_identifiers_parse_as_kind_equals_value() {
-        assert_eq!(parse_identifier("user_id=42").unwrap(), ("user_id".into(), "42".into()));
-        assert_eq!(parse_identifier("note=a=b").unwrap(), ("note".into(), "a=b".into()));
+        assert_eq!(
+            parse_identifier("user_id=42").unwrap(),
+            ("user_id".into(), "42".into())
+        );
+        assert_eq!(
+            parse_identifier("note=a=b").unwrap(),
+            ("note".into(), "a=b".into())
+        );
         assert!(parse_identifier("42").is_err());
     }
 }

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lethe_domain::{DeadlineRule, Jurisdiction, RequestPolicy, Span};
+use chrono::{DateTime, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use lethe_domain::{CleanerName, DeadlineRule, Jurisdiction, RequestPolicy, RetryPolicy, Span};
 use serde::{Deserialize, Deserializer};
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./lethe-data/lethe.db";
@@ -29,6 +31,252 @@ pub struct Config {
     /// Merged over the built-in `gdpr` and `ccpa` rules.
     #[serde(default)]
     pub jurisdictions: BTreeMap<Jurisdiction, JurisdictionConfig>,
+    /// Where reminders go (the service that e-mails the subject); none: reminders are only
+    /// recorded.
+    pub notifier: Option<NotifierConfig>,
+    #[serde(default)]
+    pub cleaners: Vec<CleanerConfig>,
+    /// The workflow's moving parts: how often workers look for work, lease lengths.
+    #[serde(default)]
+    pub engine: EngineConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierConfig {
+    pub url: String,
+    #[serde(default = "default_timeout")]
+    pub timeout: ConfigDuration,
+    /// Signs notifications like cleaner calls, when set.
+    pub secret: Option<String>,
+}
+
+fn default_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CleanerKind {
+    Http,
+    Kafka,
+    Manual,
+}
+
+/// One service that holds personal data and is told to erase it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanerConfig {
+    pub name: CleanerName,
+    pub kind: CleanerKind,
+    /// `http`: where to POST.
+    pub url: Option<String>,
+    /// `http`: the HMAC key for the `Lethe-Signature` header.
+    pub secret: Option<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout: ConfigDuration,
+    /// How long a cleaner that answered 202 has to call back before the attempt fails.
+    #[serde(default = "default_callback_timeout")]
+    pub callback_timeout: ConfigDuration,
+    /// Which requests this cleaner is told about; absent: every request.
+    #[serde(rename = "match", default)]
+    pub routing: RoutingRule,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    pub window: Option<WindowConfig>,
+    pub max_in_flight: Option<u32>,
+    pub rate_per_second: Option<f64>,
+}
+
+fn default_callback_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(3600))
+}
+
+/// Selects requests by jurisdiction, source and tags; an absent list matches everything, and
+/// a request must match every list given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingRule {
+    pub jurisdictions: Option<Vec<Jurisdiction>>,
+    pub sources: Option<Vec<String>>,
+    /// Matches when the request has at least one of these tags.
+    pub tags: Option<Vec<String>>,
+}
+
+impl RoutingRule {
+    pub fn matches(
+        &self,
+        jurisdiction: &Jurisdiction,
+        source: Option<&str>,
+        tags: &[String],
+    ) -> bool {
+        let jurisdiction_ok = self
+            .jurisdictions
+            .as_ref()
+            .is_none_or(|list| list.contains(jurisdiction));
+        let source_ok = self
+            .sources
+            .as_ref()
+            .is_none_or(|list| source.is_some_and(|s| list.iter().any(|x| x == s)));
+        let tags_ok = self
+            .tags
+            .as_ref()
+            .is_none_or(|list| tags.iter().any(|t| list.contains(t)));
+        jurisdiction_ok && source_ok && tags_ok
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_initial")]
+    pub initial: ConfigDuration,
+    #[serde(default = "default_max_backoff")]
+    pub max: ConfigDuration,
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+}
+
+const fn default_max_attempts() -> u32 {
+    8
+}
+fn default_initial() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(60))
+}
+fn default_max_backoff() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(6 * 3600))
+}
+const fn default_multiplier() -> f64 {
+    2.0
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            initial: default_initial(),
+            max: default_max_backoff(),
+            multiplier: default_multiplier(),
+        }
+    }
+}
+
+impl RetryConfig {
+    pub const fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            initial: self.initial.0,
+            max: self.max.0,
+            multiplier: self.multiplier,
+        }
+    }
+}
+
+/// A daily time-of-day window in a named time zone, e.g. 01:00–05:00 Europe/Berlin. A window
+/// whose end is before its start spans midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    #[serde(deserialize_with = "time_of_day")]
+    pub start: NaiveTime,
+    #[serde(deserialize_with = "time_of_day")]
+    pub end: NaiveTime,
+    #[serde(deserialize_with = "time_zone")]
+    pub tz: Tz,
+}
+
+fn time_of_day<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NaiveTime, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    NaiveTime::parse_from_str(&text, "%H:%M").map_err(|_| {
+        serde::de::Error::custom(format!("{text:?} is not a time of day like \"01:30\""))
+    })
+}
+
+fn time_zone<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Tz, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse::<Tz>().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an IANA time zone like \"Europe/Berlin\""
+        ))
+    })
+}
+
+impl WindowConfig {
+    /// Whether `at` falls inside the window.
+    pub fn contains(&self, at: DateTime<Utc>) -> bool {
+        let local = at.with_timezone(&self.tz).time();
+        if self.start <= self.end {
+            self.start <= local && local < self.end
+        } else {
+            local >= self.start || local < self.end
+        }
+    }
+
+    /// The next moment at or after `at` that is inside the window.
+    pub fn next_open(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        if self.contains(at) {
+            return at;
+        }
+        let local = at.with_timezone(&self.tz);
+        let mut day = local.date_naive();
+        for _ in 0..3 {
+            let candidate = day.and_time(self.start);
+            // A start that falls into a DST gap moves to the first valid instant after it.
+            let opening = self
+                .tz
+                .from_local_datetime(&candidate)
+                .earliest()
+                .or_else(|| {
+                    self.tz
+                        .from_local_datetime(&(candidate + chrono::TimeDelta::hours(1)))
+                        .earliest()
+                });
+            if let Some(opening) = opening.map(|o| o.with_timezone(&Utc)) {
+                if opening > at {
+                    return opening;
+                }
+            }
+            day = day.succ_opt().unwrap_or(day);
+        }
+        at
+    }
+}
+
+/// Knobs of the workflow engine itself; the defaults suit production, tests shorten them.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// How often idle workers look for due timers and jobs.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: ConfigDuration,
+    /// How long a claimed job or subscription stays with its owner without renewal.
+    #[serde(default = "default_lease")]
+    pub lease: ConfigDuration,
+    /// Concurrent cleaner calls per engine instance.
+    #[serde(default = "default_dispatch_concurrency")]
+    pub dispatch_concurrency: u32,
+}
+
+fn default_poll_interval() -> ConfigDuration {
+    ConfigDuration(Duration::from_millis(500))
+}
+fn default_lease() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+const fn default_dispatch_concurrency() -> u32 {
+    16
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: default_poll_interval(),
+            lease: default_lease(),
+            dispatch_concurrency: default_dispatch_concurrency(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -143,6 +391,9 @@ impl Default for Config {
             log: LogConfig::default(),
             policy: PolicyConfig::default(),
             jurisdictions: BTreeMap::new(),
+            notifier: None,
+            cleaners: Vec::new(),
+            engine: EngineConfig::default(),
         }
         .with_builtin_jurisdictions()
     }
@@ -195,7 +446,10 @@ impl Config {
             message: message.to_owned(),
         };
         if self.policy.grace_period.0.is_zero() {
-            return Err(invalid("policy.grace_period".into(), "must be longer than zero"));
+            return Err(invalid(
+                "policy.grace_period".into(),
+                "must be longer than zero",
+            ));
         }
         for (i, reminder) in self.policy.reminders.iter().enumerate() {
             if reminder.0 >= self.policy.grace_period.0 || reminder.0.is_zero() {
@@ -222,13 +476,69 @@ impl Config {
                 ));
             }
         }
+        if let Some(notifier) = &self.notifier {
+            check_url("notifier.url", &notifier.url)?;
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, cleaner) in self.cleaners.iter().enumerate() {
+            let key = |field: &str| format!("cleaners[{i}].{field}");
+            if !names.insert(&cleaner.name) {
+                return Err(invalid(
+                    key("name"),
+                    &format!("{} is configured twice", cleaner.name),
+                ));
+            }
+            match cleaner.kind {
+                CleanerKind::Http => {
+                    let url = cleaner
+                        .url
+                        .as_deref()
+                        .ok_or_else(|| invalid(key("url"), "is required for kind = \"http\""))?;
+                    check_url(&key("url"), url)?;
+                    if cleaner.secret.as_deref().is_none_or(str::is_empty) {
+                        return Err(invalid(key("secret"), "is required for kind = \"http\""));
+                    }
+                }
+                CleanerKind::Kafka | CleanerKind::Manual => {}
+            }
+            cleaner
+                .retry
+                .policy()
+                .validate(&key("retry"))
+                .map_err(|e| ConfigError::Invalid {
+                    key: e.field,
+                    message: e.message,
+                })?;
+            if cleaner.max_in_flight == Some(0) {
+                return Err(invalid(key("max_in_flight"), "must be at least 1"));
+            }
+            if cleaner
+                .rate_per_second
+                .is_some_and(|r| !(r.is_finite() && r > 0.0))
+            {
+                return Err(invalid(key("rate_per_second"), "must be a number above 0"));
+            }
+            if let Some(list) = &cleaner.routing.jurisdictions {
+                if let Some(unknown) = list.iter().find(|j| !self.jurisdictions.contains_key(*j)) {
+                    return Err(invalid(
+                        key("match.jurisdictions"),
+                        &format!("{unknown} is not a configured jurisdiction"),
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    pub fn cleaner(&self, name: &CleanerName) -> Option<&CleanerConfig> {
+        self.cleaners.iter().find(|c| &c.name == name)
     }
 
     /// The policy for a new request under `jurisdiction`, or `None` if it is not configured.
     pub fn request_policy(&self, jurisdiction: &Jurisdiction) -> Option<RequestPolicy> {
         let rule = self.jurisdictions.get(jurisdiction)?;
-        let delta = |d: &ConfigDuration| chrono::TimeDelta::from_std(d.0).unwrap_or(chrono::TimeDelta::MAX);
+        let delta =
+            |d: &ConfigDuration| chrono::TimeDelta::from_std(d.0).unwrap_or(chrono::TimeDelta::MAX);
         Some(RequestPolicy {
             grace_period: delta(&self.policy.grace_period),
             reminders: self.policy.reminders.iter().map(delta).collect(),
@@ -237,6 +547,16 @@ impl Config {
                 max_extension: rule.max_extension,
             },
         })
+    }
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(()),
+        _ => Err(ConfigError::Invalid {
+            key: key.to_owned(),
+            message: format!("{url:?} is not an http(s) URL"),
+        }),
     }
 }
 
@@ -285,15 +605,124 @@ mod tests {
     }
 
     #[test]
+    fn cleaners_parse_as_in_the_contract() {
+        let config = Config::parse(
+            r#"
+            [notifier]
+            url = "http://127.0.0.1:9000/notify"
+            [[cleaners]]
+            name = "billing"
+            kind = "http"
+            url = "http://127.0.0.1:9101/erase"
+            secret = "s3cret"
+            timeout = "10s"
+            match = { jurisdictions = ["gdpr", "ccpa"] }
+            retry = { max_attempts = 8, initial = "1m", max = "6h", multiplier = 2.0 }
+            window = { start = "01:00", end = "05:00", tz = "Europe/Berlin" }
+            max_in_flight = 4
+            rate_per_second = 10
+            [[cleaners]]
+            name = "archive"
+            kind = "manual"
+            match = { tags = ["archive"] }
+            "#,
+        )
+        .unwrap();
+        let billing = config
+            .cleaner(&CleanerName::parse("billing").unwrap())
+            .unwrap();
+        assert_eq!(billing.retry.policy().max_attempts, 8);
+        assert_eq!(billing.retry.policy().initial, Duration::from_secs(60));
+        assert_eq!(billing.max_in_flight, Some(4));
+        let gdpr = Jurisdiction::parse("gdpr").unwrap();
+        let archive = config
+            .cleaner(&CleanerName::parse("archive").unwrap())
+            .unwrap();
+        assert!(billing.routing.matches(&gdpr, None, &[]));
+        assert!(!archive.routing.matches(&gdpr, None, &[]));
+        assert!(archive
+            .routing
+            .matches(&gdpr, None, &["x".into(), "archive".into()]));
+    }
+
+    #[test]
+    fn windows_open_and_close_in_their_time_zone() {
+        use chrono::TimeZone as _;
+        let window = WindowConfig {
+            start: NaiveTime::from_hms_opt(1, 0, 0).unwrap(),
+            end: NaiveTime::from_hms_opt(5, 0, 0).unwrap(),
+            tz: chrono_tz::Europe::Berlin,
+        };
+        // 01:30 in Berlin in winter is 00:30 UTC.
+        let inside = Utc.with_ymd_and_hms(2025, 1, 10, 0, 30, 0).unwrap();
+        assert!(window.contains(inside));
+        assert_eq!(window.next_open(inside), inside);
+        let after = Utc.with_ymd_and_hms(2025, 1, 10, 12, 0, 0).unwrap();
+        assert!(!window.contains(after));
+        assert_eq!(
+            window.next_open(after),
+            Utc.with_ymd_and_hms(2025, 1, 11, 0, 0, 0).unwrap()
+        );
+        // Summer time: 01:00 Berlin is 23:00 UTC the day before.
+        let summer = Utc.with_ymd_and_hms(2025, 7, 10, 12, 0, 0).unwrap();
+        assert_eq!(
+            window.next_open(summer),
+            Utc.with_ymd_and_hms(2025, 7, 10, 23, 0, 0).unwrap()
+        );
+        // A window across midnight.
+        let night = WindowConfig {
+            start: NaiveTime::from_hms_opt(22, 0, 0).unwrap(),
+            end: NaiveTime::from_hms_opt(2, 0, 0).unwrap(),
+            tz: chrono_tz::UTC,
+        };
+        assert!(night.contains(Utc.with_ymd_and_hms(2025, 1, 10, 23, 0, 0).unwrap()));
+        assert!(night.contains(Utc.with_ymd_and_hms(2025, 1, 10, 1, 0, 0).unwrap()));
+        assert!(!night.contains(Utc.with_ymd_and_hms(2025, 1, 10, 3, 0, 0).unwrap()));
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let cases = [
             ("[policy]\ngrace_period = \"soon\"", "grace_period"),
             ("[policy]\ngrace_period = 30", "grace_period"),
             ("[policy]\nreminders = [\"40d\"]", "policy.reminders[0]"),
             ("[policy]\ngrase_period = \"1d\"", "grase_period"),
-            ("[jurisdictions.gdpr]\ndeadline = \"a month\"\nmax_extension = \"1d\"", "deadline"),
-            ("[policy]\ndefault_jurisdiction = \"lgpd\"", "policy.default_jurisdiction"),
+            (
+                "[jurisdictions.gdpr]\ndeadline = \"a month\"\nmax_extension = \"1d\"",
+                "deadline",
+            ),
+            (
+                "[policy]\ndefault_jurisdiction = \"lgpd\"",
+                "policy.default_jurisdiction",
+            ),
             ("[log]\nformat = \"xml\"", "format"),
+            ("[[cleaners]]\nname = \"billing\"\nkind = \"http\"", "cleaners[0].url"),
+            (
+                "[[cleaners]]\nname = \"billing\"\nkind = \"http\"\nurl = \"ftp://x\"\nsecret = \"s\"",
+                "cleaners[0].url",
+            ),
+            ("[[cleaners]]\nname = \"billing\"\nkind = \"smtp\"", "kind"),
+            ("[[cleaners]]\nname = \"Billing\"\nkind = \"manual\"", "name"),
+            (
+                "[[cleaners]]\nname = \"crm\"\nkind = \"manual\"\nretry = { max_attempts = 0 }",
+                "cleaners[0].retry.max_attempts",
+            ),
+            (
+                "[[cleaners]]\nname = \"crm\"\nkind = \"manual\"\nmatch = { jurisdictions = [\"lgpd\"] }",
+                "cleaners[0].match.jurisdictions",
+            ),
+            (
+                "[[cleaners]]\nname = \"crm\"\nkind = \"manual\"\nwindow = { start = \"1am\", end = \"05:00\", tz = \"UTC\" }",
+                "start",
+            ),
+            (
+                "[[cleaners]]\nname = \"crm\"\nkind = \"manual\"\nwindow = { start = \"01:00\", end = \"05:00\", tz = \"Mars/Olympus\" }",
+                "tz",
+            ),
+            (
+                "[[cleaners]]\nname = \"crm\"\nkind = \"manual\"\n[[cleaners]]\nname = \"crm\"\nkind = \"manual\"",
+                "cleaners[1].name",
+            ),
         ];
         for (text, key) in cases {
             let message = Config::parse(text).unwrap_err().to_string();

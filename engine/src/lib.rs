@@ -5,12 +5,12 @@
 //! - [`http`] and [`cli`]: the two doors.
 //! - [`config`], [`secrets`], [`telemetry`]: what they are configured with.
 
+pub mod audit;
+pub mod cli;
 pub mod config;
+pub mod http;
 pub mod requests;
 pub mod secrets;
 pub mod store;
-pub mod http;
-pub mod views;
-pub mod audit;
-pub mod cli;
 pub mod telemetry;
+pub mod views;

@@ -142,17 +142,28 @@ impl Requests {
             None => self.config.policy.default_jurisdiction.clone(),
         };
         let policy = self.config.request_policy(&jurisdiction).ok_or_else(|| {
-            let known: Vec<_> = self.config.jurisdictions.keys().map(Jurisdiction::as_str).collect();
+            let known: Vec<_> = self
+                .config
+                .jurisdictions
+                .keys()
+                .map(Jurisdiction::as_str)
+                .collect();
             InvalidInput::new(
                 "jurisdiction",
-                format!("{jurisdiction} is not configured; use one of {}", known.join(", ")),
+                format!(
+                    "{jurisdiction} is not configured; use one of {}",
+                    known.join(", ")
+                ),
             )
         })?;
         let source = text_field("source", submission.source, MAX_SOURCE_LEN)?;
         let reason = text_field("reason", submission.reason, MAX_REASON_LEN)?;
         let external_id = text_field("external_id", submission.external_id, MAX_EXTERNAL_ID_LEN)?;
         if submission.tags.len() > MAX_TAGS {
-            return Err(InvalidInput::new("tags", format!("at most {MAX_TAGS} tags")));
+            return Err(InvalidInput::new(
+                "tags",
+                format!("at most {MAX_TAGS} tags"),
+            ));
         }
         let mut tags = Vec::with_capacity(submission.tags.len());
         for (i, tag) in submission.tags.into_iter().enumerate() {
@@ -223,25 +234,34 @@ pub fn loaded(events: Vec<RecordedEvent>) -> Result<LoadedRequest, RequestError>
             request: *request,
             events,
         }),
-        RequestState::NotReceived => Err(StoreError::Corrupt(
-            "a stream without a Received event".to_owned(),
-        )
-        .into()),
+        RequestState::NotReceived => {
+            Err(StoreError::Corrupt("a stream without a Received event".to_owned()).into())
+        }
     }
 }
 
 /// A trimmed, bounded, printable optional text; empty means absent.
-fn text_field(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, InvalidInput> {
+fn text_field(
+    field: &str,
+    value: Option<String>,
+    max: usize,
+) -> Result<Option<String>, InvalidInput> {
     let Some(value) = value else { return Ok(None) };
     let value = value.trim();
     if value.is_empty() {
         return Ok(None);
     }
     if value.len() > max {
-        return Err(InvalidInput::new(field, format!("must be at most {max} bytes")));
+        return Err(InvalidInput::new(
+            field,
+            format!("must be at most {max} bytes"),
+        ));
     }
     if value.chars().any(char::is_control) {
-        return Err(InvalidInput::new(field, "must not contain control characters"));
+        return Err(InvalidInput::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(Some(value.to_owned()))
 }

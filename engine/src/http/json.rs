@@ -20,15 +20,17 @@ where
     type Rejection = Problem;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            let status = rejection.status();
-            Problem::new(
-                status,
-                "urn:lethe:problem:unreadable-body",
-                "Unreadable body",
-                rejection.body_text(),
-            )
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                let status = rejection.status();
+                Problem::new(
+                    status,
+                    "urn:lethe:problem:unreadable-body",
+                    "Unreadable body",
+                    rejection.body_text(),
+                )
+            })?;
         parse(&bytes).map(JsonBody)
     }
 }
@@ -91,11 +93,17 @@ mod tests {
     fn errors_name_the_field() {
         assert_eq!(field_of("{}"), "subject");
         assert_eq!(field_of(r#"{"subject": {}, "colour": 1}"#), "colour");
-        assert_eq!(field_of(r#"{"subject": {"user_id": 42}}"#), "subject.user_id");
+        assert_eq!(
+            field_of(r#"{"subject": {"user_id": 42}}"#),
+            "subject.user_id"
+        );
         assert_eq!(field_of(r#"{"subject": {}, "tags": [1]}"#), "tags[0]");
         assert_eq!(field_of(r#"{"subject": "#), "body");
         assert_eq!(field_of(""), "body");
         assert_eq!(field_of("[]"), "body");
-        assert_eq!(field_of(r#"{"subject": {"a": "b"}, "tags": ["x"], "extra": {}}"#), "extra");
+        assert_eq!(
+            field_of(r#"{"subject": {"a": "b"}, "tags": ["x"], "extra": {}}"#),
+            "extra"
+        );
     }
 }

@@ -23,7 +23,12 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             kind,
             title,
@@ -38,12 +43,22 @@ impl Problem {
         let detail = format!("{field}: {}", detail.into());
         Self {
             field: Some(field),
-            ..Self::new(StatusCode::BAD_REQUEST, "urn:lethe:problem:invalid-input", "Invalid input", detail)
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "urn:lethe:problem:invalid-input",
+                "Invalid input",
+                detail,
+            )
         }
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "urn:lethe:problem:not-found", "Not found", detail)
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "urn:lethe:problem:not-found",
+            "Not found",
+            detail,
+        )
     }
 
     fn internal() -> Self {
@@ -128,5 +143,10 @@ fn rejected(error: &DomainError) -> Problem {
         | DomainError::UnknownReminder { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::CONFLICT,
     };
-    Problem::new(status, "urn:lethe:problem:rejected", "Not allowed in the request's state", error.to_string())
+    Problem::new(
+        status,
+        "urn:lethe:problem:rejected",
+        "Not allowed in the request's state",
+        error.to_string(),
+    )
 }

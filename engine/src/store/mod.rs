@@ -104,7 +104,9 @@ impl RecordedEvent {
 }
 
 /// A place in the global read order: the last event a reader has seen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Checkpoint {
     pub transaction_id: i64,
     pub position: i64,
@@ -128,7 +130,8 @@ impl FromStr for Checkpoint {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("{s:?} is not a checkpoint (expected TRANSACTION-POSITION, e.g. 0-42)");
+        let bad =
+            || format!("{s:?} is not a checkpoint (expected TRANSACTION-POSITION, e.g. 0-42)");
         let (tx, pos) = s.split_once('-').ok_or_else(bad)?;
         Ok(Self {
             transaction_id: tx.parse().map_err(|_| bad())?,
@@ -195,8 +198,11 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     /// Up to `limit` events after `after`, in the global read order. Never skips an event:
     /// an event whose transaction is still open is not returned until it commits, and then
     /// comes after the checkpoint of everything already returned.
-    async fn read_all(&self, after: Checkpoint, limit: u32)
-        -> Result<Vec<RecordedEvent>, StoreError>;
+    async fn read_all(
+        &self,
+        after: Checkpoint,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// The first result of a command id, if it was seen.
     async fn find_command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError>;

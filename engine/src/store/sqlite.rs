@@ -38,7 +38,10 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating when missing) the database file at `path`, and its directory.
     pub async fn open(path: &str) -> Result<Self, OpenError> {
-        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(dir).map_err(|source| OpenError::Directory {
                 path: dir.display().to_string(),
                 source,
@@ -245,8 +248,9 @@ impl EventStore for SqliteStore {
         after: Checkpoint,
         limit: u32,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql =
-            format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2");
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+        );
         let rows = sqlx::query(&sql)
             .bind(after.position)
             .bind(i64::from(limit))
