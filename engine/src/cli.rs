@@ -18,6 +18,7 @@ use crate::requests::{Requests, Submission};
 use crate::secrets::MasterKey;
 use crate::store::{self, EventStore};
 use crate::views::{HistoryView, RequestView, SubmittedView};
+use crate::workflow::runtime::Runtime;
 use crate::{audit, telemetry};
 
 #[derive(Debug, Parser)]
@@ -141,7 +142,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             tags,
             json,
         } => {
-            let store = store::open(&database_url, true).await?;
+            let store = store::open(&database_url, true).await?.events;
             let key = MasterKey::load()?;
             let requests = Requests::new(store, Arc::new(config));
             let submission = Submission {
@@ -172,7 +173,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::Show { id, json } => {
-            let store = store::open(&database_url, false).await?;
+            let store = store::open(&database_url, false).await?.events;
             let requests = Requests::new(store, Arc::new(config));
             let id = parse_id(&id)?;
             let loaded = requests
@@ -188,7 +189,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::History { id, json } => {
-            let store = store::open(&database_url, false).await?;
+            let store = store::open(&database_url, false).await?.events;
             let id = parse_id(&id)?;
             let view = history(&*store, id).await?;
             if json {
@@ -203,7 +204,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Commands::Verify { id } => {
-            let store = store::open(&database_url, false).await?;
+            let store = store::open(&database_url, false).await?.events;
             match id {
                 Some(id) => {
                     let id = parse_id(&id)?;
@@ -285,22 +286,34 @@ fn redact(url: &str) -> String {
 }
 
 async fn serve(config: Config, database_url: &str, listen: &str) -> anyhow::Result<()> {
-    let store = store::open(database_url, true)
+    let database = store::open(database_url, true)
         .await
         .with_context(|| format!("cannot open the database {}", redact(database_url)))?;
     let key = MasterKey::load()?;
-    let state = AppState {
-        requests: Requests::new(store, Arc::new(config)),
-        key,
-    };
+    let config = Arc::new(config);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
+    let public_url = config
+        .engine
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{address}"));
+    let requests = Requests::new(database.events.clone(), config.clone());
+    let runtime = Runtime::start(
+        requests.clone(),
+        database.workflow.clone(),
+        config,
+        key.clone(),
+        public_url,
+    );
+    let state = AppState { requests, key };
     tracing::info!(listen = %address, database = %redact(database_url), "lethe is serving");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    runtime.stop().await;
     tracing::info!("lethe stopped");
     Ok(())
 }

@@ -245,7 +245,7 @@ impl WindowConfig {
 }
 
 /// Knobs of the workflow engine itself; the defaults suit production, tests shorten them.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
     /// How often idle workers look for due timers and jobs.
@@ -257,6 +257,9 @@ pub struct EngineConfig {
     /// Concurrent cleaner calls per engine instance.
     #[serde(default = "default_dispatch_concurrency")]
     pub dispatch_concurrency: u32,
+    /// The URL cleaners and subjects reach this engine at (for `callback_url` and cancel
+    /// links); default `http://` + the listen address.
+    pub public_url: Option<String>,
 }
 
 fn default_poll_interval() -> ConfigDuration {
@@ -275,6 +278,7 @@ impl Default for EngineConfig {
             poll_interval: default_poll_interval(),
             lease: default_lease(),
             dispatch_concurrency: default_dispatch_concurrency(),
+            public_url: None,
         }
     }
 }
@@ -499,7 +503,13 @@ impl Config {
                         return Err(invalid(key("secret"), "is required for kind = \"http\""));
                     }
                 }
-                CleanerKind::Kafka | CleanerKind::Manual => {}
+                CleanerKind::Kafka => {
+                    return Err(invalid(
+                        key("kind"),
+                        "\"kafka\" cleaners are not supported by this version yet; use \"http\" or \"manual\"",
+                    ));
+                }
+                CleanerKind::Manual => {}
             }
             cleaner
                 .retry

@@ -6,6 +6,7 @@
 //! - [`config`], [`secrets`], [`telemetry`]: what they are configured with.
 
 pub mod audit;
+pub mod cleaners;
 pub mod cli;
 pub mod config;
 pub mod http;
@@ -14,3 +15,4 @@ pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod views;
+pub mod workflow;

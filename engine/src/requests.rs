@@ -87,6 +87,10 @@ impl Requests {
         &self.store
     }
 
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
     /// Validates and records a new request. A submission whose external id, or whose
     /// idempotency key from the same actor, was seen before returns that first request.
     pub async fn submit(
@@ -202,6 +206,13 @@ impl Requests {
         metadata: &EventMetadata,
         make: impl Fn(&Request) -> Command + Send + Sync,
     ) -> Result<LoadedRequest, RequestError> {
+        if let Some(command_id) = &metadata.command_id {
+            // A retried command (same idempotency key) gets the request as it is, not a
+            // second decision that might now be refused.
+            if self.store.find_command(command_id).await?.is_some() {
+                return self.load(id).await?.ok_or(RequestError::NotFound(id));
+            }
+        }
         for _ in 0..MAX_CONFLICT_RETRIES {
             let current = self.load(id).await?.ok_or(RequestError::NotFound(id))?;
             let state = RequestState::Received(Box::new(current.request.clone()));

@@ -35,6 +35,35 @@ where
     }
 }
 
+/// Like [`JsonBody`], for bodies that may be left out: an empty body is `None`.
+#[derive(Debug)]
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalJsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                Problem::new(
+                    rejection.status(),
+                    "urn:lethe:problem:unreadable-body",
+                    "Unreadable body",
+                    rejection.body_text(),
+                )
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(None));
+        }
+        parse(&bytes).map(|value| Self(Some(value)))
+    }
+}
+
 /// Parses `bytes` as JSON into `T`, naming the field of the first error.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -1,6 +1,7 @@
 //! The HTTP API (axum). The router is built by [`router`] so tests can drive it with `oneshot`
 //! and `lethe serve` can bind it to a socket.
 
+mod admin;
 mod json;
 mod problem;
 
@@ -37,6 +38,24 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/requests", post(submit))
         .route("/v1/requests/{id}", get(show))
         .route("/v1/requests/{id}/history", get(history))
+        .route("/v1/requests/{id}/cancel", post(admin::cancel))
+        .route("/v1/requests/{id}/reject", post(admin::reject))
+        .route("/v1/requests/{id}/hold", post(admin::hold))
+        .route("/v1/requests/{id}/release", post(admin::release))
+        .route("/v1/requests/{id}/extend", post(admin::extend))
+        .route("/v1/requests/{id}/expedite", post(admin::expedite))
+        .route(
+            "/v1/requests/{id}/cleaners/{name}/retry",
+            post(admin::retry_cleaner),
+        )
+        .route(
+            "/v1/requests/{id}/cleaners/{name}/skip",
+            post(admin::skip_cleaner),
+        )
+        .route(
+            "/v1/requests/{id}/cleaners/{name}/result",
+            post(admin::cleaner_result),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -52,6 +52,15 @@ impl Problem {
         }
     }
 
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "urn:lethe:problem:forbidden",
+            "Forbidden",
+            detail,
+        )
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -272,21 +272,34 @@ pub fn now_micros() -> DateTime<Utc> {
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
-/// Opens the store a URL names: `postgres://...` or `sqlite://...` (the file and its parent
+/// Both stores of one database: the event log and the workflow's tables.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub events: std::sync::Arc<dyn EventStore>,
+    pub workflow: std::sync::Arc<dyn crate::workflow::WorkflowStore>,
+}
+
+/// Opens the database a URL names: `postgres://...` or `sqlite://...` (the file and its parent
 /// directory are created when missing). Applies pending migrations when `migrate` is set.
-pub async fn open(url: &str, migrate: bool) -> Result<std::sync::Arc<dyn EventStore>, OpenError> {
+pub async fn open(url: &str, migrate: bool) -> Result<Database, OpenError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = PostgresStore::connect(url).await?;
+        let store = std::sync::Arc::new(PostgresStore::connect(url).await?);
         if migrate {
             store.migrate().await?;
         }
-        Ok(std::sync::Arc::new(store))
+        Ok(Database {
+            events: store.clone(),
+            workflow: store,
+        })
     } else if let Some(path) = url.strip_prefix("sqlite://") {
-        let store = SqliteStore::open(path).await?;
+        let store = std::sync::Arc::new(SqliteStore::open(path).await?);
         if migrate {
             store.migrate().await?;
         }
-        Ok(std::sync::Arc::new(store))
+        Ok(Database {
+            events: store.clone(),
+            workflow: store,
+        })
     } else {
         Err(OpenError::UnsupportedUrl(url.to_owned()))
     }

@@ -104,3 +104,81 @@ pub async fn sqlite() -> TestStore {
         _dir: Arc::new(dir),
     }
 }
+
+/// A Postgres store in a fresh, empty schema: no migration applied yet.
+pub async fn postgres_unmigrated() -> TestStore {
+    let url = postgres_url();
+    let schema = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let admin = PostgresStore::connect(&url).await.unwrap_or_else(|e| {
+        panic!("Postgres at {url} is needed for this test (set LETHE_TEST_POSTGRES_URL): {e}")
+    });
+    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    admin.pool().close().await;
+    let options = PgConnectOptions::from_str(&url)
+        .unwrap()
+        .options([("search_path", schema.as_str())]);
+    let store = PostgresStore::connect_with(options).await.unwrap();
+    TestStore::Postgres {
+        store: Arc::new(store),
+        schema,
+        url,
+    }
+}
+
+/// A SQLite store in a fresh file: no migration applied yet.
+pub async fn sqlite_unmigrated() -> TestStore {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lethe.db").display().to_string();
+    let store = SqliteStore::open(&path).await.unwrap();
+    TestStore::Sqlite {
+        store: Arc::new(store),
+        path,
+        _dir: Arc::new(dir),
+    }
+}
+
+impl TestStore {
+    /// Runs a query whose rows are one integer column, around the store: for probes.
+    pub async fn fetch_integers(&self, sql: &str) -> Vec<i64> {
+        match self {
+            Self::Postgres { store, .. } => sqlx::query_scalar::<_, i64>(sql)
+                .fetch_all(store.pool())
+                .await
+                .unwrap(),
+            Self::Sqlite { store, .. } => sqlx::query_scalar::<_, i64>(sql)
+                .fetch_all(store.writer())
+                .await
+                .unwrap(),
+        }
+    }
+
+    /// The backend's migrations directory in this repository.
+    pub fn migrations_dir(&self) -> std::path::PathBuf {
+        let backend = if self.is_postgres() {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../migrations")
+            .join(backend)
+    }
+}
+
+impl TestStore {
+    /// The event log and the workflow tables of this database.
+    pub fn stores(
+        &self,
+    ) -> (
+        Arc<dyn EventStore>,
+        Arc<dyn lethe_engine::workflow::WorkflowStore>,
+    ) {
+        match self {
+            Self::Postgres { store, .. } => (store.clone(), store.clone()),
+            Self::Sqlite { store, .. } => (store.clone(), store.clone()),
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Operations on one request after intake: the subject's cancel, an administrator's reject,
+//! hold, release, extend, expedite, cleaner retry and skip, and a cleaner's own result.
+//! Each is one command through [`crate::requests::Requests::execute`]; the answer is the
+//! request as it stands afterwards.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use chrono::Utc;
+use lethe_domain::{CleanerName, Command, RequestId, Span};
+use serde::Deserialize;
+
+use super::json::{JsonBody, OptionalJsonBody};
+use super::problem::Problem;
+use super::{idempotency_key, request_id, AppState};
+use crate::store::EventMetadata;
+use crate::views::RequestView;
+use crate::workflow::worker::plan_cleaners;
+
+const ACTOR: &str = "http:anonymous";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    by: String,
+    reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelQuery {
+    token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultOutcome {
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultBody {
+    attempt: u32,
+    outcome: ResultOutcome,
+    retryable: Option<bool>,
+    detail: Option<String>,
+    deleted: Option<BTreeMap<String, u64>>,
+}
+
+const MAX_DETAIL_LEN: usize = 1024;
+
+fn metadata(headers: &HeaderMap, operation: &str, id: RequestId) -> Result<EventMetadata, Problem> {
+    let mut metadata = EventMetadata::new(ACTOR);
+    if let Some(key) = idempotency_key(headers)? {
+        metadata.command_id = Some(format!("{operation}:{id}:{ACTOR}:{key}"));
+    }
+    Ok(metadata)
+}
+
+fn reason_of(OptionalJsonBody(body): OptionalJsonBody<ReasonBody>) -> Option<String> {
+    body.and_then(|b| b.reason)
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty())
+}
+
+fn required_reason(body: OptionalJsonBody<ReasonBody>) -> Result<String, Problem> {
+    let reason = reason_of(body).ok_or_else(|| Problem::invalid("reason", "is required"))?;
+    if reason.len() > MAX_DETAIL_LEN {
+        return Err(Problem::invalid(
+            "reason",
+            format!("must be at most {MAX_DETAIL_LEN} bytes"),
+        ));
+    }
+    Ok(reason)
+}
+
+fn cleaner_name(raw: &str) -> Result<CleanerName, Problem> {
+    CleanerName::parse(raw).map_err(|e| Problem::invalid("name", e.message))
+}
+
+async fn run(
+    state: &AppState,
+    id: RequestId,
+    metadata: &EventMetadata,
+    make: impl Fn(&lethe_domain::state::Request) -> Command + Send + Sync,
+) -> Result<Json<RequestView>, Problem> {
+    let loaded = state.requests.execute(id, metadata, make).await?;
+    Ok(Json(RequestView::new(&loaded)))
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<CancelQuery>,
+    headers: HeaderMap,
+    body: OptionalJsonBody<ReasonBody>,
+) -> Result<Json<RequestView>, Problem> {
+    let id = request_id(&id)?;
+    let mut metadata = metadata(&headers, "cancel", id)?;
+    if let Some(token) = &query.token {
+        if !state.key.verify_cancel_token(id, token) {
+            return Err(Problem::forbidden(
+                "the cancel token does not match this request",
+            ));
+        }
+        metadata.actor = "subject".to_owned();
+    }
+    let reason = reason_of(body);
+    run(&state, id, &metadata, |_| Command::Cancel {
+        at: Utc::now(),
+        reason: reason.clone(),
+    })
+    .await
+}
+
+pub async fn reject(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: OptionalJsonBody<ReasonBody>,
+) -> Result<Json<RequestView>, Problem> {
+    let id = request_id(&id)?;
+    let metadata = metadata(&headers, "reject", id)?;
+    let reason = required_reason(body)?;
+    run(&state, id, &metadata, |_| Command::Reject {
+        at: Utc::now(),
+        reason: reason.clone(),
+    })
+    .await
+}
+
+pub async fn hold(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: OptionalJsonBody<ReasonBody>,
+) -> Result<Json<RequestView>, Problem> {
+    let id = request_id(&id)?;
+    let metadata = metadata(&headers, "hold", id)?;
+    let reason = required_reason(body)?;
+    run(&state, id, &metadata, |_| Command::PlaceHold {
+        at: Utc::now(),
+        reason: reason.clone(),
+    })
+    .await
+}
+
+pub async fn release(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: OptionalJsonBody<ReasonBody>,
+) -> Result<Json<RequestView>, Problem> {
+    let id = request_id(&id)?;
+    let metadata = metadata(&headers, "release", id)?;
+    let reason = reason_of(body);
+    run(&state, id, &metadata, |_| Command::ReleaseHold {
+        at: Utc::now(),
+        reason: reason.clone(),
+    })
+    .await
+}
+
+pub async fn extend(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ExtendBody>,
+) -> Result<Json<RequestView>, Problem> {
+    let id = request_id(&id)?;
+    let metadata = metadata(&headers, "extend", id)?;
+    let by: Span = body
+        .by
+        .parse()
+        .map_err(|e: String| Problem::invalid("by", e))?;
+    let reason = body.reason;
+    run(&state, id, &metadata, |_| Command::ExtendDeadline {
+        at: Utc::now(),
+        by,
+        reason: reason.clone(),
+    })
+    .await
+}
+
+pub async fn expedite(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<RequestView>, Problem> {
+    let id = request_id(&id)?;
+    let metadata = metadata(&headers, "expedite", id)?;
+    let config = state.requests.config().clone();
+    run(&state, id, &metadata, |request| Command::MarkDue {
+        at: Utc::now(),
+        cleaners: plan_cleaners(&config, request),
+        expedite: true,
+    })
+    .await
+}
+
+pub async fn retry_cleaner(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<RequestView>, Problem> {
+    let id = request_id(&id)?;
+    let cleaner = cleaner_name(&name)?;
+    let metadata = metadata(&headers, &format!("retry:{cleaner}"), id)?;
+    let extra = state
+        .requests
+        .config()
+        .cleaner(&cleaner)
+        .map_or(1, |c| c.retry.max_attempts);
+    run(&state, id, &metadata, |_| Command::RetryCleaner {
+        cleaner: cleaner.clone(),
+        at: Utc::now(),
+        extra_attempts: extra,
+    })
+    .await
+}
+
+pub async fn skip_cleaner(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: OptionalJsonBody<ReasonBody>,
+) -> Result<Json<RequestView>, Problem> {
+    let id = request_id(&id)?;
+    let cleaner = cleaner_name(&name)?;
+    let metadata = metadata(&headers, &format!("skip:{cleaner}"), id)?;
+    let reason = required_reason(body)?;
+    run(&state, id, &metadata, |_| Command::SkipCleaner {
+        cleaner: cleaner.clone(),
+        at: Utc::now(),
+        reason: reason.clone(),
+    })
+    .await
+}
+
+pub async fn cleaner_result(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ResultBody>,
+) -> Result<Json<RequestView>, Problem> {
+    let id = request_id(&id)?;
+    let cleaner = cleaner_name(&name)?;
+    let mut metadata = metadata(&headers, &format!("result:{cleaner}:{}", body.attempt), id)?;
+    metadata.actor = format!("cleaner:{cleaner}");
+    if body.attempt == 0 {
+        return Err(Problem::invalid("attempt", "must be at least 1"));
+    }
+    let detail = body
+        .detail
+        .map(|d| d.chars().take(MAX_DETAIL_LEN).collect::<String>());
+    let attempt = body.attempt;
+    match body.outcome {
+        ResultOutcome::Succeeded => {
+            let deleted = body.deleted;
+            run(&state, id, &metadata, |_| Command::RecordCleanerSuccess {
+                cleaner: cleaner.clone(),
+                attempt,
+                at: Utc::now(),
+                deleted: deleted.clone(),
+                detail: detail.clone(),
+            })
+            .await
+        }
+        ResultOutcome::Failed => {
+            let retryable = body.retryable.unwrap_or(true);
+            let error = detail.unwrap_or_else(|| "the cleaner reported a failure".to_owned());
+            run(&state, id, &metadata, |_| Command::RecordCleanerFailure {
+                cleaner: cleaner.clone(),
+                attempt,
+                at: Utc::now(),
+                error: error.clone(),
+                status_code: None,
+                retryable,
+                retry_after_seconds: None,
+            })
+            .await
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The workflow tables on Postgres. Jobs are claimed with `FOR UPDATE SKIP LOCKED`, so several
+//! engine instances share the work without waiting on each other.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lethe_domain::RequestId;
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{micros, Job, JobChange, JobKind, WorkflowStore};
+use crate::store::{Checkpoint, PostgresStore, StoreError};
+
+fn decode_job(row: &PgRow) -> Result<Job, StoreError> {
+    let attempt: i32 = row.try_get("attempt")?;
+    Ok(Job {
+        request_id: RequestId::from_uuid(row.try_get("request_id")?),
+        kind: JobKind::parse(row.try_get("kind")?)?,
+        key: row.try_get("key")?,
+        run_at: row.try_get("run_at")?,
+        attempt: u32::try_from(attempt).unwrap_or(0),
+    })
+}
+
+fn attempt(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+async fn apply_changes(
+    tx: &mut Transaction<'_, Postgres>,
+    changes: &[JobChange],
+) -> Result<(), StoreError> {
+    for change in changes {
+        match change {
+            JobChange::Upsert(job) => {
+                sqlx::query(
+                    "INSERT INTO jobs (request_id, kind, key, run_at, attempt) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (request_id, kind, key) DO UPDATE SET \
+                       run_at = excluded.run_at, attempt = excluded.attempt, \
+                       lease_owner = NULL, lease_until = NULL \
+                     WHERE jobs.attempt <= excluded.attempt",
+                )
+                .bind(job.request_id.as_uuid())
+                .bind(job.kind.as_str())
+                .bind(&job.key)
+                .bind(job.run_at)
+                .bind(attempt(job.attempt))
+                .execute(&mut **tx)
+                .await?;
+            }
+            JobChange::Ensure(job) => {
+                sqlx::query(
+                    "INSERT INTO jobs (request_id, kind, key, run_at, attempt) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (request_id, kind, key) DO NOTHING",
+                )
+                .bind(job.request_id.as_uuid())
+                .bind(job.kind.as_str())
+                .bind(&job.key)
+                .bind(job.run_at)
+                .bind(attempt(job.attempt))
+                .execute(&mut **tx)
+                .await?;
+            }
+            JobChange::Delete {
+                request_id,
+                kind,
+                key,
+                up_to_attempt,
+            } => {
+                sqlx::query(
+                    "DELETE FROM jobs WHERE request_id = $1 AND kind = $2 AND key = $3 \
+                     AND attempt <= $4",
+                )
+                .bind(request_id.as_uuid())
+                .bind(kind.as_str())
+                .bind(key)
+                .bind(attempt(*up_to_attempt))
+                .execute(&mut **tx)
+                .await?;
+            }
+            JobChange::DeleteAll { request_id } => {
+                sqlx::query("DELETE FROM jobs WHERE request_id = $1")
+                    .bind(request_id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl WorkflowStore for PostgresStore {
+    async fn acquire_subscription(
+        &self,
+        name: &str,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        sqlx::query("INSERT INTO subscriptions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        let row = sqlx::query(
+            "UPDATE subscriptions SET owner = $2, lease_until = $3, updated_at = now() \
+             WHERE name = $1 AND (owner IS NULL OR owner = $2 OR lease_until < $4) \
+             RETURNING checkpoint_transaction_id, checkpoint_position",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(now + micros(lease))
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| {
+            Ok(Checkpoint {
+                transaction_id: row.try_get("checkpoint_transaction_id")?,
+                position: row.try_get("checkpoint_position")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn commit_subscription(
+        &self,
+        name: &str,
+        owner: &str,
+        checkpoint: Checkpoint,
+        changes: &[JobChange],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        // Fencing: the row lock taken here serializes with any takeover, and the owner check
+        // makes a deposed owner's batch a no-op.
+        let owned = sqlx::query(
+            "UPDATE subscriptions SET checkpoint_transaction_id = $3, checkpoint_position = $4, \
+             updated_at = now() WHERE name = $1 AND owner = $2",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(checkpoint.transaction_id)
+        .bind(checkpoint.position)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !owned {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        apply_changes(&mut tx, changes).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_subscription(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE subscriptions SET owner = NULL, lease_until = NULL WHERE name = $1 AND owner = $2",
+        )
+        .bind(name)
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn subscription_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let row = sqlx::query(
+            "SELECT checkpoint_transaction_id, checkpoint_position FROM subscriptions WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| {
+            Ok(Checkpoint {
+                transaction_id: row.try_get("checkpoint_transaction_id")?,
+                position: row.try_get("checkpoint_position")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn claim_jobs(
+        &self,
+        kinds: &[JobKind],
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+        let rows = sqlx::query(
+            "UPDATE jobs SET lease_owner = $2, lease_until = $3 \
+             WHERE (request_id, kind, key) IN ( \
+               SELECT request_id, kind, key FROM jobs \
+               WHERE kind = ANY($1) AND run_at <= $4 \
+                 AND (lease_until IS NULL OR lease_until < $4) \
+               ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             RETURNING request_id, kind, key, run_at, attempt",
+        )
+        .bind(&kinds)
+        .bind(owner)
+        .bind(now + micros(lease))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        let mut jobs: Vec<Job> = rows.iter().map(decode_job).collect::<Result<_, _>>()?;
+        jobs.sort_by_key(|j| j.run_at);
+        Ok(jobs)
+    }
+
+    async fn finish_job(&self, job: &Job, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM jobs WHERE request_id = $1 AND kind = $2 AND key = $3 \
+             AND attempt = $4 AND lease_owner = $5",
+        )
+        .bind(job.request_id.as_uuid())
+        .bind(job.kind.as_str())
+        .bind(&job.key)
+        .bind(attempt(job.attempt))
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn reschedule_job(
+        &self,
+        job: &Job,
+        owner: &str,
+        run_at: DateTime<Utc>,
+        new_attempt: u32,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET run_at = $6, attempt = $7, lease_owner = NULL, lease_until = NULL \
+             WHERE request_id = $1 AND kind = $2 AND key = $3 AND attempt = $4 \
+             AND lease_owner = $5",
+        )
+        .bind(job.request_id.as_uuid())
+        .bind(job.kind.as_str())
+        .bind(&job.key)
+        .bind(attempt(job.attempt))
+        .bind(owner)
+        .bind(run_at)
+        .bind(attempt(new_attempt))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn apply(&self, changes: &[JobChange]) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        apply_changes(&mut tx, changes).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn jobs_of(&self, request_id: RequestId) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT request_id, kind, key, run_at, attempt FROM jobs WHERE request_id = $1 \
+             ORDER BY run_at, kind, key",
+        )
+        .bind(request_id.as_uuid())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode_job).collect()
+    }
+
+    async fn pending_jobs(&self) -> Result<Vec<(JobKind, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT kind, count(*) AS n FROM jobs GROUP BY kind ORDER BY kind")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| Ok((JobKind::parse(row.try_get("kind")?)?, row.try_get("n")?)))
+            .collect()
+    }
+}

@@ -1,0 +1,80 @@
+//! Starting and stopping the workflow inside one engine process: the saga subscription, the
+//! timer worker and the dispatch worker, as tasks that stop together on shutdown.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::saga::Saga;
+use super::subscription::SubscriptionRunner;
+use super::worker::Workers;
+use super::WorkflowStore;
+use crate::config::Config;
+use crate::requests::Requests;
+use crate::secrets::MasterKey;
+
+/// The running workflow; [`Runtime::stop`] ends it cleanly.
+#[derive(Debug)]
+pub struct Runtime {
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// A lease owner id unique to this process.
+pub fn owner_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "lethe".to_owned());
+    let nonce = uuid::Uuid::now_v7().simple().to_string();
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        &nonce[nonce.len() - 8..]
+    )
+}
+
+impl Runtime {
+    pub fn start(
+        requests: Requests,
+        workflow: Arc<dyn WorkflowStore>,
+        config: Arc<Config>,
+        key: MasterKey,
+        public_url: String,
+    ) -> Self {
+        let owner = owner_id();
+        let (shutdown, watcher) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+
+        let runner = SubscriptionRunner {
+            events: requests.store().clone(),
+            workflow: workflow.clone(),
+            owner: owner.clone(),
+            lease: config.engine.lease.0,
+            poll_interval: config.engine.poll_interval.0,
+        };
+        let saga = Arc::new(Saga {
+            config: config.clone(),
+        });
+        let stop = watcher.clone();
+        tasks.spawn(async move { runner.run(saga, stop).await });
+
+        let workers = Arc::new(Workers::new(
+            requests,
+            workflow,
+            config,
+            key,
+            owner.clone(),
+            public_url,
+        ));
+        tasks.spawn(workers.clone().run_timers(watcher.clone()));
+        tasks.spawn(workers.run_dispatch(watcher));
+        tracing::info!(owner = %owner, "workflow started");
+        Self { shutdown, tasks }
+    }
+
+    /// Signals every task to stop and waits for them (cleaner calls in flight finish first).
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        tracing::info!("workflow stopped");
+    }
+}

@@ -1,0 +1,282 @@
+//! The workflow tables on SQLite. With one writer connection, a claim is a plain
+//! `UPDATE ... RETURNING`: no other writer can race it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use lethe_domain::RequestId;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{micros, Job, JobChange, JobKind, WorkflowStore};
+use crate::store::{Checkpoint, SqliteStore, StoreError};
+
+fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn decode_job(row: &SqliteRow) -> Result<Job, StoreError> {
+    let request_id: String = row.try_get("request_id")?;
+    let run_at: String = row.try_get("run_at")?;
+    let attempt: i64 = row.try_get("attempt")?;
+    Ok(Job {
+        request_id: request_id
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("job request id {request_id:?}")))?,
+        kind: JobKind::parse(row.try_get("kind")?)?,
+        key: row.try_get("key")?,
+        run_at: DateTime::parse_from_rfc3339(&run_at)
+            .map_err(|e| StoreError::Corrupt(format!("job run_at {run_at:?}: {e}")))?
+            .with_timezone(&Utc),
+        attempt: u32::try_from(attempt).unwrap_or(0),
+    })
+}
+
+async fn apply_changes(
+    tx: &mut Transaction<'_, Sqlite>,
+    changes: &[JobChange],
+) -> Result<(), StoreError> {
+    for change in changes {
+        match change {
+            JobChange::Upsert(job) => {
+                sqlx::query(
+                    "INSERT INTO jobs (request_id, kind, key, run_at, attempt) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (request_id, kind, key) DO UPDATE SET \
+                       run_at = excluded.run_at, attempt = excluded.attempt, \
+                       lease_owner = NULL, lease_until = NULL \
+                     WHERE jobs.attempt <= excluded.attempt",
+                )
+                .bind(job.request_id.to_string())
+                .bind(job.kind.as_str())
+                .bind(&job.key)
+                .bind(time(job.run_at))
+                .bind(i64::from(job.attempt))
+                .execute(&mut **tx)
+                .await?;
+            }
+            JobChange::Ensure(job) => {
+                sqlx::query(
+                    "INSERT INTO jobs (request_id, kind, key, run_at, attempt) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (request_id, kind, key) DO NOTHING",
+                )
+                .bind(job.request_id.to_string())
+                .bind(job.kind.as_str())
+                .bind(&job.key)
+                .bind(time(job.run_at))
+                .bind(i64::from(job.attempt))
+                .execute(&mut **tx)
+                .await?;
+            }
+            JobChange::Delete {
+                request_id,
+                kind,
+                key,
+                up_to_attempt,
+            } => {
+                sqlx::query(
+                    "DELETE FROM jobs WHERE request_id = ?1 AND kind = ?2 AND key = ?3 \
+                     AND attempt <= ?4",
+                )
+                .bind(request_id.to_string())
+                .bind(kind.as_str())
+                .bind(key)
+                .bind(i64::from(*up_to_attempt))
+                .execute(&mut **tx)
+                .await?;
+            }
+            JobChange::DeleteAll { request_id } => {
+                sqlx::query("DELETE FROM jobs WHERE request_id = ?1")
+                    .bind(request_id.to_string())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn checkpoint_of(row: &SqliteRow) -> Result<Checkpoint, StoreError> {
+    Ok(Checkpoint {
+        transaction_id: row.try_get("checkpoint_transaction_id")?,
+        position: row.try_get("checkpoint_position")?,
+    })
+}
+
+#[async_trait]
+impl WorkflowStore for SqliteStore {
+    async fn acquire_subscription(
+        &self,
+        name: &str,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        let mut tx = self.writer().begin().await?;
+        sqlx::query("INSERT INTO subscriptions (name) VALUES (?1) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(
+            "UPDATE subscriptions SET owner = ?2, lease_until = ?3 \
+             WHERE name = ?1 AND (owner IS NULL OR owner = ?2 OR lease_until < ?4) \
+             RETURNING checkpoint_transaction_id, checkpoint_position",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(time(now + micros(lease)))
+        .bind(time(now))
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.as_ref().map(checkpoint_of).transpose()
+    }
+
+    async fn commit_subscription(
+        &self,
+        name: &str,
+        owner: &str,
+        checkpoint: Checkpoint,
+        changes: &[JobChange],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer().begin().await?;
+        let owned = sqlx::query(
+            "UPDATE subscriptions SET checkpoint_transaction_id = ?3, checkpoint_position = ?4 \
+             WHERE name = ?1 AND owner = ?2",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(checkpoint.transaction_id)
+        .bind(checkpoint.position)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !owned {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        apply_changes(&mut tx, changes).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_subscription(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE subscriptions SET owner = NULL, lease_until = NULL WHERE name = ?1 AND owner = ?2",
+        )
+        .bind(name)
+        .bind(owner)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    async fn subscription_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let row = sqlx::query(
+            "SELECT checkpoint_transaction_id, checkpoint_position FROM subscriptions WHERE name = ?1",
+        )
+        .bind(name)
+        .fetch_optional(self.writer())
+        .await?;
+        row.as_ref().map(checkpoint_of).transpose()
+    }
+
+    async fn claim_jobs(
+        &self,
+        kinds: &[JobKind],
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        // The kinds are our own constants, so listing them inline is safe.
+        let kinds: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.as_str())).collect();
+        let sql = format!(
+            "UPDATE jobs SET lease_owner = ?1, lease_until = ?2 \
+             WHERE rowid IN ( \
+               SELECT rowid FROM jobs WHERE kind IN ({}) AND run_at <= ?3 \
+                 AND (lease_until IS NULL OR lease_until < ?3) \
+               ORDER BY run_at LIMIT ?4) \
+             RETURNING request_id, kind, key, run_at, attempt",
+            kinds.join(", ")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(owner)
+            .bind(time(now + micros(lease)))
+            .bind(time(now))
+            .bind(i64::from(limit))
+            .fetch_all(self.writer())
+            .await?;
+        let mut jobs: Vec<Job> = rows.iter().map(decode_job).collect::<Result<_, _>>()?;
+        jobs.sort_by_key(|j| j.run_at);
+        Ok(jobs)
+    }
+
+    async fn finish_job(&self, job: &Job, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM jobs WHERE request_id = ?1 AND kind = ?2 AND key = ?3 \
+             AND attempt = ?4 AND lease_owner = ?5",
+        )
+        .bind(job.request_id.to_string())
+        .bind(job.kind.as_str())
+        .bind(&job.key)
+        .bind(i64::from(job.attempt))
+        .bind(owner)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    async fn reschedule_job(
+        &self,
+        job: &Job,
+        owner: &str,
+        run_at: DateTime<Utc>,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET run_at = ?6, attempt = ?7, lease_owner = NULL, lease_until = NULL \
+             WHERE request_id = ?1 AND kind = ?2 AND key = ?3 AND attempt = ?4 \
+             AND lease_owner = ?5",
+        )
+        .bind(job.request_id.to_string())
+        .bind(job.kind.as_str())
+        .bind(&job.key)
+        .bind(i64::from(job.attempt))
+        .bind(owner)
+        .bind(time(run_at))
+        .bind(i64::from(attempt))
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    async fn apply(&self, changes: &[JobChange]) -> Result<(), StoreError> {
+        let mut tx = self.writer().begin().await?;
+        apply_changes(&mut tx, changes).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn jobs_of(&self, request_id: RequestId) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT request_id, kind, key, run_at, attempt FROM jobs WHERE request_id = ?1 \
+             ORDER BY run_at, kind, key",
+        )
+        .bind(request_id.to_string())
+        .fetch_all(self.writer())
+        .await?;
+        rows.iter().map(decode_job).collect()
+    }
+
+    async fn pending_jobs(&self) -> Result<Vec<(JobKind, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT kind, count(*) AS n FROM jobs GROUP BY kind ORDER BY kind")
+            .fetch_all(self.writer())
+            .await?;
+        rows.iter()
+            .map(|row| Ok((JobKind::parse(row.try_get("kind")?)?, row.try_get("n")?)))
+            .collect()
+    }
+}

@@ -1,0 +1,90 @@
+//! Checkpointed subscriptions: the one way anything downstream follows the log.
+//!
+//! A subscriber turns events into job changes; the runner reads the log from the
+//! subscription's checkpoint in batches and commits each batch's changes together with the new
+//! checkpoint, in one transaction, so every event's effect happens exactly once. The runner
+//! holds a lease on the subscription (renewed on every round); with several engine instances
+//! only the lease holder processes, and when it dies another takes over once the lease runs
+//! out. A deposed owner's commit is refused (fencing), so it cannot apply a batch twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{JobChange, WorkflowStore};
+use crate::store::{EventStore, RecordedEvent, StoreError};
+
+/// Events read per round.
+const BATCH: u32 = 200;
+
+/// Turns events into job changes. Pure apart from reading configuration and randomness.
+pub trait Subscriber: Send + Sync {
+    /// The durable name of the subscription (its checkpoint row).
+    fn name(&self) -> &'static str;
+    fn handle(&self, event: &RecordedEvent) -> Result<Vec<JobChange>, StoreError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct SubscriptionRunner {
+    pub events: Arc<dyn EventStore>,
+    pub workflow: Arc<dyn WorkflowStore>,
+    /// This process's identity as a lease owner.
+    pub owner: String,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+}
+
+impl SubscriptionRunner {
+    /// Processes one round: up to one batch. Returns how many events it handled (0 when the
+    /// subscription is owned elsewhere or caught up).
+    pub async fn round(&self, subscriber: &dyn Subscriber) -> Result<usize, StoreError> {
+        let now = chrono::Utc::now();
+        let Some(checkpoint) = self
+            .workflow
+            .acquire_subscription(subscriber.name(), &self.owner, self.lease, now)
+            .await?
+        else {
+            return Ok(0);
+        };
+        let batch = self.events.read_all(checkpoint, BATCH).await?;
+        let Some(last) = batch.last() else {
+            return Ok(0);
+        };
+        let mut changes = Vec::new();
+        for event in &batch {
+            changes.extend(subscriber.handle(event)?);
+        }
+        let committed = self
+            .workflow
+            .commit_subscription(subscriber.name(), &self.owner, last.checkpoint(), &changes)
+            .await?;
+        Ok(if committed { batch.len() } else { 0 })
+    }
+
+    /// Runs until `shutdown` turns true, then gives the lease up.
+    pub async fn run(&self, subscriber: Arc<dyn Subscriber>, mut shutdown: watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            let handled = match self.round(&*subscriber).await {
+                Ok(n) => n,
+                Err(error) => {
+                    tracing::warn!(subscription = subscriber.name(), error = %error, "subscription round failed");
+                    0
+                }
+            };
+            if handled == 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(self.poll_interval) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+        if let Err(error) = self
+            .workflow
+            .release_subscription(subscriber.name(), &self.owner)
+            .await
+        {
+            tracing::warn!(subscription = subscriber.name(), error = %error, "could not release the subscription");
+        }
+    }
+}

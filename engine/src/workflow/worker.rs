@@ -1,0 +1,543 @@
+//! The workers that run jobs: timers (reminders, the end of the grace period, notifier calls,
+//! callback deadlines) and cleaner dispatches.
+//!
+//! A worker claims a job with a lease, re-reads the request from the log, decides through the
+//! aggregate, and only then removes the job. If the process dies in between, the lease runs
+//! out and the job runs again: every step is idempotent (a reminder or Due recorded twice is a
+//! no-op, a cleaner is called again with the same `Idempotency-Key`).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use lethe_domain::event::PlannedCleaner;
+use lethe_domain::state::{CleanerState, Phase, Request};
+use lethe_domain::{CleanerName, Command, RequestId};
+use tokio::sync::{watch, Semaphore};
+
+use super::{micros, Job, JobChange, JobKind, WorkflowStore};
+use crate::cleaners::http::{notify, CallOutcome, CleanerCall, HttpCleaner};
+use crate::config::{CleanerKind, Config};
+use crate::requests::{RequestError, Requests};
+use crate::secrets::MasterKey;
+use crate::store::EventMetadata;
+
+/// A notifier that keeps failing is given up on after this many tries (the request goes on).
+const MAX_NOTIFY_TRIES: u32 = 20;
+const CLAIM_BATCH: u32 = 32;
+
+/// The cleaners that the routing rules select for `request`, in configuration order.
+pub fn plan_cleaners(config: &Config, request: &Request) -> Vec<PlannedCleaner> {
+    config
+        .cleaners
+        .iter()
+        .filter(|c| {
+            c.routing.matches(
+                &request.jurisdiction,
+                request.source.as_deref(),
+                &request.tags,
+            )
+        })
+        .map(|c| PlannedCleaner {
+            name: c.name.clone(),
+            max_attempts: c.retry.max_attempts,
+        })
+        .collect()
+}
+
+/// Per-process limits of each cleaner: calls in flight and calls per second.
+#[derive(Debug, Default)]
+struct CleanerLimits {
+    in_flight: HashMap<CleanerName, Arc<Semaphore>>,
+    rate: HashMap<CleanerName, DefaultDirectRateLimiter>,
+}
+
+impl CleanerLimits {
+    fn new(config: &Config) -> Self {
+        let mut limits = Self::default();
+        for cleaner in &config.cleaners {
+            if let Some(max) = cleaner.max_in_flight {
+                let permits = usize::try_from(max).unwrap_or(usize::MAX);
+                limits
+                    .in_flight
+                    .insert(cleaner.name.clone(), Arc::new(Semaphore::new(permits)));
+            }
+            if let Some(rate) = cleaner.rate_per_second {
+                let period = Duration::from_secs_f64(1.0 / rate);
+                if let Some(quota) = Quota::with_period(period) {
+                    let burst =
+                        NonZeroU32::new(rate.ceil().max(1.0) as u32).unwrap_or(NonZeroU32::MIN);
+                    limits.rate.insert(
+                        cleaner.name.clone(),
+                        RateLimiter::direct(quota.allow_burst(burst)),
+                    );
+                }
+            }
+        }
+        limits
+    }
+}
+
+#[derive(Debug)]
+pub struct Workers {
+    pub requests: Requests,
+    pub workflow: Arc<dyn WorkflowStore>,
+    pub config: Arc<Config>,
+    pub key: MasterKey,
+    pub client: reqwest::Client,
+    /// This process's identity as a lease owner.
+    pub owner: String,
+    /// Where cleaners reach this engine, for `callback_url`.
+    pub public_url: String,
+    limits: CleanerLimits,
+}
+
+enum Outcome {
+    /// The job is done: remove it.
+    Finish,
+    /// Run it again at this time, with this attempt.
+    Reschedule(DateTime<Utc>, u32),
+}
+
+impl Workers {
+    pub fn new(
+        requests: Requests,
+        workflow: Arc<dyn WorkflowStore>,
+        config: Arc<Config>,
+        key: MasterKey,
+        owner: String,
+        public_url: String,
+    ) -> Self {
+        let limits = CleanerLimits::new(&config);
+        Self {
+            requests,
+            workflow,
+            config,
+            key,
+            client: crate::cleaners::http::client(),
+            owner,
+            public_url,
+            limits,
+        }
+    }
+
+    fn lease(&self) -> Duration {
+        self.config.engine.lease.0
+    }
+
+    /// A dispatch lease outlives the slowest cleaner call, so a live call is never re-claimed.
+    fn dispatch_lease(&self) -> Duration {
+        let slowest = self
+            .config
+            .cleaners
+            .iter()
+            .map(|c| c.timeout.0)
+            .max()
+            .unwrap_or_default();
+        self.lease().max(slowest + Duration::from_secs(5))
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.config.engine.poll_interval.0
+    }
+
+    /// Runs timer jobs until `shutdown`.
+    pub async fn run_timers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let kinds = [
+            JobKind::Remind,
+            JobKind::Due,
+            JobKind::Notify,
+            JobKind::Callback,
+        ];
+        while !*shutdown.borrow() {
+            let claimed = self
+                .workflow
+                .claim_jobs(&kinds, &self.owner, Utc::now(), self.lease(), CLAIM_BATCH)
+                .await;
+            let jobs = match claimed {
+                Ok(jobs) => jobs,
+                Err(error) => {
+                    tracing::warn!(error = %error, "claiming timer jobs failed");
+                    Vec::new()
+                }
+            };
+            for job in &jobs {
+                self.settle(job, self.run_timer(job).await).await;
+            }
+            if jobs.is_empty() {
+                tokio::select! {
+                    () = tokio::time::sleep(self.poll_interval()) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+
+    /// Runs cleaner dispatches until `shutdown`, then waits for the calls in flight.
+    pub async fn run_dispatch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let concurrency =
+            usize::try_from(self.config.engine.dispatch_concurrency.max(1)).unwrap_or(1);
+        let slots = Arc::new(Semaphore::new(concurrency));
+        while !*shutdown.borrow() {
+            let free = u32::try_from(slots.available_permits()).unwrap_or(0);
+            let jobs = if free == 0 {
+                Vec::new()
+            } else {
+                match self
+                    .workflow
+                    .claim_jobs(
+                        &[JobKind::Dispatch],
+                        &self.owner,
+                        Utc::now(),
+                        self.dispatch_lease(),
+                        free,
+                    )
+                    .await
+                {
+                    Ok(jobs) => jobs,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "claiming dispatch jobs failed");
+                        Vec::new()
+                    }
+                }
+            };
+            let idle = jobs.is_empty();
+            for job in jobs {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let outcome = this.run_dispatch_job(&job).await;
+                    this.settle(&job, outcome).await;
+                    drop(slot);
+                });
+            }
+            if idle {
+                tokio::select! {
+                    () = tokio::time::sleep(self.poll_interval()) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+        // Let the calls in flight record their results before the process exits.
+        let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(self.dispatch_lease(), slots.acquire_many(all)).await;
+    }
+
+    async fn settle(&self, job: &Job, outcome: Result<Outcome, RequestError>) {
+        let result = match outcome {
+            Ok(Outcome::Finish) => self.workflow.finish_job(job, &self.owner).await,
+            Ok(Outcome::Reschedule(at, attempt)) => {
+                self.workflow
+                    .reschedule_job(job, &self.owner, at, attempt)
+                    .await
+            }
+            Err(error) => {
+                // Left leased: it runs again when the lease runs out.
+                tracing::warn!(
+                    request.id = %job.request_id, job.kind = %job.kind, job.key = %job.key,
+                    error = %error, "job failed; it will be retried"
+                );
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(request.id = %job.request_id, error = %error, "could not settle a job");
+        }
+    }
+
+    /// Runs a command; a domain rejection means there is nothing (more) to do.
+    async fn decide(
+        &self,
+        id: RequestId,
+        actor: &str,
+        make: impl Fn(&Request) -> Command + Send + Sync,
+    ) -> Result<Outcome, RequestError> {
+        match self
+            .requests
+            .execute(id, &EventMetadata::new(actor), make)
+            .await
+        {
+            Ok(_) | Err(RequestError::Rejected(_) | RequestError::NotFound(_)) => {
+                Ok(Outcome::Finish)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn run_timer(&self, job: &Job) -> Result<Outcome, RequestError> {
+        let now = Utc::now();
+        match job.kind {
+            JobKind::Remind => {
+                let Ok(index) = job.key.parse::<u32>() else {
+                    return Ok(Outcome::Finish);
+                };
+                self.decide(job.request_id, "system:timers", |_| Command::Remind {
+                    index,
+                    at: now,
+                })
+                .await
+            }
+            JobKind::Due => self.run_due(job, now).await,
+            JobKind::Notify => self.run_notify(job, now).await,
+            JobKind::Callback => {
+                let Ok(cleaner) = CleanerName::parse(job.key.clone()) else {
+                    return Ok(Outcome::Finish);
+                };
+                let attempt = job.attempt;
+                self.decide(job.request_id, "system:timers", |_| Command::RecordCleanerFailure {
+                    cleaner: cleaner.clone(),
+                    attempt,
+                    at: now,
+                    error: "the cleaner accepted the request but sent no result before callback_timeout"
+                        .to_owned(),
+                    status_code: None,
+                    retryable: true,
+                    retry_after_seconds: None,
+                })
+                .await
+            }
+            JobKind::Dispatch => Ok(Outcome::Finish),
+        }
+    }
+
+    /// The end of the grace period, or a re-plan after a hold release or an admin retry.
+    async fn run_due(&self, job: &Job, now: DateTime<Utc>) -> Result<Outcome, RequestError> {
+        let Some(loaded) = self.requests.load(job.request_id).await? else {
+            return Ok(Outcome::Finish);
+        };
+        let request = &loaded.request;
+        match &request.phase {
+            Phase::Grace if request.hold.is_some() => Ok(Outcome::Finish),
+            Phase::Grace if now < request.due_at => {
+                Ok(Outcome::Reschedule(request.due_at, job.attempt))
+            }
+            Phase::Grace => {
+                let plan = plan_cleaners(&self.config, request);
+                self.decide(job.request_id, "system:timers", |_| Command::MarkDue {
+                    at: now,
+                    cleaners: plan.clone(),
+                    expedite: false,
+                })
+                .await
+            }
+            Phase::Cleaning(cleaning) if request.hold.is_none() => {
+                let busy: Vec<String> = self
+                    .workflow
+                    .jobs_of(job.request_id)
+                    .await?
+                    .into_iter()
+                    .filter(|j| matches!(j.kind, JobKind::Dispatch | JobKind::Callback))
+                    .map(|j| j.key)
+                    .collect();
+                let changes: Vec<JobChange> = cleaning
+                    .cleaners
+                    .iter()
+                    .filter(|(name, progress)| {
+                        progress.state == CleanerState::Pending
+                            && !busy.iter().any(|b| b == name.as_str())
+                    })
+                    .map(|(name, progress)| {
+                        JobChange::Ensure(Job {
+                            request_id: job.request_id,
+                            kind: JobKind::Dispatch,
+                            key: name.to_string(),
+                            run_at: now,
+                            attempt: progress.next_attempt(),
+                        })
+                    })
+                    .collect();
+                self.workflow.apply(&changes).await?;
+                Ok(Outcome::Finish)
+            }
+            _ => Ok(Outcome::Finish),
+        }
+    }
+
+    async fn run_notify(&self, job: &Job, now: DateTime<Utc>) -> Result<Outcome, RequestError> {
+        let Some(notifier) = &self.config.notifier else {
+            return Ok(Outcome::Finish);
+        };
+        let Some(loaded) = self.requests.load(job.request_id).await? else {
+            return Ok(Outcome::Finish);
+        };
+        let request = &loaded.request;
+        if !matches!(request.phase, Phase::Grace) {
+            return Ok(Outcome::Finish);
+        }
+        let token = self.key.cancel_token(request.id);
+        let body = serde_json::json!({
+            "request_id": request.id,
+            "reminder": job.key.parse::<u32>().unwrap_or(0),
+            "subject": request.subject,
+            "due_at": request.due_at,
+            "deadline": request.deadline,
+            "cancel_token": token,
+            "cancel_url": format!("{}/v1/requests/{}/cancel?token={token}", self.public_url, request.id),
+        });
+        match notify(
+            &self.client,
+            &notifier.url,
+            notifier.secret.as_deref(),
+            &body,
+            notifier.timeout.0,
+            now,
+        )
+        .await
+        {
+            Ok(()) => Ok(Outcome::Finish),
+            Err(reason) if job.attempt + 1 >= MAX_NOTIFY_TRIES => {
+                tracing::error!(request.id = %request.id, reason = %reason, "the notifier kept failing; giving up on this reminder");
+                Ok(Outcome::Finish)
+            }
+            Err(reason) => {
+                let backoff = Duration::from_secs(2_u64.saturating_pow(job.attempt).min(3600));
+                tracing::warn!(request.id = %request.id, reason = %reason, retry_in_s = backoff.as_secs(), "the notifier failed; retrying");
+                Ok(Outcome::Reschedule(now + micros(backoff), job.attempt + 1))
+            }
+        }
+    }
+
+    async fn run_dispatch_job(&self, job: &Job) -> Result<Outcome, RequestError> {
+        let now = Utc::now();
+        let Ok(cleaner) = CleanerName::parse(job.key.clone()) else {
+            return Ok(Outcome::Finish);
+        };
+        let Some(loaded) = self.requests.load(job.request_id).await? else {
+            return Ok(Outcome::Finish);
+        };
+        let request = &loaded.request;
+        let Phase::Cleaning(cleaning) = &request.phase else {
+            return Ok(Outcome::Finish);
+        };
+        let Some(progress) = cleaning.cleaners.get(&cleaner) else {
+            return Ok(Outcome::Finish);
+        };
+        if progress.state != CleanerState::Pending || progress.next_attempt() != job.attempt {
+            return Ok(Outcome::Finish);
+        }
+        if request.hold.is_some() {
+            // Releasing the hold re-plans the cleaners still pending.
+            return Ok(Outcome::Finish);
+        }
+        let attempt = job.attempt;
+        let Some(config) = self.config.cleaner(&cleaner) else {
+            return self
+                .decide(job.request_id, "system:dispatcher", |_| {
+                    Command::RecordCleanerFailure {
+                        cleaner: cleaner.clone(),
+                        attempt,
+                        at: now,
+                        error: format!("cleaner {cleaner} is no longer configured"),
+                        status_code: None,
+                        retryable: false,
+                        retry_after_seconds: None,
+                    }
+                })
+                .await;
+        };
+        if let Some(window) = &config.window {
+            if !window.contains(now) {
+                return Ok(Outcome::Reschedule(window.next_open(now), attempt));
+            }
+        }
+        let _in_flight = match self.limits.in_flight.get(&cleaner) {
+            Some(limit) => match limit.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    return Ok(Outcome::Reschedule(
+                        now + micros(self.poll_interval()),
+                        attempt,
+                    ))
+                }
+            },
+            None => None,
+        };
+        if let Some(limiter) = self.limits.rate.get(&cleaner) {
+            if let Err(not_until) = limiter.check() {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
+                return Ok(Outcome::Reschedule(now + micros(wait), attempt));
+            }
+        }
+        match config.kind {
+            // A person confirms through the result endpoint or the CLI.
+            CleanerKind::Manual | CleanerKind::Kafka => Ok(Outcome::Finish),
+            CleanerKind::Http => {
+                let (Some(url), Some(secret)) = (&config.url, &config.secret) else {
+                    return Ok(Outcome::Finish);
+                };
+                let call = CleanerCall {
+                    request_id: request.id,
+                    cleaner: cleaner.clone(),
+                    attempt,
+                    subject: request.subject.identifiers().clone(),
+                    due_at: request.due_at,
+                    deadline: request.deadline,
+                    callback_url: format!(
+                        "{}/v1/requests/{}/cleaners/{cleaner}/result",
+                        self.public_url, request.id
+                    ),
+                };
+                let http = HttpCleaner::new(
+                    self.client.clone(),
+                    url.clone(),
+                    secret.clone(),
+                    config.timeout.0,
+                );
+                let outcome = http.call(&call, now).await;
+                let at = Utc::now();
+                match outcome {
+                    CallOutcome::Done { deleted, detail } => {
+                        self.decide(job.request_id, "system:dispatcher", |_| {
+                            Command::RecordCleanerSuccess {
+                                cleaner: cleaner.clone(),
+                                attempt,
+                                at,
+                                deleted: deleted.clone(),
+                                detail: detail.clone(),
+                            }
+                        })
+                        .await
+                    }
+                    CallOutcome::Accepted => {
+                        self.workflow
+                            .apply(&[JobChange::Upsert(Job {
+                                request_id: request.id,
+                                kind: JobKind::Callback,
+                                key: cleaner.to_string(),
+                                run_at: at + micros(config.callback_timeout.0),
+                                attempt,
+                            })])
+                            .await?;
+                        Ok(Outcome::Finish)
+                    }
+                    CallOutcome::Failed {
+                        error,
+                        status_code,
+                        retryable,
+                        retry_after,
+                    } => {
+                        self.decide(job.request_id, "system:dispatcher", |_| {
+                            Command::RecordCleanerFailure {
+                                cleaner: cleaner.clone(),
+                                attempt,
+                                at,
+                                error: error.clone(),
+                                status_code,
+                                retryable,
+                                retry_after_seconds: retry_after.map(|d| d.as_secs()),
+                            }
+                        })
+                        .await
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,654 @@
+//! The workflow end to end, in-process, on real databases with real HTTP cleaners and a real
+//! notifier on 127.0.0.1: timers move requests from Received through reminders to Due, the
+//! saga calls every planned cleaner with a valid signature and retries failures with backoff,
+//! and admin operations steer what needs a person. Durations are seconds or less so whole
+//! lifecycles run in seconds; every wait polls a condition with a deadline.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::Router;
+use lethe_domain::{RequestId, RequestStatus};
+use lethe_engine::cleaners::signature;
+use lethe_engine::config::Config;
+use lethe_engine::http::{router, AppState};
+use lethe_engine::requests::{LoadedRequest, Requests, Submission};
+use lethe_engine::secrets::MasterKey;
+use lethe_engine::store::{Checkpoint, EventStore, RecordedEvent};
+use lethe_engine::workflow::runtime::Runtime;
+use lethe_engine::workflow::WorkflowStore;
+use support::TestStore;
+
+const SECRET: &str = "cleaner-secret";
+
+/// One call a test server received.
+#[derive(Debug, Clone)]
+struct Call {
+    at: Instant,
+    idempotency_key: String,
+    signature_ok: bool,
+    body: serde_json::Value,
+}
+
+/// A cleaner (or notifier) on 127.0.0.1 that answers with a script of statuses, then 200.
+#[derive(Debug, Clone)]
+struct FakeService {
+    url: String,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+#[derive(Clone)]
+struct ServiceState {
+    script: Arc<Mutex<Vec<u16>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+async fn record(
+    State(state): State<ServiceState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> impl IntoResponse {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let signature_ok = signature::verify(
+        SECRET.as_bytes(),
+        &header("lethe-signature"),
+        &body,
+        chrono::Utc::now().timestamp(),
+        300,
+    )
+    .is_ok();
+    state.calls.lock().unwrap().push(Call {
+        at: Instant::now(),
+        idempotency_key: header("idempotency-key"),
+        signature_ok,
+        body: serde_json::from_slice(&body).unwrap_or_default(),
+    });
+    let status = {
+        let mut script = state.script.lock().unwrap();
+        if script.is_empty() {
+            200
+        } else {
+            script.remove(0)
+        }
+    };
+    let status = StatusCode::from_u16(status).unwrap();
+    if status == StatusCode::OK {
+        (
+            status,
+            axum::Json(serde_json::json!({"deleted": {"rows": 1}})),
+        )
+            .into_response()
+    } else {
+        status.into_response()
+    }
+}
+
+impl FakeService {
+    async fn start(script: &[u16]) -> Self {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let state = ServiceState {
+            script: Arc::new(Mutex::new(script.to_vec())),
+            calls: calls.clone(),
+        };
+        let app = Router::new().route("/", post(record)).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, calls }
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+/// An engine running in this process: the workflow runtime plus the HTTP API on a port.
+struct Engine {
+    requests: Requests,
+    events: Arc<dyn EventStore>,
+    workflow: Arc<dyn WorkflowStore>,
+    base: String,
+    runtime: Option<Runtime>,
+    _store: TestStore,
+}
+
+impl Engine {
+    async fn start(store: TestStore, config: &str) -> Self {
+        let config = Arc::new(Config::parse(config).unwrap());
+        let (events, workflow) = store.stores();
+        let key = MasterKey::from_bytes([9; 32]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Requests::new(events.clone(), config.clone());
+        let runtime = Runtime::start(
+            requests.clone(),
+            workflow.clone(),
+            config,
+            key.clone(),
+            base.clone(),
+        );
+        let app = router(AppState {
+            requests: requests.clone(),
+            key,
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            requests,
+            events,
+            workflow,
+            base,
+            runtime: Some(runtime),
+            _store: store,
+        }
+    }
+
+    async fn submit(&self, subject: &str, jurisdiction: &str) -> RequestId {
+        let submission = Submission {
+            subject: BTreeMap::from([("user_id".to_owned(), subject.to_owned())]),
+            jurisdiction: Some(jurisdiction.to_owned()),
+            ..Submission::default()
+        };
+        self.requests
+            .submit(submission, None, "test")
+            .await
+            .unwrap()
+            .loaded
+            .request
+            .id
+    }
+
+    async fn load(&self, id: RequestId) -> LoadedRequest {
+        self.requests.load(id).await.unwrap().unwrap()
+    }
+
+    async fn status(&self, id: RequestId) -> RequestStatus {
+        self.load(id).await.request.status()
+    }
+
+    /// Waits until the request has this status (at most `within`).
+    async fn wait_for(
+        &self,
+        id: RequestId,
+        status: RequestStatus,
+        within: Duration,
+    ) -> LoadedRequest {
+        let deadline = Instant::now() + within;
+        loop {
+            let loaded = self.load(id).await;
+            if loaded.request.status() == status {
+                return loaded;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "request {id} is {} after {within:?}, not {status}; events: {:?}",
+                loaded.request.status(),
+                types(&loaded.events)
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the saga has removed every job of the request.
+    async fn wait_for_no_jobs(&self, id: RequestId) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let jobs = self.workflow.jobs_of(id).await.unwrap();
+            if jobs.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "jobs left for {id}: {jobs:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    async fn all_events(&self) -> Vec<RecordedEvent> {
+        self.events
+            .read_all(Checkpoint::START, 10_000)
+            .await
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.stop().await;
+        }
+    }
+}
+
+fn types(events: &[RecordedEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.event_type.as_str()).collect()
+}
+
+fn count(events: &[RecordedEvent], event_type: &str) -> usize {
+    events.iter().filter(|e| e.event_type == event_type).count()
+}
+
+/// Waits until `check` holds (at most `within`).
+async fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn engine_section() -> &'static str {
+    "[engine]\npoll_interval = \"50ms\"\nlease = \"5s\"\n"
+}
+
+fn cleaner(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "[[cleaners]]\nname = \"{name}\"\nkind = \"http\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\ntimeout = \"2s\"\n\
+         retry = {{ max_attempts = 4, initial = \"300ms\", max = \"2s\", multiplier = 2.0 }}\n{extra}\n"
+    )
+}
+
+async fn full_lifecycle(store: TestStore) {
+    let notifier = FakeService::start(&[]).await;
+    let billing = FakeService::start(&[]).await;
+    let crm = FakeService::start(&[]).await;
+    let config = format!(
+        "[policy]\ngrace_period = \"2s\"\nreminders = [\"1s\"]\n{}\n[notifier]\nurl = \"{}\"\nsecret = \"{SECRET}\"\n{}{}",
+        engine_section(),
+        notifier.url,
+        cleaner("billing", &billing.url, ""),
+        cleaner("crm", &crm.url, ""),
+    );
+    let engine = Engine::start(store, &config).await;
+    let id = engine.submit("42", "gdpr").await;
+    let loaded = engine
+        .wait_for(id, RequestStatus::Completed, Duration::from_secs(15))
+        .await;
+    let kinds = types(&loaded.events);
+    assert_eq!(kinds[..3], ["Received", "Reminded", "Due"]);
+    assert_eq!(kinds.last(), Some(&"Completed"));
+    assert_eq!(count(&loaded.events, "CleanerSucceeded"), 2);
+    // The Due came no earlier than the end of the grace period.
+    let due = loaded
+        .events
+        .iter()
+        .find(|e| e.event_type == "Due")
+        .unwrap();
+    assert!(due.recorded_at >= loaded.request.due_at);
+
+    let reminders = notifier.calls();
+    assert_eq!(reminders.len(), 1, "the notifier got one reminder");
+    assert!(reminders[0].signature_ok);
+    assert_eq!(reminders[0].body["request_id"], id.to_string());
+    assert_eq!(
+        reminders[0].body["cancel_token"].as_str().unwrap().len(),
+        64
+    );
+
+    for service in [&billing, &crm] {
+        let calls = service.calls();
+        assert_eq!(calls.len(), 1);
+        let call = &calls[0];
+        assert!(
+            call.signature_ok,
+            "the signature verifies with the cleaner's secret"
+        );
+        assert_eq!(call.body["request_id"], id.to_string());
+        assert_eq!(call.body["attempt"], 1);
+        assert_eq!(call.body["subject"]["user_id"], "42");
+        assert!(call.idempotency_key.starts_with(&id.to_string()));
+        assert!(call.body["callback_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/result"));
+    }
+    engine.wait_for_no_jobs(id).await;
+    engine.stop().await;
+}
+
+async fn cancel_during_grace_never_calls_cleaners(store: TestStore) {
+    let billing = FakeService::start(&[]).await;
+    let config = format!(
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
+        engine_section(),
+        cleaner("billing", &billing.url, "")
+    );
+    let engine = Engine::start(store, &config).await;
+    let id = engine.submit("7", "gdpr").await;
+    let token = MasterKey::from_bytes([9; 32]).cancel_token(id);
+    let (status, _) = engine
+        .post(
+            &format!("/v1/requests/{id}/cancel?token=wrong"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = engine
+        .post(
+            &format!("/v1/requests/{id}/cancel?token={token}"),
+            serde_json::json!({"reason": "changed my mind"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "cancelled");
+    // A request submitted after it becomes due, proving the workers were running all along.
+    let other = engine.submit("8", "gdpr").await;
+    engine
+        .wait_for(other, RequestStatus::Completed, Duration::from_secs(10))
+        .await;
+    let cancelled = engine.load(id).await;
+    assert_eq!(types(&cancelled.events), ["Received", "Cancelled"]);
+    assert!(billing
+        .calls()
+        .iter()
+        .all(|c| c.body["request_id"] != id.to_string()));
+    engine.wait_for_no_jobs(id).await;
+    // Too late to cancel once due.
+    let (status, _) = engine
+        .post(
+            &format!("/v1/requests/{other}/cancel"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    engine.stop().await;
+}
+
+async fn hold_delays_due_until_release(store: TestStore) {
+    let billing = FakeService::start(&[]).await;
+    let config = format!(
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
+        engine_section(),
+        cleaner("billing", &billing.url, "")
+    );
+    let engine = Engine::start(store, &config).await;
+    let id = engine.submit("9", "gdpr").await;
+    let (status, body) = engine
+        .post(
+            &format!("/v1/requests/{id}/hold"),
+            serde_json::json!({"reason": "litigation"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Another request passes through Due meanwhile: the timers ran, this one stayed held.
+    let witness = engine.submit("10", "gdpr").await;
+    engine
+        .wait_for(witness, RequestStatus::Completed, Duration::from_secs(10))
+        .await;
+    assert_eq!(engine.status(id).await, RequestStatus::OnHold);
+    assert_eq!(count(&engine.load(id).await.events, "Due"), 0);
+    let (status, _) = engine
+        .post(&format!("/v1/requests/{id}/release"), serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let loaded = engine
+        .wait_for(id, RequestStatus::Completed, Duration::from_secs(10))
+        .await;
+    let kinds = types(&loaded.events);
+    let released = kinds.iter().position(|t| *t == "HoldReleased").unwrap();
+    let due = kinds.iter().position(|t| *t == "Due").unwrap();
+    assert!(released < due, "{kinds:?}");
+    engine.stop().await;
+}
+
+async fn flaky_cleaner_is_retried_with_growing_delays(store: TestStore) {
+    let flaky = FakeService::start(&[503, 503]).await;
+    let config = format!(
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
+        engine_section(),
+        cleaner("flaky", &flaky.url, "")
+    );
+    let engine = Engine::start(store, &config).await;
+    let id = engine.submit("11", "gdpr").await;
+    let loaded = engine
+        .wait_for(id, RequestStatus::Completed, Duration::from_secs(15))
+        .await;
+    let calls = flaky.calls();
+    assert_eq!(calls.len(), 3, "exactly three attempts");
+    assert_eq!(
+        calls
+            .iter()
+            .map(|c| c.body["attempt"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(calls
+        .iter()
+        .all(|c| c.idempotency_key == calls[0].idempotency_key));
+    let first_gap = calls[1].at - calls[0].at;
+    let second_gap = calls[2].at - calls[1].at;
+    // Backoff: 300 ms then 600 ms, each jittered into its upper half.
+    assert!(first_gap >= Duration::from_millis(150), "{first_gap:?}");
+    assert!(second_gap >= Duration::from_millis(300), "{second_gap:?}");
+    assert!(
+        second_gap > first_gap.mul_f64(0.9),
+        "{first_gap:?} then {second_gap:?}"
+    );
+    assert_eq!(count(&loaded.events, "CleanerFailed"), 2);
+    engine.stop().await;
+}
+
+async fn non_retryable_failure_needs_attention_then_admin_retry_completes(store: TestStore) {
+    let strict = FakeService::start(&[400]).await;
+    let config = format!(
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
+        engine_section(),
+        cleaner("strict", &strict.url, "")
+    );
+    let engine = Engine::start(store, &config).await;
+    let id = engine.submit("12", "gdpr").await;
+    let loaded = engine
+        .wait_for(id, RequestStatus::NeedsAttention, Duration::from_secs(10))
+        .await;
+    assert_eq!(strict.calls().len(), 1, "a 400 is not retried");
+    let failed = loaded
+        .events
+        .iter()
+        .find(|e| e.event_type == "CleanerFailed")
+        .unwrap();
+    assert_eq!(failed.payload["exhausted"], true);
+    assert_eq!(failed.payload["status_code"], 400);
+    let (status, body) = engine
+        .post(
+            &format!("/v1/requests/{id}/cleaners/strict/retry"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let loaded = engine
+        .wait_for(id, RequestStatus::Completed, Duration::from_secs(10))
+        .await;
+    assert_eq!(strict.calls().len(), 2);
+    assert_eq!(strict.calls()[1].body["attempt"], 2);
+    assert_eq!(count(&loaded.events, "CleanerRetried"), 1);
+    engine.stop().await;
+}
+
+async fn skipping_a_cleaner_with_a_reason_completes(store: TestStore) {
+    let broken = FakeService::start(&[400]).await;
+    let config = format!(
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
+        engine_section(),
+        cleaner("broken", &broken.url, "")
+    );
+    let engine = Engine::start(store, &config).await;
+    let id = engine.submit("13", "gdpr").await;
+    engine
+        .wait_for(id, RequestStatus::NeedsAttention, Duration::from_secs(10))
+        .await;
+    let (status, _) = engine
+        .post(
+            &format!("/v1/requests/{id}/cleaners/broken/skip"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 400, "a skip needs a reason");
+    let (status, body) = engine
+        .post(
+            &format!("/v1/requests/{id}/cleaners/broken/skip"),
+            serde_json::json!({"reason": "system decommissioned; no data left"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "completed");
+    let loaded = engine.load(id).await;
+    let kinds = types(&loaded.events);
+    assert_eq!(kinds[kinds.len() - 2..], ["CleanerSkipped", "Completed"]);
+    engine.stop().await;
+}
+
+async fn accepted_cleaner_calls_back_once(store: TestStore) {
+    let async_cleaner = FakeService::start(&[202]).await;
+    let config = format!(
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
+        engine_section(),
+        cleaner("later", &async_cleaner.url, "callback_timeout = \"30s\"")
+    );
+    let engine = Engine::start(store, &config).await;
+    let id = engine.submit("14", "gdpr").await;
+    eventually(Duration::from_secs(10), "the cleaner is called", || {
+        !async_cleaner.calls().is_empty()
+    })
+    .await;
+    let callback = async_cleaner.calls()[0].body["callback_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The engine waits for the callback: still due.
+    assert_eq!(engine.status(id).await, RequestStatus::Due);
+    let path = callback.strip_prefix(&engine.base).unwrap().to_owned();
+    let result = serde_json::json!({"attempt": 1, "outcome": "succeeded", "deleted": {"rows": 3}});
+    let (status, body) = engine.post(&path, result.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "completed");
+    let (status, _) = engine.post(&path, result).await;
+    assert_eq!(
+        status, 200,
+        "a duplicate callback is accepted and changes nothing"
+    );
+    let loaded = engine.load(id).await;
+    assert_eq!(count(&loaded.events, "CleanerSucceeded"), 1);
+    assert_eq!(count(&loaded.events, "Completed"), 1);
+    assert_eq!(async_cleaner.calls().len(), 1);
+    engine.stop().await;
+}
+
+async fn routing_rules_select_cleaners(store: TestStore) {
+    let everyone = FakeService::start(&[]).await;
+    let eu_only = FakeService::start(&[]).await;
+    let us_only = FakeService::start(&[]).await;
+    let config = format!(
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}{}{}",
+        engine_section(),
+        cleaner("everyone", &everyone.url, ""),
+        cleaner("eu", &eu_only.url, "match = { jurisdictions = [\"gdpr\"] }"),
+        cleaner("us", &us_only.url, "match = { jurisdictions = [\"ccpa\"] }"),
+    );
+    let engine = Engine::start(store, &config).await;
+    let id = engine.submit("15", "ccpa").await;
+    let loaded = engine
+        .wait_for(id, RequestStatus::Completed, Duration::from_secs(10))
+        .await;
+    assert_eq!(everyone.calls().len(), 1);
+    assert_eq!(us_only.calls().len(), 1);
+    assert_eq!(
+        eu_only.calls().len(),
+        0,
+        "a gdpr-only cleaner never hears of a ccpa request"
+    );
+    let due = loaded
+        .events
+        .iter()
+        .find(|e| e.event_type == "Due")
+        .unwrap();
+    let planned: Vec<_> = due.payload["cleaners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(planned, ["everyone", "us"]);
+    engine.stop().await;
+}
+
+async fn all_events_have_single_due_and_completed(store: TestStore) {
+    let billing = FakeService::start(&[503]).await;
+    let config = format!(
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
+        engine_section(),
+        cleaner("billing", &billing.url, "")
+    );
+    let engine = Engine::start(store, &config).await;
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        ids.push(engine.submit(&format!("bulk-{n}"), "gdpr").await);
+    }
+    for id in &ids {
+        engine
+            .wait_for(*id, RequestStatus::Completed, Duration::from_secs(20))
+            .await;
+    }
+    let events = engine.all_events().await;
+    for id in &ids {
+        let mine: Vec<_> = events
+            .iter()
+            .filter(|e| e.stream_id == *id)
+            .cloned()
+            .collect();
+        assert_eq!(count(&mine, "Due"), 1);
+        assert_eq!(count(&mine, "Completed"), 1);
+    }
+    engine.stop().await;
+}
+
+macro_rules! on_both {
+    ($($test:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::support::postgres().await).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::support::sqlite().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    full_lifecycle,
+    cancel_during_grace_never_calls_cleaners,
+    hold_delays_due_until_release,
+    flaky_cleaner_is_retried_with_growing_delays,
+    non_retryable_failure_needs_attention_then_admin_retry_completes,
+    skipping_a_cleaner_with_a_reason_completes,
+    accepted_cleaner_calls_back_once,
+    routing_rules_select_cleaners,
+    all_events_have_single_due_and_completed,
+);
