@@ -173,7 +173,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::Show { id, json } => {
-            let store = store::open(&database_url, false).await?.events;
+            let store = store::open(&database_url, true).await?.events;
             let requests = Requests::new(store, Arc::new(config));
             let id = parse_id(&id)?;
             let loaded = requests
@@ -189,7 +189,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::History { id, json } => {
-            let store = store::open(&database_url, false).await?.events;
+            let store = store::open(&database_url, true).await?.events;
             let id = parse_id(&id)?;
             let view = history(&*store, id).await?;
             if json {
@@ -204,7 +204,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Commands::Verify { id } => {
-            let store = store::open(&database_url, false).await?.events;
+            let store = store::open(&database_url, true).await?.events;
             match id {
                 Some(id) => {
                     let id = parse_id(&id)?;
@@ -252,12 +252,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn history(store: &dyn EventStore, id: RequestId) -> anyhow::Result<HistoryView> {
+    // The head first: events appended after it only extend the chain it vouches for.
+    let head = store.stream_head(id).await?;
     let events = store.read_stream(id, 0).await?;
     if events.is_empty() {
         bail!("no request {id}");
     }
     let loaded = crate::requests::loaded(events)?;
-    let head = store.stream_head(id).await?;
     Ok(HistoryView::new(&loaded, head.as_ref())?)
 }
 

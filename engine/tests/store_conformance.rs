@@ -23,8 +23,7 @@ fn received(id: RequestId) -> Event {
     let at = Utc.with_ymd_and_hms(2025, 1, 31, 12, 0, 0).unwrap();
     Event::Received(Received {
         request_id: id,
-        subject: Subject::parse(BTreeMap::from([("user_id".to_owned(), "42".to_owned())]))
-            .unwrap(),
+        subject: Subject::parse(BTreeMap::from([("user_id".to_owned(), "42".to_owned())])).unwrap(),
         jurisdiction: Jurisdiction::parse("gdpr").unwrap(),
         source: Some("test".to_owned()),
         reason: None,
@@ -60,6 +59,20 @@ fn written(appended: Appended) -> Vec<RecordedEvent> {
     match appended {
         Appended::Written(events) => events,
         Appended::Duplicate(record) => panic!("unexpected duplicate {record:?}"),
+    }
+}
+
+/// Reads the whole global log once it holds at least `expected` events. On Postgres the global
+/// read stops below the oldest transaction still open anywhere in the cluster, so right after
+/// an append (with other tests writing in parallel) the newest events may not be readable yet.
+async fn read_settled(store: &dyn EventStore, expected: usize) -> Vec<RecordedEvent> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = read_everything(store).await;
+        if all.len() >= expected || std::time::Instant::now() > deadline {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -114,7 +127,10 @@ async fn append_and_read_back(t: TestStore) {
     assert_eq!(stream[1].causation_id, meta.causation_id);
     assert_eq!(stream[2].actor, "system:timers");
     assert_eq!(stream[2].command_id, None);
-    assert_eq!(stream[0].schema_version, lethe_domain::event::SCHEMA_VERSION);
+    assert_eq!(
+        stream[0].schema_version,
+        lethe_domain::event::SCHEMA_VERSION
+    );
     for event in &stream {
         assert_eq!(event.event_id.get_version_num(), 7, "event ids are UUIDv7");
         assert!((Utc::now() - event.recorded_at).num_seconds().abs() < 60);
@@ -122,7 +138,10 @@ async fn append_and_read_back(t: TestStore) {
     let ids: HashSet<_> = stream.iter().map(|e| e.event_id).collect();
     assert_eq!(ids.len(), 3);
 
-    assert_eq!(store.read_stream(id, 2).await.unwrap(), vec![second[0].clone()]);
+    assert_eq!(
+        store.read_stream(id, 2).await.unwrap(),
+        vec![second[0].clone()]
+    );
     assert!(store.read_stream(new_id(), 0).await.unwrap().is_empty());
 }
 
@@ -188,7 +207,11 @@ async fn retried_command_returns_first_result(t: TestStore) {
 
     // The retry carries a new request id (a fresh submission would), yet gets the first.
     let other = new_id();
-    match store.append(other, 0, &[received(other)], &meta).await.unwrap() {
+    match store
+        .append(other, 0, &[received(other)], &meta)
+        .await
+        .unwrap()
+    {
         Appended::Duplicate(record) => {
             assert_eq!(record.stream_id, id);
             assert_eq!(record.command_id, "submit:abc");
@@ -197,9 +220,14 @@ async fn retried_command_returns_first_result(t: TestStore) {
         Appended::Written(events) => panic!("a retried command appended {events:?}"),
     }
     assert!(store.read_stream(other, 0).await.unwrap().is_empty());
-    assert_eq!(read_everything(&*store).await, first);
+    assert_eq!(read_settled(&*store, 1).await, first);
     assert_eq!(
-        store.find_command("submit:abc").await.unwrap().unwrap().stream_id,
+        store
+            .find_command("submit:abc")
+            .await
+            .unwrap()
+            .unwrap()
+            .stream_id,
         id
     );
     assert!(store.find_command("submit:other").await.unwrap().is_none());
@@ -220,7 +248,7 @@ async fn retried_command_returns_first_result(t: TestStore) {
         .filter(|r| matches!(r, Ok(Appended::Written(_))))
         .count();
     assert_eq!(writes, 1, "{results:?}");
-    assert_eq!(read_everything(&*store).await.len(), 2);
+    assert_eq!(read_settled(&*store, 2).await.len(), 2);
 }
 
 async fn global_read_pages_from_a_checkpoint(t: TestStore) {
@@ -230,36 +258,60 @@ async fn global_read_pages_from_a_checkpoint(t: TestStore) {
         let id = new_id();
         let meta = EventMetadata::new("test");
         expected.extend(written(
-            store.append(id, 0, &[received(id), hold()], &meta).await.unwrap(),
+            store
+                .append(id, 0, &[received(id), hold()], &meta)
+                .await
+                .unwrap(),
         ));
-        expected.extend(written(store.append(id, 2, &[reminded(0)], &meta).await.unwrap()));
+        expected.extend(written(
+            store.append(id, 2, &[reminded(0)], &meta).await.unwrap(),
+        ));
     }
-    let all = read_everything(&*store).await;
-    assert_eq!(all, expected, "sequential appends read back in append order");
+    let all = read_settled(&*store, expected.len()).await;
+    assert_eq!(
+        all, expected,
+        "sequential appends read back in append order"
+    );
 
     // Resuming from any checkpoint yields exactly the rest.
     let middle = all[6].checkpoint();
     let rest = store.read_all(middle, 100).await.unwrap();
     assert_eq!(rest, all[7..]);
-    assert!(store.read_all(all[14].checkpoint(), 100).await.unwrap().is_empty());
-    assert_eq!(store.read_all(Checkpoint::START, 3).await.unwrap(), all[..3]);
+    assert!(store
+        .read_all(all[14].checkpoint(), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.read_all(Checkpoint::START, 3).await.unwrap(),
+        all[..3]
+    );
 }
 
 async fn hash_chain_links_each_stream_and_detects_tampering(t: TestStore) {
     let store = t.store();
     let id = new_id();
     let meta = EventMetadata::new("test");
-    store.append(id, 0, &[received(id), hold()], &meta).await.unwrap();
+    store
+        .append(id, 0, &[received(id), hold()], &meta)
+        .await
+        .unwrap();
     store.append(id, 2, &[reminded(0)], &meta).await.unwrap();
     let other = new_id();
-    store.append(other, 0, &[received(other)], &meta).await.unwrap();
+    store
+        .append(other, 0, &[received(other)], &meta)
+        .await
+        .unwrap();
 
     let stream = store.read_stream(id, 0).await.unwrap();
     assert_eq!(stream[0].prev_hash, GENESIS_HASH);
     assert_eq!(stream[1].prev_hash, stream[0].hash);
     assert_eq!(stream[2].prev_hash, stream[1].hash);
     let head = store.stream_head(id).await.unwrap().unwrap();
-    assert_eq!((head.version, head.last_hash.as_str()), (3, stream[2].hash.as_str()));
+    assert_eq!(
+        (head.version, head.last_hash.as_str()),
+        (3, stream[2].hash.as_str())
+    );
     verify_chain(&stream, Some(&head)).unwrap();
 
     // Change one character of the reason stored in the second event.
@@ -276,7 +328,10 @@ async fn hash_chain_links_each_stream_and_detects_tampering(t: TestStore) {
     };
     t.execute(&sql).await;
     let tampered = store.read_stream(id, 0).await.unwrap();
-    assert_ne!(tampered[1].payload, stream[1].payload, "the tampering took effect");
+    assert_ne!(
+        tampered[1].payload, stream[1].payload,
+        "the tampering took effect"
+    );
     let broken = verify_chain(&tampered, Some(&head)).unwrap_err();
     assert_eq!((broken.version, broken.position), (2, stream[1].position));
     // The other stream is untouched.
@@ -374,7 +429,10 @@ async fn tailing_reader_misses_nothing_under_concurrent_writers(t: TestStore) {
     assert_eq!(seen.len(), total, "the reader missed events");
     let mut versions: HashMap<RequestId, Vec<i64>> = HashMap::new();
     for event in &seen {
-        versions.entry(event.stream_id).or_default().push(event.version);
+        versions
+            .entry(event.stream_id)
+            .or_default()
+            .push(event.version);
     }
     for id in &streams {
         assert_eq!(
@@ -387,7 +445,10 @@ async fn tailing_reader_misses_nothing_under_concurrent_writers(t: TestStore) {
         // The run really had transactions commit out of position order: reading by position
         // alone would have been wrong here.
         let interleaved = seen.windows(2).any(|w| w[1].position < w[0].position);
-        assert!(interleaved, "no out-of-order commit happened; the test proved nothing");
+        assert!(
+            interleaved,
+            "no out-of-order commit happened; the test proved nothing"
+        );
     }
 }
 

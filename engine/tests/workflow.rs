@@ -7,16 +7,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::post;
-use axum::Router;
 use lethe_domain::{RequestId, RequestStatus};
-use lethe_engine::cleaners::signature;
 use lethe_engine::config::Config;
 use lethe_engine::http::{router, AppState};
 use lethe_engine::requests::{LoadedRequest, Requests, Submission};
@@ -24,96 +18,8 @@ use lethe_engine::secrets::MasterKey;
 use lethe_engine::store::{Checkpoint, EventStore, RecordedEvent};
 use lethe_engine::workflow::runtime::Runtime;
 use lethe_engine::workflow::WorkflowStore;
+use support::fake_service::{FakeService, SECRET};
 use support::TestStore;
-
-const SECRET: &str = "cleaner-secret";
-
-/// One call a test server received.
-#[derive(Debug, Clone)]
-struct Call {
-    at: Instant,
-    idempotency_key: String,
-    signature_ok: bool,
-    body: serde_json::Value,
-}
-
-/// A cleaner (or notifier) on 127.0.0.1 that answers with a script of statuses, then 200.
-#[derive(Debug, Clone)]
-struct FakeService {
-    url: String,
-    calls: Arc<Mutex<Vec<Call>>>,
-}
-
-#[derive(Clone)]
-struct ServiceState {
-    script: Arc<Mutex<Vec<u16>>>,
-    calls: Arc<Mutex<Vec<Call>>>,
-}
-
-async fn record(
-    State(state): State<ServiceState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> impl IntoResponse {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let signature_ok = signature::verify(
-        SECRET.as_bytes(),
-        &header("lethe-signature"),
-        &body,
-        chrono::Utc::now().timestamp(),
-        300,
-    )
-    .is_ok();
-    state.calls.lock().unwrap().push(Call {
-        at: Instant::now(),
-        idempotency_key: header("idempotency-key"),
-        signature_ok,
-        body: serde_json::from_slice(&body).unwrap_or_default(),
-    });
-    let status = {
-        let mut script = state.script.lock().unwrap();
-        if script.is_empty() {
-            200
-        } else {
-            script.remove(0)
-        }
-    };
-    let status = StatusCode::from_u16(status).unwrap();
-    if status == StatusCode::OK {
-        (
-            status,
-            axum::Json(serde_json::json!({"deleted": {"rows": 1}})),
-        )
-            .into_response()
-    } else {
-        status.into_response()
-    }
-}
-
-impl FakeService {
-    async fn start(script: &[u16]) -> Self {
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let state = ServiceState {
-            script: Arc::new(Mutex::new(script.to_vec())),
-            calls: calls.clone(),
-        };
-        let app = Router::new().route("/", post(record)).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url, calls }
-    }
-
-    fn calls(&self) -> Vec<Call> {
-        self.calls.lock().unwrap().clone()
-    }
-}
 
 /// An engine running in this process: the workflow runtime plus the HTTP API on a port.
 struct Engine {

@@ -285,7 +285,7 @@ async fn classify(
             .push_str(" (redirects are not followed; point the cleaner's url at the final address");
         if let Some(location) = header_text(&headers, LOCATION) {
             error.push_str(", Location: ");
-            error.push_str(truncate_at_char_boundary(location, 256));
+            error.push_str(truncate_at_char_boundary(&redact(location, subject), 256));
         }
         error.push(')');
     }

@@ -66,8 +66,11 @@ where
 
 /// Parses `bytes` as JSON into `T`, naming the field of the first error.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(Problem::invalid("body", "is empty; send a JSON object"));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(Problem::invalid("body", "is empty; send a JSON object")),
+        // Serde would fill a struct from an array by field order; only objects are accepted.
+        Some(b'{') => {}
+        Some(_) => return Err(Problem::invalid("body", "must be a JSON object")),
     }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(deserializer).map_err(|error| {

@@ -143,12 +143,13 @@ async fn history(
     Path(id): Path<String>,
 ) -> Result<Json<HistoryView>, Problem> {
     let id = request_id(&id)?;
+    // The head first: events appended after it only extend the chain it vouches for.
+    let head = state.requests.store().stream_head(id).await?;
     let loaded = state
         .requests
         .load(id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("no request {id}")))?;
-    let head = state.requests.store().stream_head(id).await?;
     Ok(Json(HistoryView::new(&loaded, head.as_ref())?))
 }
 

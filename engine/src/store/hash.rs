@@ -134,14 +134,24 @@ pub fn verify_chain(
         prev_hash.clone_from(&event.hash);
         last = (event.version, event.position);
     }
+    // The head is read before the events by callers, so a chain may have grown past it by
+    // appends in between; it must never end short of it or disagree with it.
     if let Some(head) = head {
-        if head.version != last.0 || head.last_hash != prev_hash {
+        let at_head = usize::try_from(head.version)
+            .ok()
+            .and_then(|v| v.checked_sub(1))
+            .and_then(|i| events.get(i));
+        let consistent = match at_head {
+            Some(event) => event.hash == head.last_hash,
+            None => head.version == 0 && last.0 == 0,
+        };
+        if !consistent {
             return Err(ChainBreak {
                 version: last.0,
                 position: last.1,
                 problem: format!(
                     "the stream's head records version {} but the chain ends at version {} \
-                     (events were removed or the head was altered)",
+                     or differs there (events were removed or the head was altered)",
                     head.version, last.0
                 ),
             });

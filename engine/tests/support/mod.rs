@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod fake_service;
+
 use std::str::FromStr;
 use std::sync::Arc;
 
