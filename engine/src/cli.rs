@@ -14,12 +14,16 @@ use lethe_domain::RequestId;
 
 use crate::config::{Config, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
 use crate::http::{router, AppState};
-use crate::requests::{Requests, Submission};
+use crate::requests::{LoadedRequest, Requests, Submission};
 use crate::secrets::MasterKey;
+use crate::store::EventMetadata;
 use crate::store::{self, EventStore};
 use crate::views::{HistoryView, RequestView, SubmittedView};
 use crate::workflow::runtime::Runtime;
+use crate::workflow::worker::plan_cleaners;
 use crate::{audit, telemetry};
+use lethe_domain::state::Request;
+use lethe_domain::Command;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -87,6 +91,81 @@ pub enum Commands {
     },
     /// Recompute hash chains (all, or one request's); exit 1 naming what fails.
     Verify { id: Option<String> },
+    /// Cancel a request during its grace period.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reject a request (before it is due).
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Place a legal hold: the request is not made due (or cleaned) until released.
+    Hold {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a legal hold.
+    Release {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Extend the legal deadline, within the jurisdiction's maximum.
+    Extend {
+        id: String,
+        /// e.g. "1 month", "2 months", "45d"
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Make a request due now, ending its grace period early.
+    Expedite { id: String },
+    /// Give an exhausted cleaner another round of attempts.
+    Retry { id: String, cleaner: String },
+    /// Skip a cleaner, with a justification.
+    Skip {
+        id: String,
+        cleaner: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Record a cleaner's result by hand (the `manual` kind, or a cleaner that reported
+    /// out of band).
+    Confirm {
+        id: String,
+        cleaner: String,
+        /// The attempt this result is for (see `lethe show`).
+        #[arg(long, default_value_t = 1)]
+        attempt: u32,
+        /// Record a failure instead of a success.
+        #[arg(long)]
+        failed: bool,
+        #[arg(long)]
+        detail: Option<String>,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new token once, with the `[[tokens]]` block to add to lethe.toml.
+    Create {
+        /// requests:write, requests:read, audit:read, admin or cleaner:<name>; repeatable.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 fn parse_identifier(raw: &str) -> Result<(String, String), String> {
@@ -203,6 +282,48 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Commands::Token {
+            command: TokenCommand::Create { scopes, name },
+        } => {
+            for scope in &scopes {
+                let known = crate::config::SCOPES.contains(&scope.as_str())
+                    || scope
+                        .strip_prefix("cleaner:")
+                        .is_some_and(|n| lethe_domain::CleanerName::parse(n).is_ok());
+                if !known {
+                    bail!(
+                        "{scope:?} is not a scope; use {}, or cleaner:<name>",
+                        crate::config::SCOPES.join(", ")
+                    );
+                }
+            }
+            let mut bytes = [0_u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+            let token = format!("lethe_{}", hex::encode(bytes));
+            let name = name.unwrap_or_else(|| format!("token-{}", &hex::encode(&bytes[..4])));
+            println!("Token (shown once; store it now):\n\n  {token}\n");
+            println!("Add to lethe.toml:\n");
+            println!("[[tokens]]");
+            println!("name = {name:?}");
+            println!("sha256 = \"{}\"", crate::http::auth::token_hash(&token));
+            println!("scopes = {scopes:?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Cancel { .. }
+        | Commands::Reject { .. }
+        | Commands::Hold { .. }
+        | Commands::Release { .. }
+        | Commands::Extend { .. }
+        | Commands::Expedite { .. }
+        | Commands::Retry { .. }
+        | Commands::Skip { .. }
+        | Commands::Confirm { .. } => {
+            let store = store::open(&database_url, true).await?.events;
+            let requests = Requests::new(store, Arc::new(config));
+            let loaded = operate(&requests, cli.command).await?;
+            print!("{}", render_request(&RequestView::new(&loaded)));
+            Ok(ExitCode::SUCCESS)
+        }
         Commands::Verify { id } => {
             let store = store::open(&database_url, true).await?.events;
             match id {
@@ -251,6 +372,138 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Builds a command from the request's current state.
+type Decide = Box<dyn Fn(&Request) -> Command + Send + Sync>;
+
+/// Runs one administrative command through the same path the HTTP API uses.
+async fn operate(requests: &Requests, command: Commands) -> anyhow::Result<LoadedRequest> {
+    let metadata = EventMetadata::new(cli_actor());
+    let now = chrono::Utc::now;
+    let cleaner = |raw: &str| {
+        lethe_domain::CleanerName::parse(raw).map_err(|e| anyhow!("cleaner {raw:?}: {}", e.message))
+    };
+    let (id, make): (String, Decide) = match command {
+        Commands::Cancel { id, reason } => (
+            id,
+            Box::new(move |_| Command::Cancel {
+                at: now(),
+                reason: reason.clone(),
+            }),
+        ),
+        Commands::Reject { id, reason } => (
+            id,
+            Box::new(move |_| Command::Reject {
+                at: now(),
+                reason: reason.clone(),
+            }),
+        ),
+        Commands::Hold { id, reason } => (
+            id,
+            Box::new(move |_| Command::PlaceHold {
+                at: now(),
+                reason: reason.clone(),
+            }),
+        ),
+        Commands::Release { id, reason } => (
+            id,
+            Box::new(move |_| Command::ReleaseHold {
+                at: now(),
+                reason: reason.clone(),
+            }),
+        ),
+        Commands::Extend { id, by, reason } => {
+            let by: lethe_domain::Span = by.parse().map_err(|e: String| anyhow!("--by: {e}"))?;
+            (
+                id,
+                Box::new(move |_| Command::ExtendDeadline {
+                    at: now(),
+                    by,
+                    reason: reason.clone(),
+                }),
+            )
+        }
+        Commands::Expedite { id } => {
+            let config = requests.config().clone();
+            (
+                id,
+                Box::new(move |request| Command::MarkDue {
+                    at: now(),
+                    cleaners: plan_cleaners(&config, request),
+                    expedite: true,
+                }),
+            )
+        }
+        Commands::Retry { id, cleaner: name } => {
+            let cleaner = cleaner(&name)?;
+            let extra = requests
+                .config()
+                .cleaner(&cleaner)
+                .map_or(1, |c| c.retry.max_attempts);
+            (
+                id,
+                Box::new(move |_| Command::RetryCleaner {
+                    cleaner: cleaner.clone(),
+                    at: now(),
+                    extra_attempts: extra,
+                }),
+            )
+        }
+        Commands::Skip {
+            id,
+            cleaner: name,
+            reason,
+        } => {
+            let cleaner = cleaner(&name)?;
+            (
+                id,
+                Box::new(move |_| Command::SkipCleaner {
+                    cleaner: cleaner.clone(),
+                    at: now(),
+                    reason: reason.clone(),
+                }),
+            )
+        }
+        Commands::Confirm {
+            id,
+            cleaner: name,
+            attempt,
+            failed,
+            detail,
+        } => {
+            let cleaner = cleaner(&name)?;
+            if failed {
+                let error = detail.unwrap_or_else(|| "reported failed by hand".to_owned());
+                (
+                    id,
+                    Box::new(move |_| Command::RecordCleanerFailure {
+                        cleaner: cleaner.clone(),
+                        attempt,
+                        at: now(),
+                        error: error.clone(),
+                        status_code: None,
+                        retryable: true,
+                        retry_after_seconds: None,
+                    }),
+                )
+            } else {
+                (
+                    id,
+                    Box::new(move |_| Command::RecordCleanerSuccess {
+                        cleaner: cleaner.clone(),
+                        attempt,
+                        at: now(),
+                        deleted: None,
+                        detail: detail.clone(),
+                    }),
+                )
+            }
+        }
+        other => bail!("{other:?} is not an administrative command"),
+    };
+    let id = parse_id(&id)?;
+    Ok(requests.execute(id, &metadata, make).await?)
+}
+
 async fn history(store: &dyn EventStore, id: RequestId) -> anyhow::Result<HistoryView> {
     // The head first: events appended after it only extend the chain it vouches for.
     let head = store.stream_head(id).await?;
@@ -296,6 +549,19 @@ async fn serve(config: Config, database_url: &str, listen: &str) -> anyhow::Resu
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
+    if config.tokens.is_empty() {
+        if !address.ip().is_loopback() {
+            bail!(
+                "no [[tokens]] are configured, so auth is off; refusing to listen on {address}, \
+                 which is not a loopback address (create a token with `lethe token create`)"
+            );
+        }
+        tracing::warn!(
+            listen = %address,
+            "AUTH IS OFF: no [[tokens]] configured; every caller has every scope. \
+             Serving on loopback only."
+        );
+    }
     let public_url = config
         .engine
         .public_url

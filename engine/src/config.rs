@@ -39,7 +39,23 @@ pub struct Config {
     /// The workflow's moving parts: how often workers look for work, lease lengths.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// API bearer tokens, stored as SHA-256 hashes. None configured: auth is off, and
+    /// `serve` listens only on a loopback address.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    /// Lowercase hex SHA-256 of the token.
+    pub sha256: String,
+    pub scopes: Vec<String>,
+}
+
+/// The scopes a token can carry (plus `cleaner:<name>`).
+pub const SCOPES: [&str; 4] = ["requests:write", "requests:read", "audit:read", "admin"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -398,6 +414,7 @@ impl Default for Config {
             notifier: None,
             cleaners: Vec::new(),
             engine: EngineConfig::default(),
+            tokens: Vec::new(),
         }
         .with_builtin_jurisdictions()
     }
@@ -482,6 +499,38 @@ impl Config {
         }
         if let Some(notifier) = &self.notifier {
             check_url("notifier.url", &notifier.url)?;
+        }
+        for (i, token) in self.tokens.iter().enumerate() {
+            let key = |field: &str| format!("tokens[{i}].{field}");
+            let hex_ok = token.sha256.len() == 64
+                && token
+                    .sha256
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+            if !hex_ok {
+                return Err(invalid(
+                    key("sha256"),
+                    "must be 64 lowercase hex characters (lethe token create prints it)",
+                ));
+            }
+            if token.name.trim().is_empty() {
+                return Err(invalid(key("name"), "must not be empty"));
+            }
+            for (j, scope) in token.scopes.iter().enumerate() {
+                let known = SCOPES.contains(&scope.as_str())
+                    || scope
+                        .strip_prefix("cleaner:")
+                        .is_some_and(|name| CleanerName::parse(name).is_ok());
+                if !known {
+                    return Err(invalid(
+                        format!("tokens[{i}].scopes[{j}]"),
+                        &format!(
+                            "{scope:?} is not a scope; use {}, or cleaner:<name>",
+                            SCOPES.join(", ")
+                        ),
+                    ));
+                }
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, cleaner) in self.cleaners.iter().enumerate() {

@@ -107,26 +107,6 @@ async fn run(dir: &Path, args: &[&str]) -> Run {
     run_with_env(dir, args, &[]).await
 }
 
-/// `lethe verify ARGS`, run again (within a deadline) while it reports nothing but what a
-/// lagging global read explains: on Postgres, a transaction left open elsewhere in the cluster
-/// (another test's) hides newer events from the log read for a moment, which `verify` takes
-/// for removed events (see `verify_is_not_fooled_by_a_transaction_left_open`).
-async fn verify_settled(dir: &Path, args: &[&str]) -> Run {
-    let deadline = tokio::time::Instant::now() + COMMAND_DEADLINE;
-    loop {
-        let verify = run(dir, args).await;
-        let lagging = verify
-            .stdout
-            .lines()
-            .filter(|line| line.starts_with("FAILED"))
-            .all(|line| line.contains("the stream's head records version"));
-        if verify.code == Some(0) || !lagging || tokio::time::Instant::now() > deadline {
-            return verify;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The id `lethe submit` printed first on its first line ("ID submitted").
 fn submitted_id(run: &Run) -> RequestId {
     run.stdout
@@ -412,7 +392,7 @@ async fn verify_and_history_detect_tampering(t: TestStore) {
     let first = submit("user_id=1").await;
     let second = submit("user_id=2").await;
     let (first_text, second_text) = (first.to_string(), second.to_string());
-    let verify = verify_settled(dir.path(), &["verify", "--database-url", &url])
+    let verify = run(dir.path(), &["verify", "--database-url", &url])
         .await
         .ok();
     assert!(verify.stdout.starts_with("ok"), "{verify:?}");
@@ -436,7 +416,7 @@ async fn verify_and_history_detect_tampering(t: TestStore) {
     );
     let position = stored[0].position;
 
-    let verify = verify_settled(dir.path(), &["verify", "--database-url", &url])
+    let verify = run(dir.path(), &["verify", "--database-url", &url])
         .await
         .expect(1);
     let failure = verify
@@ -801,3 +781,111 @@ on_both_backends!(
     postgres_unmigrated => [migrate_is_idempotent],
     sqlite_unmigrated => [migrate_is_idempotent],
 );
+
+#[tokio::test]
+async fn administrative_commands_steer_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let id = submitted_id(&run(dir, &["submit", "--subject", "user_id=77"]).await.ok()).to_string();
+    let held = run(dir, &["hold", &id, "--reason", "litigation"])
+        .await
+        .ok();
+    assert!(held.stdout.contains("on_hold"), "{held:?}");
+    run(dir, &["hold", &id, "--reason", "again"])
+        .await
+        .expect(1);
+    run(dir, &["release", &id]).await.ok();
+    let extended = run(
+        dir,
+        &["extend", &id, "--by", "2 months", "--reason", "complex"],
+    )
+    .await
+    .ok();
+    assert!(extended.stdout.contains("deadline"), "{extended:?}");
+    // Beyond GDPR's two-month maximum.
+    let refused = run(dir, &["extend", &id, "--by", "1 month", "--reason", "more"])
+        .await
+        .expect(1);
+    assert!(refused.stderr.contains("maximum"), "{refused:?}");
+    run(dir, &["extend", &id, "--by", "soon", "--reason", "x"])
+        .await
+        .expect(1);
+    let cancelled = run(dir, &["cancel", &id, "--reason", "asked by phone"])
+        .await
+        .ok();
+    assert!(cancelled.stdout.contains("cancelled"), "{cancelled:?}");
+    let history = run(dir, &["history", &id, "--json"]).await.ok().json();
+    let types: Vec<_> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "Received",
+            "HoldPlaced",
+            "HoldReleased",
+            "DeadlineExtended",
+            "Cancelled"
+        ]
+    );
+    assert!(history["events"][1]["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("cli:"));
+    // Nothing after a closed request.
+    run(dir, &["expedite", &id]).await.expect(1);
+    run(dir, &["reject", &id, "--reason", "x"]).await.expect(1);
+}
+
+#[tokio::test]
+async fn token_create_prints_a_token_and_its_config_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let out = run(
+        dir,
+        &[
+            "token",
+            "create",
+            "--scope",
+            "requests:write",
+            "--scope",
+            "cleaner:billing",
+            "--name",
+            "intake",
+        ],
+    )
+    .await
+    .ok();
+    let token = out
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("lethe_"))
+        .unwrap()
+        .to_owned();
+    let block = &out.stdout[out.stdout.find("[[tokens]]").unwrap()..];
+    let config = lethe_engine::config::Config::parse(block).unwrap();
+    assert_eq!(config.tokens[0].name, "intake");
+    assert_eq!(
+        config.tokens[0].sha256,
+        lethe_engine::http::auth::token_hash(&token)
+    );
+    assert_eq!(
+        config.tokens[0].scopes,
+        ["requests:write", "cleaner:billing"]
+    );
+    run(dir, &["token", "create", "--scope", "everything"])
+        .await
+        .expect(1);
+}
+
+#[tokio::test]
+async fn serve_refuses_a_public_address_without_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["serve", "--listen", "0.0.0.0:0"])
+        .await
+        .expect(1);
+    assert!(out.stderr.contains("auth is off"), "{out:?}");
+}

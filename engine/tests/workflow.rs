@@ -121,12 +121,22 @@ impl Engine {
     }
 
     async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let response = reqwest::Client::new()
+        self.post_as(None, path, body).await
+    }
+
+    async fn post_as(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new()
             .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or_default())
     }
@@ -526,6 +536,72 @@ async fn all_events_have_single_due_and_completed(store: TestStore) {
     engine.stop().await;
 }
 
+async fn callbacks_accept_only_the_cleaners_own_token(store: TestStore) {
+    use lethe_engine::http::auth::token_hash;
+    let async_cleaner = FakeService::start(&[202]).await;
+    let tokens: String = [
+        ("later", "tok-later", "cleaner:later"),
+        ("other", "tok-other", "cleaner:other"),
+        ("ops", "tok-admin", "admin"),
+        ("reader", "tok-reader", "requests:read"),
+    ]
+    .iter()
+    .map(|(name, token, scope)| {
+        format!(
+            "[[tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nscopes = [\"{scope}\"]\n",
+            token_hash(token)
+        )
+    })
+    .collect();
+    let config = format!(
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}{tokens}",
+        engine_section(),
+        cleaner("later", &async_cleaner.url, "callback_timeout = \"30s\""),
+    );
+    let engine = Engine::start(store, &config).await;
+    let id = engine.submit("16", "gdpr").await;
+    eventually(Duration::from_secs(10), "the cleaner is called", || {
+        !async_cleaner.calls().is_empty()
+    })
+    .await;
+    let path = format!("/v1/requests/{id}/cleaners/later/result");
+    let result = serde_json::json!({"attempt": 1, "outcome": "succeeded"});
+    for (token, expected) in [
+        (None, 401),
+        (Some("not-a-token"), 401),
+        (Some("tok-other"), 403),
+        (Some("tok-admin"), 403),
+    ] {
+        let (status, body) = engine.post_as(token, &path, result.clone()).await;
+        assert_eq!(status, expected, "{token:?}: {body}");
+        assert_eq!(
+            engine.status(id).await,
+            RequestStatus::Due,
+            "a refused callback changes nothing"
+        );
+    }
+    // Admin operations need the admin scope.
+    let (status, _) = engine
+        .post_as(
+            Some("tok-reader"),
+            &format!("/v1/requests/{id}/hold"),
+            serde_json::json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = engine.post_as(Some("tok-later"), &path, result).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "completed");
+    let loaded = engine.load(id).await;
+    let success = loaded
+        .events
+        .iter()
+        .find(|e| e.event_type == "CleanerSucceeded")
+        .unwrap();
+    assert_eq!(success.actor, "cleaner:later");
+    engine.stop().await;
+}
+
 macro_rules! on_both {
     ($($test:ident),* $(,)?) => {
         mod postgres {
@@ -557,4 +633,5 @@ on_both!(
     accepted_cleaner_calls_back_once,
     routing_rules_select_cleaners,
     all_events_have_single_due_and_completed,
+    callbacks_accept_only_the_cleaners_own_token,
 );

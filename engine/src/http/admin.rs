@@ -14,12 +14,10 @@ use serde::Deserialize;
 
 use super::json::{JsonBody, OptionalJsonBody};
 use super::problem::Problem;
-use super::{idempotency_key, request_id, AppState};
+use super::{auth, idempotency_key, request_id, AppState};
 use crate::store::EventMetadata;
 use crate::views::RequestView;
 use crate::workflow::worker::plan_cleaners;
-
-const ACTOR: &str = "http:anonymous";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,10 +57,27 @@ pub struct ResultBody {
 
 const MAX_DETAIL_LEN: usize = 1024;
 
-fn metadata(headers: &HeaderMap, operation: &str, id: RequestId) -> Result<EventMetadata, Problem> {
-    let mut metadata = EventMetadata::new(ACTOR);
+/// Authenticates the caller for `scope` and builds the command's metadata.
+fn authorized(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: &str,
+    operation: &str,
+    id: RequestId,
+) -> Result<EventMetadata, Problem> {
+    let principal = auth::require(state.requests.config(), headers, scope)?;
+    metadata(headers, &principal.actor, operation, id)
+}
+
+fn metadata(
+    headers: &HeaderMap,
+    actor: &str,
+    operation: &str,
+    id: RequestId,
+) -> Result<EventMetadata, Problem> {
+    let mut metadata = EventMetadata::new(actor);
     if let Some(key) = idempotency_key(headers)? {
-        metadata.command_id = Some(format!("{operation}:{id}:{ACTOR}:{key}"));
+        metadata.command_id = Some(format!("{operation}:{id}:{actor}:{key}"));
     }
     Ok(metadata)
 }
@@ -106,15 +121,17 @@ pub async fn cancel(
     body: OptionalJsonBody<ReasonBody>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
-    let mut metadata = metadata(&headers, "cancel", id)?;
-    if let Some(token) = &query.token {
-        if !state.key.verify_cancel_token(id, token) {
-            return Err(Problem::forbidden(
-                "the cancel token does not match this request",
-            ));
+    let metadata = match &query.token {
+        Some(token) => {
+            if !state.key.verify_cancel_token(id, token) {
+                return Err(Problem::forbidden(
+                    "the cancel token does not match this request",
+                ));
+            }
+            metadata(&headers, "subject", "cancel", id)?
         }
-        metadata.actor = "subject".to_owned();
-    }
+        None => authorized(&state, &headers, "admin", "cancel", id)?,
+    };
     let reason = reason_of(body);
     run(&state, id, &metadata, |_| Command::Cancel {
         at: Utc::now(),
@@ -130,7 +147,7 @@ pub async fn reject(
     body: OptionalJsonBody<ReasonBody>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
-    let metadata = metadata(&headers, "reject", id)?;
+    let metadata = authorized(&state, &headers, "admin", "reject", id)?;
     let reason = required_reason(body)?;
     run(&state, id, &metadata, |_| Command::Reject {
         at: Utc::now(),
@@ -146,7 +163,7 @@ pub async fn hold(
     body: OptionalJsonBody<ReasonBody>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
-    let metadata = metadata(&headers, "hold", id)?;
+    let metadata = authorized(&state, &headers, "admin", "hold", id)?;
     let reason = required_reason(body)?;
     run(&state, id, &metadata, |_| Command::PlaceHold {
         at: Utc::now(),
@@ -162,7 +179,7 @@ pub async fn release(
     body: OptionalJsonBody<ReasonBody>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
-    let metadata = metadata(&headers, "release", id)?;
+    let metadata = authorized(&state, &headers, "admin", "release", id)?;
     let reason = reason_of(body);
     run(&state, id, &metadata, |_| Command::ReleaseHold {
         at: Utc::now(),
@@ -178,7 +195,7 @@ pub async fn extend(
     JsonBody(body): JsonBody<ExtendBody>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
-    let metadata = metadata(&headers, "extend", id)?;
+    let metadata = authorized(&state, &headers, "admin", "extend", id)?;
     let by: Span = body
         .by
         .parse()
@@ -198,7 +215,7 @@ pub async fn expedite(
     headers: HeaderMap,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
-    let metadata = metadata(&headers, "expedite", id)?;
+    let metadata = authorized(&state, &headers, "admin", "expedite", id)?;
     let config = state.requests.config().clone();
     run(&state, id, &metadata, |request| Command::MarkDue {
         at: Utc::now(),
@@ -215,7 +232,7 @@ pub async fn retry_cleaner(
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
     let cleaner = cleaner_name(&name)?;
-    let metadata = metadata(&headers, &format!("retry:{cleaner}"), id)?;
+    let metadata = authorized(&state, &headers, "admin", &format!("retry:{cleaner}"), id)?;
     let extra = state
         .requests
         .config()
@@ -237,7 +254,7 @@ pub async fn skip_cleaner(
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
     let cleaner = cleaner_name(&name)?;
-    let metadata = metadata(&headers, &format!("skip:{cleaner}"), id)?;
+    let metadata = authorized(&state, &headers, "admin", &format!("skip:{cleaner}"), id)?;
     let reason = required_reason(body)?;
     run(&state, id, &metadata, |_| Command::SkipCleaner {
         cleaner: cleaner.clone(),
@@ -255,8 +272,19 @@ pub async fn cleaner_result(
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
     let cleaner = cleaner_name(&name)?;
-    let mut metadata = metadata(&headers, &format!("result:{cleaner}:{}", body.attempt), id)?;
-    metadata.actor = format!("cleaner:{cleaner}");
+    // Only the cleaner's own token may report its results.
+    auth::require(
+        state.requests.config(),
+        &headers,
+        &format!("cleaner:{cleaner}"),
+    )?;
+    let actor = format!("cleaner:{cleaner}");
+    let metadata = metadata(
+        &headers,
+        &actor,
+        &format!("result:{cleaner}:{}", body.attempt),
+        id,
+    )?;
     if body.attempt == 0 {
         return Err(Problem::invalid("attempt", "must be at least 1"));
     }

@@ -2,6 +2,7 @@
 //! and `lethe serve` can bind it to a socket.
 
 mod admin;
+pub mod auth;
 mod json;
 mod problem;
 
@@ -101,6 +102,7 @@ async fn submit(
     headers: HeaderMap,
     JsonBody(body): JsonBody<SubmitBody>,
 ) -> Result<Response, Problem> {
+    let principal = auth::require(state.requests.config(), &headers, "requests:write")?;
     let key = idempotency_key(&headers)?;
     let submission = Submission {
         subject: body.subject,
@@ -112,7 +114,7 @@ async fn submit(
     };
     let submitted = state
         .requests
-        .submit(submission, key, "http:anonymous")
+        .submit(submission, key, &principal.actor)
         .await?;
     let request = &submitted.loaded.request;
     let view = SubmittedView::new(request, state.key.cancel_token(request.id));
@@ -128,7 +130,9 @@ async fn submit(
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<RequestView>, Problem> {
+    auth::require(state.requests.config(), &headers, "requests:read")?;
     let id = request_id(&id)?;
     let loaded = state
         .requests
@@ -141,7 +145,9 @@ async fn show(
 async fn history(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<HistoryView>, Problem> {
+    auth::require(state.requests.config(), &headers, "audit:read")?;
     let id = request_id(&id)?;
     // The head first: events appended after it only extend the chain it vouches for.
     let head = state.requests.store().stream_head(id).await?;
