@@ -602,6 +602,151 @@ async fn callbacks_accept_only_the_cleaners_own_token(store: TestStore) {
     engine.stop().await;
 }
 
+async fn max_in_flight_bounds_concurrent_calls(store: TestStore) {
+    let slow = FakeService::start_slow(Duration::from_millis(250)).await;
+    let config = format!(
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
+        engine_section(),
+        cleaner("slow", &slow.url, "max_in_flight = 1")
+    );
+    let engine = Engine::start(store, &config).await;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(engine.submit(&format!("slow-{n}"), "gdpr").await);
+    }
+    for id in &ids {
+        engine
+            .wait_for(*id, RequestStatus::Completed, Duration::from_secs(20))
+            .await;
+    }
+    assert_eq!(slow.calls().len(), 4);
+    assert_eq!(
+        slow.max_concurrent(),
+        1,
+        "never more than max_in_flight calls at once"
+    );
+    engine.stop().await;
+}
+
+async fn rate_per_second_spaces_calls(store: TestStore) {
+    let limited = FakeService::start(&[]).await;
+    let config = format!(
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
+        engine_section(),
+        cleaner("limited", &limited.url, "rate_per_second = 2")
+    );
+    let engine = Engine::start(store, &config).await;
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(engine.submit(&format!("rate-{n}"), "gdpr").await);
+    }
+    for id in &ids {
+        engine
+            .wait_for(*id, RequestStatus::Completed, Duration::from_secs(20))
+            .await;
+    }
+    let calls = limited.calls();
+    assert_eq!(calls.len(), 6);
+    // A burst of 2, then one call per 500 ms: six calls span at least ~2 s.
+    let span = calls.last().unwrap().at - calls[0].at;
+    assert!(
+        span >= Duration::from_millis(1800),
+        "six calls within {span:?}"
+    );
+    engine.stop().await;
+}
+
+async fn a_closed_window_postpones_the_call_to_its_opening(store: TestStore) {
+    let night = FakeService::start(&[]).await;
+    let opens = chrono::Utc::now() + chrono::TimeDelta::hours(2);
+    let closes = opens + chrono::TimeDelta::hours(1);
+    let window = format!(
+        "window = {{ start = \"{}\", end = \"{}\", tz = \"UTC\" }}",
+        opens.format("%H:%M"),
+        closes.format("%H:%M")
+    );
+    let config = format!(
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
+        engine_section(),
+        cleaner("night", &night.url, &window)
+    );
+    let engine = Engine::start(store, &config).await;
+    let id = engine.submit("17", "gdpr").await;
+    engine
+        .wait_for(id, RequestStatus::Due, Duration::from_secs(10))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let jobs = engine.workflow.jobs_of(id).await.unwrap();
+        let postponed = jobs.iter().any(|j| {
+            j.key == "night" && j.run_at > chrono::Utc::now() + chrono::TimeDelta::minutes(100)
+        });
+        if postponed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dispatch was not postponed: {jobs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(night.calls().is_empty(), "no call outside the window");
+    assert_eq!(engine.status(id).await, RequestStatus::Due);
+    engine.stop().await;
+}
+
+async fn a_failing_notifier_is_retried_without_blocking_the_request(store: TestStore) {
+    let notifier = FakeService::start(&[500, 500]).await;
+    let config = format!(
+        "[policy]\ngrace_period = \"7s\"\nreminders = [\"6s\"]\n{}[notifier]\nurl = \"{}\"\n",
+        engine_section(),
+        notifier.url,
+    );
+    let engine = Engine::start(store, &config).await;
+    let id = engine.submit("18", "gdpr").await;
+    // No cleaners: Due completes the request at once.
+    engine
+        .wait_for(id, RequestStatus::Completed, Duration::from_secs(15))
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "the notifier is retried until it accepts",
+        || notifier.calls().len() >= 3,
+    )
+    .await;
+    let calls = notifier.calls();
+    assert!(calls.iter().all(|c| c.body["request_id"] == id.to_string()));
+    assert_eq!(calls.len(), 3, "no call after the notifier accepted");
+    engine.stop().await;
+}
+
+async fn a_missing_callback_times_out_into_a_retry(store: TestStore) {
+    let forgetful = FakeService::start(&[202]).await;
+    let config = format!(
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
+        engine_section(),
+        cleaner("forgetful", &forgetful.url, "callback_timeout = \"500ms\"")
+    );
+    let engine = Engine::start(store, &config).await;
+    let id = engine.submit("19", "gdpr").await;
+    let loaded = engine
+        .wait_for(id, RequestStatus::Completed, Duration::from_secs(15))
+        .await;
+    let failed = loaded
+        .events
+        .iter()
+        .find(|e| e.event_type == "CleanerFailed")
+        .unwrap();
+    assert!(failed.payload["error"]
+        .as_str()
+        .unwrap()
+        .contains("callback_timeout"));
+    assert_eq!(failed.payload["retryable"], true);
+    assert_eq!(forgetful.calls().len(), 2);
+    assert_eq!(forgetful.calls()[1].body["attempt"], 2);
+    engine.stop().await;
+}
+
 macro_rules! on_both {
     ($($test:ident),* $(,)?) => {
         mod postgres {
@@ -634,4 +779,9 @@ on_both!(
     routing_rules_select_cleaners,
     all_events_have_single_due_and_completed,
     callbacks_accept_only_the_cleaners_own_token,
+    max_in_flight_bounds_concurrent_calls,
+    rate_per_second_spaces_calls,
+    a_closed_window_postpones_the_call_to_its_opening,
+    a_failing_notifier_is_retried_without_blocking_the_request,
+    a_missing_callback_times_out_into_a_retry,
 );

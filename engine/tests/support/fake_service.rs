@@ -27,6 +27,7 @@ pub struct Call {
 pub struct FakeService {
     pub url: String,
     calls: Arc<Mutex<Vec<Call>>>,
+    concurrency: Arc<Mutex<(usize, usize)>>,
 }
 
 #[derive(Clone)]
@@ -34,6 +35,9 @@ struct ServiceState {
     script: Arc<Mutex<Vec<u16>>>,
     calls: Arc<Mutex<Vec<Call>>>,
     failure_rate: f64,
+    delay: std::time::Duration,
+    /// Calls in progress now, and the most ever at once.
+    concurrency: Arc<Mutex<(usize, usize)>>,
 }
 
 async fn record(
@@ -62,6 +66,15 @@ async fn record(
         signature_ok,
         body: serde_json::from_slice(&body).unwrap_or_default(),
     });
+    {
+        let mut c = state.concurrency.lock().unwrap();
+        c.0 += 1;
+        c.1 = c.1.max(c.0);
+    }
+    if !state.delay.is_zero() {
+        tokio::time::sleep(state.delay).await;
+    }
+    state.concurrency.lock().unwrap().0 -= 1;
     let status = {
         let mut script = state.script.lock().unwrap();
         if script.is_empty() {
@@ -90,17 +103,38 @@ impl FakeService {
     /// Like [`FakeService::start`]; after the script, each call fails with 503 with this
     /// probability.
     pub async fn start_with(script: &[u16], failure_rate: f64) -> Self {
+        Self::start_full(script, failure_rate, std::time::Duration::ZERO).await
+    }
+
+    /// A service that takes `delay` to answer each call.
+    pub async fn start_slow(delay: std::time::Duration) -> Self {
+        Self::start_full(&[], 0.0, delay).await
+    }
+
+    async fn start_full(script: &[u16], failure_rate: f64, delay: std::time::Duration) -> Self {
+        let concurrency = Arc::new(Mutex::new((0, 0)));
         let calls = Arc::new(Mutex::new(Vec::new()));
         let state = ServiceState {
             script: Arc::new(Mutex::new(script.to_vec())),
             calls: calls.clone(),
             failure_rate,
+            delay,
+            concurrency: concurrency.clone(),
         };
         let app = Router::new().route("/", post(record)).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url, calls }
+        Self {
+            url,
+            calls,
+            concurrency,
+        }
+    }
+
+    /// The most calls this service ever had in progress at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.concurrency.lock().unwrap().1
     }
 
     pub fn calls(&self) -> Vec<Call> {
