@@ -747,6 +747,90 @@ async fn a_missing_callback_times_out_into_a_retry(store: TestStore) {
     engine.stop().await;
 }
 
+async fn admin_operations_over_http(store: TestStore) {
+    let billing = FakeService::start(&[]).await;
+    let config = format!(
+        "[policy]\ngrace_period = \"1h\"\nreminders = []\n{}{}",
+        engine_section(),
+        cleaner("billing", &billing.url, "")
+    );
+    let engine = Engine::start(store, &config).await;
+    let id = engine.submit("20", "gdpr").await;
+    let before = engine.load(id).await.request.deadline;
+
+    let (status, body) = engine
+        .post(
+            &format!("/v1/requests/{id}/extend"),
+            serde_json::json!({"by": "1 month", "reason": "complex request"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let after: chrono::NaiveDate = serde_json::from_value(body["deadline"].clone()).unwrap();
+    assert!(
+        after > before + chrono::TimeDelta::days(27),
+        "{before} -> {after}"
+    );
+    let (status, body) = engine
+        .post(
+            &format!("/v1/requests/{id}/extend"),
+            serde_json::json!({"by": "2 months", "reason": "more"}),
+        )
+        .await;
+    assert_eq!(status, 422, "beyond the maximum: {body}");
+    let (status, body) = engine
+        .post(
+            &format!("/v1/requests/{id}/extend"),
+            serde_json::json!({"by": "soon", "reason": "x"}),
+        )
+        .await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("by")));
+
+    // Expedite: due now, though the grace period has an hour to run.
+    let (status, body) = engine
+        .post(
+            &format!("/v1/requests/{id}/expedite"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let loaded = engine
+        .wait_for(id, RequestStatus::Completed, Duration::from_secs(10))
+        .await;
+    let due = loaded
+        .events
+        .iter()
+        .find(|e| e.event_type == "Due")
+        .unwrap();
+    assert_eq!(due.payload["expedited"], true);
+    assert_eq!(billing.calls().len(), 1);
+
+    let other = engine.submit("21", "gdpr").await;
+    let (status, body) = engine
+        .post(
+            &format!("/v1/requests/{other}/reject"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("reason")));
+    let (status, body) = engine
+        .post(
+            &format!("/v1/requests/{other}/reject"),
+            serde_json::json!({"reason": "identity not verified"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "rejected");
+    let (status, _) = engine
+        .post(
+            &format!("/v1/requests/{other}/hold"),
+            serde_json::json!({"reason": "late"}),
+        )
+        .await;
+    assert_eq!(status, 409, "nothing after a closed request");
+    engine.wait_for_no_jobs(other).await;
+    engine.stop().await;
+}
+
 macro_rules! on_both {
     ($($test:ident),* $(,)?) => {
         mod postgres {
@@ -784,4 +868,5 @@ on_both!(
     a_closed_window_postpones_the_call_to_its_opening,
     a_failing_notifier_is_retried_without_blocking_the_request,
     a_missing_callback_times_out_into_a_retry,
+    admin_operations_over_http,
 );
