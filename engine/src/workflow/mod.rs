@@ -83,8 +83,9 @@ pub struct Job {
 /// A change to the jobs table, decided by a subscriber or a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobChange {
-    /// Insert, or replace the job with the same (request, kind, key) unless that one has a
-    /// higher attempt (a late event never winds a cleaner back).
+    /// Insert, or replace the job with the same (request, kind, key) if that one has a lower
+    /// attempt. A late event never winds a cleaner back, and a job of the same attempt (which
+    /// a worker may hold leased, mid-call) is left alone.
     Upsert(Job),
     /// Insert the job unless one with the same (request, kind, key) exists.
     Ensure(Job),

@@ -46,7 +46,7 @@ async fn apply_changes(
                      ON CONFLICT (request_id, kind, key) DO UPDATE SET \
                        run_at = excluded.run_at, attempt = excluded.attempt, \
                        lease_owner = NULL, lease_until = NULL \
-                     WHERE jobs.attempt <= excluded.attempt",
+                     WHERE jobs.attempt < excluded.attempt",
                 )
                 .bind(job.request_id.to_string())
                 .bind(job.kind.as_str())

@@ -77,10 +77,12 @@ async fn record(
     state.concurrency.lock().unwrap().0 -= 1;
     let status = {
         let mut script = state.script.lock().unwrap();
-        if script.is_empty() {
-            200
-        } else {
+        if !script.is_empty() {
             script.remove(0)
+        } else if rand::random::<f64>() < state.failure_rate {
+            503
+        } else {
+            200
         }
     };
     let status = StatusCode::from_u16(status).unwrap();
