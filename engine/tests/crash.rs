@@ -213,8 +213,7 @@ struct Tally {
 }
 
 impl Workload {
-    async fn new(seed: u64) -> Self {
-        let store = support::postgres().await;
+    async fn new(seed: u64, store: TestStore) -> Self {
         let (events, workflow) = store.stores();
         let mut rng = StdRng::seed_from_u64(seed);
         let mut cleaners = Vec::new();
@@ -483,10 +482,19 @@ fn seed() -> u64 {
 /// One process, SIGKILLed at random moments and restarted; the last one finishes the work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_process_survives_repeated_sigkill() {
+    single_process_survives_repeated_sigkill_on(support::postgres().await, "postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_process_survives_repeated_sigkill_on_sqlite() {
+    single_process_survives_repeated_sigkill_on(support::sqlite().await, "sqlite").await;
+}
+
+async fn single_process_survives_repeated_sigkill_on(store: TestStore, backend: &str) {
     let _one_at_a_time = PROCESSES.lock().await;
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut workload = Workload::new(seed).await;
+    let mut workload = Workload::new(seed, store).await;
     workload.submit(REQUESTS).await;
 
     let started = Instant::now();
@@ -509,7 +517,7 @@ async fn single_process_survives_repeated_sigkill() {
     assert!(tally.failures > 0, "the flaky cleaner failed some calls");
     workload.verify().await;
     eprintln!(
-        "single process: {KILLS} SIGKILLs (requests completed at each: {completed_at_kills:?}), \
+        "single process on {backend}: {KILLS} SIGKILLs (requests completed at each: {completed_at_kills:?}), \
          {} cleaner calls, {} beyond one per request and cleaner ({} failures retried, \
          {} repeated attempts), all {REQUESTS} completed after {seconds:.1} s (seed {seed})",
         tally.calls, tally.extra_calls, tally.failures, tally.repeated_attempts
@@ -524,7 +532,7 @@ async fn two_processes_share_the_work_and_survive_kills() {
     let _one_at_a_time = PROCESSES.lock().await;
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut workload = Workload::new(seed).await;
+    let mut workload = Workload::new(seed, support::postgres().await).await;
     let solo_batch = 20;
     workload.submit(REQUESTS - 2 * solo_batch).await;
 
