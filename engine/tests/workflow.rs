@@ -831,6 +831,31 @@ async fn admin_operations_over_http(store: TestStore) {
     engine.stop().await;
 }
 
+async fn a_manual_cleaner_waits_for_a_person(store: TestStore) {
+    let config = format!(
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}\n[[cleaners]]\nname = \"archive\"\nkind = \"manual\"\n",
+        engine_section(),
+    );
+    let engine = Engine::start(store, &config).await;
+    let id = engine.submit("22", "gdpr").await;
+    let loaded = engine
+        .wait_for(id, RequestStatus::Due, Duration::from_secs(10))
+        .await;
+    // The dispatch job of a manual cleaner calls nothing and goes; the request waits.
+    engine.wait_for_no_jobs(id).await;
+    assert_eq!(engine.status(id).await, RequestStatus::Due);
+    assert_eq!(types(&loaded.events), ["Received", "Due"]);
+    let (status, body) = engine
+        .post(
+            &format!("/v1/requests/{id}/cleaners/archive/result"),
+            serde_json::json!({"attempt": 1, "outcome": "succeeded", "detail": "3 boxes shredded"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "completed");
+    engine.stop().await;
+}
+
 macro_rules! on_both {
     ($($test:ident),* $(,)?) => {
         mod postgres {
@@ -869,4 +894,5 @@ on_both!(
     a_failing_notifier_is_retried_without_blocking_the_request,
     a_missing_callback_times_out_into_a_retry,
     admin_operations_over_http,
+    a_manual_cleaner_waits_for_a_person,
 );
