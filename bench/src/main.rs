@@ -1,0 +1,3 @@
+//! Lethe's benchmarks (being written).
+
+fn main() {}
