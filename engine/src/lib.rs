@@ -10,6 +10,7 @@ pub mod cleaners;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod requests;
 pub mod secrets;
 pub mod store;

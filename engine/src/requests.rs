@@ -123,10 +123,13 @@ impl Requests {
         let mut metadata = EventMetadata::new(actor);
         metadata.command_id = command_ids.into_iter().next();
         match self.store.append(id, 0, &events, &metadata).await? {
-            Appended::Written(events) => Ok(Submitted {
-                loaded: loaded(events)?,
-                created: true,
-            }),
+            Appended::Written(events) => {
+                crate::metrics::events_appended(&events);
+                Ok(Submitted {
+                    loaded: loaded(events)?,
+                    created: true,
+                })
+            }
             Appended::Duplicate(record) => self.existing(record.stream_id).await,
         }
     }
@@ -225,7 +228,12 @@ impl Requests {
                 .append(id, current.version(), &events, metadata)
                 .await
             {
-                Ok(_) => return self.load(id).await?.ok_or(RequestError::NotFound(id)),
+                Ok(appended) => {
+                    if let Appended::Written(events) = &appended {
+                        crate::metrics::events_appended(events);
+                    }
+                    return self.load(id).await?.ok_or(RequestError::NotFound(id));
+                }
                 Err(StoreError::Conflict { .. }) => {}
                 Err(e) => return Err(e.into()),
             }

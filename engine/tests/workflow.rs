@@ -238,6 +238,32 @@ async fn full_lifecycle(store: TestStore) {
             .ends_with("/result"));
     }
     engine.wait_for_no_jobs(id).await;
+
+    reqwest::get(format!("{}/healthz", engine.base))
+        .await
+        .unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", engine.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "lethe_events_appended_total{type=\"Received\"}",
+        "lethe_events_appended_total{type=\"Completed\"}",
+        "lethe_cleaner_attempts_total{cleaner=\"billing\",outcome=\"succeeded\"}",
+        "lethe_cleaner_call_duration_seconds_bucket{cleaner=\"crm\"",
+        "lethe_subscription_lag_events{subscription=\"saga\"}",
+        "lethe_subscription_lag_seconds{subscription=\"saga\"}",
+        "lethe_jobs_pending{kind=\"dispatch\"}",
+        "lethe_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"}",
+        "lethe_http_request_duration_seconds_bucket{route=\"/healthz\"",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from /metrics:\n{metrics}"
+        );
+    }
     engine.stop().await;
 }
 

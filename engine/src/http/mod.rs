@@ -15,6 +15,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use lethe_domain::RequestId;
 use serde::Deserialize;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
 
 pub use json::parse as parse_json;
 pub use problem::Problem;
@@ -23,6 +26,9 @@ use crate::requests::{Requests, Submission};
 use crate::secrets::MasterKey;
 use crate::views::{HistoryView, RequestView, SubmittedView};
 use json::JsonBody;
+
+/// A request taking longer than this is answered 408.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -35,6 +41,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    crate::metrics::install();
     Router::new()
         .route("/v1/requests", post(submit))
         .route("/v1/requests/{id}", get(show))
@@ -59,7 +66,33 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn(crate::metrics::track_http))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(
+                    |request: &axum::http::Request<_>| {
+                        let request_id = request
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!(
+                            "http",
+                            method = %request.method(),
+                            path = %request.uri().path(),
+                            request.id = %request_id,
+                        )
+                    },
+                ))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    REQUEST_TIMEOUT,
+                )),
+        )
         .with_state(state)
 }
 
@@ -157,6 +190,13 @@ async fn history(
         .await?
         .ok_or_else(|| Problem::not_found(format!("no request {id}")))?;
     Ok(Json(HistoryView::new(&loaded, head.as_ref())?))
+}
+
+async fn metrics() -> ([(header::HeaderName, &'static str); 1], String) {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
 }
 
 async fn ready(State(state): State<AppState>) -> Result<&'static str, Problem> {

@@ -230,6 +230,10 @@ pub trait EventStore: Send + Sync + fmt::Debug {
         limit: u32,
     ) -> Result<Vec<(RequestId, StreamHead)>, StoreError>;
 
+    /// The highest position in the log (0 when empty). Positions are not gap-free, so the
+    /// distance from a checkpoint is an estimate of events behind, good for a lag figure.
+    async fn head_position(&self) -> Result<i64, StoreError>;
+
     /// Checks the database is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -48,6 +48,12 @@ impl SubscriptionRunner {
             return Ok(0);
         };
         let batch = self.events.read_all(checkpoint, BATCH).await?;
+        let head = self.events.head_position().await?;
+        let behind = u64::try_from(head - checkpoint.position).unwrap_or(0);
+        let age = batch
+            .first()
+            .map_or(0.0, |e| (now - e.recorded_at).as_seconds_f64().max(0.0));
+        crate::metrics::subscription_lag(subscriber.name(), behind, age);
         let Some(last) = batch.last() else {
             return Ok(0);
         };

@@ -28,6 +28,7 @@ use crate::store::EventMetadata;
 /// A notifier that keeps failing is given up on after this many tries (the request goes on).
 const MAX_NOTIFY_TRIES: u32 = 20;
 const CLAIM_BATCH: u32 = 32;
+const PENDING_REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// The cleaners that the routing rules select for `request`, in configuration order.
 pub fn plan_cleaners(config: &Config, request: &Request) -> Vec<PlannedCleaner> {
@@ -93,6 +94,7 @@ pub struct Workers {
     /// Where cleaners reach this engine, for `callback_url`.
     pub public_url: String,
     limits: CleanerLimits,
+    last_pending_report: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 enum Outcome {
@@ -121,6 +123,7 @@ impl Workers {
             owner,
             public_url,
             limits,
+            last_pending_report: std::sync::Mutex::new(None),
         }
     }
 
@@ -168,10 +171,35 @@ impl Workers {
                 self.settle(job, self.run_timer(job).await).await;
             }
             if jobs.is_empty() {
+                self.report_pending().await;
                 tokio::select! {
                     () = tokio::time::sleep(self.poll_interval()) => {}
                     _ = shutdown.changed() => {}
                 }
+            }
+        }
+    }
+
+    /// Publishes the pending job counts, at most every few seconds.
+    async fn report_pending(&self) {
+        let now = std::time::Instant::now();
+        {
+            let mut last = self
+                .last_pending_report
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|at| now.duration_since(at) < PENDING_REPORT_EVERY) {
+                return;
+            }
+            *last = Some(now);
+        }
+        if let Ok(counts) = self.workflow.pending_jobs().await {
+            for kind in JobKind::ALL {
+                let count = counts
+                    .iter()
+                    .find(|(k, _)| *k == kind)
+                    .map_or(0, |(_, n)| *n);
+                crate::metrics::jobs_pending(kind.as_str(), count);
             }
         }
     }
@@ -490,8 +518,22 @@ impl Workers {
                     secret.clone(),
                     config.timeout.0,
                 );
+                let started = std::time::Instant::now();
                 let outcome = http.call(&call, now).await;
                 let at = Utc::now();
+                let label = match &outcome {
+                    CallOutcome::Done { .. } => "succeeded",
+                    CallOutcome::Accepted => "accepted",
+                    CallOutcome::Failed {
+                        retryable: true, ..
+                    } => "failed_retryable",
+                    CallOutcome::Failed { .. } => "failed",
+                };
+                crate::metrics::cleaner_attempt(
+                    cleaner.as_str(),
+                    label,
+                    started.elapsed().as_secs_f64(),
+                );
                 match outcome {
                     CallOutcome::Done { deleted, detail } => {
                         self.decide(job.request_id, "system:dispatcher", |_| {
