@@ -39,6 +39,8 @@ pub struct Config {
     /// The workflow's moving parts: how often workers look for work, lease lengths.
     #[serde(default)]
     pub engine: EngineConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
     /// API bearer tokens, stored as SHA-256 hashes. None configured: auth is off, and
     /// `serve` listens only on a loopback address.
     #[serde(default)]
@@ -52,6 +54,26 @@ pub struct TokenConfig {
     /// Lowercase hex SHA-256 of the token.
     pub sha256: String,
     pub scopes: Vec<String>,
+}
+
+/// Limits of the HTTP API.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Requests per second allowed to each token (all anonymous callers share one budget);
+    /// absent: no limit.
+    pub rate_per_second: Option<u32>,
+    /// How many requests a token may send at once above its rate (default: twice the rate).
+    pub burst: Option<u32>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            rate_per_second: None,
+            burst: None,
+        }
+    }
 }
 
 /// The scopes a token can carry (plus `cleaner:<name>`).
@@ -414,6 +436,7 @@ impl Default for Config {
             notifier: None,
             cleaners: Vec::new(),
             engine: EngineConfig::default(),
+            api: ApiConfig::default(),
             tokens: Vec::new(),
         }
         .with_builtin_jurisdictions()
@@ -499,6 +522,9 @@ impl Config {
         }
         if let Some(notifier) = &self.notifier {
             check_url("notifier.url", &notifier.url)?;
+        }
+        if self.api.rate_per_second == Some(0) {
+            return Err(invalid("api.rate_per_second".into(), "must be at least 1"));
         }
         for (i, token) in self.tokens.iter().enumerate() {
             let key = |field: &str| format!("tokens[{i}].{field}");

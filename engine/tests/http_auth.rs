@@ -269,3 +269,45 @@ async fn without_tokens_auth_is_off() {
     .await;
     assert_eq!(status, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn each_token_has_its_own_rate_limit() {
+    let store = support::sqlite().await;
+    let (events, _) = store.stores();
+    let text = format!(
+        "[api]\nrate_per_second = 1\nburst = 2\n\
+         [[tokens]]\nname = \"a\"\nsha256 = \"{}\"\nscopes = [\"requests:read\"]\n\
+         [[tokens]]\nname = \"b\"\nsha256 = \"{}\"\nscopes = [\"requests:read\"]\n",
+        token_hash("token-a"),
+        token_hash("token-b")
+    );
+    let app = router(AppState {
+        requests: Requests::new(events, Arc::new(Config::parse(&text).unwrap())),
+        key: MasterKey::from_bytes([1; 32]),
+    });
+    let path = format!("/v1/requests/{}", uuid::Uuid::now_v7());
+    // Within the burst: the route answers (404, no such request).
+    for _ in 0..2 {
+        assert_eq!(
+            call(&app, "GET", &path, Some("token-a"), "").await,
+            StatusCode::NOT_FOUND
+        );
+    }
+    let request = Request::get(&path)
+        .header("authorization", "Bearer token-a")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    // Another token is not affected.
+    assert_eq!(
+        call(&app, "GET", &path, Some("token-b"), "").await,
+        StatusCode::NOT_FOUND
+    );
+}

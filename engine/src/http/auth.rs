@@ -82,3 +82,63 @@ fn unauthorized() -> Problem {
         "send a valid token as Authorization: Bearer <token>",
     )
 }
+
+/// Per-token request rate limits: a keyed token bucket (governor) per token hash, with all
+/// anonymous callers sharing one bucket. Over the limit: 429 with `Retry-After`.
+#[derive(Debug)]
+pub struct RateLimits {
+    limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
+}
+
+impl RateLimits {
+    pub fn new(config: &crate::config::ApiConfig) -> Self {
+        let limiter = config
+            .rate_per_second
+            .and_then(std::num::NonZeroU32::new)
+            .map(|rate| {
+                let burst = config
+                    .burst
+                    .and_then(std::num::NonZeroU32::new)
+                    .unwrap_or(rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1)))
+                    .max(rate);
+                governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+            });
+        Self { limiter }
+    }
+}
+
+pub async fn rate_limit(
+    axum::extract::State(limits): axum::extract::State<std::sync::Arc<RateLimits>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let key = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map_or_else(|| "anonymous".to_owned(), token_hash);
+    let Some(limiter) = &limits.limiter else {
+        return next.run(request).await;
+    };
+    match limiter.check_key(&key) {
+        Ok(()) => next.run(request).await,
+        Err(not_until) => {
+            let clock = governor::clock::DefaultClock::default();
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&clock));
+            let seconds = wait.as_secs() + 1;
+            let mut response = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "urn:lethe:problem:rate-limited",
+                "Too many requests",
+                format!("this token's request rate is exhausted; retry in {seconds} s"),
+            )
+            .into_response();
+            if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+    }
+}

@@ -42,6 +42,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     crate::metrics::install();
+    let limits = std::sync::Arc::new(auth::RateLimits::new(&state.requests.config().api));
     Router::new()
         .route("/v1/requests", post(submit))
         .route("/v1/requests/{id}", get(show))
@@ -67,6 +68,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            auth::rate_limit,
+        ))
         .layer(axum::middleware::from_fn(crate::metrics::track_http))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(
