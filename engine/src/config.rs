@@ -57,7 +57,7 @@ pub struct TokenConfig {
 }
 
 /// Limits of the HTTP API.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Requests per second allowed to each token (all anonymous callers share one budget);
@@ -67,14 +67,6 @@ pub struct ApiConfig {
     pub burst: Option<u32>,
 }
 
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            rate_per_second: None,
-            burst: None,
-        }
-    }
-}
 
 /// The scopes a token can carry (plus `cleaner:<name>`).
 pub const SCOPES: [&str; 4] = ["requests:write", "requests:read", "audit:read", "admin"];
