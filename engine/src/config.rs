@@ -67,7 +67,6 @@ pub struct ApiConfig {
     pub burst: Option<u32>,
 }
 
-
 /// The scopes a token can carry (plus `cleaner:<name>`).
 pub const SCOPES: [&str; 4] = ["requests:write", "requests:read", "audit:read", "admin"];
 

@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod auth;
+mod bulk;
 mod json;
 mod problem;
 
@@ -45,6 +46,10 @@ pub fn router(state: AppState) -> Router {
     let limits = std::sync::Arc::new(auth::RateLimits::new(&state.requests.config().api));
     Router::new()
         .route("/v1/requests", post(submit))
+        .route(
+            "/v1/requests:bulk",
+            post(bulk::bulk).layer(DefaultBodyLimit::disable()),
+        )
         .route("/v1/requests/{id}", get(show))
         .route("/v1/requests/{id}/history", get(history))
         .route("/v1/requests/{id}/cancel", post(admin::cancel))
@@ -103,7 +108,7 @@ pub fn router(state: AppState) -> Router {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SubmitBody {
+pub(crate) struct SubmitBody {
     subject: BTreeMap<String, String>,
     jurisdiction: Option<String>,
     source: Option<String>,

@@ -1,0 +1,171 @@
+//! Bulk intake: `POST /v1/requests:bulk` with an NDJSON body, one submission per line, answered
+//! with NDJSON, one result per non-blank input line, in input order:
+//! `{"line": 3, "id": "...", "status": "pending", "created": true}` or
+//! `{"line": 4, "error": {problem details naming the field}}`.
+//!
+//! The body is streamed: lines are read as they arrive (each at most [`MAX_LINE_BYTES`]),
+//! submitted with bounded concurrency, and answered as they complete, so a list of 100,000
+//! requests never sits in memory. A bad line fails alone; the lines around it are accepted.
+
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use serde_json::json;
+
+use super::json::parse;
+use super::problem::Problem;
+use super::{auth, AppState, SubmitBody};
+use crate::requests::Submission;
+
+/// The longest line accepted; longer lines are answered with an error and skipped.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Submissions in flight at once for one bulk request.
+const CONCURRENCY: usize = 16;
+
+pub async fn bulk(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let principal = auth::require(state.requests.config(), &headers, "requests:write")?;
+    let actor = principal.actor;
+    let results = lines(body)
+        .enumerate()
+        .map(|(index, line)| (index + 1, line))
+        .filter(|(_, line)| {
+            let blank =
+                matches!(line, Line::Text(bytes) if bytes.iter().all(u8::is_ascii_whitespace));
+            async move { !blank }
+        })
+        .map(move |(number, line)| {
+            let state = state.clone();
+            let actor = actor.clone();
+            async move { result_line(&state, &actor, number, line).await }
+        })
+        .buffered(CONCURRENCY)
+        .map(|mut line| {
+            line.push('\n');
+            Ok::<_, Infallible>(Bytes::from(line))
+        });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(results),
+    )
+        .into_response())
+}
+
+/// One line of the body.
+enum Line {
+    Text(Vec<u8>),
+    /// Longer than [`MAX_LINE_BYTES`]; its bytes were dropped as they came.
+    TooLong,
+}
+
+/// Splits a streamed body into lines, holding at most one line (bounded) in memory. A read
+/// error ends the stream: the client went away or sent a broken body.
+fn lines(body: Body) -> impl Stream<Item = Line> {
+    struct Splitter<S> {
+        chunks: S,
+        buffer: Vec<u8>,
+        too_long: bool,
+        pending: std::collections::VecDeque<Line>,
+        done: bool,
+    }
+    let splitter = Splitter {
+        chunks: body.into_data_stream(),
+        buffer: Vec::new(),
+        too_long: false,
+        pending: std::collections::VecDeque::new(),
+        done: false,
+    };
+    futures::stream::unfold(splitter, |mut s| async move {
+        loop {
+            if let Some(line) = s.pending.pop_front() {
+                return Some((line, s));
+            }
+            if s.done {
+                return None;
+            }
+            match s.chunks.next().await {
+                Some(Ok(chunk)) => {
+                    let mut rest: &[u8] = &chunk;
+                    while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+                        let (head, tail) = rest.split_at(end);
+                        if !s.too_long && s.buffer.len() + head.len() <= MAX_LINE_BYTES {
+                            s.buffer.extend_from_slice(head);
+                            s.pending
+                                .push_back(Line::Text(std::mem::take(&mut s.buffer)));
+                        } else {
+                            s.buffer.clear();
+                            s.pending.push_back(Line::TooLong);
+                        }
+                        s.too_long = false;
+                        rest = &tail[1..];
+                    }
+                    if !s.too_long && s.buffer.len() + rest.len() <= MAX_LINE_BYTES {
+                        s.buffer.extend_from_slice(rest);
+                    } else {
+                        s.buffer.clear();
+                        s.too_long = true;
+                    }
+                }
+                Some(Err(_)) => return None,
+                None => {
+                    s.done = true;
+                    if s.too_long {
+                        s.pending.push_back(Line::TooLong);
+                    } else if !s.buffer.is_empty() {
+                        s.pending
+                            .push_back(Line::Text(std::mem::take(&mut s.buffer)));
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn result_line(state: &AppState, actor: &str, number: usize, line: Line) -> String {
+    let outcome = match line {
+        Line::Text(bytes) => submit_line(state, actor, &bytes).await,
+        Line::TooLong => Err(Problem::invalid(
+            "line",
+            format!("is longer than {MAX_LINE_BYTES} bytes"),
+        )),
+    };
+    let value = match outcome {
+        Ok(value) => {
+            let mut value = value;
+            value["line"] = json!(number);
+            value
+        }
+        Err(problem) => json!({ "line": number, "error": problem }),
+    };
+    value.to_string()
+}
+
+async fn submit_line(
+    state: &AppState,
+    actor: &str,
+    bytes: &[u8],
+) -> Result<serde_json::Value, Problem> {
+    let body: SubmitBody = parse(bytes)?;
+    let submission = Submission {
+        subject: body.subject,
+        jurisdiction: body.jurisdiction,
+        source: body.source,
+        reason: body.reason,
+        external_id: body.external_id,
+        tags: body.tags,
+    };
+    let submitted = state.requests.submit(submission, None, actor).await?;
+    let request = &submitted.loaded.request;
+    Ok(json!({
+        "id": request.id,
+        "status": request.status(),
+        "created": submitted.created,
+    }))
+}

@@ -1,0 +1,145 @@
+//! Bulk NDJSON intake: one result per non-blank line, in order, naming the line and field of
+//! each error; valid lines are accepted even when others fail; the body is streamed.
+
+mod support;
+
+use std::sync::Arc;
+
+use lethe_engine::config::Config;
+use lethe_engine::http::{router, AppState};
+use lethe_engine::requests::Requests;
+use lethe_engine::secrets::MasterKey;
+use lethe_engine::store::EventStore;
+use support::TestStore;
+
+async fn serve(store: &TestStore) -> (String, Arc<dyn EventStore>) {
+    let (events, _) = store.stores();
+    let app = router(AppState {
+        requests: Requests::new(events.clone(), Arc::new(Config::default())),
+        key: MasterKey::from_bytes([5; 32]),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, events)
+}
+
+fn results(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn mixed_lines_fail_alone(store: TestStore) {
+    let (base, events) = serve(&store).await;
+    let long = "x".repeat(70 * 1024);
+    let body = [
+        r#"{"subject":{"user_id":"1"}}"#.to_owned(),
+        "not json".to_owned(),
+        r#"{"subject":{}}"#.to_owned(),
+        String::new(),
+        r#"{"subject":{"user_id":"2"},"external_id":"crm-1"}"#.to_owned(),
+        r#"{"subject":{"user_id":"2"},"external_id":"crm-1"}"#.to_owned(),
+        format!(r#"{{"subject":{{"user_id":"{long}"}}}}"#),
+        r#"{"subject":{"user_id":"3"},"colour":"red"}"#.to_owned(),
+        r#"{"subject":{"email":"a@example.com"},"jurisdiction":"ccpa"}"#.to_owned(),
+    ]
+    .join("\n");
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/requests:bulk"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let lines = results(&response.text().await.unwrap());
+    let numbers: Vec<u64> = lines.iter().map(|l| l["line"].as_u64().unwrap()).collect();
+    assert_eq!(
+        numbers,
+        [1, 2, 3, 5, 6, 7, 8, 9],
+        "one result per non-blank line, in order"
+    );
+    assert!(lines[0]["id"].is_string() && lines[0]["created"] == true);
+    assert_eq!(lines[1]["error"]["field"], "body");
+    assert_eq!(lines[2]["error"]["field"], "subject");
+    assert_eq!(lines[3]["created"], true);
+    assert_eq!(
+        lines[4]["id"], lines[3]["id"],
+        "the same external_id returns the first request"
+    );
+    assert_eq!(lines[4]["created"], false);
+    assert_eq!(lines[5]["error"]["field"], "line");
+    assert_eq!(lines[6]["error"]["field"], "colour");
+    assert_eq!(lines[7]["created"], true);
+    let streams = events.list_streams(None, 100).await.unwrap().len();
+    assert_eq!(
+        streams, 3,
+        "exactly the three valid, distinct submissions were accepted"
+    );
+}
+
+async fn a_streamed_body_of_thousands_of_lines(store: TestStore) {
+    const LINES: usize = 1000;
+    let (base, events) = serve(&store).await;
+    // The body is produced chunk by chunk, as a client streaming a large file would.
+    let chunks = futures::stream::iter((0..LINES / 100).map(|chunk| {
+        let text: String = (0..100)
+            .map(|i| {
+                format!(
+                    "{{\"subject\":{{\"user_id\":\"bulk-{}\"}}}}\n",
+                    chunk * 100 + i
+                )
+            })
+            .collect();
+        Ok::<_, std::io::Error>(text)
+    }));
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/requests:bulk"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let lines = results(&response.text().await.unwrap());
+    assert_eq!(lines.len(), LINES);
+    assert!(lines
+        .iter()
+        .enumerate()
+        .all(|(i, l)| l["line"] == i + 1 && l["created"] == true));
+    let mut count = 0;
+    let mut after = None;
+    loop {
+        let page = events.list_streams(after, 1000).await.unwrap();
+        let Some((last, _)) = page.last() else { break };
+        after = Some(*last);
+        count += page.len();
+    }
+    assert_eq!(count, LINES);
+}
+
+macro_rules! on_both {
+    ($($test:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::support::postgres().await).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::support::sqlite().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    mixed_lines_fail_alone,
+    a_streamed_body_of_thousands_of_lines
+);
