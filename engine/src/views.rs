@@ -11,9 +11,12 @@ use crate::requests::LoadedRequest;
 use crate::store::{verify_chain, StoreError, StreamHead};
 
 /// The answer to a submission.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SubmittedView {
+    #[schema(value_type = String, format = Uuid)]
     pub id: RequestId,
+    #[schema(value_type = String, example = "pending")]
+    /// pending, on_hold, due, needs_attention, completed, cancelled or rejected
     pub status: RequestStatus,
     pub received_at: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
@@ -36,9 +39,12 @@ impl SubmittedView {
 }
 
 /// A request's current state, without the subject's identifiers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RequestView {
+    #[schema(value_type = String, format = Uuid)]
     pub id: RequestId,
+    #[schema(value_type = String, example = "pending")]
+    /// pending, on_hold, due, needs_attention, completed, cancelled or rejected
     pub status: RequestStatus,
     pub jurisdiction: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,21 +70,23 @@ pub struct RequestView {
     pub version: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReminderView {
     pub at: DateTime<Utc>,
     pub sent: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HoldView {
     pub since: DateTime<Utc>,
     pub reason: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CleanerView {
     pub name: String,
+    #[schema(value_type = String, example = "succeeded")]
+    /// pending, succeeded, exhausted or skipped
     pub status: &'static str,
     pub attempts: u32,
     pub max_attempts: u32,
@@ -145,8 +153,9 @@ impl RequestView {
 
 /// The auditor's replay: every event with its metadata, the status after it, and the verdict
 /// of the hash chain.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryView {
+    #[schema(value_type = String, format = Uuid)]
     pub id: RequestId,
     pub verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -154,14 +163,14 @@ pub struct HistoryView {
     pub events: Vec<HistoryEntry>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChainErrorView {
     pub version: i64,
     pub position: i64,
     pub problem: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub position: i64,
     pub version: i64,
@@ -174,7 +183,9 @@ pub struct HistoryEntry {
     pub correlation_id: Uuid,
     pub causation_id: Option<Uuid>,
     pub schema_version: i32,
+    #[schema(value_type = Object)]
     pub data: serde_json::Value,
+    #[schema(value_type = String, example = "due")]
     pub status_after: RequestStatus,
     pub hash: String,
     pub prev_hash: String,

@@ -63,12 +63,16 @@ async fn mixed_lines_fail_alone(store: TestStore) {
     assert!(lines[0]["id"].is_string() && lines[0]["created"] == true);
     assert_eq!(lines[1]["error"]["field"], "body");
     assert_eq!(lines[2]["error"]["field"], "subject");
-    assert_eq!(lines[3]["created"], true);
     assert_eq!(
         lines[4]["id"], lines[3]["id"],
         "the same external_id returns the first request"
     );
-    assert_eq!(lines[4]["created"], false);
+    // Lines are submitted concurrently: which of the two wins is not fixed, but one does.
+    let created = [&lines[3], &lines[4]]
+        .iter()
+        .filter(|l| l["created"] == true)
+        .count();
+    assert_eq!(created, 1);
     assert_eq!(lines[5]["error"]["field"], "line");
     assert_eq!(lines[6]["error"]["field"], "colour");
     assert_eq!(lines[7]["created"], true);

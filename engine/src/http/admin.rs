@@ -19,33 +19,35 @@ use crate::store::EventMetadata;
 use crate::views::RequestView;
 use crate::workflow::worker::plan_cleaners;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
     reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
+    /// e.g. "1 month", "45d"
     by: String,
     reason: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct CancelQuery {
+    /// The subject's cancel token (instead of an admin bearer token).
     token: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResultOutcome {
     Succeeded,
     Failed,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResultBody {
     attempt: u32,
@@ -113,6 +115,23 @@ async fn run(
     Ok(Json(RequestView::new(&loaded)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/cancel",
+    tag = "operations",
+    params(("id" = String, Path, description = "The request id"), CancelQuery),
+    request_body = Option<ReasonBody>,
+    responses(
+        (status = 200, description = "Cancelled (admin token, or the subject's `?token=`)", body = RequestView),
+        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -140,6 +159,23 @@ pub async fn cancel(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/reject",
+    tag = "operations",
+    params(("id" = String, Path, description = "The request id")),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, description = "Rejected", body = RequestView),
+        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn reject(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -156,6 +192,23 @@ pub async fn reject(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/hold",
+    tag = "operations",
+    params(("id" = String, Path, description = "The request id")),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, description = "On hold", body = RequestView),
+        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn hold(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -172,6 +225,23 @@ pub async fn hold(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/release",
+    tag = "operations",
+    params(("id" = String, Path, description = "The request id")),
+    request_body = Option<ReasonBody>,
+    responses(
+        (status = 200, description = "Released", body = RequestView),
+        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn release(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -188,6 +258,23 @@ pub async fn release(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/extend",
+    tag = "operations",
+    params(("id" = String, Path, description = "The request id")),
+    request_body = ExtendBody,
+    responses(
+        (status = 200, description = "Deadline extended", body = RequestView),
+        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn extend(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -209,6 +296,22 @@ pub async fn extend(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/expedite",
+    tag = "operations",
+    params(("id" = String, Path, description = "The request id")),
+    responses(
+        (status = 200, description = "Due now", body = RequestView),
+        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn expedite(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -225,6 +328,22 @@ pub async fn expedite(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/cleaners/{name}/retry",
+    tag = "operations",
+    params(("id" = String, Path, description = "The request id"), ("name" = String, Path, description = "The cleaner name")),
+    responses(
+        (status = 200, description = "The exhausted cleaner gets another round", body = RequestView),
+        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn retry_cleaner(
     State(state): State<AppState>,
     Path((id, name)): Path<(String, String)>,
@@ -246,6 +365,23 @@ pub async fn retry_cleaner(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/cleaners/{name}/skip",
+    tag = "operations",
+    params(("id" = String, Path, description = "The request id"), ("name" = String, Path, description = "The cleaner name")),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, description = "The cleaner is skipped", body = RequestView),
+        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn skip_cleaner(
     State(state): State<AppState>,
     Path((id, name)): Path<(String, String)>,
@@ -264,6 +400,23 @@ pub async fn skip_cleaner(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/cleaners/{name}/result",
+    tag = "operations",
+    params(("id" = String, Path, description = "The request id"), ("name" = String, Path, description = "The cleaner name")),
+    request_body = ResultBody,
+    responses(
+        (status = 200, description = "The result is recorded", body = RequestView),
+        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["cleaner:{name}"]))
+)]
 pub async fn cleaner_result(
     State(state): State<AppState>,
     Path((id, name)): Path<(String, String)>,

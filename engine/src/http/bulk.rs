@@ -26,6 +26,22 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Submissions in flight at once for one bulk request.
 const CONCURRENCY: usize = 16;
 
+#[utoipa::path(
+    post,
+    path = "/v1/requests:bulk",
+    tag = "requests",
+    request_body(
+        content = String,
+        content_type = "application/x-ndjson",
+        description = "One submission (as for POST /v1/requests) per line"
+    ),
+    responses(
+        (status = 200, description = "One NDJSON result per non-blank line, in order: {line, id, status, created} or {line, error: problem}", body = String, content_type = "application/x-ndjson"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["requests:write"]))
+)]
 pub async fn bulk(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -12,13 +12,14 @@ use std::collections::BTreeMap;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use lethe_domain::RequestId;
 use serde::Deserialize;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use json::parse as parse_json;
 pub use problem::Problem;
@@ -41,38 +42,74 @@ pub struct AppState {
     pub key: MasterKey,
 }
 
+/// The API description, assembled from the handlers' `#[utoipa::path]` annotations by the
+/// same [`OpenApiRouter`] that routes requests to them, so the two cannot drift apart.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Lethe", description = "Erasure requests from intake to proof of deletion."),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "requests", description = "Intake and the state of requests"),
+        (name = "audit", description = "The auditor's replay"),
+        (name = "operations", description = "Operations on one request"),
+        (name = "service", description = "Health, readiness, metrics, this document"),
+    )
+)]
+struct ApiDoc;
+
+/// Declares the bearer token scheme that `security(("bearer" = [...]))` refers to.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token from `lethe token create`; the scopes each operation needs are \
+                         listed with it (requests:write, requests:read, audit:read, admin, \
+                         cleaner:<name>).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The routes and their OpenAPI description.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(submit))
+        .routes(routes!(bulk::bulk))
+        .routes(routes!(show))
+        .routes(routes!(history))
+        .routes(routes!(admin::cancel))
+        .routes(routes!(admin::reject))
+        .routes(routes!(admin::hold))
+        .routes(routes!(admin::release))
+        .routes(routes!(admin::extend))
+        .routes(routes!(admin::expedite))
+        .routes(routes!(admin::retry_cleaner))
+        .routes(routes!(admin::skip_cleaner))
+        .routes(routes!(admin::cleaner_result))
+        .routes(routes!(healthz))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+        .split_for_parts()
+}
+
 pub fn router(state: AppState) -> Router {
     crate::metrics::install();
     let limits = std::sync::Arc::new(auth::RateLimits::new(&state.requests.config().api));
-    Router::new()
-        .route("/v1/requests", post(submit))
-        .route(
-            "/v1/requests:bulk",
-            post(bulk::bulk).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/v1/requests/{id}", get(show))
-        .route("/v1/requests/{id}/history", get(history))
-        .route("/v1/requests/{id}/cancel", post(admin::cancel))
-        .route("/v1/requests/{id}/reject", post(admin::reject))
-        .route("/v1/requests/{id}/hold", post(admin::hold))
-        .route("/v1/requests/{id}/release", post(admin::release))
-        .route("/v1/requests/{id}/extend", post(admin::extend))
-        .route("/v1/requests/{id}/expedite", post(admin::expedite))
-        .route(
-            "/v1/requests/{id}/cleaners/{name}/retry",
-            post(admin::retry_cleaner),
-        )
-        .route(
-            "/v1/requests/{id}/cleaners/{name}/skip",
-            post(admin::skip_cleaner),
-        )
-        .route(
-            "/v1/requests/{id}/cleaners/{name}/result",
-            post(admin::cleaner_result),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
+    let (routes, openapi) = api();
+    let openapi = std::sync::Arc::new(openapi);
+    routes
+        .layer(axum::Extension(openapi))
         .layer(axum::middleware::from_fn_with_state(
             limits,
             auth::rate_limit,
@@ -106,9 +143,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-#[derive(Debug, Deserialize)]
+/// A new erasure request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"subject": {"user_id": "42", "email": "a@example.com"}, "jurisdiction": "gdpr"}))]
 pub(crate) struct SubmitBody {
+    /// Identifiers of the data subject by kind, at least one.
     subject: BTreeMap<String, String>,
     jurisdiction: Option<String>,
     source: Option<String>,
@@ -140,6 +180,23 @@ fn request_id(raw: &str) -> Result<RequestId, Problem> {
     raw.parse::<RequestId>().map_err(Problem::from)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/requests",
+    tag = "requests",
+    request_body = SubmitBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the first result")),
+    responses(
+        (status = 201, description = "Received", body = SubmittedView),
+        (status = 200, description = "Seen before (same Idempotency-Key or external_id): the first request", body = SubmittedView),
+        (status = 400, description = "Invalid input, the field named", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The token's rate is exhausted (see Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB"),
+    ),
+    security(("bearer" = ["requests:write"]))
+)]
 async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -170,6 +227,21 @@ async fn submit(
     Ok((status, [(header::LOCATION, location)], Json(view)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/requests/{id}",
+    tag = "requests",
+    params(("id" = String, Path, description = "The request id")),
+    responses(
+        (status = 200, description = "The request's current state", body = RequestView),
+        (status = 400, description = "Invalid input, the field named", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The token's rate is exhausted (see Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["requests:read"]))
+)]
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -185,6 +257,21 @@ async fn show(
     Ok(Json(RequestView::new(&loaded)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/requests/{id}/history",
+    tag = "audit",
+    params(("id" = String, Path, description = "The request id")),
+    responses(
+        (status = 200, description = "Every event, the status after it, and the hash-chain verdict", body = HistoryView),
+        (status = 400, description = "Invalid input, the field named", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The token's rate is exhausted (see Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["audit:read"]))
+)]
 async fn history(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -202,6 +289,12 @@ async fn history(
     Ok(Json(HistoryView::new(&loaded, head.as_ref())?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"))
+)]
 async fn metrics() -> ([(header::HeaderName, &'static str); 1], String) {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -209,7 +302,38 @@ async fn metrics() -> ([(header::HeaderName, &'static str); 1], String) {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "service",
+    responses(
+        (status = 200, description = "The database is reachable and migrated", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn ready(State(state): State<AppState>) -> Result<&'static str, Problem> {
     state.requests.store().ping().await?;
     Ok("ready")
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    responses((status = 200, description = "The process is up", body = String, content_type = "text/plain"))
+)]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "service",
+    responses((status = 200, description = "This OpenAPI 3 document", body = Object))
+)]
+async fn openapi_json(
+    axum::Extension(openapi): axum::Extension<std::sync::Arc<utoipa::openapi::OpenApi>>,
+) -> Json<utoipa::openapi::OpenApi> {
+    Json((*openapi).clone())
 }

@@ -11,13 +11,17 @@ use serde::Serialize;
 use crate::requests::RequestError;
 use crate::store::StoreError;
 
-#[derive(Debug, Serialize)]
+/// RFC 9457 problem details.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "urn:lethe:problem:invalid-input")]
     pub kind: &'static str,
+    #[schema(value_type = String)]
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
+    /// The input field at fault, e.g. `subject.email`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
