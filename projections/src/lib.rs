@@ -1,6 +1,8 @@
-//! Read models of Lethe: pure folds from events to the rows that dashboards and list views
-//! read, and their SQL persistence.
+//! Read models of Lethe: pure folds from events to the rows that list views and dashboards
+//! read. Each fold is a function `(Option<Row>, &Event) -> Row`; the engine runs it through a
+//! checkpointed subscription and persists the rows (see `engine/src/projections`), and can
+//! rebuild them from the log at any time.
 //!
-//! Nothing lives here yet. Until the read models land, every view is computed by folding the
-//! request's own event stream with [`lethe_domain::DeletionRequest::fold`], which is exact but
-//! answers only per-request questions.
+//! - [`requests`]: one row per request (status, dates, cleaners), without personal data.
+
+pub mod requests;
