@@ -149,10 +149,24 @@ pub enum Commands {
         #[arg(long)]
         detail: Option<String>,
     },
+    /// Manage the read models.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Rebuild a read model (or all) from the log.
+    Rebuild {
+        /// requests; all when absent
+        name: Option<String>,
     },
 }
 
@@ -307,6 +321,36 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("name = {name:?}");
             println!("sha256 = \"{}\"", crate::http::auth::token_hash(&token));
             println!("scopes = {scopes:?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Projections {
+            command: ProjectionsCommand::Rebuild { name },
+        } => {
+            let database = store::open(&database_url, true).await?;
+            let names: Vec<String> = match name {
+                Some(name) => vec![name],
+                None => crate::read_models::ALL
+                    .iter()
+                    .map(|n| (*n).to_owned())
+                    .collect(),
+            };
+            for name in names {
+                let started = std::time::Instant::now();
+                let mut last_report = std::time::Instant::now();
+                let mut report = |handled: u64, head: i64| {
+                    if last_report.elapsed() >= std::time::Duration::from_secs(1) {
+                        println!(
+                            "rebuilding {name}: {handled} events (log head at position {head})"
+                        );
+                        last_report = std::time::Instant::now();
+                    }
+                };
+                let handled = crate::read_models::rebuild(&database, &name, &mut report).await?;
+                let seconds = started.elapsed().as_secs_f64();
+                #[allow(clippy::cast_precision_loss)]
+                let rate = handled as f64 / seconds.max(0.001);
+                println!("rebuilt {name}: {handled} events in {seconds:.1} s ({rate:.0} events/s)");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Commands::Cancel { .. }
@@ -567,7 +611,8 @@ async fn serve(config: Config, database_url: &str, listen: &str) -> anyhow::Resu
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{address}"));
-    let requests = Requests::new(database.events.clone(), config.clone());
+    let requests = Requests::new(database.events.clone(), config.clone())
+        .with_read_models(database.read_models.clone());
     let runtime = Runtime::start(
         requests.clone(),
         database.workflow.clone(),

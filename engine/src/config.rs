@@ -340,6 +340,13 @@ pub struct PolicyConfig {
     /// For submissions that name no jurisdiction.
     #[serde(default = "default_jurisdiction")]
     pub default_jurisdiction: Jurisdiction,
+    /// An open request whose deadline is this many days away or fewer is "at risk".
+    #[serde(default = "default_at_risk_days")]
+    pub at_risk_days: u32,
+}
+
+const fn default_at_risk_days() -> u32 {
+    7
 }
 
 impl Default for PolicyConfig {
@@ -349,6 +356,7 @@ impl Default for PolicyConfig {
             reminders: default_reminders(),
             retention_after_completion: default_retention(),
             default_jurisdiction: default_jurisdiction(),
+            at_risk_days: default_at_risk_days(),
         }
     }
 }

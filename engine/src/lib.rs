@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod read_models;
 pub mod requests;
 pub mod secrets;
 pub mod store;

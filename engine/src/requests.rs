@@ -16,6 +16,7 @@ use lethe_domain::{
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::read_models::ReadModelStore;
 use crate::store::{Appended, EventMetadata, EventStore, RecordedEvent, StoreError};
 
 /// Limits on the free-text fields of a submission.
@@ -76,11 +77,28 @@ pub enum RequestError {
 pub struct Requests {
     store: Arc<dyn EventStore>,
     config: Arc<Config>,
+    /// For the list and stats queries; absent in tools that only write.
+    read_models: Option<Arc<dyn ReadModelStore>>,
 }
 
 impl Requests {
     pub fn new(store: Arc<dyn EventStore>, config: Arc<Config>) -> Self {
-        Self { store, config }
+        Self {
+            store,
+            config,
+            read_models: None,
+        }
+    }
+
+    /// Adds the read models that answer list and stats queries.
+    #[must_use]
+    pub fn with_read_models(mut self, read_models: Arc<dyn ReadModelStore>) -> Self {
+        self.read_models = Some(read_models);
+        self
+    }
+
+    pub const fn read_models(&self) -> Option<&Arc<dyn ReadModelStore>> {
+        self.read_models.as_ref()
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {

@@ -6,6 +6,7 @@ pub mod auth;
 mod bulk;
 mod json;
 mod problem;
+pub mod queries;
 
 use std::collections::BTreeMap;
 
@@ -83,7 +84,8 @@ impl utoipa::Modify for BearerAuth {
 /// The routes and their OpenAPI description.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
-        .routes(routes!(submit))
+        .routes(routes!(submit, queries::list))
+        .routes(routes!(queries::stats))
         .routes(routes!(bulk::bulk))
         .routes(routes!(show))
         .routes(routes!(history))

@@ -294,6 +294,7 @@ pub fn now_micros() -> DateTime<Utc> {
 pub struct Database {
     pub events: std::sync::Arc<dyn EventStore>,
     pub workflow: std::sync::Arc<dyn crate::workflow::WorkflowStore>,
+    pub read_models: std::sync::Arc<dyn crate::read_models::ReadModelStore>,
 }
 
 /// Opens the database a URL names: `postgres://...` or `sqlite://...` (the file and its parent
@@ -306,7 +307,8 @@ pub async fn open(url: &str, migrate: bool) -> Result<Database, OpenError> {
         }
         Ok(Database {
             events: store.clone(),
-            workflow: store,
+            workflow: store.clone(),
+            read_models: store,
         })
     } else if let Some(path) = url.strip_prefix("sqlite://") {
         let store = std::sync::Arc::new(SqliteStore::open(path).await?);
@@ -315,7 +317,8 @@ pub async fn open(url: &str, migrate: bool) -> Result<Database, OpenError> {
         }
         Ok(Database {
             events: store.clone(),
-            workflow: store,
+            workflow: store.clone(),
+            read_models: store,
         })
     } else {
         Err(OpenError::UnsupportedUrl(url.to_owned()))

@@ -11,6 +11,7 @@ use super::subscription::SubscriptionRunner;
 use super::worker::Workers;
 use super::WorkflowStore;
 use crate::config::Config;
+use crate::read_models::RequestsProjector;
 use crate::requests::Requests;
 use crate::secrets::MasterKey;
 
@@ -55,7 +56,13 @@ impl Runtime {
             config: config.clone(),
         });
         let stop = watcher.clone();
-        tasks.spawn(async move { runner.run(saga, stop).await });
+        let saga_runner = runner.clone();
+        tasks.spawn(async move { saga_runner.run(saga, stop).await });
+        if let Some(read_models) = requests.read_models().cloned() {
+            let projector = RequestsProjector { store: read_models };
+            let stop = watcher.clone();
+            tasks.spawn(async move { runner.run_with(&projector, stop).await });
+        }
 
         let workers = Arc::new(Workers::new(
             requests,

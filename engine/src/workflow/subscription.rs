@@ -10,10 +10,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{JobChange, WorkflowStore};
-use crate::store::{EventStore, RecordedEvent, StoreError};
+use crate::store::{Checkpoint, EventStore, RecordedEvent, StoreError};
 
 /// Events read per round.
 const BATCH: u32 = 200;
@@ -23,6 +24,48 @@ pub trait Subscriber: Send + Sync {
     /// The durable name of the subscription (its checkpoint row).
     fn name(&self) -> &'static str;
     fn handle(&self, event: &RecordedEvent) -> Result<Vec<JobChange>, StoreError>;
+}
+
+/// Applies a whole batch of events and moves the checkpoint, in one transaction, if `owner`
+/// still holds the subscription (false, and nothing applied, otherwise). Read models implement
+/// this directly; job-producing subscribers get it through [`Subscriber`].
+#[async_trait]
+pub trait Projector: Send + Sync {
+    fn name(&self) -> &'static str;
+    async fn commit(
+        &self,
+        owner: &str,
+        checkpoint: Checkpoint,
+        events: &[RecordedEvent],
+    ) -> Result<bool, StoreError>;
+}
+
+/// A [`Subscriber`] as a [`Projector`] over the jobs table.
+struct JobsProjector<'a> {
+    subscriber: &'a dyn Subscriber,
+    workflow: &'a dyn WorkflowStore,
+}
+
+#[async_trait]
+impl Projector for JobsProjector<'_> {
+    fn name(&self) -> &'static str {
+        self.subscriber.name()
+    }
+
+    async fn commit(
+        &self,
+        owner: &str,
+        checkpoint: Checkpoint,
+        events: &[RecordedEvent],
+    ) -> Result<bool, StoreError> {
+        let mut changes = Vec::new();
+        for event in events {
+            changes.extend(self.subscriber.handle(event)?);
+        }
+        self.workflow
+            .commit_subscription(self.subscriber.name(), owner, checkpoint, &changes)
+            .await
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -39,10 +82,19 @@ impl SubscriptionRunner {
     /// Processes one round: up to one batch. Returns how many events it handled (0 when the
     /// subscription is owned elsewhere or caught up).
     pub async fn round(&self, subscriber: &dyn Subscriber) -> Result<usize, StoreError> {
+        let projector = JobsProjector {
+            subscriber,
+            workflow: &*self.workflow,
+        };
+        self.round_with(&projector).await
+    }
+
+    /// One round of any projector.
+    pub async fn round_with(&self, projector: &dyn Projector) -> Result<usize, StoreError> {
         let now = chrono::Utc::now();
         let Some(checkpoint) = self
             .workflow
-            .acquire_subscription(subscriber.name(), &self.owner, self.lease, now)
+            .acquire_subscription(projector.name(), &self.owner, self.lease, now)
             .await?
         else {
             return Ok(0);
@@ -53,28 +105,32 @@ impl SubscriptionRunner {
         let age = batch
             .first()
             .map_or(0.0, |e| (now - e.recorded_at).as_seconds_f64().max(0.0));
-        crate::metrics::subscription_lag(subscriber.name(), behind, age);
+        crate::metrics::subscription_lag(projector.name(), behind, age);
         let Some(last) = batch.last() else {
             return Ok(0);
         };
-        let mut changes = Vec::new();
-        for event in &batch {
-            changes.extend(subscriber.handle(event)?);
-        }
-        let committed = self
-            .workflow
-            .commit_subscription(subscriber.name(), &self.owner, last.checkpoint(), &changes)
+        let committed = projector
+            .commit(&self.owner, last.checkpoint(), &batch)
             .await?;
         Ok(if committed { batch.len() } else { 0 })
     }
 
     /// Runs until `shutdown` turns true, then gives the lease up.
-    pub async fn run(&self, subscriber: Arc<dyn Subscriber>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(&self, subscriber: Arc<dyn Subscriber>, shutdown: watch::Receiver<bool>) {
+        let projector = JobsProjector {
+            subscriber: &*subscriber,
+            workflow: &*self.workflow,
+        };
+        self.run_with(&projector, shutdown).await;
+    }
+
+    /// Runs any projector until `shutdown` turns true, then gives the lease up.
+    pub async fn run_with(&self, projector: &dyn Projector, mut shutdown: watch::Receiver<bool>) {
         while !*shutdown.borrow() {
-            let handled = match self.round(&*subscriber).await {
+            let handled = match self.round_with(projector).await {
                 Ok(n) => n,
                 Err(error) => {
-                    tracing::warn!(subscription = subscriber.name(), error = %error, "subscription round failed");
+                    tracing::warn!(subscription = projector.name(), error = %error, "subscription round failed");
                     0
                 }
             };
@@ -87,10 +143,10 @@ impl SubscriptionRunner {
         }
         if let Err(error) = self
             .workflow
-            .release_subscription(subscriber.name(), &self.owner)
+            .release_subscription(projector.name(), &self.owner)
             .await
         {
-            tracing::warn!(subscription = subscriber.name(), error = %error, "could not release the subscription");
+            tracing::warn!(subscription = projector.name(), error = %error, "could not release the subscription");
         }
     }
 }

@@ -184,3 +184,21 @@ impl TestStore {
         }
     }
 }
+
+impl TestStore {
+    /// All stores of this database, as `lethe serve` holds them.
+    pub fn database(&self) -> lethe_engine::store::Database {
+        match self {
+            Self::Postgres { store, .. } => lethe_engine::store::Database {
+                events: store.clone(),
+                workflow: store.clone(),
+                read_models: store.clone(),
+            },
+            Self::Sqlite { store, .. } => lethe_engine::store::Database {
+                events: store.clone(),
+                workflow: store.clone(),
+                read_models: store.clone(),
+            },
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The read models on SQLite.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use lethe_domain::RequestId;
+use lethe_projections::requests::RequestRow;
+use sqlx::{QueryBuilder, Row};
+
+use super::{decode, encode, fold_batch, ReadModelStore, RequestFilter, REQUESTS};
+use crate::store::{Checkpoint, RecordedEvent, SqliteStore, StoreError};
+
+fn time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+#[async_trait]
+impl ReadModelStore for SqliteStore {
+    async fn commit_requests(
+        &self,
+        owner: &str,
+        checkpoint: Checkpoint,
+        events: &[RecordedEvent],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer().begin().await?;
+        let owned = sqlx::query(
+            "UPDATE subscriptions SET checkpoint_transaction_id = ?3, checkpoint_position = ?4 \
+             WHERE name = ?1 AND owner = ?2",
+        )
+        .bind(REQUESTS)
+        .bind(owner)
+        .bind(checkpoint.transaction_id)
+        .bind(checkpoint.position)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !owned {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let mut ids: Vec<String> = events.iter().map(|e| e.stream_id.to_string()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut rows = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let mut query =
+                QueryBuilder::new("SELECT row_data FROM request_view WHERE request_id IN (");
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(id.clone());
+            }
+            query.push(")");
+            for record in query.build().fetch_all(&mut *tx).await? {
+                let row = decode(record.try_get("row_data")?)?;
+                rows.insert(row.id, row);
+            }
+        }
+        for row in fold_batch(rows, events)?.values() {
+            sqlx::query(
+                "INSERT INTO request_view (request_id, status, jurisdiction, received_at, deadline, \
+                 closed_at, row_data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, \
+                 jurisdiction = excluded.jurisdiction, received_at = excluded.received_at, \
+                 deadline = excluded.deadline, closed_at = excluded.closed_at, \
+                 row_data = excluded.row_data",
+            )
+            .bind(row.id.to_string())
+            .bind(row.status.as_str())
+            .bind(&row.jurisdiction)
+            .bind(time(row.received_at))
+            .bind(row.deadline.to_string())
+            .bind(row.closed_at.map(time))
+            .bind(encode(row)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn list_requests(
+        &self,
+        filter: &RequestFilter,
+        after: Option<RequestId>,
+        limit: u32,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        let today = filter
+            .today
+            .unwrap_or_else(|| chrono::Utc::now().date_naive());
+        let mut query = QueryBuilder::new("SELECT row_data FROM request_view WHERE 1 = 1");
+        if let Some(after) = after {
+            query
+                .push(" AND request_id > ")
+                .push_bind(after.to_string());
+        }
+        if let Some(status) = filter.status {
+            query.push(" AND status = ").push_bind(status.as_str());
+        }
+        if filter.needs_attention {
+            query.push(" AND status = 'needs_attention'");
+        }
+        if let Some(jurisdiction) = &filter.jurisdiction {
+            query
+                .push(" AND jurisdiction = ")
+                .push_bind(jurisdiction.clone());
+        }
+        if filter.at_risk {
+            query
+                .push(" AND closed_at IS NULL AND deadline >= ")
+                .push_bind(today.to_string())
+                .push(" AND deadline <= ")
+                .push_bind((today + chrono::TimeDelta::days(filter.at_risk_days)).to_string());
+        }
+        if filter.overdue {
+            query
+                .push(" AND closed_at IS NULL AND deadline < ")
+                .push_bind(today.to_string());
+        }
+        if let Some(from) = filter.received_from {
+            query.push(" AND received_at >= ").push_bind(time(from));
+        }
+        if let Some(to) = filter.received_to {
+            query.push(" AND received_at < ").push_bind(time(to));
+        }
+        query
+            .push(" ORDER BY request_id LIMIT ")
+            .push_bind(i64::from(limit));
+        let records = query.build().fetch_all(self.writer()).await?;
+        records
+            .iter()
+            .map(|r| decode(r.try_get("row_data")?))
+            .collect()
+    }
+
+    async fn reset(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let lease_until = time(chrono::Utc::now() + chrono::TimeDelta::hours(1));
+        let mut tx = self.writer().begin().await?;
+        if name == REQUESTS {
+            sqlx::query("DELETE FROM request_view")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO subscriptions (name, owner, lease_until) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET checkpoint_transaction_id = 0, \
+             checkpoint_position = 0, owner = ?2, lease_until = ?3",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(lease_until)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

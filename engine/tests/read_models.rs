@@ -1,0 +1,442 @@
+//! The `requests` read model on both backends: built incrementally by its subscription while a
+//! random workload runs, it equals the model rebuilt from an empty table; lists filter and page
+//! with a cursor that stays stable while requests keep arriving; the dashboard figures add up.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use lethe_domain::event::PlannedCleaner;
+use lethe_domain::{CleanerName, Command, RequestId, RequestStatus, Span};
+use lethe_engine::config::Config;
+use lethe_engine::http::queries::compute_stats;
+use lethe_engine::read_models::{rebuild, RequestFilter, RequestsProjector, REQUESTS};
+use lethe_engine::requests::{Requests, Submission};
+use lethe_engine::store::{Database, EventMetadata};
+use lethe_engine::workflow::subscription::SubscriptionRunner;
+use lethe_projections::requests::RequestRow;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use support::TestStore;
+
+fn requests(database: &Database) -> Requests {
+    Requests::new(database.events.clone(), Arc::new(Config::default()))
+        .with_read_models(database.read_models.clone())
+}
+
+fn runner(database: &Database, owner: &str) -> SubscriptionRunner {
+    SubscriptionRunner {
+        events: database.events.clone(),
+        workflow: database.workflow.clone(),
+        owner: owner.to_owned(),
+        lease: std::time::Duration::from_secs(30),
+        poll_interval: std::time::Duration::from_millis(10),
+    }
+}
+
+/// Runs the projector until it has caught up with everything appended so far.
+async fn catch_up(database: &Database, runner: &SubscriptionRunner) {
+    let projector = RequestsProjector {
+        store: database.read_models.clone(),
+    };
+    let head = database.events.head_position().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let n = runner.round_with(&projector).await.unwrap();
+        let at = database
+            .workflow
+            .subscription_checkpoint(REQUESTS)
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if n == 0 && at.position >= head {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the projection did not catch up"
+        );
+        if n == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn all_rows(database: &Database) -> Vec<RequestRow> {
+    let mut rows = Vec::new();
+    let mut after = None;
+    loop {
+        let page = database
+            .read_models
+            .list_requests(&RequestFilter::default(), after, 7)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        rows.extend(page);
+    }
+    rows
+}
+
+async fn submit(requests: &Requests, n: usize, jurisdiction: &str) -> RequestId {
+    requests
+        .submit(
+            Submission {
+                subject: BTreeMap::from([("user_id".to_owned(), format!("u{n}"))]),
+                jurisdiction: Some(jurisdiction.to_owned()),
+                source: Some(if n % 2 == 0 { "app" } else { "support" }.to_owned()),
+                ..Submission::default()
+            },
+            None,
+            "test",
+        )
+        .await
+        .unwrap()
+        .loaded
+        .request
+        .id
+}
+
+fn plan() -> Vec<PlannedCleaner> {
+    ["billing", "crm"]
+        .iter()
+        .map(|n| PlannedCleaner {
+            name: CleanerName::parse(*n).unwrap(),
+            max_attempts: 2,
+        })
+        .collect()
+}
+
+/// One random operation on a request (refusals are fine: the workload is random).
+async fn random_op(requests: &Requests, id: RequestId, rng: &mut StdRng) {
+    let cleaner = CleanerName::parse(if rng.random_bool(0.5) {
+        "billing"
+    } else {
+        "crm"
+    })
+    .unwrap();
+    let attempt = rng.random_range(1..=2);
+    let retryable = rng.random_bool(0.5);
+    let choice = rng.random_range(0..9);
+    let meta = EventMetadata::new("test");
+    let _ = requests
+        .execute(id, &meta, |_| {
+            let at = Utc::now();
+            match choice {
+                0 => Command::PlaceHold {
+                    at,
+                    reason: "hold".into(),
+                },
+                1 => Command::ReleaseHold { at, reason: None },
+                2 => Command::ExtendDeadline {
+                    at,
+                    by: Span::days(10),
+                    reason: "x".into(),
+                },
+                3 => Command::Cancel { at, reason: None },
+                4 | 5 => Command::MarkDue {
+                    at,
+                    cleaners: plan(),
+                    expedite: true,
+                },
+                6 => Command::RecordCleanerSuccess {
+                    cleaner: cleaner.clone(),
+                    attempt,
+                    at,
+                    deleted: None,
+                    detail: None,
+                },
+                7 => Command::RecordCleanerFailure {
+                    cleaner: cleaner.clone(),
+                    attempt,
+                    at,
+                    error: "HTTP 503".into(),
+                    status_code: Some(503),
+                    retryable,
+                    retry_after_seconds: None,
+                },
+                _ => Command::SkipCleaner {
+                    cleaner: cleaner.clone(),
+                    at,
+                    reason: "gone".into(),
+                },
+            }
+        })
+        .await;
+}
+
+async fn rebuild_equals_incremental(store: TestStore) {
+    let database = store.database();
+    let requests = requests(&database);
+    let live = runner(&database, "live");
+    let mut rng = StdRng::seed_from_u64(rand::random());
+    let mut ids = Vec::new();
+    for round in 0..8 {
+        for n in 0..6 {
+            ids.push(
+                submit(
+                    &requests,
+                    round * 10 + n,
+                    if n % 3 == 0 { "ccpa" } else { "gdpr" },
+                )
+                .await,
+            );
+        }
+        for _ in 0..30 {
+            let id = ids[rng.random_range(0..ids.len())];
+            random_op(&requests, id, &mut rng).await;
+        }
+        // The live projection runs between bursts of the workload, as it would in serve.
+        catch_up(&database, &live).await;
+    }
+    let incremental = all_rows(&database).await;
+    assert_eq!(incremental.len(), ids.len());
+    let statuses: std::collections::BTreeSet<_> = incremental.iter().map(|r| r.status).collect();
+    assert!(
+        statuses.len() >= 3,
+        "the workload reached several statuses: {statuses:?}"
+    );
+
+    database
+        .workflow
+        .release_subscription(REQUESTS, "live")
+        .await
+        .unwrap();
+    let mut reports = 0;
+    let handled = rebuild(&database, REQUESTS, &mut |_, _| reports += 1)
+        .await
+        .unwrap();
+    assert!(reports > 0);
+    let head = database.events.head_position().await.unwrap();
+    assert!(handled > 0 && i64::try_from(handled).unwrap() <= head);
+    let rebuilt = all_rows(&database).await;
+    assert_eq!(
+        rebuilt, incremental,
+        "the rebuilt model equals the incremental one"
+    );
+
+    // Each row is the fold of its own stream.
+    for row in &rebuilt {
+        let loaded = requests.load(row.id).await.unwrap().unwrap();
+        assert_eq!(row.status, loaded.request.status());
+        assert_eq!(row.deadline, loaded.request.deadline);
+    }
+}
+
+async fn lists_filter_and_page_stably(store: TestStore) {
+    let database = store.database();
+    let requests = requests(&database);
+    let live = runner(&database, "live");
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(submit(&requests, n, if n < 4 { "ccpa" } else { "gdpr" }).await);
+    }
+    let meta = EventMetadata::new("test");
+    requests
+        .execute(ids[5], &meta, |_| Command::PlaceHold {
+            at: Utc::now(),
+            reason: "x".into(),
+        })
+        .await
+        .unwrap();
+    requests
+        .execute(ids[6], &meta, |_| Command::Cancel {
+            at: Utc::now(),
+            reason: None,
+        })
+        .await
+        .unwrap();
+    requests
+        .execute(ids[7], &meta, |_| Command::MarkDue {
+            at: Utc::now(),
+            cleaners: plan(),
+            expedite: true,
+        })
+        .await
+        .unwrap();
+    requests
+        .execute(ids[7], &meta, |_| Command::RecordCleanerFailure {
+            cleaner: CleanerName::parse("crm").unwrap(),
+            attempt: 1,
+            at: Utc::now(),
+            error: "HTTP 400".into(),
+            status_code: Some(400),
+            retryable: false,
+            retry_after_seconds: None,
+        })
+        .await
+        .unwrap();
+    catch_up(&database, &live).await;
+
+    let list = |filter: RequestFilter| {
+        let database = database.clone();
+        async move {
+            database
+                .read_models
+                .list_requests(&filter, None, 100)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        list(RequestFilter {
+            jurisdiction: Some("ccpa".into()),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        4
+    );
+    let held = list(RequestFilter {
+        status: Some(RequestStatus::OnHold),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(held.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[5]]);
+    let attention = list(RequestFilter {
+        needs_attention: true,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(attention.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[7]]);
+    assert!(attention[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("HTTP 400"));
+    // GDPR: one month from today; CCPA: 45 days. "At risk" within 31 days catches only GDPR
+    // ones; looked at from 40 days on, the open ones are overdue.
+    let today = Utc::now().date_naive();
+    let at_risk = list(RequestFilter {
+        at_risk: true,
+        at_risk_days: 31,
+        today: Some(today),
+        ..Default::default()
+    })
+    .await;
+    assert!(at_risk
+        .iter()
+        .all(|r| r.jurisdiction == "gdpr" && r.status != RequestStatus::Cancelled));
+    assert_eq!(at_risk.len(), 7, "the open gdpr requests");
+    let later = today + chrono::TimeDelta::days(40);
+    let overdue = list(RequestFilter {
+        overdue: true,
+        today: Some(later),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(overdue.len(), 7);
+    let from_filter = RequestFilter {
+        received_from: Some(Utc::now() + chrono::TimeDelta::hours(1)),
+        ..Default::default()
+    };
+    assert!(list(from_filter).await.is_empty());
+
+    // A cursor page, then more arrivals, then the next page: nothing skipped, nothing twice.
+    let first = database
+        .read_models
+        .list_requests(&RequestFilter::default(), None, 5)
+        .await
+        .unwrap();
+    for n in 100..104 {
+        ids.push(submit(&requests, n, "gdpr").await);
+    }
+    catch_up(&database, &live).await;
+    let mut seen: Vec<RequestId> = first.iter().map(|r| r.id).collect();
+    let mut after = first.last().map(|r| r.id);
+    loop {
+        let page = database
+            .read_models
+            .list_requests(&RequestFilter::default(), after, 5)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        seen.extend(page.iter().map(|r| r.id));
+    }
+    assert_eq!(seen, ids, "every request once, in order of receipt");
+}
+
+async fn stats_add_up(store: TestStore) {
+    let database = store.database();
+    let requests = requests(&database);
+    let live = runner(&database, "live");
+    let meta = EventMetadata::new("test");
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(submit(&requests, n, "gdpr").await);
+    }
+    for id in &ids[..3] {
+        requests
+            .execute(*id, &meta, |_| Command::MarkDue {
+                at: Utc::now(),
+                cleaners: plan(),
+                expedite: true,
+            })
+            .await
+            .unwrap();
+        for cleaner in ["billing", "crm"] {
+            requests
+                .execute(*id, &meta, |_| Command::RecordCleanerSuccess {
+                    cleaner: CleanerName::parse(cleaner).unwrap(),
+                    attempt: 1,
+                    at: Utc::now(),
+                    deleted: None,
+                    detail: None,
+                })
+                .await
+                .unwrap();
+        }
+    }
+    requests
+        .execute(ids[3], &meta, |_| Command::Cancel {
+            at: Utc::now(),
+            reason: None,
+        })
+        .await
+        .unwrap();
+    catch_up(&database, &live).await;
+    let stats = compute_stats(&*database.read_models, 7, Utc::now().date_naive())
+        .await
+        .unwrap();
+    assert_eq!(stats.total, 5);
+    assert_eq!(stats.by_status["completed"], 3);
+    assert_eq!(stats.by_status["cancelled"], 1);
+    assert_eq!(stats.by_status["pending"], 1);
+    assert_eq!(stats.overdue, 0);
+    assert_eq!(stats.cleaners["billing"].succeeded, 3);
+    assert_eq!(stats.cleaners["billing"].attempts, 3);
+    assert!((stats.cleaners["crm"].success_rate - 1.0).abs() < f64::EPSILON);
+    let month = Utc::now().format("%Y-%m").to_string();
+    assert_eq!(stats.completion[&month].completed, 3);
+    assert!(stats.completion[&month].median_days < 1.0);
+}
+
+macro_rules! on_both {
+    ($($test:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::support::postgres().await).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::support::sqlite().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    rebuild_equals_incremental,
+    lists_filter_and_page_stably,
+    stats_add_up
+);
