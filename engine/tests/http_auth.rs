@@ -60,6 +60,13 @@ fn routes(id: &str) -> Vec<(&'static str, String, Option<&'static str>, &'static
         ),
         (
             "GET",
+            "/v1/requests?status=pending".into(),
+            Some("requests:read"),
+            "",
+        ),
+        ("GET", "/v1/stats".into(), Some("requests:read"), ""),
+        (
+            "GET",
             format!("/v1/requests/{id}/history"),
             Some("audit:read"),
             "",
@@ -206,7 +213,7 @@ async fn every_route_by_every_scope() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 12 * SCOPES.len());
+    assert_eq!(checked, 14 * SCOPES.len());
 }
 
 #[tokio::test]

@@ -440,3 +440,65 @@ on_both!(
     lists_filter_and_page_stably,
     stats_add_up
 );
+
+#[tokio::test]
+async fn list_and_stats_over_http() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+    let store = support::sqlite().await;
+    let database = store.database();
+    let requests = requests(&database);
+    for n in 0..3 {
+        submit(&requests, n, "gdpr").await;
+    }
+    catch_up(&database, &runner(&database, "live")).await;
+    let app = lethe_engine::http::router(lethe_engine::http::AppState {
+        requests,
+        key: lethe_engine::secrets::MasterKey::from_bytes([4; 32]),
+    });
+    let get = |uri: String| {
+        let app = app.clone();
+        async move {
+            let response = app
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            )
+        }
+    };
+    let (status, page) = get("/v1/requests?limit=2".into()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert!(page["items"][0]["days_left"].as_i64().unwrap() >= 27);
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (_, rest) = get(format!("/v1/requests?limit=2&cursor={cursor}")).await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    assert!(rest.get("next_cursor").is_none());
+    let (status, problem) = get("/v1/requests?status=lost".into()).await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("status"))
+    );
+    let (status, problem) = get("/v1/requests?limit=0".into()).await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("limit"))
+    );
+    let (status, problem) = get("/v1/requests?received_from=yesterday".into()).await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("received_from"))
+    );
+    let (status, stats) = get("/v1/stats".into()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stats["total"], 3);
+    assert_eq!(stats["by_status"]["pending"], 3);
+}
