@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use futures::StreamExt as _;
 use lethe_domain::RequestId;
 use lethe_engine::secrets::MasterKey;
 use lethe_engine::store::{Checkpoint, SqliteStore};
@@ -888,4 +889,68 @@ async fn serve_refuses_a_public_address_without_tokens() {
         .await
         .expect(1);
     assert!(out.stderr.contains("auth is off"), "{out:?}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_request_in_flight_finish_and_loses_nothing() {
+    const LINES: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let pid = server.child.id().unwrap();
+    // A client streaming a bulk body slowly: 30 lines every 50 ms.
+    let chunks = futures::stream::iter(0..LINES / 30).then(|chunk| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let text: String = (0..30)
+            .map(|i| {
+                format!(
+                    "{{\"subject\":{{\"user_id\":\"term-{}\"}}}}\n",
+                    chunk * 30 + i
+                )
+            })
+            .collect();
+        Ok::<_, std::io::Error>(text)
+    });
+    let response = http_client()
+        .post(server.url("/v1/requests:bulk"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // The answer has begun while the body is still streaming: now ask the server to stop.
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let text = timeout(COMMAND_DEADLINE, response.text())
+        .await
+        .unwrap()
+        .unwrap();
+    let results: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        results.len(),
+        LINES,
+        "every line of the request in flight was answered"
+    );
+    assert!(results.iter().all(|r| r["created"] == true), "{text}");
+    let mut server = server;
+    let status = timeout(COMMAND_DEADLINE, server.child.wait())
+        .await
+        .expect("the server exits after SIGTERM")
+        .unwrap();
+    assert!(
+        status.success(),
+        "a clean exit: {status:?}\n{}",
+        server.log()
+    );
+    assert!(server.log().contains("shutting down"), "{}", server.log());
+    let verify = run(dir.path(), &["verify"]).await.ok();
+    assert!(
+        verify.stdout.contains(&format!("ok: {LINES} requests")),
+        "{verify:?}"
+    );
 }
