@@ -149,6 +149,11 @@ pub enum Commands {
         #[arg(long)]
         detail: Option<String>,
     },
+    /// Export requests with their events and verification results.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Manage the read models.
     Projections {
         #[command(subcommand)]
@@ -158,6 +163,21 @@ pub enum Commands {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Every request received in [FROM, TO), streamed to stdout.
+    Export {
+        /// First day (YYYY-MM-DD) or time (RFC 3339), inclusive.
+        #[arg(long)]
+        from: String,
+        /// Last day (inclusive) or time (exclusive).
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value_t = audit::ExportFormat::Jsonl)]
+        format: audit::ExportFormat,
     },
 }
 
@@ -322,6 +342,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("sha256 = \"{}\"", crate::http::auth::token_hash(&token));
             println!("scopes = {scopes:?}");
             Ok(ExitCode::SUCCESS)
+        }
+        Commands::Audit {
+            command: AuditCommand::Export { from, to, format },
+        } => {
+            let from = export_bound(&from, false)?;
+            let to = export_bound(&to, true)?;
+            if to <= from {
+                bail!("--to must be after --from");
+            }
+            let database = store::open(&database_url, true).await?;
+            crate::read_models::catch_up(&database).await?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let (written, failed) = audit::export(&database, from, to, format, &mut out).await?;
+            drop(out);
+            eprintln!("exported {written} requests; {failed} failed verification");
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Commands::Projections {
             command: ProjectionsCommand::Rebuild { name },
@@ -557,6 +598,21 @@ async fn history(store: &dyn EventStore, id: RequestId) -> anyhow::Result<Histor
     }
     let loaded = crate::requests::loaded(events)?;
     Ok(HistoryView::new(&loaded, head.as_ref())?)
+}
+
+/// A `--from`/`--to` bound: an RFC 3339 time, or a date (a `--to` date includes that day).
+fn export_bound(raw: &str, end: bool) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    let day = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .map_err(|_| anyhow!("{raw:?} is neither a date (YYYY-MM-DD) nor an RFC 3339 time"))?;
+    let day = if end {
+        day.succ_opt().unwrap_or(day)
+    } else {
+        day
+    };
+    Ok(day.and_time(chrono::NaiveTime::MIN).and_utc())
 }
 
 fn parse_id(raw: &str) -> anyhow::Result<RequestId> {

@@ -954,3 +954,76 @@ async fn sigterm_lets_a_request_in_flight_finish_and_loses_nothing() {
         "{verify:?}"
     );
 }
+
+#[tokio::test]
+async fn audit_export_streams_requests_with_their_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let user = format!("user_id=export-{n}");
+        ids.push(submitted_id(&run(dir, &["submit", "--subject", &user]).await.ok()).to_string());
+    }
+    run(dir, &["hold", &ids[1], "--reason", "audit"]).await.ok();
+    let today = Utc::now().date_naive().to_string();
+    let jsonl = run(dir, &["audit", "export", "--from", &today, "--to", &today])
+        .await
+        .ok();
+    let lines: Vec<Value> = jsonl
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{jsonl:?}");
+    assert!(lines.iter().all(|l| l["verified"] == true));
+    let held = lines.iter().find(|l| l["request_id"] == ids[1]).unwrap();
+    let types: Vec<_> = held["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["Received", "HoldPlaced"]);
+    assert!(
+        jsonl.stderr.contains("exported 3 requests; 0 failed"),
+        "{jsonl:?}"
+    );
+
+    let csv = run(
+        dir,
+        &[
+            "audit", "export", "--from", &today, "--to", &today, "--format", "csv",
+        ],
+    )
+    .await
+    .ok();
+    let rows: Vec<&str> = csv.stdout.lines().collect();
+    assert!(rows[0].starts_with("request_id,verified,chain_error,position"));
+    assert_eq!(rows.len(), 1 + 4, "a header and one row per event");
+    // A range before anything was received is empty.
+    let empty = run(
+        dir,
+        &[
+            "audit",
+            "export",
+            "--from",
+            "2001-01-01",
+            "--to",
+            "2001-12-31",
+        ],
+    )
+    .await
+    .ok();
+    assert!(empty.stdout.is_empty());
+    run(dir, &["audit", "export", "--from", "soon", "--to", &today])
+        .await
+        .expect(1);
+    run(
+        dir,
+        &[
+            "audit", "export", "--from", &today, "--to", &today, "--format", "xml",
+        ],
+    )
+    .await
+    .expect(2);
+}

@@ -179,3 +179,25 @@ pub async fn rebuild(
     database.workflow.release_subscription(name, &owner).await?;
     Ok(handled)
 }
+
+/// Brings the read models up to date from this process when no `lethe serve` holds them (the
+/// CLI uses it before answering from a read model). Where another process owns a projection,
+/// that process keeps it current and this returns at once.
+pub async fn catch_up(database: &crate::store::Database) -> Result<(), StoreError> {
+    let owner = crate::workflow::runtime::owner_id();
+    let runner = crate::workflow::subscription::SubscriptionRunner {
+        events: database.events.clone(),
+        workflow: database.workflow.clone(),
+        owner: owner.clone(),
+        lease: std::time::Duration::from_secs(60),
+        poll_interval: std::time::Duration::from_millis(50),
+    };
+    let projector = RequestsProjector {
+        store: database.read_models.clone(),
+    };
+    while runner.round_with(&projector).await? > 0 {}
+    database
+        .workflow
+        .release_subscription(REQUESTS, &owner)
+        .await
+}
