@@ -4,6 +4,8 @@
 mod admin;
 pub mod auth;
 mod bulk;
+pub mod dashboard;
+pub mod events;
 mod json;
 mod problem;
 pub mod queries;
@@ -102,6 +104,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ready))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
+        .routes(routes!(dashboard::dashboard))
+        .routes(routes!(events::feed))
         .split_for_parts()
 }
 
