@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::event::PlannedCleaner;
 use crate::ids::{CleanerName, Jurisdiction, RequestId};
 use crate::policy::{RequestPolicy, Span};
-use crate::subject::Subject;
+use crate::subject::SubjectRecord;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -80,7 +80,7 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Receive {
     pub request_id: RequestId,
-    pub subject: Subject,
+    pub subject: SubjectRecord,
     pub jurisdiction: Jurisdiction,
     pub source: Option<String>,
     pub reason: Option<String>,

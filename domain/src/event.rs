@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{CleanerName, Jurisdiction, RequestId};
 use crate::policy::{DeadlineRule, Span};
-use crate::subject::Subject;
+use crate::subject::SubjectRecord;
 
 /// The version of the payload schema written by this code, stored with every event.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -115,7 +115,7 @@ impl Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Received {
     pub request_id: RequestId,
-    pub subject: Subject,
+    pub subject: SubjectRecord,
     pub jurisdiction: Jurisdiction,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,

@@ -25,7 +25,7 @@ pub use event::Event;
 pub use ids::{CleanerName, Jurisdiction, RequestId};
 pub use policy::{DeadlineRule, RequestPolicy, RetryPolicy, Span};
 pub use state::{CleanerState, RequestState, RequestStatus};
-pub use subject::Subject;
+pub use subject::{SealedSubject, Subject, SubjectRecord};
 
 /// Re-exported so that callers need not depend on `esrs` to drive the aggregate.
 pub use esrs::Aggregate;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{CleanerName, Jurisdiction, RequestId};
 use crate::policy::{DeadlineRule, Span};
-use crate::subject::Subject;
+use crate::subject::SubjectRecord;
 
 /// The status users see, derived from the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -94,7 +94,7 @@ impl RequestState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
     pub id: RequestId,
-    pub subject: Subject,
+    pub subject: SubjectRecord,
     pub jurisdiction: Jurisdiction,
     pub source: Option<String>,
     pub reason: Option<String>,

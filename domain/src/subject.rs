@@ -64,6 +64,32 @@ impl Subject {
     }
 }
 
+/// The subject as the log records it. Everything this version writes is sealed: encrypted by
+/// the engine under the request's own data key, so destroying that key ("shredding") leaves
+/// the history verifiable and the identity unreadable. The domain never looks inside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SubjectRecord {
+    Sealed(SealedSubject),
+    /// Written before sealing existed, or by tests that do not care.
+    Plain(Subject),
+}
+
+/// An opaque ciphertext of the subject's identifiers. The `$` in its JSON key cannot start an
+/// identifier kind, so a sealed record is never mistaken for a plain one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedSubject {
+    #[serde(rename = "$sealed")]
+    pub sealed: String,
+}
+
+impl From<Subject> for SubjectRecord {
+    fn from(subject: Subject) -> Self {
+        Self::Plain(subject)
+    }
+}
+
 fn check_kind(kind: &str) -> Result<(), InvalidInput> {
     let well_formed = kind.len() <= MAX_KIND_LEN
         && kind.starts_with(|c: char| c.is_ascii_lowercase())

@@ -338,3 +338,26 @@ fn a_payload_written_by_hand_reads_as_expected() {
         failed("billing", 1, after_due(1), true, false)
     );
 }
+
+#[test]
+fn sealed_and_plain_subjects_are_told_apart() {
+    use lethe_domain::{SealedSubject, SubjectRecord};
+    let sealed = SubjectRecord::Sealed(SealedSubject {
+        sealed: "v1:00ff".to_owned(),
+    });
+    let json = serde_json::to_value(&sealed).unwrap();
+    assert_eq!(json, serde_json::json!({"$sealed": "v1:00ff"}));
+    assert_eq!(
+        serde_json::from_value::<SubjectRecord>(json).unwrap(),
+        sealed
+    );
+    let plain: SubjectRecord =
+        serde_json::from_value(serde_json::json!({"user_id": "42", "sealed": "x"})).unwrap();
+    assert!(matches!(plain, SubjectRecord::Plain(_)), "{plain:?}");
+    // "$sealed" next to another key is neither: a sealed record has exactly one field, and
+    // "$sealed" is no valid identifier kind.
+    assert!(serde_json::from_value::<SubjectRecord>(
+        serde_json::json!({"$sealed": "x", "user_id": "1"})
+    )
+    .is_err());
+}

@@ -176,7 +176,7 @@ fn command(step: &Step, at: DateTime<Utc>) -> Command {
             reminder_hours,
         } => Command::Receive(Receive {
             request_id: request_id(),
-            subject: subject(),
+            subject: subject().into(),
             jurisdiction: jurisdiction(if ccpa { "ccpa" } else { "gdpr" }),
             source: None,
             reason: None,

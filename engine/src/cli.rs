@@ -16,9 +16,9 @@ use crate::config::{Config, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
 use crate::http::{router, AppState};
 use crate::requests::{LoadedRequest, Requests, Submission};
 use crate::secrets::MasterKey;
+use crate::store;
 use crate::store::EventMetadata;
-use crate::store::{self, EventStore};
-use crate::views::{HistoryView, RequestView, SubmittedView};
+use crate::views::{HistoryView, RequestView, SubjectView, SubmittedView};
 use crate::workflow::runtime::Runtime;
 use crate::workflow::worker::plan_cleaners;
 use crate::{audit, telemetry};
@@ -255,9 +255,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             tags,
             json,
         } => {
-            let store = store::open(&database_url, true).await?.events;
+            let database = store::open(&database_url, true).await?;
             let key = MasterKey::load()?;
-            let requests = Requests::new(store, Arc::new(config));
+            let requests = sealed_requests(&database, config, &key);
             let submission = Submission {
                 subject: subject.into_iter().collect::<BTreeMap<_, _>>(),
                 jurisdiction,
@@ -302,9 +302,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::History { id, json } => {
-            let store = store::open(&database_url, true).await?.events;
+            let database = store::open(&database_url, true).await?;
+            let key = MasterKey::load()?;
+            let requests = sealed_requests(&database, config, &key);
             let id = parse_id(&id)?;
-            let view = history(&*store, id).await?;
+            let view = history(&requests, id).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
@@ -403,8 +405,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         | Commands::Retry { .. }
         | Commands::Skip { .. }
         | Commands::Confirm { .. } => {
-            let store = store::open(&database_url, true).await?.events;
-            let requests = Requests::new(store, Arc::new(config));
+            let database = store::open(&database_url, true).await?;
+            let key = MasterKey::load()?;
+            let requests = sealed_requests(&database, config, &key);
             let loaded = operate(&requests, cli.command).await?;
             print!("{}", render_request(&RequestView::new(&loaded)));
             Ok(ExitCode::SUCCESS)
@@ -414,7 +417,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             match id {
                 Some(id) => {
                     let id = parse_id(&id)?;
-                    let view = history(&*store, id).await?;
+                    // Verification reads no personal data: no keys needed.
+                    let view = history(&Requests::new(store.clone(), Arc::new(config)), id).await?;
                     match &view.chain_error {
                         None => {
                             println!("ok: request {id}: {} events verified", view.events.len());
@@ -589,7 +593,15 @@ async fn operate(requests: &Requests, command: Commands) -> anyhow::Result<Loade
     Ok(requests.execute(id, &metadata, make).await?)
 }
 
-async fn history(store: &dyn EventStore, id: RequestId) -> anyhow::Result<HistoryView> {
+/// The requests service with everything a CLI command may need: read models and sealing.
+fn sealed_requests(database: &store::Database, config: Config, key: &MasterKey) -> Requests {
+    Requests::new(database.events.clone(), Arc::new(config))
+        .with_read_models(database.read_models.clone())
+        .with_sealing(key.clone(), database.keys.clone())
+}
+
+async fn history(requests: &Requests, id: RequestId) -> anyhow::Result<HistoryView> {
+    let store = requests.store();
     // The head first: events appended after it only extend the chain it vouches for.
     let head = store.stream_head(id).await?;
     let events = store.read_stream(id, 0).await?;
@@ -597,7 +609,8 @@ async fn history(store: &dyn EventStore, id: RequestId) -> anyhow::Result<Histor
         bail!("no request {id}");
     }
     let loaded = crate::requests::loaded(events)?;
-    Ok(HistoryView::new(&loaded, head.as_ref())?)
+    let subject = requests.subject_of(&loaded.request).await?;
+    Ok(HistoryView::new(&loaded, head.as_ref(), subject)?)
 }
 
 /// A `--from`/`--to` bound: an RFC 3339 time, or a date (a `--to` date includes that day).
@@ -668,7 +681,8 @@ async fn serve(config: Config, database_url: &str, listen: &str) -> anyhow::Resu
         .clone()
         .unwrap_or_else(|| format!("http://{address}"));
     let requests = Requests::new(database.events.clone(), config.clone())
-        .with_read_models(database.read_models.clone());
+        .with_read_models(database.read_models.clone())
+        .with_sealing(key.clone(), database.keys.clone());
     let runtime = Runtime::start(
         requests.clone(),
         database.workflow.clone(),
@@ -746,6 +760,18 @@ fn render_request(view: &RequestView) -> String {
 fn render_history(view: &HistoryView) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "History of request {}", view.id);
+    match &view.subject {
+        SubjectView::Identifiers(ids) => {
+            let list: Vec<String> = ids.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(out, "Subject: {}", list.join(", "));
+        }
+        SubjectView::Shredded => {
+            let _ = writeln!(out, "Subject: shredded (the data key was destroyed)");
+        }
+        SubjectView::Unavailable => {
+            let _ = writeln!(out, "Subject: sealed (no key available here)");
+        }
+    }
     for e in &view.events {
         let _ = writeln!(
             out,

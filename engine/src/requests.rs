@@ -11,12 +11,15 @@ use lethe_domain::error::InvalidInput;
 use lethe_domain::state::Request;
 use lethe_domain::{
     Aggregate, Command, DeletionRequest, DomainError, Jurisdiction, RequestId, RequestState,
-    Subject,
+    Subject, SubjectRecord,
 };
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::keys::KeyStore;
 use crate::read_models::ReadModelStore;
+use crate::sealing::DataKey;
+use crate::secrets::MasterKey;
 use crate::store::{Appended, EventMetadata, EventStore, RecordedEvent, StoreError};
 
 /// Limits on the free-text fields of a submission.
@@ -79,6 +82,25 @@ pub struct Requests {
     config: Arc<Config>,
     /// For the list and stats queries; absent in tools that only write.
     read_models: Option<Arc<dyn ReadModelStore>>,
+    /// Seals subjects (crypto-shredding) and finds open requests of the same subject. Without
+    /// it subjects are recorded in clear (only tests do that).
+    sealing: Option<Sealing>,
+}
+
+#[derive(Debug, Clone)]
+struct Sealing {
+    master: MasterKey,
+    keys: Arc<dyn KeyStore>,
+}
+
+/// What can be known of a request's subject now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectAccess {
+    Clear(BTreeMap<String, String>),
+    /// The data key was destroyed: the identity is gone for good.
+    Shredded,
+    /// Sealed, but this process has no key store to open it.
+    Unavailable,
 }
 
 impl Requests {
@@ -87,7 +109,59 @@ impl Requests {
             store,
             config,
             read_models: None,
+            sealing: None,
         }
+    }
+
+    /// Seals every new subject under a per-request data key (wrapped by `master`, stored in
+    /// `keys`) and answers a submission for a subject with an open request with that request.
+    #[must_use]
+    pub fn with_sealing(mut self, master: MasterKey, keys: Arc<dyn KeyStore>) -> Self {
+        self.sealing = Some(Sealing { master, keys });
+        self
+    }
+
+    /// The subject's identifiers, if they can still be read.
+    pub async fn subject_of(&self, request: &Request) -> Result<SubjectAccess, RequestError> {
+        match &request.subject {
+            SubjectRecord::Plain(subject) => {
+                Ok(SubjectAccess::Clear(subject.identifiers().clone()))
+            }
+            SubjectRecord::Sealed(sealed) => {
+                let Some(sealing) = &self.sealing else {
+                    return Ok(SubjectAccess::Unavailable);
+                };
+                let Some(wrapped) = sealing.keys.wrapped_key(request.id).await? else {
+                    return Ok(SubjectAccess::Shredded);
+                };
+                let key = sealing
+                    .master
+                    .unwrap(request.id, &wrapped)
+                    .map_err(|e| StoreError::Corrupt(format!("data key of {}: {e}", request.id)))?;
+                let subject = key
+                    .open(request.id, sealed)
+                    .map_err(|e| StoreError::Corrupt(format!("subject of {}: {e}", request.id)))?;
+                Ok(SubjectAccess::Clear(subject.identifiers().clone()))
+            }
+        }
+    }
+
+    /// Destroys the request's data key and blind index, then records `Shredded`. Idempotent;
+    /// refused (and nothing destroyed) while the request is open.
+    pub async fn shred(
+        &self,
+        id: RequestId,
+        metadata: &EventMetadata,
+    ) -> Result<LoadedRequest, RequestError> {
+        let loaded = self.load(id).await?.ok_or(RequestError::NotFound(id))?;
+        if !loaded.request.status().is_closed() {
+            return Err(DomainError::NotClosed.into());
+        }
+        if let Some(sealing) = &self.sealing {
+            sealing.keys.destroy(id).await?;
+        }
+        self.execute(id, metadata, |_| Command::Shred { at: Utc::now() })
+            .await
     }
 
     /// Adds the read models that answer list and stats queries.
@@ -131,11 +205,30 @@ impl Requests {
         }
 
         let id = RequestId::from_uuid(Uuid::now_v7());
-        let receive = Receive {
+        let mut receive = Receive {
             request_id: id,
             received_at: crate::store::now_micros(),
             ..receive_template
         };
+        if let (Some(sealing), SubjectRecord::Plain(subject)) = (&self.sealing, &receive.subject) {
+            let indexes = sealing.master.blind_indexes(subject);
+            for candidate in sealing.keys.find(&indexes).await? {
+                if let Some(loaded) = self.load(candidate).await? {
+                    if !loaded.request.status().is_closed() {
+                        return Ok(Submitted {
+                            loaded,
+                            created: false,
+                        });
+                    }
+                }
+            }
+            let key = DataKey::generate();
+            sealing
+                .keys
+                .put(id, &sealing.master.wrap(id, &key), &indexes)
+                .await?;
+            receive.subject = SubjectRecord::Sealed(key.seal(id, subject));
+        }
         let events =
             DeletionRequest::handle_command(&RequestState::NotReceived, Command::Receive(receive))?;
         let mut metadata = EventMetadata::new(actor);
@@ -199,7 +292,7 @@ impl Requests {
         }
         Ok(Receive {
             request_id: RequestId::from_uuid(Uuid::nil()),
-            subject,
+            subject: SubjectRecord::Plain(subject),
             jurisdiction,
             source,
             reason,

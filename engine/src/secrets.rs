@@ -113,6 +113,16 @@ impl MasterKey {
         mac.verify_slice(&presented).is_ok()
     }
 
+    /// A 256-bit subkey for one purpose (HKDF-SHA256 over the master key), so that no two
+    /// uses ever share a key.
+    pub(crate) fn derive(&self, purpose: &[u8]) -> [u8; 32] {
+        let mut okm = [0_u8; 32];
+        hkdf::Hkdf::<Sha256>::new(None, &self.0)
+            .expand(purpose, &mut okm)
+            .unwrap_or_else(|_| unreachable!("32 bytes is a valid HKDF-SHA256 length"));
+        okm
+    }
+
     fn mac(&self) -> Hmac<Sha256> {
         <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))

@@ -7,7 +7,7 @@ use lethe_domain::{Aggregate, DeletionRequest, RequestId, RequestState, RequestS
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::requests::LoadedRequest;
+use crate::requests::{LoadedRequest, SubjectAccess};
 use crate::store::{verify_chain, StoreError, StreamHead};
 
 /// The answer to a submission.
@@ -157,6 +157,8 @@ impl RequestView {
 pub struct HistoryView {
     #[schema(value_type = String, format = Uuid)]
     pub id: RequestId,
+    /// The subject's identifiers while they can be read; "shredded" once the key is gone.
+    pub subject: SubjectView,
     pub verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain_error: Option<ChainErrorView>,
@@ -191,8 +193,31 @@ pub struct HistoryEntry {
     pub prev_hash: String,
 }
 
+/// What the auditor sees of the subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectView {
+    Identifiers(std::collections::BTreeMap<String, String>),
+    Shredded,
+    Unavailable,
+}
+
+impl From<SubjectAccess> for SubjectView {
+    fn from(access: SubjectAccess) -> Self {
+        match access {
+            SubjectAccess::Clear(ids) => Self::Identifiers(ids),
+            SubjectAccess::Shredded => Self::Shredded,
+            SubjectAccess::Unavailable => Self::Unavailable,
+        }
+    }
+}
+
 impl HistoryView {
-    pub fn new(loaded: &LoadedRequest, head: Option<&StreamHead>) -> Result<Self, StoreError> {
+    pub fn new(
+        loaded: &LoadedRequest,
+        head: Option<&StreamHead>,
+        subject: SubjectAccess,
+    ) -> Result<Self, StoreError> {
         let chain = verify_chain(&loaded.events, head);
         let mut state = RequestState::NotReceived;
         let mut events = Vec::with_capacity(loaded.events.len());
@@ -220,6 +245,7 @@ impl HistoryView {
         }
         Ok(Self {
             id: loaded.request.id,
+            subject: subject.into(),
             verified: chain.is_ok(),
             chain_error: chain.err().map(|b| ChainErrorView {
                 version: b.version,

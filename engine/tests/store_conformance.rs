@@ -23,7 +23,9 @@ fn received(id: RequestId) -> Event {
     let at = Utc.with_ymd_and_hms(2025, 1, 31, 12, 0, 0).unwrap();
     Event::Received(Received {
         request_id: id,
-        subject: Subject::parse(BTreeMap::from([("user_id".to_owned(), "42".to_owned())])).unwrap(),
+        subject: Subject::parse(BTreeMap::from([("user_id".to_owned(), "42".to_owned())]))
+            .unwrap()
+            .into(),
         jurisdiction: Jurisdiction::parse("gdpr").unwrap(),
         source: Some("test".to_owned()),
         reason: None,

@@ -107,11 +107,12 @@ impl Engine {
         }
     }
 
-    /// Waits until the saga has removed every job of the request.
+    /// Waits until the saga has removed every job of the request but its shredding.
     async fn wait_for_no_jobs(&self, id: RequestId) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let jobs = self.workflow.jobs_of(id).await.unwrap();
+            let mut jobs = self.workflow.jobs_of(id).await.unwrap();
+            jobs.retain(|j| j.kind != lethe_engine::workflow::JobKind::Shred);
             if jobs.is_empty() {
                 return;
             }

@@ -123,7 +123,7 @@ proptest! {
         let start = Utc.with_ymd_and_hms(2025, 1, 31, 9, 0, 0).unwrap();
         let receive = Command::Receive(Receive {
             request_id: RequestId::from_uuid(uuid::Uuid::from_bytes([7; 16])),
-            subject: Subject::parse(BTreeMap::from([("user_id".to_owned(), "1".to_owned())])).unwrap(),
+            subject: Subject::parse(BTreeMap::from([("user_id".to_owned(), "1".to_owned())])).unwrap().into(),
             jurisdiction: Jurisdiction::parse("gdpr").unwrap(),
             source: Some("app".to_owned()),
             reason: None,

@@ -195,7 +195,7 @@ pub fn gdpr_policy() -> RequestPolicy {
 pub fn receive_gdpr() -> Receive {
     Receive {
         request_id: request_id(),
-        subject: subject(),
+        subject: subject().into(),
         jurisdiction: jurisdiction("gdpr"),
         source: Some("portal".to_owned()),
         reason: None,
@@ -211,7 +211,7 @@ pub fn receive_gdpr() -> Receive {
 pub fn received() -> Event {
     Event::Received(Received {
         request_id: request_id(),
-        subject: subject(),
+        subject: subject().into(),
         jurisdiction: jurisdiction("gdpr"),
         source: Some("portal".to_owned()),
         reason: None,

@@ -292,7 +292,8 @@ async fn history(
         .load(id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("no request {id}")))?;
-    Ok(Json(HistoryView::new(&loaded, head.as_ref())?))
+    let subject = state.requests.subject_of(&loaded.request).await?;
+    Ok(Json(HistoryView::new(&loaded, head.as_ref(), subject)?))
 }
 
 #[utoipa::path(

@@ -295,6 +295,7 @@ pub struct Database {
     pub events: std::sync::Arc<dyn EventStore>,
     pub workflow: std::sync::Arc<dyn crate::workflow::WorkflowStore>,
     pub read_models: std::sync::Arc<dyn crate::read_models::ReadModelStore>,
+    pub keys: std::sync::Arc<dyn crate::keys::KeyStore>,
 }
 
 /// Opens the database a URL names: `postgres://...` or `sqlite://...` (the file and its parent
@@ -308,7 +309,8 @@ pub async fn open(url: &str, migrate: bool) -> Result<Database, OpenError> {
         Ok(Database {
             events: store.clone(),
             workflow: store.clone(),
-            read_models: store,
+            read_models: store.clone(),
+            keys: store,
         })
     } else if let Some(path) = url.strip_prefix("sqlite://") {
         let store = std::sync::Arc::new(SqliteStore::open(path).await?);
@@ -318,7 +320,8 @@ pub async fn open(url: &str, migrate: bool) -> Result<Database, OpenError> {
         Ok(Database {
             events: store.clone(),
             workflow: store.clone(),
-            read_models: store,
+            read_models: store.clone(),
+            keys: store,
         })
     } else {
         Err(OpenError::UnsupportedUrl(url.to_owned()))

@@ -35,15 +35,18 @@ pub enum JobKind {
     Dispatch,
     /// Cleaner `key` answered 202 for attempt `attempt`; fail the attempt if no result comes.
     Callback,
+    /// The retention after closing has passed: destroy the subject's key.
+    Shred,
 }
 
 impl JobKind {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Remind,
         Self::Due,
         Self::Notify,
         Self::Dispatch,
         Self::Callback,
+        Self::Shred,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -53,6 +56,7 @@ impl JobKind {
             Self::Notify => "notify",
             Self::Dispatch => "dispatch",
             Self::Callback => "callback",
+            Self::Shred => "shred",
         }
     }
 

@@ -7,11 +7,13 @@
 //! - `CleanerFailed` (not exhausted): the next attempt's `dispatch` job after the backoff.
 //! - `CleanerSucceeded` / `CleanerSkipped`: that cleaner's jobs go.
 //! - `HoldReleased` / `CleanerRetried`: the `due` job again, which re-plans from the state.
-//! - `Cancelled` / `Rejected` / `Completed`: every job of the request goes.
+//! - `Cancelled` / `Rejected` / `Completed`: every job of the request goes, and a `shred` job
+//!   is set for the end of `retention_after_completion`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use lethe_domain::event::{Cancelled, Completed, Rejected};
 use lethe_domain::Event;
 use rand::Rng;
 
@@ -123,8 +125,14 @@ impl Subscriber for Saga {
                 Event::CleanerSkipped(e) => cleaner_jobs_gone(e.cleaner.as_str()).to_vec(),
                 Event::HoldReleased(e) => vec![job(JobKind::Due, String::new(), e.at, 0)],
                 Event::CleanerRetried(e) => vec![job(JobKind::Due, String::new(), e.at, 0)],
-                Event::Cancelled(_) | Event::Rejected(_) | Event::Completed(_) => {
-                    vec![JobChange::DeleteAll { request_id }]
+                Event::Cancelled(Cancelled { at, .. })
+                | Event::Rejected(Rejected { at, .. })
+                | Event::Completed(Completed { at }) => {
+                    let retention = super::micros(self.config.policy.retention_after_completion.0);
+                    vec![
+                        JobChange::DeleteAll { request_id },
+                        job(JobKind::Shred, String::new(), at + retention, 0),
+                    ]
                 }
                 Event::HoldPlaced(_) | Event::DeadlineExtended(_) | Event::Shredded(_) => vec![],
             };

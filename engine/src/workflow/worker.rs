@@ -21,7 +21,7 @@ use tokio::sync::{watch, Semaphore};
 use super::{micros, Job, JobChange, JobKind, WorkflowStore};
 use crate::cleaners::http::{notify, CallOutcome, CleanerCall, HttpCleaner};
 use crate::config::{CleanerKind, Config};
-use crate::requests::{RequestError, Requests};
+use crate::requests::{RequestError, Requests, SubjectAccess};
 use crate::secrets::MasterKey;
 use crate::store::EventMetadata;
 
@@ -154,6 +154,7 @@ impl Workers {
             JobKind::Due,
             JobKind::Notify,
             JobKind::Callback,
+            JobKind::Shred,
         ];
         while !*shutdown.borrow() {
             let claimed = self
@@ -329,6 +330,18 @@ impl Workers {
                 })
                 .await
             }
+            JobKind::Shred => {
+                match self
+                    .requests
+                    .shred(job.request_id, &EventMetadata::new("system:timers"))
+                    .await
+                {
+                    Ok(_) | Err(RequestError::Rejected(_) | RequestError::NotFound(_)) => {
+                        Ok(Outcome::Finish)
+                    }
+                    Err(error) => Err(error),
+                }
+            }
             JobKind::Dispatch => Ok(Outcome::Finish),
         }
     }
@@ -397,11 +410,14 @@ impl Workers {
         if !matches!(request.phase, Phase::Grace) {
             return Ok(Outcome::Finish);
         }
+        let SubjectAccess::Clear(subject) = self.requests.subject_of(request).await? else {
+            return Ok(Outcome::Finish);
+        };
         let token = self.key.cancel_token(request.id);
         let body = serde_json::json!({
             "request_id": request.id,
             "reminder": job.key.parse::<u32>().unwrap_or(0),
-            "subject": request.subject,
+            "subject": subject,
             "due_at": request.due_at,
             "deadline": request.deadline,
             "cancel_token": token,
@@ -500,11 +516,29 @@ impl Workers {
                 let (Some(url), Some(secret)) = (&config.url, &config.secret) else {
                     return Ok(Outcome::Finish);
                 };
+                let subject = match self.requests.subject_of(request).await? {
+                    SubjectAccess::Clear(subject) => subject,
+                    SubjectAccess::Shredded | SubjectAccess::Unavailable => {
+                        return self
+                            .decide(job.request_id, "system:dispatcher", |_| {
+                                Command::RecordCleanerFailure {
+                                    cleaner: cleaner.clone(),
+                                    attempt,
+                                    at: now,
+                                    error: "the subject's identifiers cannot be read".to_owned(),
+                                    status_code: None,
+                                    retryable: false,
+                                    retry_after_seconds: None,
+                                }
+                            })
+                            .await;
+                    }
+                };
                 let call = CleanerCall {
                     request_id: request.id,
                     cleaner: cleaner.clone(),
                     attempt,
-                    subject: request.subject.identifiers().clone(),
+                    subject,
                     due_at: request.due_at,
                     deadline: request.deadline,
                     callback_url: format!(

@@ -193,11 +193,13 @@ impl TestStore {
                 events: store.clone(),
                 workflow: store.clone(),
                 read_models: store.clone(),
+                keys: store.clone(),
             },
             Self::Sqlite { store, .. } => lethe_engine::store::Database {
                 events: store.clone(),
                 workflow: store.clone(),
                 read_models: store.clone(),
+                keys: store.clone(),
             },
         }
     }

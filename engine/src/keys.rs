@@ -1,0 +1,159 @@
+//! Where the wrapped data keys and the blind index live (tables `request_keys` and
+//! `subject_index`; see [`crate::sealing`] for what they hold).
+
+use async_trait::async_trait;
+use lethe_domain::RequestId;
+use sqlx::Row;
+
+use crate::store::{PostgresStore, SqliteStore, StoreError};
+
+#[async_trait]
+pub trait KeyStore: Send + Sync + std::fmt::Debug {
+    /// Stores a request's wrapped data key and the blind indexes of its subject.
+    async fn put(
+        &self,
+        id: RequestId,
+        wrapped_key: &str,
+        indexes: &[String],
+    ) -> Result<(), StoreError>;
+    /// The wrapped data key, or `None` once shredded (or never stored).
+    async fn wrapped_key(&self, id: RequestId) -> Result<Option<String>, StoreError>;
+    /// Requests whose subject shares any of these blind indexes.
+    async fn find(&self, indexes: &[String]) -> Result<Vec<RequestId>, StoreError>;
+    /// Destroys the request's data key and blind indexes. Idempotent.
+    async fn destroy(&self, id: RequestId) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl KeyStore for PostgresStore {
+    async fn put(
+        &self,
+        id: RequestId,
+        wrapped_key: &str,
+        indexes: &[String],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("INSERT INTO request_keys (request_id, wrapped_key) VALUES ($1, $2)")
+            .bind(id.as_uuid())
+            .bind(wrapped_key)
+            .execute(&mut *tx)
+            .await?;
+        for index in indexes {
+            sqlx::query(
+                "INSERT INTO subject_index (blind_index, request_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(index)
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn wrapped_key(&self, id: RequestId) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT wrapped_key FROM request_keys WHERE request_id = $1")
+                .bind(id.as_uuid())
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    async fn find(&self, indexes: &[String]) -> Result<Vec<RequestId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT request_id FROM subject_index WHERE blind_index = ANY($1) ORDER BY request_id",
+        )
+        .bind(indexes)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok(RequestId::from_uuid(r.try_get("request_id")?)))
+            .collect()
+    }
+
+    async fn destroy(&self, id: RequestId) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM request_keys WHERE request_id = $1")
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM subject_index WHERE request_id = $1")
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn put(
+        &self,
+        id: RequestId,
+        wrapped_key: &str,
+        indexes: &[String],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer().begin().await?;
+        sqlx::query("INSERT INTO request_keys (request_id, wrapped_key) VALUES (?1, ?2)")
+            .bind(id.to_string())
+            .bind(wrapped_key)
+            .execute(&mut *tx)
+            .await?;
+        for index in indexes {
+            sqlx::query(
+                "INSERT INTO subject_index (blind_index, request_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            )
+            .bind(index)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn wrapped_key(&self, id: RequestId) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT wrapped_key FROM request_keys WHERE request_id = ?1")
+                .bind(id.to_string())
+                .fetch_optional(self.writer())
+                .await?,
+        )
+    }
+
+    async fn find(&self, indexes: &[String]) -> Result<Vec<RequestId>, StoreError> {
+        let mut found = Vec::new();
+        for index in indexes {
+            let rows = sqlx::query("SELECT request_id FROM subject_index WHERE blind_index = ?1")
+                .bind(index)
+                .fetch_all(self.writer())
+                .await?;
+            for row in rows {
+                let text: String = row.try_get("request_id")?;
+                let id: RequestId = text.parse().map_err(|_| {
+                    StoreError::Corrupt(format!("subject_index request id {text:?}"))
+                })?;
+                found.push(id);
+            }
+        }
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
+    async fn destroy(&self, id: RequestId) -> Result<(), StoreError> {
+        let mut tx = self.writer().begin().await?;
+        sqlx::query("DELETE FROM request_keys WHERE request_id = ?1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM subject_index WHERE request_id = ?1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
