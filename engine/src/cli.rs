@@ -720,6 +720,8 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing requests in flight");
+    // Event streams never end by themselves: end them so the shutdown can finish.
+    crate::http::events::close_streams();
 }
 
 fn render_request(view: &RequestView) -> String {

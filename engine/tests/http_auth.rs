@@ -65,6 +65,7 @@ fn routes(id: &str) -> Vec<(&'static str, String, Option<&'static str>, &'static
             "",
         ),
         ("GET", "/v1/stats".into(), Some("requests:read"), ""),
+        ("GET", "/v1/events".into(), Some("audit:read"), ""),
         (
             "GET",
             format!("/v1/requests/{id}/history"),
@@ -213,7 +214,7 @@ async fn every_route_by_every_scope() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 14 * SCOPES.len());
+    assert_eq!(checked, 15 * SCOPES.len());
 }
 
 #[tokio::test]
