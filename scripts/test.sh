@@ -68,6 +68,14 @@ else
   export LETHE_TEST_POSTGRES_URL="$BASE_URL/$db"
 fi
 
+# The dashboard's browser test (engine/tests/dashboard.rs) drives Debian's headless Chromium.
+if ! command -v chromium >/dev/null; then
+  log "installing Chromium from Debian's packages (for the dashboard's browser test)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium >/dev/null
+fi
+
 log "cargo fmt --check"
 cargo fmt --all --check
 log "cargo clippy"

@@ -66,6 +66,7 @@ fn routes(id: &str) -> Vec<(&'static str, String, Option<&'static str>, &'static
         ),
         ("GET", "/v1/stats".into(), Some("requests:read"), ""),
         ("GET", "/v1/events".into(), Some("audit:read"), ""),
+        ("GET", "/dashboard".into(), Some("requests:read"), ""),
         (
             "GET",
             format!("/v1/requests/{id}/history"),
@@ -214,7 +215,7 @@ async fn every_route_by_every_scope() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 15 * SCOPES.len());
+    assert_eq!(checked, 16 * SCOPES.len());
 }
 
 #[tokio::test]

@@ -86,8 +86,8 @@ pub async fn dashboard(
     if let Some(token) = query.get("token") {
         return take_token(config, token, &headers);
     }
-    if let Err(denied) = authorize(config, &headers) {
-        return denied;
+    if let Some(refused) = refusal(config, &headers) {
+        return refused;
     }
     let Some(store) = state.requests.read_models() else {
         return message_page(
@@ -129,23 +129,24 @@ fn take_token(config: &Config, token: &str, headers: &HeaderMap) -> Response {
     }
 }
 
-/// The bearer header if there is one, else the cookie, must hold `requests:read`.
-fn authorize(config: &Config, headers: &HeaderMap) -> Result<(), Response> {
+/// The bearer header if there is one, else the cookie, must hold `requests:read`; `Some` is
+/// the page that refuses the caller.
+fn refusal(config: &Config, headers: &HeaderMap) -> Option<Response> {
     let (presented, from_cookie) = if let Some(value) = headers.get(header::AUTHORIZATION) {
         let mut only = HeaderMap::new();
         only.insert(header::AUTHORIZATION, value.clone());
         (only, false)
     } else if let Some(token) = cookie(headers) {
         let Some(only) = bearer(token) else {
-            return Err(denied(StatusCode::UNAUTHORIZED, true));
+            return Some(denied(StatusCode::UNAUTHORIZED, true));
         };
         (only, true)
     } else {
         (HeaderMap::new(), false)
     };
     auth::require(config, &presented, SCOPE)
-        .map(drop)
-        .map_err(|problem| {
+        .err()
+        .map(|problem| {
             let status = status_of(&problem);
             denied(status, from_cookie && status == StatusCode::UNAUTHORIZED)
         })
