@@ -41,6 +41,8 @@ pub struct Config {
     pub engine: EngineConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    /// Optional: without it Lethe runs with no broker at all.
+    pub kafka: Option<crate::kafka::KafkaConfig>,
     /// API bearer tokens, stored as SHA-256 hashes. None configured: auth is off, and
     /// `serve` listens only on a loopback address.
     #[serde(default)]
@@ -436,6 +438,7 @@ impl Default for Config {
             cleaners: Vec::new(),
             engine: EngineConfig::default(),
             api: ApiConfig::default(),
+            kafka: None,
             tokens: Vec::new(),
         }
         .with_builtin_jurisdictions()
@@ -517,6 +520,31 @@ impl Config {
                     format!("jurisdictions.{name}.deadline"),
                     "must be at least one day",
                 ));
+            }
+        }
+        if let Some(kafka) = &self.kafka {
+            if kafka.brokers.trim().is_empty() {
+                return Err(invalid(
+                    "kafka.brokers".into(),
+                    "must name at least one broker",
+                ));
+            }
+            for (event_type, topic) in &kafka.publish {
+                if !lethe_domain::event::EVENT_TYPES.contains(&event_type.as_str()) {
+                    return Err(invalid(
+                        format!("kafka.publish.{event_type}"),
+                        &format!(
+                            "is not an event type; use {}",
+                            lethe_domain::event::EVENT_TYPES.join(", ")
+                        ),
+                    ));
+                }
+                if topic.trim().is_empty() {
+                    return Err(invalid(
+                        format!("kafka.publish.{event_type}"),
+                        "names no topic",
+                    ));
+                }
             }
         }
         if let Some(notifier) = &self.notifier {
@@ -807,6 +835,8 @@ mod tests {
                 "[[cleaners]]\nname = \"crm\"\nkind = \"manual\"\n[[cleaners]]\nname = \"crm\"\nkind = \"manual\"",
                 "cleaners[1].name",
             ),
+            ("[kafka]\nbrokers = \"b:9092\"\npublish = { Doo = \"t\" }", "kafka.publish.Doo"),
+            ("[kafka]\nbrokers = \"\"", "kafka.brokers"),
         ];
         for (text, key) in cases {
             let message = Config::parse(text).unwrap_err().to_string();

@@ -10,6 +10,7 @@ pub mod cleaners;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod kafka;
 pub mod keys;
 pub mod metrics;
 pub mod read_models;

@@ -169,6 +169,9 @@ pub enum StoreError {
     },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A downstream system (the Kafka broker) did not take what a subscriber handed it.
+    #[error("{0}")]
+    Downstream(String),
     // The source is in the message, not chained, so `{:#}` does not print it twice.
     #[error("database error: {0}")]
     Database(sqlx::Error),

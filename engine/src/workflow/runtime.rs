@@ -58,6 +58,26 @@ impl Runtime {
         let stop = watcher.clone();
         let saga_runner = runner.clone();
         tasks.spawn(async move { saga_runner.run(saga, stop).await });
+        if let Some(kafka) = &config.kafka {
+            match crate::kafka::producer(&kafka.brokers) {
+                Ok(producer) => {
+                    let relay = crate::kafka::KafkaRelay {
+                        producer,
+                        topics: kafka.publish.clone(),
+                        workflow: workflow.clone(),
+                    };
+                    let relay_runner = SubscriptionRunner {
+                        poll_interval: runner.poll_interval.max(crate::kafka::RETRY_INTERVAL / 10),
+                        ..runner.clone()
+                    };
+                    let stop = watcher.clone();
+                    tasks.spawn(async move { relay_runner.run_with(&relay, stop).await });
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot create the Kafka producer; the relay is not running");
+                }
+            }
+        }
         if let Some(read_models) = requests.read_models().cloned() {
             let projector = RequestsProjector { store: read_models };
             let stop = watcher.clone();

@@ -1,0 +1,289 @@
+//! The Kafka relay on librdkafka's in-process mock cluster: the configured event types are
+//! published once each with key = request id, the contract's headers and JSON value, in log
+//! order per key; the checkpoint moves only after the broker acknowledged; with the broker down
+//! nothing is lost and the backlog is delivered once it is back.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lethe_domain::{Command, RequestId};
+use lethe_engine::config::Config;
+use lethe_engine::kafka::{producer, KafkaRelay, RELAY};
+use lethe_engine::requests::{Requests, Submission};
+use lethe_engine::store::{Database, EventMetadata};
+use lethe_engine::workflow::subscription::SubscriptionRunner;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::ClientConfig;
+
+const TOPIC: &str = "lethe.events";
+
+fn runner(database: &Database) -> SubscriptionRunner {
+    SubscriptionRunner {
+        events: database.events.clone(),
+        workflow: database.workflow.clone(),
+        owner: "relay-test".to_owned(),
+        lease: Duration::from_secs(60),
+        poll_interval: Duration::from_millis(20),
+    }
+}
+
+async fn submit(requests: &Requests, n: usize) -> RequestId {
+    requests
+        .submit(
+            Submission {
+                subject: BTreeMap::from([("user_id".to_owned(), format!("k{n}"))]),
+                ..Submission::default()
+            },
+            None,
+            "test",
+        )
+        .await
+        .unwrap()
+        .loaded
+        .request
+        .id
+}
+
+/// Relays until the relay's checkpoint reaches the log's head.
+async fn relay_all(database: &Database, relay: &KafkaRelay) {
+    let runner = runner(database);
+    let head = database.events.head_position().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = runner.round_with(relay).await.unwrap();
+        let at = database
+            .workflow
+            .subscription_checkpoint(RELAY)
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if n == 0 && at.position >= head {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the relay did not catch up");
+    }
+}
+
+#[derive(Debug)]
+struct Received {
+    key: String,
+    headers: HashMap<String, String>,
+    value: serde_json::Value,
+}
+
+async fn consume(brokers: &str, expected: usize) -> Vec<Received> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[TOPIC]).unwrap();
+    let mut received = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received.len() < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "only {} of {expected} messages arrived",
+            received.len()
+        );
+        let Ok(message) = tokio::time::timeout(left, consumer.recv()).await else {
+            continue;
+        };
+        let message = message.unwrap();
+        let mut headers = HashMap::new();
+        if let Some(h) = message.headers() {
+            for header in h.iter() {
+                headers.insert(
+                    header.key.to_owned(),
+                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        received.push(Received {
+            key: String::from_utf8_lossy(message.key().unwrap()).into_owned(),
+            headers,
+            value: serde_json::from_slice(message.payload().unwrap()).unwrap(),
+        });
+    }
+    received
+}
+
+fn config() -> Config {
+    Config::parse(
+        "[kafka]\nbrokers = \"unused\"\npublish = { Received = \"lethe.events\", Due = \"lethe.events\", \
+         Completed = \"lethe.events\", Cancelled = \"lethe.events\" }\n",
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_events_are_published_once_in_order_per_request() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, 3, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let store = support::sqlite().await;
+    let database = store.database();
+    let config = config();
+    let requests = Requests::new(database.events.clone(), Arc::new(config.clone()));
+    let relay = KafkaRelay {
+        producer: producer(&brokers).unwrap(),
+        topics: config.kafka.clone().unwrap().publish,
+        workflow: database.workflow.clone(),
+    };
+    let meta = EventMetadata::new("test");
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let id = submit(&requests, n).await;
+        if n % 2 == 0 {
+            // Due now with no cleaners: Due and Completed at once.
+            requests
+                .execute(id, &meta, |_| Command::MarkDue {
+                    at: chrono::Utc::now(),
+                    cleaners: vec![],
+                    expedite: true,
+                })
+                .await
+                .unwrap();
+        } else {
+            requests
+                .execute(id, &meta, |_| Command::Cancel {
+                    at: chrono::Utc::now(),
+                    reason: None,
+                })
+                .await
+                .unwrap();
+        }
+        ids.push(id);
+    }
+    // Only the configured types: 6 Received + 3 × (Due, Completed) + 3 Cancelled = 15.
+    relay_all(&database, &relay).await;
+    let messages = consume(&brokers, 15).await;
+    let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
+    for message in &messages {
+        assert_eq!(message.value["request_id"], message.key);
+        assert_eq!(
+            message.headers["lethe-event-id"],
+            message.value["event_id"].as_str().unwrap()
+        );
+        assert_eq!(
+            message.headers["lethe-event-type"],
+            message.value["type"].as_str().unwrap()
+        );
+        assert_eq!(message.headers["lethe-schema-version"], "1");
+        assert!(message.headers.contains_key("lethe-correlation-id"));
+        assert!(message.value["position"].is_i64() && message.value["recorded_at"].is_string());
+        by_key
+            .entry(message.key.clone())
+            .or_default()
+            .push(message.value["type"].as_str().unwrap().to_owned());
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let expected: &[&str] = if n % 2 == 0 {
+            &["Received", "Due", "Completed"]
+        } else {
+            &["Received", "Cancelled"]
+        };
+        assert_eq!(by_key[&id.to_string()], expected, "request {n}");
+    }
+    let unique: std::collections::HashSet<_> = messages
+        .iter()
+        .map(|m| m.headers["lethe-event-id"].clone())
+        .collect();
+    assert_eq!(unique.len(), messages.len(), "each event published once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_broker_down_nothing_moves_and_the_backlog_drains_after() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let store = support::sqlite().await;
+    let database = store.database();
+    let config = config();
+    let requests = Requests::new(database.events.clone(), Arc::new(config.clone()));
+    let relay = Arc::new(KafkaRelay {
+        producer: producer(&brokers).unwrap(),
+        topics: config.kafka.clone().unwrap().publish,
+        workflow: database.workflow.clone(),
+    });
+    submit(&requests, 0).await;
+    relay_all(&database, &relay).await;
+    let before = database
+        .workflow
+        .subscription_checkpoint(RELAY)
+        .await
+        .unwrap()
+        .unwrap();
+
+    cluster.broker_down(1).unwrap();
+    for n in 1..4 {
+        submit(&requests, n).await;
+    }
+    let round = {
+        let database = database.clone();
+        let relay = relay.clone();
+        tokio::spawn(async move { runner(&database).round_with(&*relay).await })
+    };
+    // While the broker is down the round cannot finish, and the checkpoint stays put.
+    let waited = tokio::time::timeout(Duration::from_millis(1500), async {
+        while !round.is_finished() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_err(),
+        "the relay finished a round with the broker down"
+    );
+    assert_eq!(
+        database
+            .workflow
+            .subscription_checkpoint(RELAY)
+            .await
+            .unwrap()
+            .unwrap(),
+        before
+    );
+
+    cluster.broker_up(1).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), round)
+        .await
+        .unwrap()
+        .unwrap();
+    // Delivered after all (librdkafka retried), or failed after its timeout: either way the
+    // next rounds publish whatever is left.
+    let _ = result;
+    relay_all(&database, &relay).await;
+    let messages = consume(&brokers, 4).await;
+    let keys: std::collections::HashSet<_> = messages.iter().map(|m| m.key.clone()).collect();
+    assert_eq!(keys.len(), 4, "every request's Received was delivered");
+    assert!(
+        database
+            .workflow
+            .subscription_checkpoint(RELAY)
+            .await
+            .unwrap()
+            .unwrap()
+            > before
+    );
+}
+
+#[tokio::test]
+async fn without_a_kafka_section_there_is_no_relay() {
+    assert!(Config::default().kafka.is_none());
+    let config = Config::parse("[kafka]\nbrokers = \"127.0.0.1:9092\"\n").unwrap();
+    let kafka = config.kafka.unwrap();
+    assert_eq!(kafka.publish["Due"], "lethe.due");
+    assert_eq!(kafka.publish["Completed"], "lethe.completed");
+    assert_eq!(kafka.publish["Cancelled"], "lethe.cancelled");
+    assert_eq!(kafka.results_topic, "lethe.cleaner-results");
+}
