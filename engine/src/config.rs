@@ -606,10 +606,16 @@ impl Config {
                     }
                 }
                 CleanerKind::Kafka => {
-                    return Err(invalid(
-                        key("kind"),
-                        "\"kafka\" cleaners are not supported by this version yet; use \"http\" or \"manual\"",
-                    ));
+                    let due_published = self
+                        .kafka
+                        .as_ref()
+                        .is_some_and(|k| k.publish.contains_key("Due"));
+                    if !due_published {
+                        return Err(invalid(
+                            key("kind"),
+                            "\"kafka\" cleaners need a [kafka] section that publishes Due",
+                        ));
+                    }
                 }
                 CleanerKind::Manual => {}
             }

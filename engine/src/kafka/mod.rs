@@ -167,3 +167,225 @@ impl Projector for KafkaRelay {
 
 /// How long the relay waits between rounds when the broker fails.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Publishes the Due message again for one Kafka cleaner's retry, with the attempt number
+/// (`"cleaner"` and `"attempt"` in the value, `lethe-cleaner` and `lethe-attempt` headers).
+pub async fn publish_retry(
+    producer: &FutureProducer,
+    topic: &str,
+    due: &RecordedEvent,
+    cleaner: &lethe_domain::CleanerName,
+    attempt: u32,
+) -> Result<(), String> {
+    let mut value = message_value(due);
+    value["cleaner"] = serde_json::json!(cleaner);
+    value["attempt"] = serde_json::json!(attempt);
+    let value = value.to_string();
+    let key = due.stream_id.to_string();
+    let event_id = due.event_id.to_string();
+    let attempt_text = attempt.to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "lethe-event-id",
+            value: Some(&event_id),
+        })
+        .insert(Header {
+            key: "lethe-event-type",
+            value: Some("Due"),
+        })
+        .insert(Header {
+            key: "lethe-cleaner",
+            value: Some(cleaner.as_str()),
+        })
+        .insert(Header {
+            key: "lethe-attempt",
+            value: Some(&attempt_text),
+        });
+    let record = FutureRecord::to(topic)
+        .key(&key)
+        .payload(&value)
+        .headers(headers);
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map(|_| ())
+        .map_err(|(error, _)| format!("kafka: {error}"))
+}
+
+/// A result message on `results_topic`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultMessage {
+    pub request_id: lethe_domain::RequestId,
+    pub cleaner: lethe_domain::CleanerName,
+    pub attempt: u32,
+    pub outcome: String,
+    pub retryable: Option<bool>,
+    pub detail: Option<String>,
+    pub deleted: Option<BTreeMap<String, u64>>,
+}
+
+/// Consumes cleaners' results in a consumer group: appends `CleanerSucceeded` /
+/// `CleanerFailed` and commits the offset only after the append. A result that cannot be
+/// applied (bad JSON, unknown request or cleaner, an attempt never made) goes to the dead-letter
+/// topic with the reason in the `lethe-reason` header; the consumer never stops on it.
+pub async fn run_results_consumer(
+    config: KafkaConfig,
+    requests: crate::requests::Requests,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+    use rdkafka::Message;
+
+    let consumer: StreamConsumer = match ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", "lethe-cleaner-results")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .create()
+    {
+        Ok(consumer) => consumer,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot create the Kafka results consumer");
+            return;
+        }
+    };
+    let dead_letters = match producer(&config.brokers) {
+        Ok(producer) => producer,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot create the dead-letter producer");
+            return;
+        }
+    };
+    if let Err(error) = consumer.subscribe(&[config.results_topic.as_str()]) {
+        tracing::error!(error = %error, "cannot subscribe to the results topic");
+        return;
+    }
+    loop {
+        let message = tokio::select! {
+            message = consumer.recv() => message,
+            _ = shutdown.changed() => return,
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(error = %error, "reading cleaner results failed");
+                tokio::time::sleep(RETRY_INTERVAL).await;
+                continue;
+            }
+        };
+        let payload = message.payload().unwrap_or_default();
+        let outcome = apply_result(&requests, payload).await;
+        let done = match outcome {
+            Ok(()) => true,
+            Err(ResultError::Store(error)) => {
+                // Not committed: the result is read again after a restart or rebalance.
+                tracing::warn!(error = %error, "a cleaner result could not be recorded; retrying");
+                tokio::time::sleep(RETRY_INTERVAL).await;
+                false
+            }
+            Err(ResultError::Rejected(reason)) => {
+                let record = FutureRecord::to(&config.dead_letter_topic)
+                    .payload(payload)
+                    .key(message.key().unwrap_or_default())
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: "lethe-reason",
+                        value: Some(&reason),
+                    }));
+                match dead_letters.send(record, Duration::from_secs(10)).await {
+                    Ok(_) => {
+                        tracing::warn!(reason = %reason, "a cleaner result went to the dead-letter topic");
+                        true
+                    }
+                    Err((error, _)) => {
+                        tracing::warn!(error = %error, "the dead-letter topic refused a result; retrying");
+                        tokio::time::sleep(RETRY_INTERVAL).await;
+                        false
+                    }
+                }
+            }
+        };
+        if done {
+            if let Err(error) = consumer.commit_message(&message, CommitMode::Sync) {
+                tracing::warn!(error = %error, "committing a results offset failed");
+            }
+        } else if let Err(error) = consumer.seek(
+            message.topic(),
+            message.partition(),
+            rdkafka::Offset::Offset(message.offset()),
+            Duration::from_secs(5),
+        ) {
+            tracing::warn!(error = %error, "could not rewind to a failed result");
+        }
+    }
+}
+
+enum ResultError {
+    Rejected(String),
+    Store(String),
+}
+
+async fn apply_result(
+    requests: &crate::requests::Requests,
+    payload: &[u8],
+) -> Result<(), ResultError> {
+    use crate::requests::RequestError;
+    use lethe_domain::Command;
+    let result: ResultMessage = serde_json::from_slice(payload)
+        .map_err(|e| ResultError::Rejected(format!("malformed result: {e}")))?;
+    let succeeded = match result.outcome.as_str() {
+        "succeeded" => true,
+        "failed" => false,
+        other => return Err(ResultError::Rejected(format!("unknown outcome {other:?}"))),
+    };
+    let is_kafka_cleaner = requests
+        .config()
+        .cleaner(&result.cleaner)
+        .is_some_and(|c| c.kind == crate::config::CleanerKind::Kafka);
+    if !is_kafka_cleaner {
+        return Err(ResultError::Rejected(format!(
+            "{} is not a Kafka cleaner",
+            result.cleaner
+        )));
+    }
+    let metadata = crate::store::EventMetadata::new(format!("cleaner:{}", result.cleaner));
+    let now = chrono::Utc::now();
+    let outcome = requests
+        .execute(result.request_id, &metadata, |_| {
+            if succeeded {
+                Command::RecordCleanerSuccess {
+                    cleaner: result.cleaner.clone(),
+                    attempt: result.attempt,
+                    at: now,
+                    deleted: result.deleted.clone(),
+                    detail: result.detail.clone(),
+                }
+            } else {
+                Command::RecordCleanerFailure {
+                    cleaner: result.cleaner.clone(),
+                    attempt: result.attempt,
+                    at: now,
+                    error: result
+                        .detail
+                        .clone()
+                        .unwrap_or_else(|| "the cleaner reported a failure".to_owned()),
+                    status_code: None,
+                    retryable: result.retryable.unwrap_or(true),
+                    retry_after_seconds: None,
+                }
+            }
+        })
+        .await;
+    match outcome {
+        Ok(_) => Ok(()),
+        Err(RequestError::NotFound(id)) => {
+            Err(ResultError::Rejected(format!("unknown request {id}")))
+        }
+        Err(RequestError::Rejected(e)) => Err(ResultError::Rejected(e.to_string())),
+        Err(RequestError::Invalid(e)) => Err(ResultError::Rejected(e.to_string())),
+        Err(e @ (RequestError::Store(_) | RequestError::Contended)) => {
+            Err(ResultError::Store(e.to_string()))
+        }
+    }
+}

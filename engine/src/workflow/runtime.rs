@@ -72,6 +72,12 @@ impl Runtime {
                     };
                     let stop = watcher.clone();
                     tasks.spawn(async move { relay_runner.run_with(&relay, stop).await });
+                    let results = crate::kafka::run_results_consumer(
+                        kafka.clone(),
+                        requests.clone(),
+                        watcher.clone(),
+                    );
+                    tasks.spawn(results);
                 }
                 Err(error) => {
                     tracing::error!(error = %error, "cannot create the Kafka producer; the relay is not running");

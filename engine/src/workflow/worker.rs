@@ -23,7 +23,7 @@ use crate::cleaners::http::{notify, CallOutcome, CleanerCall, HttpCleaner};
 use crate::config::{CleanerKind, Config};
 use crate::requests::{RequestError, Requests, SubjectAccess};
 use crate::secrets::MasterKey;
-use crate::store::EventMetadata;
+use crate::store::{EventMetadata, StoreError};
 
 /// A notifier that keeps failing is given up on after this many tries (the request goes on).
 const MAX_NOTIFY_TRIES: u32 = 20;
@@ -95,6 +95,17 @@ pub struct Workers {
     pub public_url: String,
     limits: CleanerLimits,
     last_pending_report: std::sync::Mutex<Option<std::time::Instant>>,
+    /// For re-publishing Due to Kafka cleaners on a retry.
+    producer: Option<DebugProducer>,
+}
+
+/// The Kafka producer, which has no `Debug` of its own.
+struct DebugProducer(rdkafka::producer::FutureProducer);
+
+impl std::fmt::Debug for DebugProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FutureProducer")
+    }
 }
 
 enum Outcome {
@@ -114,6 +125,11 @@ impl Workers {
         public_url: String,
     ) -> Self {
         let limits = CleanerLimits::new(&config);
+        let producer = config
+            .kafka
+            .as_ref()
+            .and_then(|k| crate::kafka::producer(&k.brokers).ok())
+            .map(DebugProducer);
         Self {
             requests,
             workflow,
@@ -124,6 +140,7 @@ impl Workers {
             public_url,
             limits,
             last_pending_report: std::sync::Mutex::new(None),
+            producer,
         }
     }
 
@@ -511,7 +528,43 @@ impl Workers {
         }
         match config.kind {
             // A person confirms through the result endpoint or the CLI.
-            CleanerKind::Manual | CleanerKind::Kafka => Ok(Outcome::Finish),
+            CleanerKind::Manual => Ok(Outcome::Finish),
+            CleanerKind::Kafka => {
+                // Attempt 1 is the Due event the relay publishes; a retry publishes the Due
+                // message again for this cleaner, with its attempt number. Either way the
+                // result comes on the results topic, or the attempt fails after callback_timeout.
+                if attempt > 1 {
+                    let (Some(kafka), Some(DebugProducer(producer))) =
+                        (&self.config.kafka, &self.producer)
+                    else {
+                        return Ok(Outcome::Finish);
+                    };
+                    let Some(topic) = kafka.publish.get("Due") else {
+                        return Ok(Outcome::Finish);
+                    };
+                    let due = loaded
+                        .events
+                        .iter()
+                        .rev()
+                        .find(|e| e.event_type == "Due")
+                        .ok_or_else(|| {
+                            StoreError::Corrupt("a cleaning request without Due".to_owned())
+                        })?;
+                    crate::kafka::publish_retry(producer, topic, due, &cleaner, attempt)
+                        .await
+                        .map_err(StoreError::Downstream)?;
+                }
+                self.workflow
+                    .apply(&[JobChange::Upsert(Job {
+                        request_id: request.id,
+                        kind: JobKind::Callback,
+                        key: cleaner.to_string(),
+                        run_at: now + micros(config.callback_timeout.0),
+                        attempt,
+                    })])
+                    .await?;
+                Ok(Outcome::Finish)
+            }
             CleanerKind::Http => {
                 let (Some(url), Some(secret)) = (&config.url, &config.secret) else {
                     return Ok(Outcome::Finish);
