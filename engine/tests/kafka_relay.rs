@@ -290,10 +290,20 @@ async fn without_a_kafka_section_there_is_no_relay() {
 
 /// A service that erases on Kafka: it reads Due messages and answers on the results topic.
 fn start_search_service(brokers: String) -> tokio::task::JoinHandle<()> {
+    start_search_service_with(brokers, false, "search-service")
+}
+
+/// Like [`start_search_service`]; with `fail_first`, attempt 1 is answered with a retryable
+/// failure (so Lethe must re-publish Due with attempt 2).
+fn start_search_service_with(
+    brokers: String,
+    fail_first: bool,
+    group: &'static str,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
-            .set("group.id", "search-service")
+            .set("group.id", group)
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
             .create()
@@ -313,11 +323,21 @@ fn start_search_service(brokers: String) -> tokio::task::JoinHandle<()> {
             if !planned {
                 continue;
             }
+            let attempt = due
+                .get("attempt")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(1);
+            let outcome = if fail_first && attempt == 1 {
+                "failed"
+            } else {
+                "succeeded"
+            };
             let result = serde_json::json!({
                 "request_id": due["request_id"],
                 "cleaner": "search",
-                "attempt": due.get("attempt").cloned().unwrap_or(serde_json::json!(1)),
-                "outcome": "succeeded",
+                "attempt": attempt,
+                "outcome": outcome,
+                "retryable": true,
                 "deleted": {"documents": 2},
             })
             .to_string();
@@ -463,6 +483,106 @@ async fn kafka_cleaners_complete_requests_and_bad_results_go_to_the_dead_letter_
     // The consumer goes on after poison: a new request still completes.
     let later = submit(&requests, 10).await;
     wait_completed(vec![later]).await;
+    service.abort();
+    runtime.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_cleaner_retry_republishes_due_with_the_attempt() {
+    let cluster = MockCluster::new(1).unwrap();
+    for topic in [
+        "lethe.due",
+        "lethe.completed",
+        "lethe.cancelled",
+        "lethe.cleaner-results",
+        "lethe.dead-letter",
+    ] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    let store = support::sqlite().await;
+    let database = store.database();
+    let config = Arc::new(
+        Config::parse(&format!(
+            "[policy]\ngrace_period = \"1s\"\nreminders = []\n[engine]\npoll_interval = \"50ms\"\n\
+             [kafka]\nbrokers = \"{brokers}\"\n\
+             [[cleaners]]\nname = \"search\"\nkind = \"kafka\"\ncallback_timeout = \"60s\"\n\
+             retry = {{ max_attempts = 3, initial = \"200ms\", max = \"1s\", multiplier = 2.0 }}\n"
+        ))
+        .unwrap(),
+    );
+    let requests = Requests::new(database.events.clone(), config.clone());
+    let runtime = lethe_engine::workflow::runtime::Runtime::start(
+        requests.clone(),
+        database.workflow.clone(),
+        config,
+        lethe_engine::secrets::MasterKey::from_bytes([6; 32]),
+        "http://127.0.0.1:1".to_owned(),
+    );
+    let service = start_search_service_with(brokers.clone(), true, "flaky-search");
+    let id = submit(&requests, 0).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let loaded = loop {
+        let loaded = requests.load(id).await.unwrap().unwrap();
+        if loaded.request.status() == lethe_domain::RequestStatus::Completed {
+            break loaded;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not completed: {:?}",
+            loaded.request.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let failed = loaded
+        .events
+        .iter()
+        .find(|e| e.event_type == "CleanerFailed")
+        .unwrap();
+    assert_eq!(failed.payload["attempt"], 1);
+    let succeeded = loaded
+        .events
+        .iter()
+        .find(|e| e.event_type == "CleanerSucceeded")
+        .unwrap();
+    assert_eq!(
+        succeeded.payload["attempt"], 2,
+        "the retry was answered for attempt 2"
+    );
+    // The re-published Due names the cleaner and the attempt.
+    let messages: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "retry-reader")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    messages.subscribe(&["lethe.due"]).unwrap();
+    let mut attempts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while attempts.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "Due messages seen: {attempts:?}");
+        let Ok(message) = tokio::time::timeout(left, messages.recv()).await else {
+            continue;
+        };
+        let message = message.unwrap();
+        let value: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        let header = message
+            .headers()
+            .and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == "lethe-attempt")
+                    .and_then(|h| h.value)
+            })
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        attempts.push((value.get("attempt").cloned(), header));
+    }
+    assert_eq!(attempts[0], (None, None), "attempt 1 is the plain Due");
+    assert_eq!(
+        attempts[1],
+        (Some(serde_json::json!(2)), Some("2".to_owned()))
+    );
     service.abort();
     runtime.stop().await;
 }
