@@ -82,3 +82,7 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"
 cargo test --workspace --locked
+log "benchmark smoke run (every scenario, seconds long, debug build: it proves the benchmark works; its figures are not benchmarks)"
+cargo build --locked -p lethe-bench -p lethe-engine --bin lethe-bench --bin lethe
+LETHE_BENCH_POSTGRES_URL="$LETHE_TEST_POSTGRES_URL" timeout --kill-after=10s 600s \
+  target/debug/lethe-bench all --smoke --backend both --lethe-bin target/debug/lethe
