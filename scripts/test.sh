@@ -81,8 +81,20 @@ cargo fmt --all --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"
-cargo test --workspace --locked
+results=$(mktemp)
+set +e
+cargo test --workspace --locked 2>&1 | tee "$results"
+test_status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run: every test binary's counts added up.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
+rm -f "$results"
+if [ "$test_status" != 0 ]; then
+  exit "$test_status"
+fi
 log "benchmark smoke run (every scenario, seconds long, debug build: it proves the benchmark works; its figures are not benchmarks)"
 cargo build --locked -p lethe-bench -p lethe-engine --bin lethe-bench --bin lethe
 LETHE_BENCH_POSTGRES_URL="$LETHE_TEST_POSTGRES_URL" timeout --kill-after=10s 600s \
   target/debug/lethe-bench all --smoke --backend both --lethe-bin target/debug/lethe
+
