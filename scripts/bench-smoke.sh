@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 printf '== building lethe-bench and lethe (release)\n' >&2
-cargo build --release --quiet -p lethe-bench -p lethe-engine --bin lethe-bench --bin lethe
+cargo build --release --locked --quiet -p lethe-bench -p lethe-engine --bin lethe-bench --bin lethe
 
 printf '== bench smoke run: all --smoke --backend both\n' >&2
 started=$(date +%s)
