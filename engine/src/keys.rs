@@ -1,5 +1,6 @@
 //! Where the wrapped data keys and the blind index live (tables `request_keys` and
-//! `subject_index`; see [`crate::sealing`] for what they hold).
+//! `subject_index`; see [`crate::sealing`] for what they hold). A new request's key is written
+//! with its first event ([`crate::store::Append::key`]), in the same transaction.
 
 use async_trait::async_trait;
 use lethe_domain::RequestId;
@@ -9,13 +10,6 @@ use crate::store::{PostgresStore, SqliteStore, StoreError};
 
 #[async_trait]
 pub trait KeyStore: Send + Sync + std::fmt::Debug {
-    /// Stores a request's wrapped data key and the blind indexes of its subject.
-    async fn put(
-        &self,
-        id: RequestId,
-        wrapped_key: &str,
-        indexes: &[String],
-    ) -> Result<(), StoreError>;
     /// The wrapped data key, or `None` once shredded (or never stored).
     async fn wrapped_key(&self, id: RequestId) -> Result<Option<String>, StoreError>;
     /// Requests whose subject shares any of these blind indexes.
@@ -26,31 +20,6 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
 
 #[async_trait]
 impl KeyStore for PostgresStore {
-    async fn put(
-        &self,
-        id: RequestId,
-        wrapped_key: &str,
-        indexes: &[String],
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
-        sqlx::query("INSERT INTO request_keys (request_id, wrapped_key) VALUES ($1, $2)")
-            .bind(id.as_uuid())
-            .bind(wrapped_key)
-            .execute(&mut *tx)
-            .await?;
-        for index in indexes {
-            sqlx::query(
-                "INSERT INTO subject_index (blind_index, request_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(index)
-            .bind(id.as_uuid())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn wrapped_key(&self, id: RequestId) -> Result<Option<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT wrapped_key FROM request_keys WHERE request_id = $1")
@@ -89,31 +58,6 @@ impl KeyStore for PostgresStore {
 
 #[async_trait]
 impl KeyStore for SqliteStore {
-    async fn put(
-        &self,
-        id: RequestId,
-        wrapped_key: &str,
-        indexes: &[String],
-    ) -> Result<(), StoreError> {
-        let mut tx = self.writer().begin().await?;
-        sqlx::query("INSERT INTO request_keys (request_id, wrapped_key) VALUES (?1, ?2)")
-            .bind(id.to_string())
-            .bind(wrapped_key)
-            .execute(&mut *tx)
-            .await?;
-        for index in indexes {
-            sqlx::query(
-                "INSERT INTO subject_index (blind_index, request_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            )
-            .bind(index)
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn wrapped_key(&self, id: RequestId) -> Result<Option<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT wrapped_key FROM request_keys WHERE request_id = ?1")

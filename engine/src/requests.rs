@@ -20,7 +20,9 @@ use crate::keys::KeyStore;
 use crate::read_models::ReadModelStore;
 use crate::sealing::DataKey;
 use crate::secrets::MasterKey;
-use crate::store::{Appended, EventMetadata, EventStore, RecordedEvent, StoreError};
+use crate::store::{
+    Append, Appended, EventMetadata, EventStore, NewKey, RecordedEvent, StoreError,
+};
 
 /// Limits on the free-text fields of a submission.
 pub const MAX_SOURCE_LEN: usize = 128;
@@ -210,6 +212,7 @@ impl Requests {
             received_at: crate::store::now_micros(),
             ..receive_template
         };
+        let mut new_key = None;
         if let (Some(sealing), SubjectRecord::Plain(subject)) = (&self.sealing, &receive.subject) {
             let indexes = sealing.master.blind_indexes(subject);
             for candidate in sealing.keys.find(&indexes).await? {
@@ -223,17 +226,25 @@ impl Requests {
                 }
             }
             let key = DataKey::generate();
-            sealing
-                .keys
-                .put(id, &sealing.master.wrap(id, &key), &indexes)
-                .await?;
+            new_key = Some(NewKey {
+                wrapped_key: sealing.master.wrap(id, &key),
+                indexes,
+            });
             receive.subject = SubjectRecord::Sealed(key.seal(id, subject));
         }
         let events =
             DeletionRequest::handle_command(&RequestState::NotReceived, Command::Receive(receive))?;
         let mut metadata = EventMetadata::new(actor);
         metadata.command_id = command_ids.into_iter().next();
-        match self.store.append(id, 0, &events, &metadata).await? {
+        let append = Append {
+            stream_id: id,
+            expected_version: 0,
+            events,
+            metadata,
+            // The data key is written in the event's transaction: one commit per submission.
+            key: new_key,
+        };
+        match self.store.append_one(append).await? {
             Appended::Written(events) => {
                 crate::metrics::events_appended(&events);
                 Ok(Submitted {

@@ -12,9 +12,10 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use lethe_domain::event::{HoldPlaced, Received, Reminded};
 use lethe_domain::{DeadlineRule, Event, Jurisdiction, RequestId, Subject};
+use lethe_engine::keys::KeyStore;
 use lethe_engine::store::{
-    verify_chain, Appended, Checkpoint, EventMetadata, EventStore, RecordedEvent, StoreError,
-    GENESIS_HASH,
+    verify_chain, Append, Appended, Checkpoint, EventMetadata, EventStore, NewKey, RecordedEvent,
+    StoreError, GENESIS_HASH,
 };
 use support::TestStore;
 use uuid::Uuid;
@@ -454,6 +455,247 @@ async fn tailing_reader_misses_nothing_under_concurrent_writers(t: TestStore) {
     }
 }
 
+fn append(
+    id: RequestId,
+    expected_version: i64,
+    events: Vec<Event>,
+    command: Option<&str>,
+) -> Append {
+    let mut metadata = EventMetadata::new("token:batch");
+    metadata.command_id = command.map(str::to_owned);
+    Append {
+        stream_id: id,
+        expected_version,
+        events,
+        metadata,
+        key: None,
+    }
+}
+
+/// A batch is written together, yet each append gets its own answer: new streams, existing
+/// streams, a conflict, a repeated command, two appends to one stream, and a data key.
+async fn batch_answers_each_append_alone(t: TestStore) {
+    let store = t.store();
+    let keys: Arc<dyn KeyStore> = match &t {
+        TestStore::Postgres { store, .. } => store.clone(),
+        TestStore::Sqlite { store, .. } => store.clone(),
+    };
+    let existing = new_id();
+    written(
+        store
+            .append(
+                existing,
+                0,
+                &[received(existing)],
+                &EventMetadata::new("setup"),
+            )
+            .await
+            .unwrap(),
+    );
+    let taken = new_id();
+    written(
+        store
+            .append(
+                taken,
+                0,
+                &[received(taken)],
+                &EventMetadata::new("setup").with_command_id("taken"),
+            )
+            .await
+            .unwrap(),
+    );
+
+    let fresh = new_id();
+    let keyed = new_id();
+    let repeat = new_id();
+    let released = new_id();
+    let mut with_key = append(keyed, 0, vec![received(keyed), hold()], None);
+    with_key.key = Some(NewKey {
+        wrapped_key: "wrapped".to_owned(),
+        indexes: vec!["index-a".to_owned(), "index-b".to_owned()],
+    });
+    let results = store
+        .append_batch(vec![
+            append(fresh, 0, vec![received(fresh)], Some("fresh")),
+            append(existing, 1, vec![reminded(1)], None),
+            // Same stream and version again: decided after the one before, so a conflict.
+            append(existing, 1, vec![reminded(2)], None),
+            // The next version of the same stream: written after the first.
+            append(existing, 2, vec![reminded(3)], None),
+            with_key,
+            // A repeated command id, even for another stream: the first result.
+            append(repeat, 0, vec![received(repeat)], Some("taken")),
+            // An existing stream at version 0: a conflict, whose command id is given back.
+            append(taken, 0, vec![received(taken)], Some("released")),
+            append(released, 5, vec![hold()], None),
+            append(new_id(), 0, vec![], None),
+        ])
+        .await;
+    assert_eq!(results.len(), 9, "{results:?}");
+    let mut results = results.into_iter();
+    let mut next = || results.next().unwrap();
+
+    let first = written(next().unwrap());
+    assert_eq!((first[0].stream_id, first[0].version), (fresh, 1));
+    assert_eq!(written(next().unwrap())[0].version, 2);
+    match next() {
+        Err(StoreError::Conflict {
+            stream_id,
+            expected: 1,
+            actual: 2,
+        }) => assert_eq!(stream_id, existing),
+        other => panic!("expected a conflict at version 2, got {other:?}"),
+    }
+    assert_eq!(written(next().unwrap())[0].version, 3);
+    let keyed_events = written(next().unwrap());
+    assert_eq!(keyed_events.len(), 2);
+    assert!(keyed_events[0].position < keyed_events[1].position);
+    match next().unwrap() {
+        Appended::Duplicate(record) => assert_eq!(record.stream_id, taken),
+        other => panic!("expected the first result of `taken`, got {other:?}"),
+    }
+    assert!(matches!(
+        next(),
+        Err(StoreError::Conflict {
+            expected: 0,
+            actual: 1,
+            ..
+        })
+    ));
+    assert!(matches!(
+        next(),
+        Err(StoreError::Conflict {
+            expected: 5,
+            actual: 0,
+            ..
+        })
+    ));
+    assert_eq!(written(next().unwrap()), Vec::new());
+
+    // What the batch wrote reads back, chained, in version order; nothing else was written.
+    let stream = store.read_stream(existing, 0).await.unwrap();
+    assert_eq!(
+        stream
+            .iter()
+            .map(|e| e.event().unwrap())
+            .collect::<Vec<_>>(),
+        [received(existing), reminded(1), reminded(3)]
+    );
+    for id in [existing, fresh, keyed, taken] {
+        let events = store.read_stream(id, 0).await.unwrap();
+        assert_eq!(verify_chain(&events, None), Ok(()), "stream {id}");
+        let head = store.stream_head(id).await.unwrap().unwrap();
+        assert_eq!(head.version, events.last().unwrap().version);
+        assert_eq!(head.last_hash, events.last().unwrap().hash);
+    }
+    assert!(store.read_stream(repeat, 0).await.unwrap().is_empty());
+    assert!(store.read_stream(released, 0).await.unwrap().is_empty());
+    assert_eq!(store.read_stream(taken, 0).await.unwrap().len(), 1);
+    assert_eq!(
+        keys.wrapped_key(keyed).await.unwrap().as_deref(),
+        Some("wrapped")
+    );
+    assert_eq!(keys.find(&["index-b".to_owned()]).await.unwrap(), [keyed]);
+    assert_eq!(
+        store
+            .find_command("fresh")
+            .await
+            .unwrap()
+            .unwrap()
+            .stream_id,
+        fresh
+    );
+    // The conflicting append's command id was not kept: it can be used again.
+    assert!(store.find_command("released").await.unwrap().is_none());
+    // 2 set up, then fresh 1, existing 2, keyed 2.
+    let all = read_settled(&*store, 7).await;
+    assert_eq!(all.len(), 7, "{all:?}");
+    for pair in all.windows(2) {
+        if pair[0].stream_id == pair[1].stream_id {
+            assert!(pair[0].version < pair[1].version, "{pair:?}");
+        }
+    }
+}
+
+/// Many tasks appending at once: every append lands once, streams stay chained, and (on
+/// Postgres, where transaction ids are visible) appends from different tasks shared commits.
+async fn concurrent_appends_share_commits(t: TestStore) {
+    const TASKS: usize = 48;
+    const PER_TASK: usize = 6;
+    let store = t.store();
+    let shared = new_id();
+    written(
+        store
+            .append(shared, 0, &[received(shared)], &EventMetadata::new("setup"))
+            .await
+            .unwrap(),
+    );
+    let tasks = (0..TASKS).map(|task| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..PER_TASK {
+                let id = new_id();
+                let meta = EventMetadata::new("load").with_command_id(format!("load-{task}-{n}"));
+                written(
+                    store
+                        .append(id, 0, &[received(id), hold()], &meta)
+                        .await
+                        .unwrap(),
+                );
+                ids.push(id);
+            }
+            // Every task also appends to one shared stream, retrying on conflicts.
+            loop {
+                let version = store.stream_head(shared).await.unwrap().unwrap().version;
+                match store
+                    .append(shared, version, &[reminded(1)], &EventMetadata::new("load"))
+                    .await
+                {
+                    Ok(appended) => {
+                        written(appended);
+                        break;
+                    }
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            ids
+        })
+    });
+    let ids: Vec<RequestId> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+    assert_eq!(ids.len(), TASKS * PER_TASK);
+    for id in &ids {
+        let events = store.read_stream(*id, 0).await.unwrap();
+        assert_eq!(events.len(), 2, "stream {id}");
+        assert_eq!(verify_chain(&events, None), Ok(()));
+    }
+    let shared_events = store.read_stream(shared, 0).await.unwrap();
+    assert_eq!(shared_events.len(), 1 + TASKS);
+    assert_eq!(verify_chain(&shared_events, None), Ok(()));
+    let total = 1 + TASKS * PER_TASK * 2 + TASKS;
+    let all = read_settled(&*store, total).await;
+    assert_eq!(all.len(), total);
+    if t.is_postgres() {
+        let mut streams_per_transaction: HashMap<i64, HashSet<RequestId>> = HashMap::new();
+        for event in &all {
+            streams_per_transaction
+                .entry(event.transaction_id)
+                .or_default()
+                .insert(event.stream_id);
+        }
+        let widest = streams_per_transaction.values().map(HashSet::len).max();
+        assert!(
+            widest > Some(1),
+            "every append had its own transaction: no group commit happened"
+        );
+    }
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod postgres {
@@ -483,4 +725,6 @@ conformance!(
     global_read_pages_from_a_checkpoint,
     hash_chain_links_each_stream_and_detects_tampering,
     tailing_reader_misses_nothing_under_concurrent_writers,
+    batch_answers_each_append_alone,
+    concurrent_appends_share_commits,
 );

@@ -169,7 +169,9 @@ pub async fn rebuild(
             .unwrap_or_default();
         progress(handled, head);
         if n == 0 {
-            if checkpoint.position >= head {
+            // Not `checkpoint.position >= head`: on Postgres the read order is by transaction,
+            // so the last event read need not hold the highest position.
+            if database.events.caught_up(checkpoint, head).await? {
                 break;
             }
             // On Postgres an open transaction elsewhere can hold the global read back briefly.

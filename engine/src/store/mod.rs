@@ -3,6 +3,7 @@
 //! `migrations/`), the same per-stream hash chain and the same idempotency rules; the
 //! conformance suite in `engine/tests/store_conformance.rs` runs against both.
 
+mod group;
 mod hash;
 mod postgres;
 mod sqlite;
@@ -191,6 +192,27 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
+/// One append: events for one stream, written together or not at all.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub stream_id: RequestId,
+    /// The version the stream must be at (0: the stream must not exist yet).
+    pub expected_version: i64,
+    pub events: Vec<Event>,
+    pub metadata: EventMetadata,
+    /// A new request's wrapped data key and blind indexes, written in the same transaction as
+    /// its first event, so a submission costs one commit.
+    pub key: Option<NewKey>,
+}
+
+/// A request's wrapped data key and the blind indexes of its subject (see
+/// [`crate::sealing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKey {
+    pub wrapped_key: String,
+    pub indexes: Vec<String>,
+}
+
 /// The event log.
 #[async_trait]
 pub trait EventStore: Send + Sync + fmt::Debug {
@@ -202,7 +224,34 @@ pub trait EventStore: Send + Sync + fmt::Debug {
         expected_version: i64,
         events: &[Event],
         metadata: &EventMetadata,
-    ) -> Result<Appended, StoreError>;
+    ) -> Result<Appended, StoreError> {
+        self.append_one(Append {
+            stream_id,
+            expected_version,
+            events: events.to_vec(),
+            metadata: metadata.clone(),
+            key: None,
+        })
+        .await
+    }
+
+    /// Writes one append. Appends from concurrent callers are group-committed: gathered while
+    /// the previous batch commits and written together in one transaction, each with its own
+    /// result.
+    async fn append_one(&self, append: Append) -> Result<Appended, StoreError>;
+
+    /// Writes many appends with as few transactions as possible, answering each in order. An
+    /// append that conflicts or repeats a command id fails (or is a duplicate) alone; appends
+    /// to the same stream are applied in order.
+    async fn append_batch(&self, appends: Vec<Append>) -> Vec<Result<Appended, StoreError>>;
+
+    /// Whether every event at or below `head_position` has been read by a reader that reached
+    /// `checkpoint` (on Postgres the read order is not the position order).
+    async fn caught_up(
+        &self,
+        checkpoint: Checkpoint,
+        head_position: i64,
+    ) -> Result<bool, StoreError>;
 
     /// The events of one stream with a version above `after_version`, in version order.
     async fn read_stream(

@@ -9,14 +9,15 @@
 //! transactions have finished, so nothing can appear later below the reader's checkpoint.
 
 use async_trait::async_trait;
-use lethe_domain::{Event, RequestId};
+use lethe_domain::RequestId;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::group::{self, GroupCommit, WriteBatch};
 use super::{
-    prepare_rows, Appended, Checkpoint, CommandRecord, EventMetadata, EventStore, RecordedEvent,
+    prepare_rows, Append, Appended, Checkpoint, CommandRecord, EventStore, RecordedEvent,
     StoreError, StreamHead, GENESIS_HASH,
 };
 
@@ -26,9 +27,15 @@ const EVENT_COLUMNS: &str = "position, transaction_id::text::bigint AS transacti
      version, event_type, schema_version, payload, event_id, command_id, correlation_id, \
      causation_id, actor, recorded_at, prev_hash, hash";
 
+/// Appends written in one transaction at most.
+const MAX_BATCH: usize = 512;
+/// Batches being written at once: one can commit while the next is being sent.
+const WRITERS: usize = 2;
+
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    group: GroupCommit,
 }
 
 impl PostgresStore {
@@ -44,7 +51,13 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        let write = batch_writer(pool.clone());
+        let group = GroupCommit::start(WRITERS, MAX_BATCH, write);
+        Ok(Self { pool, group })
+    }
+
+    fn group_writer(&self) -> WriteBatch {
+        batch_writer(self.pool.clone())
     }
 
     pub const fn pool(&self) -> &PgPool {
@@ -89,126 +102,29 @@ fn decode_command(row: &PgRow) -> Result<CommandRecord, StoreError> {
 
 #[async_trait]
 impl EventStore for PostgresStore {
-    async fn append(
+    async fn append_one(&self, append: Append) -> Result<Appended, StoreError> {
+        self.group.append(append).await
+    }
+
+    async fn append_batch(&self, appends: Vec<Append>) -> Vec<Result<Appended, StoreError>> {
+        group::write_all(&self.group_writer(), appends, MAX_BATCH).await
+    }
+
+    async fn caught_up(
         &self,
-        stream_id: RequestId,
-        expected_version: i64,
-        events: &[Event],
-        metadata: &EventMetadata,
-    ) -> Result<Appended, StoreError> {
-        if events.is_empty() {
-            return Ok(Appended::Written(Vec::new()));
-        }
-        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-        let new_version = expected_version + count;
-        let mut tx = self.pool.begin().await?;
-
-        if let Some(command_id) = &metadata.command_id {
-            // Blocks while another transaction holds the same id, then sees its outcome.
-            let inserted = sqlx::query(
-                "INSERT INTO commands (command_id, stream_id, first_version, last_version) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (command_id) DO NOTHING",
-            )
-            .bind(command_id)
-            .bind(stream_id.as_uuid())
-            .bind(expected_version + 1)
-            .bind(new_version)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                tx.rollback().await?;
-                return match self.find_command(command_id).await? {
-                    Some(record) => Ok(Appended::Duplicate(record)),
-                    None => Err(StoreError::Corrupt(format!(
-                        "command {command_id} vanished while being checked"
-                    ))),
-                };
-            }
-        }
-
-        let prev_hash = if expected_version == 0 {
-            GENESIS_HASH.to_owned()
-        } else {
-            let head = sqlx::query(
-                "SELECT version, last_hash FROM streams WHERE stream_id = $1 FOR UPDATE",
-            )
-            .bind(stream_id.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await?;
-            let (actual, last_hash): (i64, String) = match head {
-                Some(row) => (row.try_get("version")?, row.try_get("last_hash")?),
-                None => (0, String::new()),
-            };
-            if actual != expected_version {
-                return Err(StoreError::Conflict {
-                    stream_id,
-                    expected: expected_version,
-                    actual,
-                });
-            }
-            last_hash
-        };
-
-        let mut rows = prepare_rows(stream_id, expected_version, &prev_hash, events, metadata);
-        let last_hash = rows.last().map(|r| r.hash.clone()).unwrap_or_default();
-
-        if expected_version == 0 {
-            let created = sqlx::query(
-                "INSERT INTO streams (stream_id, version, last_hash) VALUES ($1, $2, $3) \
-                 ON CONFLICT (stream_id) DO NOTHING",
-            )
-            .bind(stream_id.as_uuid())
-            .bind(new_version)
-            .bind(&last_hash)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if created == 0 {
-                tx.rollback().await?;
-                let actual = self.stream_head(stream_id).await?.map_or(0, |h| h.version);
-                return Err(StoreError::Conflict {
-                    stream_id,
-                    expected: 0,
-                    actual,
-                });
-            }
-        } else {
-            sqlx::query("UPDATE streams SET version = $2, last_hash = $3 WHERE stream_id = $1")
-                .bind(stream_id.as_uuid())
-                .bind(new_version)
-                .bind(&last_hash)
-                .execute(&mut *tx)
-                .await?;
-        }
-
-        for row in &mut rows {
-            let written = sqlx::query(
-                "INSERT INTO events (stream_id, version, event_type, schema_version, payload, \
-                 event_id, command_id, correlation_id, causation_id, actor, recorded_at, \
-                 prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                 RETURNING position, transaction_id::text::bigint AS transaction_id",
-            )
-            .bind(stream_id.as_uuid())
-            .bind(row.version)
-            .bind(&row.event_type)
-            .bind(row.schema_version)
-            .bind(&row.payload)
-            .bind(row.event_id)
-            .bind(&row.command_id)
-            .bind(row.correlation_id)
-            .bind(row.causation_id)
-            .bind(&row.actor)
-            .bind(row.recorded_at)
-            .bind(&row.prev_hash)
-            .bind(&row.hash)
-            .fetch_one(&mut *tx)
-            .await?;
-            row.position = written.try_get("position")?;
-            row.transaction_id = written.try_get("transaction_id")?;
-        }
-        tx.commit().await?;
-        Ok(Appended::Written(rows))
+        checkpoint: Checkpoint,
+        head_position: i64,
+    ) -> Result<bool, StoreError> {
+        let unread: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE position <= $3 \
+             AND (transaction_id, position) > ($1::text::xid8, $2))",
+        )
+        .bind(checkpoint.transaction_id.to_string())
+        .bind(checkpoint.position)
+        .bind(head_position)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(!unread)
     }
 
     async fn read_stream(
@@ -235,9 +151,9 @@ impl EventStore for PostgresStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events \
-             WHERE (transaction_id, position) > ($1::text::xid8, $2) \
-               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY transaction_id, position LIMIT $3"
+             WHERE (events.transaction_id, events.position) > ($1::text::xid8, $2) \
+               AND events.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY events.transaction_id, events.position LIMIT $3"
         );
         let rows = sqlx::query(&sql)
             .bind(after.transaction_id.to_string())
@@ -249,14 +165,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn find_command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT command_id, stream_id, first_version, last_version FROM commands \
-             WHERE command_id = $1",
-        )
-        .bind(command_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(decode_command).transpose()
+        find_command(&self.pool, command_id).await
     }
 
     async fn stream_head(&self, stream_id: RequestId) -> Result<Option<StreamHead>, StoreError> {
@@ -310,4 +219,405 @@ impl EventStore for PostgresStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+fn batch_writer(pool: PgPool) -> WriteBatch {
+    std::sync::Arc::new(move |appends| {
+        let pool = pool.clone();
+        Box::pin(async move { write_batch(&pool, appends).await })
+    })
+}
+
+/// Writes a batch of appends to distinct streams with distinct command ids in one
+/// transaction; if the transaction fails as a whole, writes each append on its own so that one
+/// bad append cannot fail the others.
+async fn write_batch(pool: &PgPool, appends: Vec<Append>) -> Vec<Result<Appended, StoreError>> {
+    match try_batch(pool, &appends).await {
+        Ok(results) => results,
+        Err(error) if appends.len() == 1 => vec![Err(error)],
+        Err(error) => {
+            tracing::debug!(%error, size = appends.len(), "batch append failed; appending one by one");
+            let mut results = Vec::with_capacity(appends.len());
+            for append in appends {
+                let one = std::slice::from_ref(&append);
+                results.push(match try_batch(pool, one).await {
+                    Ok(mut r) => r.pop().unwrap_or_else(|| {
+                        Err(StoreError::Corrupt(
+                            "an append returned no result".to_owned(),
+                        ))
+                    }),
+                    Err(e) => Err(e),
+                });
+            }
+            results
+        }
+    }
+}
+
+/// What became of one append of a batch while it is being written.
+enum Outcome {
+    /// Its events will be written (rows prepared, positions filled in after the insert).
+    Write(Vec<RecordedEvent>),
+    /// Its command id was taken: answered with the first result after the transaction.
+    Duplicate(String),
+    /// The stream was not at the expected version (`None`: look the version up afterwards).
+    Conflict(Option<i64>),
+    /// Nothing to write.
+    Empty,
+}
+
+async fn try_batch(
+    pool: &PgPool,
+    appends: &[Append],
+) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+    let mut outcomes: Vec<Outcome> = appends
+        .iter()
+        .map(|a| {
+            if a.events.is_empty() {
+                Outcome::Empty
+            } else {
+                Outcome::Write(Vec::new())
+            }
+        })
+        .collect();
+    if outcomes.iter().all(|o| matches!(o, Outcome::Empty)) {
+        return Ok(appends
+            .iter()
+            .map(|_| Ok(Appended::Written(Vec::new())))
+            .collect());
+    }
+    let mut tx = pool.begin().await?;
+
+    // 1. Claim the command ids. A taken id blocks while its transaction runs, then is skipped.
+    let claims: Vec<usize> = (0..appends.len())
+        .filter(|&i| {
+            matches!(outcomes[i], Outcome::Write(_)) && appends[i].metadata.command_id.is_some()
+        })
+        .collect();
+    if !claims.is_empty() {
+        let mut ids = Vec::with_capacity(claims.len());
+        let mut streams = Vec::with_capacity(claims.len());
+        let mut firsts = Vec::with_capacity(claims.len());
+        let mut lasts = Vec::with_capacity(claims.len());
+        for &i in &claims {
+            let a = &appends[i];
+            ids.push(a.metadata.command_id.clone().unwrap_or_default());
+            streams.push(*a.stream_id.as_uuid());
+            firsts.push(a.expected_version + 1);
+            lasts.push(a.expected_version + count(&a.events));
+        }
+        let claimed: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO commands (command_id, stream_id, first_version, last_version) \
+             SELECT * FROM unnest($1::text[], $2::uuid[], $3::int8[], $4::int8[]) ORDER BY 1 \
+             ON CONFLICT (command_id) DO NOTHING RETURNING command_id",
+        )
+        .bind(&ids)
+        .bind(&streams)
+        .bind(&firsts)
+        .bind(&lasts)
+        .fetch_all(&mut *tx)
+        .await?;
+        let claimed: std::collections::HashSet<String> = claimed.into_iter().collect();
+        for (&i, id) in claims.iter().zip(ids) {
+            if !claimed.contains(&id) {
+                outcomes[i] = Outcome::Duplicate(id);
+            }
+        }
+    }
+
+    // 2. Lock the heads of existing streams (in id order, so batches cannot deadlock on them)
+    //    and check their versions; chain the new events onto their last hashes.
+    let existing: Vec<usize> = (0..appends.len())
+        .filter(|&i| matches!(outcomes[i], Outcome::Write(_)) && appends[i].expected_version > 0)
+        .collect();
+    if !existing.is_empty() {
+        let ids: Vec<uuid::Uuid> = existing
+            .iter()
+            .map(|&i| *appends[i].stream_id.as_uuid())
+            .collect();
+        let rows = sqlx::query(
+            "SELECT stream_id, version, last_hash FROM streams WHERE stream_id = ANY($1) \
+             ORDER BY stream_id FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut heads = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let id: uuid::Uuid = row.try_get("stream_id")?;
+            let version: i64 = row.try_get("version")?;
+            let hash: String = row.try_get("last_hash")?;
+            heads.insert(id, (version, hash));
+        }
+        let (mut ids, mut versions, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
+        for &i in &existing {
+            let a = &appends[i];
+            match heads.get(a.stream_id.as_uuid()) {
+                Some((version, hash)) if *version == a.expected_version => {
+                    let rows = prepare_rows(
+                        a.stream_id,
+                        a.expected_version,
+                        hash,
+                        &a.events,
+                        &a.metadata,
+                    );
+                    ids.push(*a.stream_id.as_uuid());
+                    versions.push(a.expected_version + count(&a.events));
+                    hashes.push(rows.last().map(|r| r.hash.clone()).unwrap_or_default());
+                    outcomes[i] = Outcome::Write(rows);
+                }
+                other => outcomes[i] = Outcome::Conflict(Some(other.map_or(0, |(v, _)| *v))),
+            }
+        }
+        if !ids.is_empty() {
+            sqlx::query(
+                "UPDATE streams SET version = u.version, last_hash = u.last_hash \
+                 FROM unnest($1::uuid[], $2::int8[], $3::text[]) AS u(stream_id, version, last_hash) \
+                 WHERE streams.stream_id = u.stream_id",
+            )
+            .bind(&ids)
+            .bind(&versions)
+            .bind(&hashes)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+
+    // 3. Create the new streams; one that exists already is a conflict.
+    let fresh: Vec<usize> = (0..appends.len())
+        .filter(|&i| matches!(outcomes[i], Outcome::Write(_)) && appends[i].expected_version == 0)
+        .collect();
+    if !fresh.is_empty() {
+        let (mut ids, mut versions, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
+        for &i in &fresh {
+            let a = &appends[i];
+            let rows = prepare_rows(a.stream_id, 0, GENESIS_HASH, &a.events, &a.metadata);
+            ids.push(*a.stream_id.as_uuid());
+            versions.push(count(&a.events));
+            hashes.push(rows.last().map(|r| r.hash.clone()).unwrap_or_default());
+            outcomes[i] = Outcome::Write(rows);
+        }
+        let created: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "INSERT INTO streams (stream_id, version, last_hash) \
+             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[]) ORDER BY 1 \
+             ON CONFLICT (stream_id) DO NOTHING RETURNING stream_id",
+        )
+        .bind(&ids)
+        .bind(&versions)
+        .bind(&hashes)
+        .fetch_all(&mut *tx)
+        .await?;
+        let created: std::collections::HashSet<uuid::Uuid> = created.into_iter().collect();
+        for &i in &fresh {
+            if !created.contains(appends[i].stream_id.as_uuid()) {
+                outcomes[i] = Outcome::Conflict(None);
+            }
+        }
+    }
+
+    // 4. Give back the command ids of the appends that conflicted.
+    let released: Vec<String> = (0..appends.len())
+        .filter(|&i| matches!(outcomes[i], Outcome::Conflict(_)))
+        .filter_map(|i| appends[i].metadata.command_id.clone())
+        .collect();
+    if !released.is_empty() {
+        sqlx::query("DELETE FROM commands WHERE command_id = ANY($1)")
+            .bind(&released)
+            .execute(&mut *tx)
+            .await?;
+    }
+
+    // 5. The events, in one statement, in batch order (positions follow versions).
+    insert_events(&mut tx, &mut outcomes).await?;
+
+    // 6. The data keys and blind indexes of new requests.
+    insert_keys(&mut tx, appends, &outcomes).await?;
+
+    tx.commit().await?;
+
+    let mut results = Vec::with_capacity(appends.len());
+    for (append, outcome) in appends.iter().zip(outcomes) {
+        results.push(match outcome {
+            Outcome::Empty => Ok(Appended::Written(Vec::new())),
+            Outcome::Write(rows) => Ok(Appended::Written(rows)),
+            Outcome::Duplicate(command_id) => match find_command(pool, &command_id).await? {
+                Some(record) => Ok(Appended::Duplicate(record)),
+                None => Err(StoreError::Corrupt(format!(
+                    "command {command_id} vanished while being checked"
+                ))),
+            },
+            Outcome::Conflict(actual) => {
+                let actual = match actual {
+                    Some(actual) => actual,
+                    None => stream_version(pool, append.stream_id).await?,
+                };
+                Err(StoreError::Conflict {
+                    stream_id: append.stream_id,
+                    expected: append.expected_version,
+                    actual,
+                })
+            }
+        });
+    }
+    Ok(results)
+}
+
+fn count(events: &[lethe_domain::Event]) -> i64 {
+    i64::try_from(events.len()).unwrap_or(i64::MAX)
+}
+
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    outcomes: &mut [Outcome],
+) -> Result<(), StoreError> {
+    let rows: Vec<&RecordedEvent> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Write(rows) => Some(rows.iter()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let n = rows.len();
+    let mut stream_ids = Vec::with_capacity(n);
+    let mut versions = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    let mut schema_versions = Vec::with_capacity(n);
+    let mut payloads = Vec::with_capacity(n);
+    let mut event_ids = Vec::with_capacity(n);
+    let mut command_ids = Vec::with_capacity(n);
+    let mut correlation_ids = Vec::with_capacity(n);
+    let mut causation_ids = Vec::with_capacity(n);
+    let mut actors = Vec::with_capacity(n);
+    let mut recorded_ats = Vec::with_capacity(n);
+    let mut prev_hashes = Vec::with_capacity(n);
+    let mut hashes = Vec::with_capacity(n);
+    for row in rows {
+        stream_ids.push(*row.stream_id.as_uuid());
+        versions.push(row.version);
+        types.push(row.event_type.as_str());
+        schema_versions.push(row.schema_version);
+        payloads.push(&row.payload);
+        event_ids.push(row.event_id);
+        command_ids.push(row.command_id.as_deref());
+        correlation_ids.push(row.correlation_id);
+        causation_ids.push(row.causation_id);
+        actors.push(row.actor.as_str());
+        recorded_ats.push(row.recorded_at);
+        prev_hashes.push(row.prev_hash.as_str());
+        hashes.push(row.hash.as_str());
+    }
+    let written = sqlx::query(
+        "INSERT INTO events (stream_id, version, event_type, schema_version, payload, event_id, \
+         command_id, correlation_id, causation_id, actor, recorded_at, prev_hash, hash) \
+         SELECT stream_id, version, event_type, schema_version, payload, event_id, command_id, \
+         correlation_id, causation_id, actor, recorded_at, prev_hash, hash \
+         FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::int4[], $5::jsonb[], $6::uuid[], \
+         $7::text[], $8::uuid[], $9::uuid[], $10::text[], $11::timestamptz[], $12::text[], \
+         $13::text[]) WITH ORDINALITY AS t(stream_id, version, event_type, schema_version, \
+         payload, event_id, command_id, correlation_id, causation_id, actor, recorded_at, \
+         prev_hash, hash, ordinal) ORDER BY ordinal \
+         RETURNING event_id, position, transaction_id::text::bigint AS transaction_id",
+    )
+    .bind(&stream_ids)
+    .bind(&versions)
+    .bind(&types)
+    .bind(&schema_versions)
+    .bind(&payloads)
+    .bind(&event_ids)
+    .bind(&command_ids)
+    .bind(&correlation_ids)
+    .bind(&causation_ids)
+    .bind(&actors)
+    .bind(&recorded_ats)
+    .bind(&prev_hashes)
+    .bind(&hashes)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut places = std::collections::HashMap::with_capacity(written.len());
+    for row in &written {
+        let event_id: uuid::Uuid = row.try_get("event_id")?;
+        let position: i64 = row.try_get("position")?;
+        let transaction_id: i64 = row.try_get("transaction_id")?;
+        places.insert(event_id, (position, transaction_id));
+    }
+    for outcome in outcomes.iter_mut() {
+        if let Outcome::Write(rows) = outcome {
+            for row in rows {
+                let (position, transaction_id) =
+                    places.get(&row.event_id).copied().ok_or_else(|| {
+                        StoreError::Corrupt(format!("event {} was not written", row.event_id))
+                    })?;
+                row.position = position;
+                row.transaction_id = transaction_id;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn insert_keys(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    appends: &[Append],
+    outcomes: &[Outcome],
+) -> Result<(), StoreError> {
+    let (mut key_ids, mut keys, mut index_ids, mut indexes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (append, outcome) in appends.iter().zip(outcomes) {
+        if let (Some(key), Outcome::Write(_)) = (&append.key, outcome) {
+            key_ids.push(*append.stream_id.as_uuid());
+            keys.push(key.wrapped_key.as_str());
+            for index in &key.indexes {
+                index_ids.push(*append.stream_id.as_uuid());
+                indexes.push(index.as_str());
+            }
+        }
+    }
+    if !key_ids.is_empty() {
+        sqlx::query(
+            "INSERT INTO request_keys (request_id, wrapped_key) \
+             SELECT * FROM unnest($1::uuid[], $2::text[])",
+        )
+        .bind(&key_ids)
+        .bind(&keys)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !index_ids.is_empty() {
+        sqlx::query(
+            "INSERT INTO subject_index (blind_index, request_id) \
+             SELECT * FROM unnest($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&indexes)
+        .bind(&index_ids)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn find_command(
+    pool: &PgPool,
+    command_id: &str,
+) -> Result<Option<CommandRecord>, StoreError> {
+    let row = sqlx::query(
+        "SELECT command_id, stream_id, first_version, last_version FROM commands \
+         WHERE command_id = $1",
+    )
+    .bind(command_id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(decode_command).transpose()
+}
+
+async fn stream_version(pool: &PgPool, stream_id: RequestId) -> Result<i64, StoreError> {
+    let version: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM streams WHERE stream_id = $1")
+            .bind(stream_id.as_uuid())
+            .fetch_optional(pool)
+            .await?;
+    Ok(version.unwrap_or(0))
 }

@@ -1,0 +1,186 @@
+//! Group commit: appends from many tasks are gathered while the previous batch commits and
+//! written together, in one transaction with multi-row statements, so that a busy engine pays
+//! one commit (one `fsync`) per batch rather than per event. Each caller still gets its own
+//! result: a conflict or a duplicate command affects only the append it belongs to.
+//!
+//! A batch never holds two appends to the same stream or with the same command id: the later
+//! one waits for the next batch, so the database checks see the earlier one's outcome.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::{Append, Appended, StoreError};
+
+/// Appends queued beyond this many make callers wait (back-pressure).
+const QUEUE: usize = 4096;
+
+type Reply = oneshot::Sender<Result<Appended, StoreError>>;
+
+/// Writes one batch in one transaction and answers each append in order.
+pub(crate) type WriteBatch = Arc<
+    dyn Fn(Vec<Append>) -> Pin<Box<dyn Future<Output = Vec<Result<Appended, StoreError>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The queue in front of a store's batch writer.
+#[derive(Clone)]
+pub(crate) struct GroupCommit {
+    queue: mpsc::Sender<(Append, Reply)>,
+    write: WriteBatch,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit").finish_non_exhaustive()
+    }
+}
+
+impl GroupCommit {
+    /// Starts `writers` tasks, each writing batches of at most `max_batch` appends. Must be
+    /// called inside a Tokio runtime.
+    pub(crate) fn start(writers: usize, max_batch: usize, write: WriteBatch) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..writers.max(1) {
+            tokio::spawn(run_writer(
+                receiver.clone(),
+                max_batch.max(1),
+                write.clone(),
+            ));
+        }
+        Self { queue, write }
+    }
+
+    /// Appends through the queue. Should the writers be gone (their runtime shut down), the
+    /// append is written directly.
+    pub(crate) async fn append(&self, append: Append) -> Result<Appended, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        match self.queue.send((append, reply)).await {
+            Ok(()) => answer.await.unwrap_or_else(|_| {
+                Err(StoreError::Corrupt(
+                    "the append writer stopped before answering; the append may or may not \
+                     have been written"
+                        .to_owned(),
+                ))
+            }),
+            Err(mpsc::error::SendError((append, _))) => write_one(&self.write, append).await,
+        }
+    }
+}
+
+async fn write_one(write: &WriteBatch, append: Append) -> Result<Appended, StoreError> {
+    write(vec![append]).await.pop().unwrap_or_else(|| {
+        Err(StoreError::Corrupt(
+            "the batch writer returned no result".to_owned(),
+        ))
+    })
+}
+
+async fn run_writer(
+    receiver: Arc<Mutex<mpsc::Receiver<(Append, Reply)>>>,
+    max_batch: usize,
+    write: WriteBatch,
+) {
+    let mut carried: Vec<(Append, Reply)> = Vec::new();
+    loop {
+        let mut pending = std::mem::take(&mut carried);
+        // With appends carried over, never wait for the queue: another writer may be parked
+        // on it, holding the lock until something new arrives.
+        let receiver = if pending.is_empty() {
+            let mut receiver = receiver.lock().await;
+            match receiver.recv().await {
+                Some(item) => pending.push(item),
+                None => return,
+            }
+            Some(receiver)
+        } else {
+            receiver.try_lock().ok()
+        };
+        if let Some(mut receiver) = receiver {
+            while pending.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(item) => pending.push(item),
+                    Err(_) => break,
+                }
+            }
+        }
+        let (batch, later) = split_distinct(pending);
+        carried = later;
+        let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let results = write(appends).await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            // The caller may have gone away (a dropped request); nothing to tell it then.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Appends, each with what the caller needs back.
+pub(crate) type Tagged<T> = Vec<(Append, T)>;
+
+/// Splits `items` into those that can share a batch (distinct streams, distinct command ids)
+/// and the rest, keeping the order within each.
+pub(crate) fn split_distinct<T>(items: Vec<(Append, T)>) -> (Tagged<T>, Tagged<T>) {
+    let mut streams = HashSet::with_capacity(items.len());
+    let mut commands = HashSet::new();
+    let mut now = Vec::with_capacity(items.len());
+    let mut later = Vec::new();
+    for item in items {
+        let append = &item.0;
+        let clash = streams.contains(&append.stream_id)
+            || append
+                .metadata
+                .command_id
+                .as_ref()
+                .is_some_and(|id| commands.contains(id));
+        if clash {
+            later.push(item);
+        } else {
+            streams.insert(append.stream_id);
+            if let Some(id) = &append.metadata.command_id {
+                commands.insert(id.clone());
+            }
+            now.push(item);
+        }
+    }
+    (now, later)
+}
+
+/// Writes `appends` in as few batches as [`split_distinct`] allows, answering in their order.
+pub(crate) async fn write_all(
+    write: &WriteBatch,
+    appends: Vec<Append>,
+    max_batch: usize,
+) -> Vec<Result<Appended, StoreError>> {
+    let mut results: Vec<Option<Result<Appended, StoreError>>> =
+        (0..appends.len()).map(|_| None).collect();
+    let mut rest: Vec<(Append, usize)> = appends.into_iter().zip(0..).collect();
+    while !rest.is_empty() {
+        let (mut now, mut later) = split_distinct(rest);
+        if now.len() > max_batch {
+            let tail = now.split_off(max_batch);
+            later.splice(0..0, tail);
+            later.sort_by_key(|(_, index)| *index);
+        }
+        rest = later;
+        let (batch, indexes): (Vec<_>, Vec<_>) = now.into_iter().unzip();
+        for (index, result) in indexes.into_iter().zip(write(batch).await) {
+            results[index] = Some(result);
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(StoreError::Corrupt(
+                    "the batch writer returned too few results".to_owned(),
+                ))
+            })
+        })
+        .collect()
+}
