@@ -12,8 +12,9 @@ use crate::store::{PostgresStore, SqliteStore, StoreError};
 pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// The wrapped data key, or `None` once shredded (or never stored).
     async fn wrapped_key(&self, id: RequestId) -> Result<Option<String>, StoreError>;
-    /// Requests whose subject shares any of these blind indexes.
-    async fn find(&self, indexes: &[String]) -> Result<Vec<RequestId>, StoreError>;
+    /// The requests each of these blind indexes points to, as (blind index, request) pairs
+    /// in request order: the requests whose subject shares any of them.
+    async fn find(&self, indexes: &[String]) -> Result<Vec<(String, RequestId)>, StoreError>;
     /// Destroys the request's data key and blind indexes. Idempotent.
     async fn destroy(&self, id: RequestId) -> Result<(), StoreError>;
 }
@@ -29,15 +30,21 @@ impl KeyStore for PostgresStore {
         )
     }
 
-    async fn find(&self, indexes: &[String]) -> Result<Vec<RequestId>, StoreError> {
+    async fn find(&self, indexes: &[String]) -> Result<Vec<(String, RequestId)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT DISTINCT request_id FROM subject_index WHERE blind_index = ANY($1) ORDER BY request_id",
+            "SELECT blind_index, request_id FROM subject_index WHERE blind_index = ANY($1) \
+             ORDER BY request_id, blind_index",
         )
         .bind(indexes)
         .fetch_all(self.pool())
         .await?;
         rows.iter()
-            .map(|r| Ok(RequestId::from_uuid(r.try_get("request_id")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("blind_index")?,
+                    RequestId::from_uuid(r.try_get("request_id")?),
+                ))
+            })
             .collect()
     }
 
@@ -67,24 +74,29 @@ impl KeyStore for SqliteStore {
         )
     }
 
-    async fn find(&self, indexes: &[String]) -> Result<Vec<RequestId>, StoreError> {
-        let mut found = Vec::new();
-        for index in indexes {
-            let rows = sqlx::query("SELECT request_id FROM subject_index WHERE blind_index = ?1")
-                .bind(index)
-                .fetch_all(self.writer())
-                .await?;
-            for row in rows {
+    async fn find(&self, indexes: &[String]) -> Result<Vec<(String, RequestId)>, StoreError> {
+        if indexes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = serde_json::to_string(indexes)
+            .map_err(|e| StoreError::Corrupt(format!("blind indexes: {e}")))?;
+        let rows = sqlx::query(
+            "SELECT blind_index, request_id FROM subject_index \
+             WHERE blind_index IN (SELECT value FROM json_each(?1)) \
+             ORDER BY request_id, blind_index",
+        )
+        .bind(list)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
                 let text: String = row.try_get("request_id")?;
                 let id: RequestId = text.parse().map_err(|_| {
                     StoreError::Corrupt(format!("subject_index request id {text:?}"))
                 })?;
-                found.push(id);
-            }
-        }
-        found.sort();
-        found.dedup();
-        Ok(found)
+                Ok((row.try_get("blind_index")?, id))
+            })
+            .collect()
     }
 
     async fn destroy(&self, id: RequestId) -> Result<(), StoreError> {

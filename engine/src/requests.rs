@@ -186,74 +186,229 @@ impl Requests {
     }
 
     /// Validates and records a new request. A submission whose external id, or whose
-    /// idempotency key from the same actor, was seen before returns that first request.
+    /// idempotency key from the same actor, was seen before returns that first request; so
+    /// does one whose subject has an open request (when sealing).
     pub async fn submit(
         &self,
         submission: Submission,
         idempotency_key: Option<&str>,
         actor: &str,
     ) -> Result<Submitted, RequestError> {
-        let receive_template = self.validate(submission)?;
-        let command_ids: Vec<String> = receive_template
-            .external_id
-            .iter()
-            .map(|id| format!("external:{id}"))
-            .chain(idempotency_key.map(|key| format!("submit:{actor}:{key}")))
-            .collect();
-        for command_id in &command_ids {
-            if let Some(record) = self.store.find_command(command_id).await? {
-                return self.existing(record.stream_id).await;
+        self.submit_each(vec![(submission, idempotency_key)], actor)
+            .await
+            .pop()
+            .unwrap_or(Err(RequestError::Contended))
+    }
+
+    /// Submits many requests at once, as [`Self::submit`] does each, answering in order: one
+    /// lookup of earlier subjects for all of them and one transaction for their appends. A
+    /// bad submission fails alone. Two submissions of one subject make one request.
+    pub async fn submit_many(
+        &self,
+        submissions: Vec<Submission>,
+        actor: &str,
+    ) -> Vec<Result<Submitted, RequestError>> {
+        self.submit_each(submissions.into_iter().map(|s| (s, None)).collect(), actor)
+            .await
+    }
+
+    async fn submit_each(
+        &self,
+        submissions: Vec<(Submission, Option<&str>)>,
+        actor: &str,
+    ) -> Vec<Result<Submitted, RequestError>> {
+        let mut answers: Vec<Option<Result<Submitted, RequestError>>> =
+            (0..submissions.len()).map(|_| None).collect();
+        // Validate; a submission whose command id was seen before gets its first request.
+        let mut valid = Vec::with_capacity(submissions.len());
+        for (index, (submission, idempotency_key)) in submissions.into_iter().enumerate() {
+            match self.validate(submission) {
+                Ok(receive) => {
+                    let command_ids: Vec<String> = receive
+                        .external_id
+                        .iter()
+                        .map(|id| format!("external:{id}"))
+                        .chain(idempotency_key.map(|key| format!("submit:{actor}:{key}")))
+                        .collect();
+                    valid.push((index, receive, command_ids));
+                }
+                Err(e) => answers[index] = Some(Err(e.into())),
+            }
+        }
+        let seen = futures::future::join_all(valid.iter().map(|(_, _, command_ids)| async move {
+            for command_id in command_ids {
+                if let Some(record) = self.store.find_command(command_id).await? {
+                    return Ok(Some(record.stream_id));
+                }
+            }
+            Ok::<_, StoreError>(None)
+        }))
+        .await;
+        let mut fresh = Vec::with_capacity(valid.len());
+        for (entry, seen) in valid.into_iter().zip(seen) {
+            match seen {
+                Ok(Some(id)) => answers[entry.0] = Some(self.existing(id).await),
+                Ok(None) => fresh.push(entry),
+                Err(e) => answers[entry.0] = Some(Err(e.into())),
             }
         }
 
+        // Seal each subject; a subject with an open request (earlier, or earlier in this
+        // call) gets that request.
+        let mut appends = Vec::with_capacity(fresh.len());
+        let mut appended = Vec::with_capacity(fresh.len());
+        let mut same_as: Vec<(usize, usize)> = Vec::new();
+        let blind: Vec<Vec<String>> = match &self.sealing {
+            Some(sealing) => fresh
+                .iter()
+                .map(|(_, receive, _)| match &receive.subject {
+                    SubjectRecord::Plain(subject) => sealing.master.blind_indexes(subject),
+                    SubjectRecord::Sealed(_) => Vec::new(),
+                })
+                .collect(),
+            None => vec![Vec::new(); fresh.len()],
+        };
+        // One lookup for all; should it fail, each submission looks up (and fails) alone.
+        let open = self.open_requests(&blind).await.ok();
+        let mut first_with_index: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::new();
+        for ((index, template, command_ids), indexes) in fresh.into_iter().zip(&blind) {
+            let earlier = match &open {
+                Some(open) => indexes.iter().find_map(|i| open.get(i)).cloned(),
+                None => match self.open_requests(std::slice::from_ref(indexes)).await {
+                    Ok(open) => open.into_values().next(),
+                    Err(e) => {
+                        answers[index] = Some(Err(e));
+                        continue;
+                    }
+                },
+            };
+            if let Some(loaded) = earlier {
+                answers[index] = Some(Ok(Submitted {
+                    loaded,
+                    created: false,
+                }));
+                continue;
+            }
+            if let Some(&earlier) = indexes
+                .iter()
+                .find_map(|i| first_with_index.get(i.as_str()))
+            {
+                same_as.push((index, earlier));
+                continue;
+            }
+            for i in indexes {
+                first_with_index.insert(i, index);
+            }
+            match self.receive(template, command_ids, indexes, actor) {
+                Ok(append) => {
+                    appends.push(append);
+                    appended.push(index);
+                }
+                Err(e) => answers[index] = Some(Err(e)),
+            }
+        }
+
+        let results = if appends.len() == 1 {
+            // Alone: through the group commit, with whatever else is being appended now.
+            let append = appends.pop().map(|a| self.store.append_one(a));
+            match append {
+                Some(append) => vec![append.await],
+                None => Vec::new(),
+            }
+        } else {
+            self.store.append_batch(appends).await
+        };
+        for (index, result) in appended.into_iter().zip(results) {
+            answers[index] = Some(match result {
+                Ok(Appended::Written(events)) => {
+                    crate::metrics::events_appended(&events);
+                    loaded(events).map(|loaded| Submitted {
+                        loaded,
+                        created: true,
+                    })
+                }
+                Ok(Appended::Duplicate(record)) => self.existing(record.stream_id).await,
+                Err(e) => Err(e.into()),
+            });
+        }
+        for (index, earlier) in same_as {
+            answers[index] = Some(match &answers[earlier] {
+                Some(Ok(first)) => Ok(Submitted {
+                    loaded: first.loaded.clone(),
+                    created: false,
+                }),
+                _ => Err(RequestError::Contended),
+            });
+        }
+        finish(answers)
+    }
+
+    /// The open requests that any of these blind indexes point to, by blind index.
+    async fn open_requests(
+        &self,
+        blind: &[Vec<String>],
+    ) -> Result<std::collections::HashMap<String, LoadedRequest>, RequestError> {
+        let mut open = std::collections::HashMap::new();
+        let Some(sealing) = &self.sealing else {
+            return Ok(open);
+        };
+        let all: Vec<String> = blind.iter().flatten().cloned().collect();
+        if all.is_empty() {
+            return Ok(open);
+        }
+        let mut requests: std::collections::HashMap<RequestId, Option<LoadedRequest>> =
+            std::collections::HashMap::new();
+        for (index, id) in sealing.keys.find(&all).await? {
+            if !requests.contains_key(&id) {
+                let loaded = self
+                    .load(id)
+                    .await?
+                    .filter(|l| !l.request.status().is_closed());
+                requests.insert(id, loaded);
+            }
+            if let Some(Some(loaded)) = requests.get(&id) {
+                open.entry(index).or_insert_with(|| loaded.clone());
+            }
+        }
+        Ok(open)
+    }
+
+    /// The append that records a new request: its `Received` event, its subject sealed under a
+    /// new data key (written with the event).
+    fn receive(
+        &self,
+        template: Receive,
+        command_ids: Vec<String>,
+        indexes: &[String],
+        actor: &str,
+    ) -> Result<Append, RequestError> {
         let id = RequestId::from_uuid(Uuid::now_v7());
         let mut receive = Receive {
             request_id: id,
             received_at: crate::store::now_micros(),
-            ..receive_template
+            ..template
         };
-        let mut new_key = None;
+        let mut key = None;
         if let (Some(sealing), SubjectRecord::Plain(subject)) = (&self.sealing, &receive.subject) {
-            let indexes = sealing.master.blind_indexes(subject);
-            for candidate in sealing.keys.find(&indexes).await? {
-                if let Some(loaded) = self.load(candidate).await? {
-                    if !loaded.request.status().is_closed() {
-                        return Ok(Submitted {
-                            loaded,
-                            created: false,
-                        });
-                    }
-                }
-            }
-            let key = DataKey::generate();
-            new_key = Some(NewKey {
-                wrapped_key: sealing.master.wrap(id, &key),
-                indexes,
+            let data_key = DataKey::generate();
+            key = Some(NewKey {
+                wrapped_key: sealing.master.wrap(id, &data_key),
+                indexes: indexes.to_vec(),
             });
-            receive.subject = SubjectRecord::Sealed(key.seal(id, subject));
+            receive.subject = SubjectRecord::Sealed(data_key.seal(id, subject));
         }
         let events =
             DeletionRequest::handle_command(&RequestState::NotReceived, Command::Receive(receive))?;
         let mut metadata = EventMetadata::new(actor);
         metadata.command_id = command_ids.into_iter().next();
-        let append = Append {
+        Ok(Append {
             stream_id: id,
             expected_version: 0,
             events,
             metadata,
-            // The data key is written in the event's transaction: one commit per submission.
-            key: new_key,
-        };
-        match self.store.append_one(append).await? {
-            Appended::Written(events) => {
-                crate::metrics::events_appended(&events);
-                Ok(Submitted {
-                    loaded: loaded(events)?,
-                    created: true,
-                })
-            }
-            Appended::Duplicate(record) => self.existing(record.stream_id).await,
-        }
+            key,
+        })
     }
 
     async fn existing(&self, id: RequestId) -> Result<Submitted, RequestError> {
@@ -362,6 +517,15 @@ impl Requests {
         }
         Err(RequestError::Contended)
     }
+}
+
+fn finish(
+    answers: Vec<Option<Result<Submitted, RequestError>>>,
+) -> Vec<Result<Submitted, RequestError>> {
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or(Err(RequestError::Contended)))
+        .collect()
 }
 
 /// Folds a stream into its request.

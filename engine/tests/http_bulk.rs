@@ -67,12 +67,11 @@ async fn mixed_lines_fail_alone(store: TestStore) {
         lines[4]["id"], lines[3]["id"],
         "the same external_id returns the first request"
     );
-    // Lines are submitted concurrently: which of the two wins is not fixed, but one does.
-    let created = [&lines[3], &lines[4]]
-        .iter()
-        .filter(|l| l["created"] == true)
-        .count();
-    assert_eq!(created, 1);
+    assert_eq!(
+        lines[3]["created"], true,
+        "the first line with the id creates"
+    );
+    assert_eq!(lines[4]["created"], false);
     assert_eq!(lines[5]["error"]["field"], "line");
     assert_eq!(lines[6]["error"]["field"], "colour");
     assert_eq!(lines[7]["created"], true);
@@ -122,6 +121,57 @@ async fn a_streamed_body_of_thousands_of_lines(store: TestStore) {
     assert_eq!(count, LINES);
 }
 
+/// With sealing, a subject listed twice makes one request: whether the lines share a chunk
+/// (submitted together) or not, and whether the identifiers match in full or in part.
+async fn a_subject_listed_twice_makes_one_request(store: TestStore) {
+    const FILLER: usize = 600;
+    let database = store.database();
+    let app = router(AppState {
+        requests: Requests::new(database.events.clone(), Arc::new(Config::default()))
+            .with_sealing(MasterKey::from_bytes([6; 32]), database.keys.clone()),
+        key: MasterKey::from_bytes([5; 32]),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut body = vec![
+        r#"{"subject":{"user_id":"twice"}}"#.to_owned(),
+        r#"{"subject":{"user_id":"other"}}"#.to_owned(),
+        r#"{"subject":{"user_id":"twice"}}"#.to_owned(),
+        r#"{"subject":{"user_id":"twice","email":"t@example.com"}}"#.to_owned(),
+    ];
+    body.extend((0..FILLER).map(|i| format!(r#"{{"subject":{{"user_id":"filler-{i}"}}}}"#)));
+    // More than a chunk later: submitted in another transaction, found by the lookup.
+    body.push(r#"{"subject":{"user_id":"twice"}}"#.to_owned());
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/requests:bulk"))
+        .body(body.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let lines = results(&response.text().await.unwrap());
+    assert_eq!(lines.len(), FILLER + 5);
+    let first = &lines[0]["id"];
+    assert_eq!(lines[0]["created"], true);
+    assert_eq!(lines[1]["created"], true);
+    assert_ne!(&lines[1]["id"], first);
+    for repeat in [2, 3, FILLER + 4] {
+        assert_eq!(&lines[repeat]["id"], first, "line {}", repeat + 1);
+        assert_eq!(lines[repeat]["created"], false, "line {}", repeat + 1);
+    }
+    let mut count = 0;
+    let mut after = None;
+    loop {
+        let page = database.events.list_streams(after, 1000).await.unwrap();
+        let Some((last, _)) = page.last() else { break };
+        after = Some(*last);
+        count += page.len();
+    }
+    assert_eq!(count, FILLER + 2);
+}
+
 macro_rules! on_both {
     ($($test:ident),* $(,)?) => {
         mod postgres {
@@ -145,5 +195,6 @@ macro_rules! on_both {
 
 on_both!(
     mixed_lines_fail_alone,
-    a_streamed_body_of_thousands_of_lines
+    a_streamed_body_of_thousands_of_lines,
+    a_subject_listed_twice_makes_one_request,
 );

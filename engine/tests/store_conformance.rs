@@ -595,7 +595,12 @@ async fn batch_answers_each_append_alone(t: TestStore) {
         keys.wrapped_key(keyed).await.unwrap().as_deref(),
         Some("wrapped")
     );
-    assert_eq!(keys.find(&["index-b".to_owned()]).await.unwrap(), [keyed]);
+    assert_eq!(
+        keys.find(&["index-b".to_owned(), "none".to_owned()])
+            .await
+            .unwrap(),
+        [("index-b".to_owned(), keyed)]
+    );
     assert_eq!(
         store
             .find_command("fresh")

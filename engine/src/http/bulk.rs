@@ -4,7 +4,7 @@
 //! `{"line": 4, "error": {problem details naming the field}}`.
 //!
 //! The body is streamed: lines are read as they arrive (each at most [`MAX_LINE_BYTES`]),
-//! submitted with bounded concurrency, and answered as they complete, so a list of 100,000
+//! submitted in chunks of what has arrived (one transaction each), and answered chunk by chunk, so a list of 100,000
 //! requests never sits in memory. A bad line fails alone; the lines around it are accepted.
 
 use std::convert::Infallible;
@@ -23,8 +23,8 @@ use crate::requests::Submission;
 
 /// The longest line accepted; longer lines are answered with an error and skipped.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
-/// Submissions in flight at once for one bulk request.
-const CONCURRENCY: usize = 16;
+/// Lines submitted together, at most.
+const CHUNK: usize = 512;
 
 #[utoipa::path(
     post,
@@ -57,16 +57,16 @@ pub async fn bulk(
                 matches!(line, Line::Text(bytes) if bytes.iter().all(u8::is_ascii_whitespace));
             async move { !blank }
         })
-        .map(move |(number, line)| {
+        // Whatever lines have arrived, up to a chunk, are submitted together (one lookup, one
+        // transaction). Chunks go one after another, so a subject listed twice makes one
+        // request even when the two lines fall in different chunks.
+        .ready_chunks(CHUNK)
+        .then(move |chunk| {
             let state = state.clone();
             let actor = actor.clone();
-            async move { result_line(&state, &actor, number, line).await }
+            async move { result_lines(&state, &actor, chunk).await }
         })
-        .buffered(CONCURRENCY)
-        .map(|mut line| {
-            line.push('\n');
-            Ok::<_, Infallible>(Bytes::from(line))
-        });
+        .map(|lines| Ok::<_, Infallible>(Bytes::from(lines)));
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(results),
@@ -144,44 +144,60 @@ fn lines(body: Body) -> impl Stream<Item = Line> {
     })
 }
 
-async fn result_line(state: &AppState, actor: &str, number: usize, line: Line) -> String {
-    let outcome = match line {
-        Line::Text(bytes) => submit_line(state, actor, &bytes).await,
-        Line::TooLong => Err(Problem::invalid(
-            "line",
-            format!("is longer than {MAX_LINE_BYTES} bytes"),
-        )),
-    };
-    let value = match outcome {
-        Ok(value) => {
-            let mut value = value;
-            value["line"] = json!(number);
-            value
+/// Submits the good lines of a chunk together and answers every line, in order, one NDJSON
+/// line each.
+async fn result_lines(state: &AppState, actor: &str, chunk: Vec<(usize, Line)>) -> String {
+    let mut answers: Vec<(usize, Option<Result<serde_json::Value, Problem>>)> =
+        Vec::with_capacity(chunk.len());
+    let mut submissions = Vec::with_capacity(chunk.len());
+    let mut submitted_at = Vec::with_capacity(chunk.len());
+    for (number, line) in chunk {
+        let parsed = match line {
+            Line::Text(bytes) => parse::<SubmitBody>(&bytes),
+            Line::TooLong => Err(Problem::invalid(
+                "line",
+                format!("is longer than {MAX_LINE_BYTES} bytes"),
+            )),
+        };
+        match parsed {
+            Ok(body) => {
+                submitted_at.push(answers.len());
+                answers.push((number, None));
+                submissions.push(Submission {
+                    subject: body.subject,
+                    jurisdiction: body.jurisdiction,
+                    source: body.source,
+                    reason: body.reason,
+                    external_id: body.external_id,
+                    tags: body.tags,
+                });
+            }
+            Err(problem) => answers.push((number, Some(Err(problem)))),
         }
-        Err(problem) => json!({ "line": number, "error": problem }),
-    };
-    value.to_string()
-}
-
-async fn submit_line(
-    state: &AppState,
-    actor: &str,
-    bytes: &[u8],
-) -> Result<serde_json::Value, Problem> {
-    let body: SubmitBody = parse(bytes)?;
-    let submission = Submission {
-        subject: body.subject,
-        jurisdiction: body.jurisdiction,
-        source: body.source,
-        reason: body.reason,
-        external_id: body.external_id,
-        tags: body.tags,
-    };
-    let submitted = state.requests.submit(submission, None, actor).await?;
-    let request = &submitted.loaded.request;
-    Ok(json!({
-        "id": request.id,
-        "status": request.status(),
-        "created": submitted.created,
-    }))
+    }
+    let results = state.requests.submit_many(submissions, actor).await;
+    for (at, result) in submitted_at.into_iter().zip(results) {
+        answers[at].1 = Some(result.map_err(Problem::from).map(|submitted| {
+            let request = &submitted.loaded.request;
+            json!({
+                "id": request.id,
+                "status": request.status(),
+                "created": submitted.created,
+            })
+        }));
+    }
+    let mut out = String::new();
+    for (number, answer) in answers {
+        let value = match answer {
+            Some(Ok(mut value)) => {
+                value["line"] = json!(number);
+                value
+            }
+            Some(Err(problem)) => json!({ "line": number, "error": problem }),
+            None => json!({ "line": number, "error": Problem::internal() }),
+        };
+        out.push_str(&value.to_string());
+        out.push('\n');
+    }
+    out
 }

@@ -74,7 +74,7 @@ impl Problem {
         )
     }
 
-    fn internal() -> Self {
+    pub(crate) fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "urn:lethe:problem:internal",

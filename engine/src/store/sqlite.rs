@@ -85,6 +85,11 @@ impl SqliteStore {
         &self.writer
     }
 
+    /// The pool that reads (WAL: each statement sees every commit made before it started).
+    pub const fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.writer).await?;
         Ok(())
