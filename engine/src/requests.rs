@@ -360,12 +360,12 @@ impl Requests {
         let mut requests: std::collections::HashMap<RequestId, Option<LoadedRequest>> =
             std::collections::HashMap::new();
         for (index, id) in sealing.keys.find(&all).await? {
-            if !requests.contains_key(&id) {
+            if let std::collections::hash_map::Entry::Vacant(entry) = requests.entry(id) {
                 let loaded = self
                     .load(id)
                     .await?
                     .filter(|l| !l.request.status().is_closed());
-                requests.insert(id, loaded);
+                entry.insert(loaded);
             }
             if let Some(Some(loaded)) = requests.get(&id) {
                 open.entry(index).or_insert_with(|| loaded.clone());
