@@ -281,15 +281,9 @@ fn classify_bulk_line(line: &[u8], outcome: &mut BulkOutcome) {
 /// (`lethe projections rebuild`'s code path) and times the replay.
 pub async fn rebuild(db: &Db, settings: &Settings, checks: &mut Checks) -> anyhow::Result<()> {
     let backend = db.backend;
-    // On Postgres the log is written by one task, so that position order is commit order:
-    // `read_models::rebuild` stops when its checkpoint's position reaches max(position), which
-    // never happens after concurrent appends (the last event in (transaction id, position)
-    // order need not have the highest position), and the rebuild would wait forever.
-    let fill_concurrency = match backend {
-        Backend::Postgres => 1,
-        Backend::Sqlite => FILL_CONCURRENCY,
-    };
-    let (_, events) = fill_log(db, settings, checks, "rebuild", fill_concurrency).await?;
+    // Concurrent appends (group-committed), so that on Postgres the read order (transaction
+    // id, position) differs from position order, as in a log written by a busy engine.
+    let (_, events) = fill_log(db, settings, checks, "rebuild", FILL_CONCURRENCY).await?;
     let database = db.database();
     let started = Instant::now();
     let mut handled = 0_u64;

@@ -505,10 +505,29 @@ impl Requests {
                 .append(id, current.version(), &events, metadata)
                 .await
             {
-                Ok(appended) => {
-                    if let Appended::Written(events) = &appended {
-                        crate::metrics::events_appended(events);
+                Ok(Appended::Written(written)) => {
+                    crate::metrics::events_appended(&written);
+                    // The request after the command: the appended events folded onto the
+                    // state just decided on, without reading the stream again.
+                    let mut request = current.request;
+                    let mut events = current.events;
+                    for event in &written {
+                        let state = DeletionRequest::apply_event(
+                            RequestState::Received(Box::new(request)),
+                            event.event()?,
+                        );
+                        let RequestState::Received(next) = state else {
+                            return Err(StoreError::Corrupt(format!(
+                                "request {id} vanished while applying its own events"
+                            ))
+                            .into());
+                        };
+                        request = *next;
                     }
+                    events.extend(written);
+                    return Ok(LoadedRequest { request, events });
+                }
+                Ok(Appended::Duplicate(_)) => {
                     return self.load(id).await?.ok_or(RequestError::NotFound(id));
                 }
                 Err(StoreError::Conflict { .. }) => {}

@@ -883,6 +883,68 @@ async fn a_manual_cleaner_waits_for_a_person(store: TestStore) {
     engine.stop().await;
 }
 
+/// A batch of job changes applies in order, even with the same job changed twice in it (the
+/// store writes runs of one kind together and must cut them where a job repeats).
+async fn job_changes_apply_in_order(store: TestStore) {
+    use lethe_engine::workflow::{Job, JobChange, JobKind};
+    let (_, workflow) = store.stores();
+    let at = chrono::DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let (a, b, c) = (
+        RequestId::from_uuid(uuid::Uuid::now_v7()),
+        RequestId::from_uuid(uuid::Uuid::now_v7()),
+        RequestId::from_uuid(uuid::Uuid::now_v7()),
+    );
+    let job = |request_id, kind, key: &str, attempt, minutes| Job {
+        request_id,
+        kind,
+        key: key.to_owned(),
+        run_at: at + chrono::TimeDelta::minutes(minutes),
+        attempt,
+    };
+    workflow
+        .apply(&[
+            JobChange::Upsert(job(a, JobKind::Dispatch, "billing", 1, 0)),
+            JobChange::Upsert(job(a, JobKind::Dispatch, "billing", 2, 5)),
+            // A lower attempt never winds the job back.
+            JobChange::Upsert(job(a, JobKind::Dispatch, "billing", 1, 9)),
+            JobChange::Upsert(job(a, JobKind::Dispatch, "search", 1, 1)),
+            JobChange::Ensure(job(b, JobKind::Due, "", 0, 2)),
+            JobChange::Ensure(job(b, JobKind::Due, "", 0, 7)),
+            JobChange::Ensure(job(c, JobKind::Remind, "0", 0, 3)),
+            JobChange::Ensure(job(c, JobKind::Due, "", 0, 4)),
+            JobChange::Delete {
+                request_id: a,
+                kind: JobKind::Dispatch,
+                key: "search".to_owned(),
+                up_to_attempt: 1,
+            },
+            JobChange::DeleteAll { request_id: c },
+            JobChange::Ensure(job(c, JobKind::Shred, "", 0, 8)),
+        ])
+        .await
+        .unwrap();
+    let kinds = |jobs: Vec<Job>| -> Vec<(JobKind, String, u32, i64)> {
+        jobs.into_iter()
+            .map(|j| (j.kind, j.key, j.attempt, (j.run_at - at).num_minutes()))
+            .collect()
+    };
+    assert_eq!(
+        kinds(workflow.jobs_of(a).await.unwrap()),
+        [(JobKind::Dispatch, "billing".to_owned(), 2, 5)]
+    );
+    assert_eq!(
+        kinds(workflow.jobs_of(b).await.unwrap()),
+        [(JobKind::Due, String::new(), 0, 2)],
+        "Ensure keeps the first"
+    );
+    assert_eq!(
+        kinds(workflow.jobs_of(c).await.unwrap()),
+        [(JobKind::Shred, String::new(), 0, 8)]
+    );
+}
+
 macro_rules! on_both {
     ($($test:ident),* $(,)?) => {
         mod postgres {
@@ -922,4 +984,5 @@ on_both!(
     a_missing_callback_times_out_into_a_retry,
     admin_operations_over_http,
     a_manual_cleaner_waits_for_a_person,
+    job_changes_apply_in_order,
 );

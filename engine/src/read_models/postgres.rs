@@ -49,25 +49,51 @@ impl ReadModelStore for PostgresStore {
             let row = decode(record.try_get("row_data")?)?;
             rows.insert(row.id, row);
         }
-        for row in fold_batch(rows, events)?.values() {
-            sqlx::query(
-                "INSERT INTO request_view (request_id, status, jurisdiction, received_at, deadline, \
-                 closed_at, row_data) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) \
-                 ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, \
-                 jurisdiction = excluded.jurisdiction, received_at = excluded.received_at, \
-                 deadline = excluded.deadline, closed_at = excluded.closed_at, \
-                 row_data = excluded.row_data",
-            )
-            .bind(row.id.as_uuid())
-            .bind(row.status.as_str())
-            .bind(&row.jurisdiction)
-            .bind(row.received_at)
-            .bind(row.deadline)
-            .bind(row.closed_at)
-            .bind(encode(row)?)
-            .execute(&mut *tx)
-            .await?;
+        // One multi-row upsert for the whole batch.
+        let folded = fold_batch(rows, events)?;
+        let n = folded.len();
+        let (mut ids, mut statuses, mut jurisdictions, mut received) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut deadlines, mut closed, mut data) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for row in folded.values() {
+            ids.push(*row.id.as_uuid());
+            statuses.push(row.status.as_str());
+            jurisdictions.push(row.jurisdiction.as_str());
+            received.push(row.received_at);
+            deadlines.push(row.deadline);
+            closed.push(row.closed_at);
+            data.push(encode(row)?);
         }
+        sqlx::query(
+            "INSERT INTO request_view (request_id, status, jurisdiction, received_at, deadline, \
+             closed_at, row_data) \
+             SELECT request_id, status, jurisdiction, received_at, deadline, closed_at, \
+             row_data::jsonb FROM unnest($1::uuid[], $2::text[], $3::text[], \
+             $4::timestamptz[], $5::date[], $6::timestamptz[], $7::text[]) \
+             AS t(request_id, status, jurisdiction, received_at, deadline, closed_at, row_data) \
+             ORDER BY request_id \
+             ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, \
+             jurisdiction = excluded.jurisdiction, received_at = excluded.received_at, \
+             deadline = excluded.deadline, closed_at = excluded.closed_at, \
+             row_data = excluded.row_data",
+        )
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&jurisdictions)
+        .bind(&received)
+        .bind(&deadlines)
+        .bind(&closed)
+        .bind(&data)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(true)
     }

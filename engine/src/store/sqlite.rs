@@ -308,134 +308,209 @@ async fn try_batch(
             .map(|_| Ok(Appended::Written(Vec::new())))
             .collect());
     }
+    // Each statement is a trip to sqlx's SQLite worker thread, so the batch is written with a
+    // few statements over JSON arrays (`json_each`), not a few per append.
     let mut tx = writer.begin().await?;
-    let mut results = Vec::with_capacity(appends.len());
-    for append in appends {
-        results.push(append_in(&mut tx, append).await?);
+    let mut outcomes: Vec<Option<Result<Appended, StoreError>>> =
+        appends.iter().map(|_| None).collect();
+    let mut rows: Vec<Vec<RecordedEvent>> = appends.iter().map(|_| Vec::new()).collect();
+
+    // Commands seen before: their first result.
+    let command_ids: Vec<&str> = appends
+        .iter()
+        .filter(|a| !a.events.is_empty())
+        .filter_map(|a| a.metadata.command_id.as_deref())
+        .collect();
+    let mut seen = std::collections::HashMap::new();
+    if !command_ids.is_empty() {
+        let found = sqlx::query(
+            "SELECT command_id, stream_id, first_version, last_version FROM commands \
+             WHERE command_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_list(&command_ids)?)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &found {
+            let record = decode_command(row)?;
+            seen.insert(record.command_id.clone(), record);
+        }
+    }
+
+    // The heads of the streams, to check versions and chain the new events.
+    let streams: Vec<String> = appends.iter().map(|a| a.stream_id.to_string()).collect();
+    let found = sqlx::query(
+        "SELECT stream_id, version, last_hash FROM streams \
+         WHERE stream_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(json_list(&streams)?)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut heads = std::collections::HashMap::with_capacity(found.len());
+    for row in &found {
+        let id: String = row.try_get("stream_id")?;
+        let version: i64 = row.try_get("version")?;
+        let hash: String = row.try_get("last_hash")?;
+        heads.insert(id, (version, hash));
+    }
+
+    let (mut commands, mut heads_out, mut events, mut keys, mut indexes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (n, append) in appends.iter().enumerate() {
+        if append.events.is_empty() {
+            outcomes[n] = Some(Ok(Appended::Written(Vec::new())));
+            continue;
+        }
+        if let Some(record) = append
+            .metadata
+            .command_id
+            .as_ref()
+            .and_then(|id| seen.get(id))
+        {
+            outcomes[n] = Some(Ok(Appended::Duplicate(record.clone())));
+            continue;
+        }
+        let stream = &streams[n];
+        let (actual, prev_hash) = heads
+            .get(stream)
+            .map_or((0, GENESIS_HASH), |(v, h)| (*v, h.as_str()));
+        if actual != append.expected_version {
+            outcomes[n] = Some(Err(StoreError::Conflict {
+                stream_id: append.stream_id,
+                expected: append.expected_version,
+                actual,
+            }));
+            continue;
+        }
+        let count = i64::try_from(append.events.len()).unwrap_or(i64::MAX);
+        let new_version = append.expected_version + count;
+        let prepared = prepare_rows(
+            append.stream_id,
+            append.expected_version,
+            prev_hash,
+            &append.events,
+            &append.metadata,
+        );
+        if let Some(command_id) = &append.metadata.command_id {
+            commands.push(serde_json::json!([
+                command_id,
+                stream,
+                append.expected_version + 1,
+                new_version
+            ]));
+        }
+        let last_hash = prepared.last().map(|r| r.hash.clone()).unwrap_or_default();
+        heads_out.push(serde_json::json!([stream, new_version, last_hash]));
+        for row in &prepared {
+            events.push(serde_json::json!([
+                stream,
+                row.version,
+                row.event_type,
+                row.schema_version,
+                row.payload.to_string(),
+                row.event_id.to_string(),
+                row.command_id,
+                row.correlation_id.to_string(),
+                row.causation_id.map(|id| id.to_string()),
+                row.actor,
+                format_time(row.recorded_at),
+                row.prev_hash,
+                row.hash,
+            ]));
+        }
+        if let Some(key) = &append.key {
+            keys.push(serde_json::json!([stream, key.wrapped_key]));
+            for index in &key.indexes {
+                indexes.push(serde_json::json!([index, stream]));
+            }
+        }
+        rows[n] = prepared;
+    }
+
+    if !commands.is_empty() {
+        sqlx::query(
+            "INSERT INTO commands (command_id, stream_id, first_version, last_version) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1)",
+        )
+        .bind(serde_json::Value::Array(commands).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !heads_out.is_empty() {
+        sqlx::query(
+            "INSERT INTO streams (stream_id, version, last_hash) \
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true \
+             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, \
+             last_hash = excluded.last_hash",
+        )
+        .bind(serde_json::Value::Array(heads_out).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut places = std::collections::HashMap::with_capacity(events.len());
+    if !events.is_empty() {
+        let written = sqlx::query(
+            "INSERT INTO events (stream_id, version, event_type, schema_version, payload, \
+             event_id, command_id, correlation_id, causation_id, actor, recorded_at, \
+             prev_hash, hash) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+             value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, \
+             value ->> 11, value ->> 12 FROM json_each(?1) ORDER BY key \
+             RETURNING position, event_id",
+        )
+        .bind(serde_json::Value::Array(events).to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &written {
+            let event_id: String = row.try_get("event_id")?;
+            let position: i64 = row.try_get("position")?;
+            places.insert(event_id, position);
+        }
+    }
+    if !keys.is_empty() {
+        sqlx::query(
+            "INSERT INTO request_keys (request_id, wrapped_key) \
+             SELECT value ->> 0, value ->> 1 FROM json_each(?1)",
+        )
+        .bind(serde_json::Value::Array(keys).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !indexes.is_empty() {
+        sqlx::query(
+            "INSERT INTO subject_index (blind_index, request_id) \
+             SELECT value ->> 0, value ->> 1 FROM json_each(?1) WHERE true \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(serde_json::Value::Array(indexes).to_string())
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
+
+    let mut results = Vec::with_capacity(appends.len());
+    for (outcome, mut prepared) in outcomes.into_iter().zip(rows) {
+        results.push(match outcome {
+            Some(result) => result,
+            None => {
+                for row in &mut prepared {
+                    row.position =
+                        places
+                            .get(&row.event_id.to_string())
+                            .copied()
+                            .ok_or_else(|| {
+                                StoreError::Corrupt(format!(
+                                    "event {} was not written",
+                                    row.event_id
+                                ))
+                            })?;
+                }
+                Ok(Appended::Written(prepared))
+            }
+        });
+    }
     Ok(results)
 }
 
-/// One append inside the batch's transaction. The outer `Result` is a database failure (the
-/// whole batch is retried one by one); the inner one this append's own outcome.
-async fn append_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    append: &Append,
-) -> Result<Result<Appended, StoreError>, StoreError> {
-    let Append {
-        stream_id,
-        expected_version,
-        events,
-        metadata,
-        key,
-    } = append;
-    let (stream_id, expected_version) = (*stream_id, *expected_version);
-    if events.is_empty() {
-        return Ok(Ok(Appended::Written(Vec::new())));
-    }
-    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    let new_version = expected_version + count;
-    let stream_text = stream_id.to_string();
-
-    if let Some(command_id) = &metadata.command_id {
-        let seen = sqlx::query(
-            "SELECT command_id, stream_id, first_version, last_version FROM commands \
-             WHERE command_id = ?1",
-        )
-        .bind(command_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(row) = seen {
-            return Ok(Ok(Appended::Duplicate(decode_command(&row)?)));
-        }
-    }
-
-    let head = sqlx::query("SELECT version, last_hash FROM streams WHERE stream_id = ?1")
-        .bind(&stream_text)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let (actual, prev_hash): (i64, String) = match head {
-        Some(row) => (row.try_get("version")?, row.try_get("last_hash")?),
-        None => (0, GENESIS_HASH.to_owned()),
-    };
-    if actual != expected_version {
-        return Ok(Err(StoreError::Conflict {
-            stream_id,
-            expected: expected_version,
-            actual,
-        }));
-    }
-
-    if let Some(command_id) = &metadata.command_id {
-        sqlx::query(
-            "INSERT INTO commands (command_id, stream_id, first_version, last_version) \
-             VALUES (?1, ?2, ?3, ?4)",
-        )
-        .bind(command_id)
-        .bind(&stream_text)
-        .bind(expected_version + 1)
-        .bind(new_version)
-        .execute(&mut **tx)
-        .await?;
-    }
-
-    let rows = prepare_rows(stream_id, expected_version, &prev_hash, events, metadata);
-    let last_hash = rows.last().map(|r| r.hash.clone()).unwrap_or_default();
-    sqlx::query(
-        "INSERT INTO streams (stream_id, version, last_hash) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, \
-         last_hash = excluded.last_hash",
-    )
-    .bind(&stream_text)
-    .bind(new_version)
-    .bind(&last_hash)
-    .execute(&mut **tx)
-    .await?;
-
-    let mut written = Vec::with_capacity(rows.len());
-    for mut row in rows {
-        let position: i64 = sqlx::query_scalar(
-            "INSERT INTO events (stream_id, version, event_type, schema_version, payload, \
-             event_id, command_id, correlation_id, causation_id, actor, recorded_at, \
-             prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
-             RETURNING position",
-        )
-        .bind(&stream_text)
-        .bind(row.version)
-        .bind(&row.event_type)
-        .bind(row.schema_version)
-        .bind(row.payload.to_string())
-        .bind(row.event_id.to_string())
-        .bind(&row.command_id)
-        .bind(row.correlation_id.to_string())
-        .bind(row.causation_id.map(|id| id.to_string()))
-        .bind(&row.actor)
-        .bind(format_time(row.recorded_at))
-        .bind(&row.prev_hash)
-        .bind(&row.hash)
-        .fetch_one(&mut **tx)
-        .await?;
-        row.position = position;
-        written.push(row);
-    }
-
-    if let Some(key) = key {
-        sqlx::query("INSERT INTO request_keys (request_id, wrapped_key) VALUES (?1, ?2)")
-            .bind(&stream_text)
-            .bind(&key.wrapped_key)
-            .execute(&mut **tx)
-            .await?;
-        for index in &key.indexes {
-            sqlx::query(
-                "INSERT INTO subject_index (blind_index, request_id) VALUES (?1, ?2) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(index)
-            .bind(&stream_text)
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
-    Ok(Ok(Appended::Written(written)))
+fn json_list(items: &[impl serde::Serialize]) -> Result<String, StoreError> {
+    serde_json::to_string(items).map_err(|e| StoreError::Corrupt(format!("a JSON list: {e}")))
 }

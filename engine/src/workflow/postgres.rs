@@ -27,67 +27,134 @@ fn attempt(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
+/// Applies job changes in order, each run of changes of one kind as one multi-row statement
+/// (a run is cut where a job repeats, so no statement touches a row twice).
 async fn apply_changes(
     tx: &mut Transaction<'_, Postgres>,
     changes: &[JobChange],
 ) -> Result<(), StoreError> {
-    for change in changes {
-        match change {
-            JobChange::Upsert(job) => {
-                sqlx::query(
-                    "INSERT INTO jobs (request_id, kind, key, run_at, attempt) \
-                     VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (request_id, kind, key) DO UPDATE SET \
-                       run_at = excluded.run_at, attempt = excluded.attempt, \
-                       lease_owner = NULL, lease_until = NULL \
-                     WHERE jobs.attempt < excluded.attempt",
-                )
-                .bind(job.request_id.as_uuid())
-                .bind(job.kind.as_str())
-                .bind(&job.key)
-                .bind(job.run_at)
-                .bind(attempt(job.attempt))
-                .execute(&mut **tx)
-                .await?;
-            }
-            JobChange::Ensure(job) => {
-                sqlx::query(
-                    "INSERT INTO jobs (request_id, kind, key, run_at, attempt) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (request_id, kind, key) DO NOTHING",
-                )
-                .bind(job.request_id.as_uuid())
-                .bind(job.kind.as_str())
-                .bind(&job.key)
-                .bind(job.run_at)
-                .bind(attempt(job.attempt))
-                .execute(&mut **tx)
-                .await?;
-            }
-            JobChange::Delete {
-                request_id,
-                kind,
-                key,
-                up_to_attempt,
-            } => {
-                sqlx::query(
-                    "DELETE FROM jobs WHERE request_id = $1 AND kind = $2 AND key = $3 \
-                     AND attempt <= $4",
-                )
-                .bind(request_id.as_uuid())
-                .bind(kind.as_str())
-                .bind(key)
-                .bind(attempt(*up_to_attempt))
-                .execute(&mut **tx)
-                .await?;
-            }
-            JobChange::DeleteAll { request_id } => {
-                sqlx::query("DELETE FROM jobs WHERE request_id = $1")
-                    .bind(request_id.as_uuid())
-                    .execute(&mut **tx)
-                    .await?;
-            }
+    let mut start = 0;
+    while start < changes.len() {
+        let mut seen = std::collections::HashSet::new();
+        let mut end = start;
+        while end < changes.len()
+            && std::mem::discriminant(&changes[end]) == std::mem::discriminant(&changes[start])
+            && seen.insert(job_key(&changes[end]))
+        {
+            end += 1;
         }
+        apply_run(tx, &changes[start..end]).await?;
+        start = end;
     }
+    Ok(())
+}
+
+fn job_key(change: &JobChange) -> (uuid::Uuid, &str, &str) {
+    match change {
+        JobChange::Upsert(job) | JobChange::Ensure(job) => (
+            *job.request_id.as_uuid(),
+            job.kind.as_str(),
+            job.key.as_str(),
+        ),
+        JobChange::Delete {
+            request_id,
+            kind,
+            key,
+            ..
+        } => (*request_id.as_uuid(), kind.as_str(), key.as_str()),
+        JobChange::DeleteAll { request_id } => (*request_id.as_uuid(), "", ""),
+    }
+}
+
+/// Changes of one kind, no job twice.
+async fn apply_run(
+    tx: &mut Transaction<'_, Postgres>,
+    run: &[JobChange],
+) -> Result<(), StoreError> {
+    let Some(first) = run.first() else {
+        return Ok(());
+    };
+    let jobs: Vec<&Job> = run
+        .iter()
+        .filter_map(|c| match c {
+            JobChange::Upsert(job) | JobChange::Ensure(job) => Some(job),
+            _ => None,
+        })
+        .collect();
+    let sql = match first {
+        JobChange::Upsert(_) => {
+            "INSERT INTO jobs (request_id, kind, key, run_at, attempt) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], \
+             $5::int4[]) \
+             ON CONFLICT (request_id, kind, key) DO UPDATE SET \
+               run_at = excluded.run_at, attempt = excluded.attempt, \
+               lease_owner = NULL, lease_until = NULL \
+             WHERE jobs.attempt < excluded.attempt"
+        }
+        JobChange::Ensure(_) => {
+            "INSERT INTO jobs (request_id, kind, key, run_at, attempt) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], \
+             $5::int4[]) \
+             ON CONFLICT (request_id, kind, key) DO NOTHING"
+        }
+        JobChange::Delete { .. } => {
+            let (mut ids, mut kinds, mut keys, mut attempts) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for change in run {
+                if let JobChange::Delete {
+                    request_id,
+                    kind,
+                    key,
+                    up_to_attempt,
+                } = change
+                {
+                    ids.push(*request_id.as_uuid());
+                    kinds.push(kind.as_str());
+                    keys.push(key.as_str());
+                    attempts.push(attempt(*up_to_attempt));
+                }
+            }
+            sqlx::query(
+                "DELETE FROM jobs USING unnest($1::uuid[], $2::text[], $3::text[], $4::int4[]) \
+                 AS d(request_id, kind, key, up_to) \
+                 WHERE jobs.request_id = d.request_id AND jobs.kind = d.kind \
+                 AND jobs.key = d.key AND jobs.attempt <= d.up_to",
+            )
+            .bind(&ids)
+            .bind(&kinds)
+            .bind(&keys)
+            .bind(&attempts)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(());
+        }
+        JobChange::DeleteAll { .. } => {
+            let ids: Vec<uuid::Uuid> = run
+                .iter()
+                .filter_map(|c| match c {
+                    JobChange::DeleteAll { request_id } => Some(*request_id.as_uuid()),
+                    _ => None,
+                })
+                .collect();
+            sqlx::query("DELETE FROM jobs WHERE request_id = ANY($1)")
+                .bind(&ids)
+                .execute(&mut **tx)
+                .await?;
+            return Ok(());
+        }
+    };
+    sqlx::query(sql)
+        .bind(
+            jobs.iter()
+                .map(|j| *j.request_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.key.as_str()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.run_at).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| attempt(j.attempt)).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

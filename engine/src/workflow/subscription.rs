@@ -17,7 +17,7 @@ use super::{JobChange, WorkflowStore};
 use crate::store::{Checkpoint, EventStore, RecordedEvent, StoreError};
 
 /// Events read per round.
-const BATCH: u32 = 200;
+const BATCH: u32 = 500;
 
 /// Turns events into job changes. Pure apart from reading configuration and randomness.
 pub trait Subscriber: Send + Sync {

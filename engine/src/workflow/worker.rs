@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use lethe_domain::event::PlannedCleaner;
 use lethe_domain::state::{CleanerState, Phase, Request};
@@ -27,7 +28,9 @@ use crate::store::{EventMetadata, StoreError};
 
 /// A notifier that keeps failing is given up on after this many tries (the request goes on).
 const MAX_NOTIFY_TRIES: u32 = 20;
-const CLAIM_BATCH: u32 = 32;
+const CLAIM_BATCH: u32 = 64;
+/// Requests whose timer jobs run at once: their appends share commits (group commit).
+const TIMER_CONCURRENCY: usize = 16;
 const PENDING_REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// The cleaners that the routing rules select for `request`, in configuration order.
@@ -185,9 +188,27 @@ impl Workers {
                     Vec::new()
                 }
             };
+            // Requests side by side, each request's jobs in claim order (a reminder before the
+            // Due of the same request).
+            let mut by_request: Vec<Vec<&Job>> = Vec::new();
+            let mut slot: HashMap<RequestId, usize> = HashMap::new();
             for job in &jobs {
-                self.settle(job, self.run_timer(job).await).await;
+                let at = *slot.entry(job.request_id).or_insert_with(|| {
+                    by_request.push(Vec::new());
+                    by_request.len() - 1
+                });
+                by_request[at].push(job);
             }
+            futures::stream::iter(by_request)
+                .for_each_concurrent(TIMER_CONCURRENCY, |group| {
+                    let worker = &self;
+                    async move {
+                        for job in group {
+                            worker.settle(job, worker.run_timer(job).await).await;
+                        }
+                    }
+                })
+                .await;
             if jobs.is_empty() {
                 self.report_pending().await;
                 tokio::select! {
@@ -229,25 +250,29 @@ impl Workers {
         let slots = Arc::new(Semaphore::new(concurrency));
         while !*shutdown.borrow() {
             let free = u32::try_from(slots.available_permits()).unwrap_or(0);
-            let jobs = if free == 0 {
-                Vec::new()
-            } else {
-                match self
-                    .workflow
-                    .claim_jobs(
-                        &[JobKind::Dispatch],
-                        &self.owner,
-                        Utc::now(),
-                        self.dispatch_lease(),
-                        free,
-                    )
-                    .await
-                {
-                    Ok(jobs) => jobs,
-                    Err(error) => {
-                        tracing::warn!(error = %error, "claiming dispatch jobs failed");
-                        Vec::new()
-                    }
+            if free == 0 {
+                // Every slot is busy: claim again as soon as a call ends, not a poll later.
+                tokio::select! {
+                    permit = slots.clone().acquire_owned() => drop(permit),
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let jobs = match self
+                .workflow
+                .claim_jobs(
+                    &[JobKind::Dispatch],
+                    &self.owner,
+                    Utc::now(),
+                    self.dispatch_lease(),
+                    free,
+                )
+                .await
+            {
+                Ok(jobs) => jobs,
+                Err(error) => {
+                    tracing::warn!(error = %error, "claiming dispatch jobs failed");
+                    Vec::new()
                 }
             };
             let idle = jobs.is_empty();
