@@ -16,7 +16,7 @@ use lethe_engine::workflow::runtime::Runtime;
 use rand::Rng as _;
 use uuid::Uuid;
 
-use crate::db::{received_stream, Backend, Db};
+use crate::db::{received_stream, Db};
 use crate::load::{self, per_second};
 use crate::services::{
     cleaner_totals, http_client, lifecycle_config, start_api, start_cleaners, stop_cleaners,
