@@ -29,8 +29,11 @@ const EVENT_COLUMNS: &str = "position, transaction_id::text::bigint AS transacti
 
 /// Appends written in one transaction at most.
 const MAX_BATCH: usize = 512;
-/// Batches being written at once: one can commit while the next is being sent.
-const WRITERS: usize = 2;
+/// Batches being written at once. Under light load each append finds an idle writer and is
+/// written at once (as without batching); under heavy load appends queue and batches grow.
+const WRITERS: usize = 8;
+/// Connections: the writers' plus room for reads, subscriptions and job claims.
+const POOL_SIZE: u32 = 24;
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -47,7 +50,7 @@ impl PostgresStore {
     /// Connects with explicit options (tests use them to put each test in its own schema).
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(POOL_SIZE)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
