@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Append, Appended, StoreError};
 
@@ -27,40 +27,52 @@ pub(crate) type WriteBatch = Arc<
         + Sync,
 >;
 
-/// The queue in front of a store's batch writer.
+/// The queues in front of a store's batch writers.
 #[derive(Clone)]
 pub(crate) struct GroupCommit {
-    queue: mpsc::Sender<(Append, Reply)>,
+    /// One queue per writer; a stream's appends always go to the same one.
+    queues: Arc<[mpsc::Sender<(Append, Reply)>]>,
     write: WriteBatch,
 }
 
 impl std::fmt::Debug for GroupCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCommit").finish_non_exhaustive()
+        f.debug_struct("GroupCommit")
+            .field("writers", &self.queues.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl GroupCommit {
     /// Starts `writers` tasks, each writing batches of at most `max_batch` appends. Must be
     /// called inside a Tokio runtime.
+    ///
+    /// Appends are spread over the writers by stream, so two appends to one stream never sit
+    /// in two batches at once: a batch never waits for another batch's lock on a stream head
+    /// (which would hold up every other append in it), and the second append to a stream is
+    /// decided against the first one's outcome.
     pub(crate) fn start(writers: usize, max_batch: usize, write: WriteBatch) -> Self {
-        let (queue, receiver) = mpsc::channel(QUEUE);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..writers.max(1) {
-            tokio::spawn(run_writer(
-                receiver.clone(),
-                max_batch.max(1),
-                write.clone(),
-            ));
+        let queues: Vec<_> = (0..writers.max(1))
+            .map(|_| {
+                let (queue, receiver) = mpsc::channel(QUEUE);
+                tokio::spawn(run_writer(receiver, max_batch.max(1), write.clone()));
+                queue
+            })
+            .collect();
+        Self {
+            queues: queues.into(),
+            write,
         }
-        Self { queue, write }
     }
 
-    /// Appends through the queue. Should the writers be gone (their runtime shut down), the
-    /// append is written directly.
+    /// Appends through the stream's queue. Should the writers be gone (their runtime shut
+    /// down), the append is written directly.
     pub(crate) async fn append(&self, append: Append) -> Result<Appended, StoreError> {
+        let shard =
+            usize::try_from(append.stream_id.as_uuid().as_u128() % self.queues.len() as u128)
+                .unwrap_or(0);
         let (reply, answer) = oneshot::channel();
-        match self.queue.send((append, reply)).await {
+        match self.queues[shard].send((append, reply)).await {
             Ok(()) => answer.await.unwrap_or_else(|_| {
                 Err(StoreError::Corrupt(
                     "the append writer stopped before answering; the append may or may not \
@@ -82,31 +94,23 @@ async fn write_one(write: &WriteBatch, append: Append) -> Result<Appended, Store
 }
 
 async fn run_writer(
-    receiver: Arc<Mutex<mpsc::Receiver<(Append, Reply)>>>,
+    mut receiver: mpsc::Receiver<(Append, Reply)>,
     max_batch: usize,
     write: WriteBatch,
 ) {
     let mut carried: Vec<(Append, Reply)> = Vec::new();
     loop {
         let mut pending = std::mem::take(&mut carried);
-        // With appends carried over, never wait for the queue: another writer may be parked
-        // on it, holding the lock until something new arrives.
-        let receiver = if pending.is_empty() {
-            let mut receiver = receiver.lock().await;
+        if pending.is_empty() {
             match receiver.recv().await {
                 Some(item) => pending.push(item),
                 None => return,
             }
-            Some(receiver)
-        } else {
-            receiver.try_lock().ok()
-        };
-        if let Some(mut receiver) = receiver {
-            while pending.len() < max_batch {
-                match receiver.try_recv() {
-                    Ok(item) => pending.push(item),
-                    Err(_) => break,
-                }
+        }
+        while pending.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(item) => pending.push(item),
+                Err(_) => break,
             }
         }
         let (batch, later) = split_distinct(pending);
