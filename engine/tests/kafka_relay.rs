@@ -18,6 +18,7 @@ use lethe_engine::workflow::subscription::SubscriptionRunner;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
 const TOPIC: &str = "lethe.events";
@@ -277,6 +278,52 @@ async fn with_the_broker_down_nothing_moves_and_the_backlog_drains_after() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_its_producer_failed_for_good_the_relay_publishes_through_a_new_one() {
+    use rdkafka::producer::Producer;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let store = support::sqlite().await;
+    let database = store.database();
+    let config = config();
+    let requests = Requests::new(database.events.clone(), Arc::new(config.clone()));
+    let relay = KafkaRelay {
+        producer: producer(&brokers).unwrap(),
+        topics: config.kafka.clone().unwrap().publish,
+        workflow: database.workflow.clone(),
+    };
+    submit(&requests, 0).await;
+    relay_all(&database, &relay).await;
+
+    // A retried batch the broker then disowns (unknown producer id) is a fatal error for an
+    // idempotent producer: librdkafka refuses every later message from it.
+    let broken = relay.producer.current();
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID,
+        ],
+    );
+    submit(&requests, 1).await;
+    let failed = runner(&database).round_with(&relay).await;
+    assert!(failed.is_err(), "the round with the fatal error failed");
+    assert!(
+        broken.client().fatal_error().is_some(),
+        "the old producer is broken for good"
+    );
+    assert!(relay.producer.current().client().fatal_error().is_none());
+
+    // The next rounds publish the batch again through the new producer.
+    submit(&requests, 2).await;
+    relay_all(&database, &relay).await;
+    let messages = consume(&brokers, 3).await;
+    let keys: std::collections::HashSet<_> = messages.iter().map(|m| m.key.clone()).collect();
+    assert_eq!(keys.len(), 3, "every request's Received was delivered");
+}
+
 #[tokio::test]
 async fn without_a_kafka_section_there_is_no_relay() {
     assert!(Config::default().kafka.is_none());
@@ -309,7 +356,7 @@ fn start_search_service_with(
             .create()
             .unwrap();
         consumer.subscribe(&["lethe.due"]).unwrap();
-        let producer = producer(&brokers).unwrap();
+        let producer = producer::<FutureProducer>(&brokers).unwrap();
         loop {
             // The mock cluster goes away at the end of the test.
             let Ok(message) = consumer.recv().await else {
@@ -421,7 +468,7 @@ async fn kafka_cleaners_complete_requests_and_bad_results_go_to_the_dead_letter_
     wait_completed(ids.clone()).await;
 
     // Poisoned results: bad JSON, an unknown request, a result for a request already closed.
-    let poison = producer(&brokers).unwrap();
+    let poison = producer::<FutureProducer>(&brokers).unwrap();
     let unknown = uuid::Uuid::now_v7().to_string();
     let stale = serde_json::json!({"request_id": ids[0], "cleaner": "search", "attempt": 9, "outcome": "failed"}).to_string();
     let bad = [

@@ -5,6 +5,8 @@
 //! `enable.idempotence=true`), key = request id, and moves its checkpoint only after the broker
 //! acknowledged every message of the batch. If the broker is down, nothing moves: the backlog
 //! is published in order once it is back (at least once: consumers dedupe on `lethe-event-id`).
+//! After a failed batch the relay publishes through a new producer (see [`RenewingProducer`]),
+//! because an idempotent producer can stay broken after an outage.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
@@ -69,20 +72,96 @@ pub fn message_value(event: &RecordedEvent) -> serde_json::Value {
     })
 }
 
-/// The idempotent producer the relay uses.
-pub fn producer(brokers: &str) -> Result<FutureProducer, rdkafka::error::KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("message.timeout.ms", "10000")
-        .set("linger.ms", "5")
-        .create()
+/// Lethe's idempotent producer (`enable.idempotence=true`, `acks=all`, 10 s delivery timeout),
+/// as whichever type the caller needs: a plain [`FutureProducer`], or a [`RenewingProducer`]
+/// (what [`KafkaRelay`] holds).
+pub fn producer<P: FromBrokers>(brokers: &str) -> Result<P, KafkaError> {
+    P::from_brokers(brokers)
+}
+
+/// A producer that [`producer`] can build.
+pub trait FromBrokers: Sized {
+    fn from_brokers(brokers: &str) -> Result<Self, KafkaError>;
+}
+
+impl FromBrokers for FutureProducer {
+    fn from_brokers(brokers: &str) -> Result<Self, KafkaError> {
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "10000")
+            .set("linger.ms", "5")
+            .create()
+    }
+}
+
+/// An idempotent producer that is swapped for a new one after a failure.
+///
+/// librdkafka's idempotent producer can stay broken after an outage, with no way back short of
+/// a new producer: after a fatal idempotence error, and when the broker has forgotten the
+/// producer id (a broker that lost its state, such as tansu with memory storage after a
+/// restart) librdkafka bumps the epoch on its own, which such a broker refuses, so every
+/// message times out. A new producer asks the broker for a new producer id.
+pub struct RenewingProducer {
+    brokers: String,
+    current: std::sync::Mutex<FutureProducer>,
+}
+
+impl std::fmt::Debug for RenewingProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RenewingProducer")
+            .field("brokers", &self.brokers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FromBrokers for RenewingProducer {
+    fn from_brokers(brokers: &str) -> Result<Self, KafkaError> {
+        Ok(Self {
+            brokers: brokers.to_owned(),
+            current: std::sync::Mutex::new(FutureProducer::from_brokers(brokers)?),
+        })
+    }
+}
+
+impl RenewingProducer {
+    /// The producer to publish with now.
+    pub fn current(&self) -> FutureProducer {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the producer with a new one. Call it only once nothing sent through the current
+    /// one is outstanding, or an old message could reach the broker after a newer one.
+    pub fn renew(&self) {
+        let fresh = match FutureProducer::from_brokers(&self.brokers) {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot create a new Kafka producer; keeping the old one");
+                return;
+            }
+        };
+        let old = std::mem::replace(
+            &mut *self
+                .current
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            fresh,
+        );
+        // Dropping a producer flushes and joins its threads: not on an async worker.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(old))),
+            Err(_) => drop(old),
+        }
+    }
 }
 
 /// Publishes the configured event types; see the module docs.
 pub struct KafkaRelay {
-    pub producer: FutureProducer,
+    pub producer: RenewingProducer,
     pub topics: BTreeMap<String, String>,
     pub workflow: Arc<dyn WorkflowStore>,
 }
@@ -109,7 +188,9 @@ impl Projector for KafkaRelay {
     ) -> Result<bool, StoreError> {
         // Enqueue every message in log order first (librdkafka keeps that order per
         // partition with idempotence on), then wait for every acknowledgement.
+        let producer = self.producer.current();
         let mut deliveries = Vec::new();
+        let mut failure = None;
         for event in events {
             let Some(topic) = self.topics.get(&event.event_type) else {
                 continue;
@@ -140,23 +221,28 @@ impl Projector for KafkaRelay {
                 .key(&key)
                 .payload(&value)
                 .headers(headers);
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
-                Err((error, _)) => return Err(StoreError::Downstream(format!("kafka: {error}"))),
+                Err((error, _)) => {
+                    failure = Some(error.to_string());
+                    break;
+                }
             }
         }
+        // Every delivery is awaited, failed or not, so that nothing of this batch is left in
+        // the producer when it is replaced.
         for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => {
-                    return Err(StoreError::Downstream(format!("kafka: {error}")))
-                }
-                Err(_) => {
-                    return Err(StoreError::Downstream(
-                        "kafka: delivery cancelled".to_owned(),
-                    ))
-                }
-            }
+            let error = match delivery.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((error, _))) => error.to_string(),
+                Err(_) => "delivery cancelled".to_owned(),
+            };
+            failure.get_or_insert(error);
+        }
+        if let Some(error) = failure {
+            // The next round publishes the whole batch again, through a new producer.
+            self.producer.renew();
+            return Err(StoreError::Downstream(format!("kafka: {error}")));
         }
         // Every message is acknowledged: only now may the checkpoint move.
         self.workflow
@@ -251,18 +337,29 @@ pub async fn run_results_consumer(
             return;
         }
     };
-    let dead_letters = match producer(&config.brokers) {
+    let dead_letters: RenewingProducer = match producer(&config.brokers) {
         Ok(producer) => producer,
         Err(error) => {
             tracing::error!(error = %error, "cannot create the dead-letter producer");
             return;
         }
     };
-    if let Err(error) = consumer.subscribe(&[config.results_topic.as_str()]) {
-        tracing::error!(error = %error, "cannot subscribe to the results topic");
-        return;
-    }
+    let consumer = Arc::new(consumer);
+    let topic = config.results_topic.as_str();
     loop {
+        if consumer.subscription().map_or(0, |s| s.count()) == 0 {
+            // Not in the group: at start, or after every broker connection was lost. Join once
+            // the results topic can be seen; see [`wait_for_topic`].
+            tokio::select! {
+                () = wait_for_topic(&consumer, topic) => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(error) = consumer.subscribe(&[topic]) {
+                tracing::warn!(error = %error, "cannot subscribe to the results topic");
+                tokio::time::sleep(RETRY_INTERVAL).await;
+                continue;
+            }
+        }
         let message = tokio::select! {
             message = consumer.recv() => message,
             _ = shutdown.changed() => return,
@@ -271,7 +368,13 @@ pub async fn run_results_consumer(
             Ok(message) => message,
             Err(error) => {
                 tracing::warn!(error = %error, "reading cleaner results failed");
-                tokio::time::sleep(RETRY_INTERVAL).await;
+                if error.rdkafka_error_code()
+                    == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)
+                {
+                    consumer.unsubscribe();
+                } else {
+                    tokio::time::sleep(RETRY_INTERVAL).await;
+                }
                 continue;
             }
         };
@@ -293,13 +396,19 @@ pub async fn run_results_consumer(
                         key: "lethe-reason",
                         value: Some(&reason),
                     }));
-                match dead_letters.send(record, Duration::from_secs(10)).await {
+                match dead_letters
+                    .current()
+                    .send(record, Duration::from_secs(10))
+                    .await
+                {
                     Ok(_) => {
                         tracing::warn!(reason = %reason, "a cleaner result went to the dead-letter topic");
                         true
                     }
                     Err((error, _)) => {
                         tracing::warn!(error = %error, "the dead-letter topic refused a result; retrying");
+                        // That one message was the producer's only one: nothing is outstanding.
+                        dead_letters.renew();
                         tokio::time::sleep(RETRY_INTERVAL).await;
                         false
                     }
@@ -318,6 +427,59 @@ pub async fn run_results_consumer(
         ) {
             tracing::warn!(error = %error, "could not rewind to a failed result");
         }
+    }
+}
+
+/// Returns once `topic` exists with partitions, asking the brokers every [`RETRY_INTERVAL`].
+///
+/// The results consumer is out of its group until then: at start, and after every broker
+/// connection was lost. Joining once the topic can be seen resumes as after a rebalance: from
+/// the group's committed offsets, which against a broker that kept everything are where the
+/// consumer was (each is committed right after its result is recorded), or from the earliest
+/// when the broker has none. A consumer that stayed in the group through the outage would go on
+/// fetching the partitions it had, from a broker that may have come back without them: tansu
+/// with memory storage forgets its topics on a restart, and librdkafka 2.12 can crash on
+/// tansu's answer to a fetch for a topic id it no longer knows (seen in the end-to-end test,
+/// `engine/tests/kafka_tansu.rs`).
+async fn wait_for_topic(consumer: &Arc<rdkafka::consumer::StreamConsumer>, topic: &str) {
+    // The errors librdkafka reports meanwhile (the broker is still down) are read and dropped
+    // here, or they would be taken for a new outage once back in the group.
+    let drain = async {
+        loop {
+            let _ = consumer.recv().await;
+        }
+    };
+    tokio::select! {
+        () = find_topic(consumer, topic) => {}
+        () = drain => {}
+    }
+}
+
+async fn find_topic(consumer: &Arc<rdkafka::consumer::StreamConsumer>, topic: &str) {
+    use rdkafka::consumer::Consumer;
+    let mut logged = false;
+    loop {
+        let probe = consumer.clone();
+        let name = topic.to_owned();
+        // Fetching metadata blocks.
+        let found = tokio::task::spawn_blocking(move || {
+            probe
+                .fetch_metadata(Some(&name), Duration::from_secs(5))
+                .is_ok_and(|metadata| {
+                    metadata.topics().iter().any(|t| {
+                        t.name() == name && t.error().is_none() && !t.partitions().is_empty()
+                    })
+                })
+        })
+        .await
+        .unwrap_or(false);
+        if found {
+            return;
+        }
+        if !std::mem::replace(&mut logged, true) {
+            tracing::warn!(topic, "waiting for the Kafka results topic");
+        }
+        tokio::time::sleep(RETRY_INTERVAL).await;
     }
 }
 
