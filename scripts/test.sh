@@ -76,6 +76,12 @@ if ! command -v chromium >/dev/null; then
   apt-get install -y -qq chromium >/dev/null
 fi
 
+# The end-to-end Kafka test (engine/tests/kafka_tansu.rs) runs the broker tansu 0.6.0, built
+# once into a cache outside the clone (15-30 minutes the first time, nothing after).
+LETHE_TANSU_BIN=$(scripts/tansu.sh)
+export LETHE_TANSU_BIN
+log "using tansu at $LETHE_TANSU_BIN"
+
 log "cargo fmt --check"
 cargo fmt --all --check
 log "cargo clippy"
