@@ -259,12 +259,17 @@ impl WorkflowStore for PostgresStore {
     ) -> Result<Vec<Job>, StoreError> {
         let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
         let rows = sqlx::query(
+            // Per kind through the (kind, run_at) index, so a claim for timers does not walk
+            // past thousands of ready dispatches (or the other way round).
             "UPDATE jobs SET lease_owner = $2, lease_until = $3 \
              WHERE (request_id, kind, key) IN ( \
-               SELECT request_id, kind, key FROM jobs \
-               WHERE kind = ANY($1) AND run_at <= $4 \
-                 AND (lease_until IS NULL OR lease_until < $4) \
-               ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+               SELECT j.request_id, j.kind, j.key FROM unnest($1::text[]) AS k(kind) \
+               CROSS JOIN LATERAL ( \
+                 SELECT request_id, kind, key, run_at FROM jobs \
+                 WHERE jobs.kind = k.kind AND run_at <= $4 \
+                   AND (lease_until IS NULL OR lease_until < $4) \
+                 ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED) AS j \
+               ORDER BY j.run_at LIMIT $5) \
              RETURNING request_id, kind, key, run_at, attempt",
         )
         .bind(&kinds)

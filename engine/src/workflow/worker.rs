@@ -248,12 +248,14 @@ impl Workers {
         let concurrency =
             usize::try_from(self.config.engine.dispatch_concurrency.max(1)).unwrap_or(1);
         let slots = Arc::new(Semaphore::new(concurrency));
+        let refill = u32::try_from((concurrency / 4).max(1)).unwrap_or(1);
         while !*shutdown.borrow() {
             let free = u32::try_from(slots.available_permits()).unwrap_or(0);
-            if free == 0 {
-                // Every slot is busy: claim again as soon as a call ends, not a poll later.
+            if free < refill {
+                // (Nearly) every slot is busy: claim again as soon as a few calls have ended,
+                // not a poll later, and not one job per claim (each claim is a commit).
                 tokio::select! {
-                    permit = slots.clone().acquire_owned() => drop(permit),
+                    permits = slots.clone().acquire_many_owned(refill) => drop(permits),
                     _ = shutdown.changed() => {}
                 }
                 continue;
