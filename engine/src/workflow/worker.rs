@@ -99,16 +99,7 @@ pub struct Workers {
     limits: CleanerLimits,
     last_pending_report: std::sync::Mutex<Option<std::time::Instant>>,
     /// For re-publishing Due to Kafka cleaners on a retry.
-    producer: Option<DebugProducer>,
-}
-
-/// The Kafka producer, which has no `Debug` of its own.
-struct DebugProducer(rdkafka::producer::FutureProducer);
-
-impl std::fmt::Debug for DebugProducer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FutureProducer")
-    }
+    producer: Option<crate::kafka::RenewingProducer>,
 }
 
 enum Outcome {
@@ -131,8 +122,7 @@ impl Workers {
         let producer = config
             .kafka
             .as_ref()
-            .and_then(|k| crate::kafka::producer(&k.brokers).ok())
-            .map(DebugProducer);
+            .and_then(|k| crate::kafka::producer(&k.brokers).ok());
         Self {
             requests,
             workflow,
@@ -561,9 +551,7 @@ impl Workers {
                 // message again for this cleaner, with its attempt number. Either way the
                 // result comes on the results topic, or the attempt fails after callback_timeout.
                 if attempt > 1 {
-                    let (Some(kafka), Some(DebugProducer(producer))) =
-                        (&self.config.kafka, &self.producer)
-                    else {
+                    let (Some(kafka), Some(producer)) = (&self.config.kafka, &self.producer) else {
                         return Ok(Outcome::Finish);
                     };
                     let Some(topic) = kafka.publish.get("Due") else {
@@ -577,9 +565,20 @@ impl Workers {
                         .ok_or_else(|| {
                             StoreError::Corrupt("a cleaning request without Due".to_owned())
                         })?;
-                    crate::kafka::publish_retry(producer, topic, due, &cleaner, attempt)
-                        .await
-                        .map_err(StoreError::Downstream)?;
+                    let sent = crate::kafka::publish_retry(
+                        &producer.current(),
+                        topic,
+                        due,
+                        &cleaner,
+                        attempt,
+                    )
+                    .await;
+                    if let Err(error) = sent {
+                        // A producer broken by an outage stays broken: the next try gets a new
+                        // one (see `RenewingProducer`). The job runs again after its lease.
+                        producer.renew();
+                        return Err(StoreError::Downstream(error).into());
+                    }
                 }
                 self.workflow
                     .apply(&[JobChange::Upsert(Job {
