@@ -79,6 +79,10 @@ struct Cli {
     /// scenario (default 600; 60 with --smoke).
     #[arg(long)]
     time_limit: Option<u64>,
+    /// `[engine] dispatch_concurrency` of the lifecycle and memory scenarios (default: the
+    /// engine's default, 16).
+    #[arg(long)]
+    dispatch_concurrency: Option<u32>,
     /// The `lethe` binary for the memory scenario (default: beside this one, else
     /// target/release/lethe, built when missing).
     #[arg(long)]
@@ -103,6 +107,7 @@ pub struct Settings {
     pub events: u64,
     pub time_limit: Duration,
     pub lethe_bin: Option<PathBuf>,
+    pub dispatch_concurrency: u32,
 }
 
 /// Conditions a run must meet. In a smoke run a broken one fails the run; otherwise it is a
@@ -161,6 +166,12 @@ impl Cli {
             events,
             time_limit: Duration::from_secs(time_limit),
             lethe_bin: self.lethe_bin.clone(),
+            dispatch_concurrency: self
+                .dispatch_concurrency
+                .unwrap_or_else(|| {
+                    lethe_engine::config::EngineConfig::default().dispatch_concurrency
+                })
+                .max(1),
         })
     }
 
@@ -288,12 +299,13 @@ async fn print_machine(settings: &Settings, backends: &[Backend]) {
     );
     println!(
         "settings seconds={} requests={} bulk_requests={} events={} time_limit_s={} \
-         baseline_payload_bytes={}",
+         dispatch_concurrency={} baseline_payload_bytes={}",
         settings.seconds.as_secs_f64(),
         settings.requests,
         settings.bulk_requests,
         settings.events,
         settings.time_limit.as_secs(),
+        settings.dispatch_concurrency,
         db::received_payload_bytes(),
     );
 }

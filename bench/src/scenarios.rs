@@ -331,7 +331,10 @@ pub async fn lifecycle(db: &Db, settings: &Settings, checks: &mut Checks) -> any
     let backend = db.backend;
     let scenario_deadline = Instant::now() + settings.time_limit;
     let cleaners = start_cleaners().await?;
-    let config = Arc::new(Config::parse(&lifecycle_config(&cleaners))?);
+    let config = Arc::new(Config::parse(&lifecycle_config(
+        &cleaners,
+        settings.dispatch_concurrency,
+    ))?);
     let requests = db.requests(config.clone());
     let api = start_api(requests.clone()).await?;
     let client = http_client(SUBMIT_CONCURRENCY * 2)?;
@@ -403,10 +406,9 @@ pub async fn lifecycle(db: &Db, settings: &Settings, checks: &mut Checks) -> any
     stop_cleaners(cleaners).await;
     api.stop().await;
 
-    // The engine runs up to `dispatch_concurrency` (16) cleaner calls, each ending in an
-    // append, beside the sequential timer worker and the saga.
-    let concurrency =
-        usize::try_from(lethe_engine::config::EngineConfig::default().dispatch_concurrency)?;
+    // The engine runs up to `dispatch_concurrency` cleaner calls, each ending in an append,
+    // beside the timer worker and the saga.
+    let concurrency = usize::try_from(settings.dispatch_concurrency)?;
     let baseline_for = baseline_duration(settings, window);
     let baseline = db.baseline(concurrency, baseline_for, u64::MAX).await?;
     let events_per_s = per_second(u64::try_from(events)?, window);
@@ -667,7 +669,10 @@ pub async fn memory(db: &Db, settings: &Settings, checks: &mut Checks) -> anyhow
         .prefix("lethe-bench-serve-")
         .tempdir()?;
     let config_path = work.path().join("lethe.toml");
-    std::fs::write(&config_path, lifecycle_config(&cleaners))?;
+    std::fs::write(
+        &config_path,
+        lifecycle_config(&cleaners, settings.dispatch_concurrency),
+    )?;
     let key_path = work.path().join("master.key");
     std::fs::write(
         &key_path,

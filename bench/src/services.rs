@@ -165,10 +165,10 @@ pub async fn stop_cleaners(cleaners: Vec<Cleaner>) {
 
 /// The `lethe.toml` of the lifecycle and memory scenarios: a one-second grace period without
 /// reminders, workers polling every 20 ms, and the cleaners retrying from 100 ms.
-pub fn lifecycle_config(cleaners: &[Cleaner]) -> String {
-    let mut text = String::from(
+pub fn lifecycle_config(cleaners: &[Cleaner], dispatch_concurrency: u32) -> String {
+    let mut text = format!(
         "[policy]\ngrace_period = \"1s\"\nreminders = []\n\n\
-         [engine]\npoll_interval = \"20ms\"\n",
+         [engine]\npoll_interval = \"20ms\"\ndispatch_concurrency = {dispatch_concurrency}\n",
     );
     for cleaner in cleaners {
         text.push_str(&format!(
@@ -243,7 +243,7 @@ mod tests {
     #[tokio::test]
     async fn the_lifecycle_config_parses() {
         let cleaners = start_cleaners().await.unwrap();
-        let config = lethe_engine::config::Config::parse(&lifecycle_config(&cleaners)).unwrap();
+        let config = lethe_engine::config::Config::parse(&lifecycle_config(&cleaners, 16)).unwrap();
         assert_eq!(config.cleaners.len(), 5);
         assert_eq!(config.engine.poll_interval.0, Duration::from_millis(20));
         stop_cleaners(cleaners).await;
