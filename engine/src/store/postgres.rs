@@ -29,9 +29,10 @@ const EVENT_COLUMNS: &str = "position, transaction_id::text::bigint AS transacti
 
 /// Appends written in one transaction at most.
 const MAX_BATCH: usize = 512;
-/// Batches being written at once. Under light load each append finds an idle writer and is
-/// written at once (as without batching); under heavy load appends queue and batches grow.
-const WRITERS: usize = 8;
+/// Batches being written at once (appends are spread over them by stream). Two: one batch can
+/// be sent while the other commits. Eight made smaller batches and a lower `ingest` ratio on
+/// two cores (docs/PERFORMANCE.md) without helping `lifecycle`.
+const WRITERS: usize = 2;
 /// Connections: the writers' plus room for reads, subscriptions and job claims.
 const POOL_SIZE: u32 = 24;
 
