@@ -399,16 +399,30 @@ async fn tailing_reader_misses_nothing_under_concurrent_writers(t: TestStore) {
             let store = store.clone();
             tokio::spawn(async move {
                 let mut ids = Vec::new();
+                // `append_batch` of one append: a transaction of its own per append, so twelve
+                // writers really commit side by side (the group-committed `append` would
+                // gather them into the few batches its writers run).
+                let write = |id: RequestId, version: i64, event: Event| {
+                    let store = store.clone();
+                    async move {
+                        let mut results = store
+                            .append_batch(vec![Append {
+                                stream_id: id,
+                                expected_version: version,
+                                events: vec![event],
+                                metadata: EventMetadata::new("writer"),
+                                key: None,
+                            }])
+                            .await;
+                        written(results.pop().unwrap().unwrap());
+                    }
+                };
                 for _ in 0..STREAMS_PER_WRITER {
                     let id = new_id();
-                    let meta = EventMetadata::new("writer");
-                    store.append(id, 0, &[received(id)], &meta).await.unwrap();
+                    write(id, 0, received(id)).await;
                     for version in 1..EVENTS_PER_STREAM {
                         let index = u32::try_from(version).unwrap();
-                        store
-                            .append(id, version, &[reminded(index)], &meta)
-                            .await
-                            .unwrap();
+                        write(id, version, reminded(index)).await;
                     }
                     ids.push(id);
                 }
