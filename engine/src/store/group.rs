@@ -85,6 +85,37 @@ impl GroupCommit {
     }
 }
 
+/// Writes `appends` with `try_batch` (one transaction). If that transaction fails as a whole,
+/// writes each append on its own, so that one bad append cannot fail the others.
+pub(crate) async fn with_fallback<'a, F, Fut>(
+    appends: &'a [Append],
+    try_batch: F,
+) -> Vec<Result<Appended, StoreError>>
+where
+    F: Fn(&'a [Append]) -> Fut,
+    Fut: Future<Output = Result<Vec<Result<Appended, StoreError>>, StoreError>>,
+{
+    match try_batch(appends).await {
+        Ok(results) => results,
+        Err(error) if appends.len() == 1 => vec![Err(error)],
+        Err(error) => {
+            tracing::debug!(%error, size = appends.len(), "batch append failed; appending one by one");
+            let mut results = Vec::with_capacity(appends.len());
+            for append in appends {
+                results.push(match try_batch(std::slice::from_ref(append)).await {
+                    Ok(mut r) => r.pop().unwrap_or_else(|| {
+                        Err(StoreError::Corrupt(
+                            "an append returned no result".to_owned(),
+                        ))
+                    }),
+                    Err(e) => Err(e),
+                });
+            }
+            results
+        }
+    }
+}
+
 async fn write_one(write: &WriteBatch, append: Append) -> Result<Appended, StoreError> {
     write(vec![append]).await.pop().unwrap_or_else(|| {
         Err(StoreError::Corrupt(

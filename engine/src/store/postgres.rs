@@ -233,29 +233,9 @@ fn batch_writer(pool: PgPool) -> WriteBatch {
 }
 
 /// Writes a batch of appends to distinct streams with distinct command ids in one
-/// transaction; if the transaction fails as a whole, writes each append on its own so that one
-/// bad append cannot fail the others.
+/// transaction (see [`group::with_fallback`] for when that transaction fails).
 async fn write_batch(pool: &PgPool, appends: Vec<Append>) -> Vec<Result<Appended, StoreError>> {
-    match try_batch(pool, &appends).await {
-        Ok(results) => results,
-        Err(error) if appends.len() == 1 => vec![Err(error)],
-        Err(error) => {
-            tracing::debug!(%error, size = appends.len(), "batch append failed; appending one by one");
-            let mut results = Vec::with_capacity(appends.len());
-            for append in appends {
-                let one = std::slice::from_ref(&append);
-                results.push(match try_batch(pool, one).await {
-                    Ok(mut r) => r.pop().unwrap_or_else(|| {
-                        Err(StoreError::Corrupt(
-                            "an append returned no result".to_owned(),
-                        ))
-                    }),
-                    Err(e) => Err(e),
-                });
-            }
-            results
-        }
-    }
+    group::with_fallback(&appends, |some| try_batch(pool, some)).await
 }
 
 /// What became of one append of a batch while it is being written.

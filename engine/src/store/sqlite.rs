@@ -269,33 +269,13 @@ fn batch_writer(writer: SqlitePool) -> WriteBatch {
 }
 
 /// Writes a batch in one transaction (one `fsync`). The checks run inside the transaction,
-/// which holds the database's write lock, so each append sees the ones before it. If the
-/// transaction fails as a whole, each append is written on its own.
+/// which holds the database's write lock, so each append sees the ones before it (see
+/// [`group::with_fallback`] for when that transaction fails).
 async fn write_batch(
     writer: &SqlitePool,
     appends: Vec<Append>,
 ) -> Vec<Result<Appended, StoreError>> {
-    match try_batch(writer, &appends).await {
-        Ok(results) => results,
-        Err(error) if appends.len() == 1 => vec![Err(error)],
-        Err(error) => {
-            tracing::debug!(%error, size = appends.len(), "batch append failed; appending one by one");
-            let mut results = Vec::with_capacity(appends.len());
-            for append in appends {
-                results.push(
-                    match try_batch(writer, std::slice::from_ref(&append)).await {
-                        Ok(mut r) => r.pop().unwrap_or_else(|| {
-                            Err(StoreError::Corrupt(
-                                "an append returned no result".to_owned(),
-                            ))
-                        }),
-                        Err(e) => Err(e),
-                    },
-                );
-            }
-            results
-        }
-    }
+    group::with_fallback(&appends, |some| try_batch(writer, some)).await
 }
 
 async fn try_batch(
