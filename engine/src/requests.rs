@@ -21,7 +21,7 @@ use crate::read_models::ReadModelStore;
 use crate::sealing::DataKey;
 use crate::secrets::MasterKey;
 use crate::store::{
-    Append, Appended, EventMetadata, EventStore, NewKey, RecordedEvent, StoreError,
+    Append, Appended, EventMetadata, EventStore, NewKey, RecordedEvent, StoreError, StreamHead,
 };
 
 /// Limits on the free-text fields of a submission.
@@ -125,15 +125,52 @@ impl Requests {
 
     /// The subject's identifiers, if they can still be read.
     pub async fn subject_of(&self, request: &Request) -> Result<SubjectAccess, RequestError> {
+        let wrapped = match (&request.subject, &self.sealing) {
+            (SubjectRecord::Sealed(_), Some(sealing)) => {
+                Some(sealing.keys.wrapped_key(request.id).await?)
+            }
+            _ => None,
+        };
+        self.open_subject(request, wrapped)
+    }
+
+    /// What an auditor's history shows: the stream's head, the request and its subject. The
+    /// stream and the data key are read side by side.
+    pub async fn history_of(
+        &self,
+        id: RequestId,
+    ) -> Result<Option<(Option<StreamHead>, LoadedRequest, SubjectAccess)>, RequestError> {
+        let key = async {
+            match &self.sealing {
+                Some(sealing) => sealing.keys.wrapped_key(id).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (stream, key) = tokio::join!(self.store.read_stream_with_head(id), key);
+        let (head, events) = stream?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let loaded = loaded(events)?;
+        let subject = self.open_subject(&loaded.request, key?)?;
+        Ok(Some((head, loaded, subject)))
+    }
+
+    /// The subject of `request`, given its wrapped data key as read (`None` without sealing).
+    fn open_subject(
+        &self,
+        request: &Request,
+        wrapped: Option<Option<String>>,
+    ) -> Result<SubjectAccess, RequestError> {
         match &request.subject {
             SubjectRecord::Plain(subject) => {
                 Ok(SubjectAccess::Clear(subject.identifiers().clone()))
             }
             SubjectRecord::Sealed(sealed) => {
-                let Some(sealing) = &self.sealing else {
+                let (Some(sealing), Some(wrapped)) = (&self.sealing, wrapped) else {
                     return Ok(SubjectAccess::Unavailable);
                 };
-                let Some(wrapped) = sealing.keys.wrapped_key(request.id).await? else {
+                let Some(wrapped) = wrapped else {
                     return Ok(SubjectAccess::Shredded);
                 };
                 let key = sealing
@@ -493,12 +530,60 @@ impl Requests {
                 return self.load(id).await?.ok_or(RequestError::NotFound(id));
             }
         }
+        let (loaded, mut outcomes) = self
+            .decide_and_append(id, metadata, None, |request| vec![make(request)])
+            .await?;
+        match outcomes.pop() {
+            Some(Err(rejected)) => Err(rejected.into()),
+            _ => Ok(loaded),
+        }
+    }
+
+    /// Decides `commands` one after another, each on the state the ones before it left, and
+    /// appends all their events at once: one append (one commit) for, say, the results of
+    /// all of a request's cleaners. A command the aggregate refuses is skipped; its refusal is
+    /// returned in its place. `known` is the request as the caller last read it (the append
+    /// checks that it is still current; if not, it is read again and everything re-decided).
+    pub async fn execute_all(
+        &self,
+        id: RequestId,
+        metadata: &EventMetadata,
+        known: Option<LoadedRequest>,
+        commands: &[Command],
+    ) -> Result<(LoadedRequest, Vec<Result<(), DomainError>>), RequestError> {
+        self.decide_and_append(id, metadata, known, |_| commands.to_vec())
+            .await
+    }
+
+    async fn decide_and_append(
+        &self,
+        id: RequestId,
+        metadata: &EventMetadata,
+        mut known: Option<LoadedRequest>,
+        make: impl Fn(&Request) -> Vec<Command> + Send + Sync,
+    ) -> Result<(LoadedRequest, Vec<Result<(), DomainError>>), RequestError> {
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let current = self.load(id).await?.ok_or(RequestError::NotFound(id))?;
-            let state = RequestState::Received(Box::new(current.request.clone()));
-            let events = DeletionRequest::handle_command(&state, make(&current.request))?;
+            let current = match known.take() {
+                Some(loaded) => loaded,
+                None => self.load(id).await?.ok_or(RequestError::NotFound(id))?,
+            };
+            let mut state = RequestState::Received(Box::new(current.request.clone()));
+            let mut events = Vec::new();
+            let mut outcomes = Vec::new();
+            for command in make(&current.request) {
+                match DeletionRequest::handle_command(&state, command) {
+                    Ok(decided) => {
+                        for event in &decided {
+                            state = DeletionRequest::apply_event(state, event.clone());
+                        }
+                        events.extend(decided);
+                        outcomes.push(Ok(()));
+                    }
+                    Err(rejected) => outcomes.push(Err(rejected)),
+                }
+            }
             if events.is_empty() {
-                return Ok(current);
+                return Ok((current, outcomes));
             }
             match self
                 .store
@@ -507,28 +592,27 @@ impl Requests {
             {
                 Ok(Appended::Written(written)) => {
                     crate::metrics::events_appended(&written);
-                    // The request after the command: the appended events folded onto the
-                    // state just decided on, without reading the stream again.
-                    let mut request = current.request;
+                    // The request after the commands: the state just decided on, without
+                    // reading the stream again.
+                    let RequestState::Received(request) = state else {
+                        return Err(StoreError::Corrupt(format!(
+                            "request {id} vanished while applying its own events"
+                        ))
+                        .into());
+                    };
                     let mut events = current.events;
-                    for event in &written {
-                        let state = DeletionRequest::apply_event(
-                            RequestState::Received(Box::new(request)),
-                            event.event()?,
-                        );
-                        let RequestState::Received(next) = state else {
-                            return Err(StoreError::Corrupt(format!(
-                                "request {id} vanished while applying its own events"
-                            ))
-                            .into());
-                        };
-                        request = *next;
-                    }
                     events.extend(written);
-                    return Ok(LoadedRequest { request, events });
+                    return Ok((
+                        LoadedRequest {
+                            request: *request,
+                            events,
+                        },
+                        outcomes,
+                    ));
                 }
                 Ok(Appended::Duplicate(_)) => {
-                    return self.load(id).await?.ok_or(RequestError::NotFound(id));
+                    let loaded = self.load(id).await?.ok_or(RequestError::NotFound(id))?;
+                    return Ok((loaded, outcomes));
                 }
                 Err(StoreError::Conflict { .. }) => {}
                 Err(e) => return Err(e.into()),

@@ -146,6 +146,15 @@ async fn append_and_read_back(t: TestStore) {
         vec![second[0].clone()]
     );
     assert!(store.read_stream(new_id(), 0).await.unwrap().is_empty());
+
+    // The audit read: the head, and the same events as read_stream.
+    let (head, events) = store.read_stream_with_head(id).await.unwrap();
+    let head = head.expect("the stream has a head");
+    assert_eq!(events, stream);
+    assert_eq!(head.version, 3);
+    assert_eq!(head.last_hash, stream[2].hash);
+    let (none, nothing) = store.read_stream_with_head(new_id()).await.unwrap();
+    assert!(none.is_none() && nothing.is_empty());
 }
 
 async fn wrong_expected_version_is_a_conflict(t: TestStore) {

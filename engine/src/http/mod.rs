@@ -285,14 +285,11 @@ async fn history(
 ) -> Result<Json<HistoryView>, Problem> {
     auth::require(state.requests.config(), &headers, "audit:read")?;
     let id = request_id(&id)?;
-    // The head first: events appended after it only extend the chain it vouches for.
-    let head = state.requests.store().stream_head(id).await?;
-    let loaded = state
+    let (head, loaded, subject) = state
         .requests
-        .load(id)
+        .history_of(id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("no request {id}")))?;
-    let subject = state.requests.subject_of(&loaded.request).await?;
     Ok(Json(HistoryView::new(&loaded, head.as_ref(), subject)?))
 }
 

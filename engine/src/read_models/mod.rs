@@ -129,9 +129,19 @@ pub(crate) fn decode(text: &str) -> Result<RequestRow, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("request row: {e}")))
 }
 
+/// Events a rebuild reads per round: far more than a live subscription's batch, since a
+/// rebuild only ever catches up.
+const REBUILD_BATCH: u32 = 5_000;
+/// How long a rebuild's hold on its subscription lasts; it is renewed every round.
+const REBUILD_LEASE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Rebuilds a read model from an empty table: takes its subscription, resets it to the start
 /// and replays the log in batches (never the whole log in memory), calling `progress` with the
 /// events handled so far and the log's head position. Returns the events handled.
+///
+/// The next batch is read while the current one is folded and written (at most two batches in
+/// memory); each batch moves the checkpoint in the transaction that writes its rows, so an
+/// interrupted rebuild resumes where it stopped.
 pub async fn rebuild(
     database: &crate::store::Database,
     name: &str,
@@ -150,36 +160,74 @@ pub async fn rebuild(
     };
     let owner = format!("rebuild:{}", crate::workflow::runtime::owner_id());
     database.read_models.reset(name, &owner).await?;
-    let runner = crate::workflow::subscription::SubscriptionRunner {
-        events: database.events.clone(),
-        workflow: database.workflow.clone(),
-        owner: owner.clone(),
-        lease: std::time::Duration::from_secs(300),
-        poll_interval: std::time::Duration::from_millis(50),
-    };
     let head = database.events.head_position().await?;
+    let (batches, mut arriving) = tokio::sync::mpsc::channel(1);
+    let reader = tokio::spawn(read_ahead(database.events.clone(), head, batches));
     let mut handled = 0_u64;
-    loop {
-        let n = runner.round_with(&*projector).await?;
-        handled += n as u64;
-        let checkpoint = database
-            .workflow
-            .subscription_checkpoint(name)
-            .await?
-            .unwrap_or_default();
-        progress(handled, head);
-        if n == 0 {
-            // Not `checkpoint.position >= head`: on Postgres the read order is by transaction,
-            // so the last event read need not hold the highest position.
-            if database.events.caught_up(checkpoint, head).await? {
-                break;
+    let outcome = async {
+        while let Some(batch) = arriving.recv().await {
+            let batch = batch?;
+            let Some(last) = batch.last() else { continue };
+            // Renews the hold (and fails if another owner took the read model over).
+            let held = database
+                .workflow
+                .acquire_subscription(name, &owner, REBUILD_LEASE, Utc::now())
+                .await?
+                .is_some();
+            if !held || !projector.commit(&owner, last.checkpoint(), &batch).await? {
+                return Err(StoreError::Corrupt(format!(
+                    "another process took over the {name} read model during its rebuild"
+                )));
             }
-            // On Postgres an open transaction elsewhere can hold the global read back briefly.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            handled += batch.len() as u64;
+            progress(handled, head);
         }
+        Ok(())
     }
+    .await;
+    reader.abort();
+    outcome?;
     database.workflow.release_subscription(name, &owner).await?;
     Ok(handled)
+}
+
+/// Reads the log from the start in rebuild-sized batches into `batches` until every event up
+/// to `head` has been read.
+async fn read_ahead(
+    events: Arc<dyn crate::store::EventStore>,
+    head: i64,
+    batches: tokio::sync::mpsc::Sender<Result<Vec<RecordedEvent>, StoreError>>,
+) {
+    let mut checkpoint = Checkpoint::START;
+    loop {
+        let batch = match events.read_all(checkpoint, REBUILD_BATCH).await {
+            Ok(batch) => batch,
+            Err(error) => {
+                let _ = batches.send(Err(error)).await;
+                return;
+            }
+        };
+        if let Some(last) = batch.last() {
+            checkpoint = last.checkpoint();
+            if batches.send(Ok(batch)).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        // Not `checkpoint.position >= head`: on Postgres the read order is by transaction, so
+        // the last event read need not hold the highest position.
+        match events.caught_up(checkpoint, head).await {
+            Ok(true) => return,
+            Ok(false) => {
+                // An open transaction elsewhere can hold the global read back briefly.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(error) => {
+                let _ = batches.send(Err(error)).await;
+                return;
+            }
+        }
+    }
 }
 
 /// Brings the read models up to date from this process when no `lethe serve` holds them (the

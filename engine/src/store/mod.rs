@@ -275,6 +275,17 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     /// The recorded head (version and last hash) of a stream.
     async fn stream_head(&self, stream_id: RequestId) -> Result<Option<StreamHead>, StoreError>;
 
+    /// The stream's head and then all its events (an audit read: events appended after the
+    /// head only extend the chain it vouches for). Postgres answers in one statement.
+    async fn read_stream_with_head(
+        &self,
+        stream_id: RequestId,
+    ) -> Result<(Option<StreamHead>, Vec<RecordedEvent>), StoreError> {
+        let head = self.stream_head(stream_id).await?;
+        let events = self.read_stream(stream_id, 0).await?;
+        Ok((head, events))
+    }
+
     /// Up to `limit` streams with an id above `after`, in id order, with their heads.
     async fn list_streams(
         &self,

@@ -186,6 +186,39 @@ impl EventStore for PostgresStore {
         .transpose()
     }
 
+    async fn read_stream_with_head(
+        &self,
+        stream_id: RequestId,
+    ) -> Result<(Option<StreamHead>, Vec<RecordedEvent>), StoreError> {
+        // One statement, so one snapshot: the head is exactly the last event read.
+        let sql = format!(
+            "SELECT head.head_version, head.head_hash, e.* FROM \
+               (SELECT version AS head_version, last_hash AS head_hash FROM streams \
+                WHERE stream_id = $1) AS head \
+             LEFT JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1) AS e \
+               ON true \
+             ORDER BY e.version"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(stream_id.as_uuid())
+            .fetch_all(&self.pool)
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok((None, Vec::new()));
+        };
+        let head = StreamHead {
+            version: first.try_get("head_version")?,
+            last_hash: first.try_get("head_hash")?,
+        };
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<Option<i64>, _>("position")?.is_some() {
+                events.push(decode(row)?);
+            }
+        }
+        Ok((Some(head), events))
+    }
+
     async fn list_streams(
         &self,
         after: Option<RequestId>,

@@ -147,6 +147,9 @@ pub trait WorkflowStore: Send + Sync + fmt::Debug {
     /// Removes a claimed job if it is still the one claimed (same attempt, same owner).
     async fn finish_job(&self, job: &Job, owner: &str) -> Result<(), StoreError>;
 
+    /// [`finish_job`](Self::finish_job) for many jobs, in one transaction.
+    async fn finish_jobs(&self, jobs: &[Job], owner: &str) -> Result<(), StoreError>;
+
     /// Puts a claimed job back to run at `run_at` with `attempt`, releasing the lease, if it
     /// is still the one claimed.
     async fn reschedule_job(
@@ -167,6 +170,241 @@ pub trait WorkflowStore: Send + Sync + fmt::Debug {
     async fn pending_jobs(&self) -> Result<Vec<(JobKind, i64)>, StoreError>;
 }
 
+/// Orders `changes` into runs that can each be one multi-row statement: every run holds
+/// changes of one kind, none touching the same job twice, and applying the runs in order has
+/// the effect of applying the changes one by one. Changes to different jobs commute, so a
+/// change only has to come after the earlier changes to its own job (for `DeleteAll`, to any
+/// job of its request); a subscriber's batch of hundreds of events becomes a handful of
+/// statements instead of one per alternation of kinds.
+pub(crate) fn runs(changes: &[JobChange]) -> Vec<Vec<&JobChange>> {
+    use std::collections::HashMap;
+    // The level of each change: one past the latest earlier change it must follow.
+    let mut job_level: HashMap<(RequestId, JobKind, &str), usize> = HashMap::new();
+    // Per request: the highest level of any change, and of its latest `DeleteAll`.
+    let mut request_level: HashMap<RequestId, (usize, Option<usize>)> = HashMap::new();
+    let mut levels: Vec<Vec<Vec<&JobChange>>> = Vec::new();
+    for change in changes {
+        let (request_id, job) = match change {
+            JobChange::Upsert(job) | JobChange::Ensure(job) => {
+                (job.request_id, Some((job.kind, job.key.as_str())))
+            }
+            JobChange::Delete {
+                request_id,
+                kind,
+                key,
+                ..
+            } => (*request_id, Some((*kind, key.as_str()))),
+            JobChange::DeleteAll { request_id } => (*request_id, None),
+        };
+        let (any, delete_all) = request_level.get(&request_id).copied().unwrap_or((0, None));
+        let after_delete_all = delete_all.map_or(0, |l| l + 1);
+        let level = match job {
+            Some((kind, key)) => {
+                let own = job_level.get(&(request_id, kind, key)).map_or(0, |l| l + 1);
+                let level = own.max(after_delete_all);
+                job_level.insert((request_id, kind, key), level);
+                level
+            }
+            None => {
+                let level = if request_level.contains_key(&request_id) {
+                    any + 1
+                } else {
+                    0
+                };
+                request_level.insert(request_id, (level, Some(level)));
+                level
+            }
+        };
+        let entry = request_level.entry(request_id).or_insert((0, None));
+        entry.0 = entry.0.max(level);
+        if levels.len() <= level {
+            levels.resize_with(level + 1, Vec::new);
+        }
+        let kind = kind_index(change);
+        let runs = &mut levels[level];
+        if runs.len() <= kind {
+            runs.resize_with(kind + 1, Vec::new);
+        }
+        runs[kind].push(change);
+    }
+    levels
+        .into_iter()
+        .flatten()
+        .filter(|run| !run.is_empty())
+        .collect()
+}
+
+const fn kind_index(change: &JobChange) -> usize {
+    match change {
+        JobChange::Upsert(_) => 0,
+        JobChange::Ensure(_) => 1,
+        JobChange::Delete { .. } => 2,
+        JobChange::DeleteAll { .. } => 3,
+    }
+}
+
 pub(crate) fn micros(duration: Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    type Table = HashMap<(RequestId, JobKind, String), u32>;
+
+    /// The jobs table's rules for one change (as the SQL of both stores applies them).
+    fn apply(table: &mut Table, change: &JobChange) {
+        match change {
+            JobChange::Upsert(job) => {
+                let slot = table
+                    .entry((job.request_id, job.kind, job.key.clone()))
+                    .or_insert(job.attempt);
+                if *slot < job.attempt {
+                    *slot = job.attempt;
+                }
+            }
+            JobChange::Ensure(job) => {
+                table
+                    .entry((job.request_id, job.kind, job.key.clone()))
+                    .or_insert(job.attempt);
+            }
+            JobChange::Delete {
+                request_id,
+                kind,
+                key,
+                up_to_attempt,
+            } => {
+                let id = (*request_id, *kind, key.clone());
+                if table.get(&id).is_some_and(|a| a <= up_to_attempt) {
+                    table.remove(&id);
+                }
+            }
+            JobChange::DeleteAll { request_id } => table.retain(|(r, _, _), _| r != request_id),
+        }
+    }
+
+    fn change(requests: &[RequestId]) -> impl Strategy<Value = JobChange> + '_ {
+        (
+            0..4_usize,
+            0..requests.len(),
+            0..2_usize,
+            0..2_usize,
+            0..4_u32,
+        )
+            .prop_map(move |(what, request, kind, key, attempt)| {
+                let request_id = requests[request];
+                let kind = [JobKind::Dispatch, JobKind::Callback][kind];
+                let key = ["a", "b"][key].to_owned();
+                let job = Job {
+                    request_id,
+                    kind,
+                    key: key.clone(),
+                    run_at: DateTime::<Utc>::UNIX_EPOCH,
+                    attempt,
+                };
+                match what {
+                    0 => JobChange::Upsert(job),
+                    1 => JobChange::Ensure(job),
+                    2 => JobChange::Delete {
+                        request_id,
+                        kind,
+                        key,
+                        up_to_attempt: attempt,
+                    },
+                    _ => JobChange::DeleteAll { request_id },
+                }
+            })
+    }
+
+    proptest! {
+        /// Applying the runs, each in any order within itself, ends where applying the
+        /// changes one by one does; and each run is one kind, no job twice.
+        #[test]
+        fn runs_apply_like_the_changes_one_by_one(
+            start in proptest::collection::vec((0..2_usize, 0..2_usize, 0..2_usize, 0..4_u32), 0..6),
+            changes in proptest::collection::vec(change(&*REQUESTS), 0..40),
+        ) {
+            let mut one_by_one = Table::new();
+            for (request, kind, key, attempt) in start {
+                let kind = [JobKind::Dispatch, JobKind::Callback][kind];
+                one_by_one.insert((REQUESTS[request], kind, ["a", "b"][key].to_owned()), attempt);
+            }
+            let mut by_runs = one_by_one.clone();
+            for change in &changes {
+                apply(&mut one_by_one, change);
+            }
+            let runs = runs(&changes);
+            prop_assert_eq!(runs.iter().map(Vec::len).sum::<usize>(), changes.len());
+            for run in &runs {
+                prop_assert!(run.iter().all(|c| kind_index(c) == kind_index(run[0])));
+                let mut seen = std::collections::HashSet::new();
+                for change in run {
+                    let target = match change {
+                        JobChange::Upsert(job) | JobChange::Ensure(job) => {
+                            (job.request_id, Some((job.kind, job.key.clone())))
+                        }
+                        JobChange::Delete { request_id, kind, key, .. } => {
+                            (*request_id, Some((*kind, key.clone())))
+                        }
+                        JobChange::DeleteAll { request_id } => (*request_id, None),
+                    };
+                    prop_assert!(seen.insert(target), "a run touches a job twice");
+                }
+                for change in run.iter().rev() {
+                    apply(&mut by_runs, change);
+                }
+            }
+            prop_assert_eq!(by_runs, one_by_one);
+        }
+    }
+
+    static REQUESTS: std::sync::LazyLock<[RequestId; 2]> = std::sync::LazyLock::new(|| {
+        [
+            RequestId::from_uuid(uuid::Uuid::now_v7()),
+            RequestId::from_uuid(uuid::Uuid::now_v7()),
+        ]
+    });
+
+    /// A saga batch of many requests' lifecycles becomes a few statements, not one per event.
+    #[test]
+    fn a_saga_batch_needs_few_statements() {
+        let mut changes = Vec::new();
+        for _ in 0..100 {
+            let request_id = RequestId::from_uuid(uuid::Uuid::now_v7());
+            let job = |kind, key: &str, attempt| Job {
+                request_id,
+                kind,
+                key: key.to_owned(),
+                run_at: DateTime::<Utc>::UNIX_EPOCH,
+                attempt,
+            };
+            changes.push(JobChange::Delete {
+                request_id,
+                kind: JobKind::Due,
+                key: String::new(),
+                up_to_attempt: u32::MAX,
+            });
+            for cleaner in ["a", "b", "c"] {
+                changes.push(JobChange::Upsert(job(JobKind::Dispatch, cleaner, 1)));
+            }
+            for cleaner in ["a", "b", "c"] {
+                for kind in [JobKind::Dispatch, JobKind::Callback] {
+                    changes.push(JobChange::Delete {
+                        request_id,
+                        kind,
+                        key: cleaner.to_owned(),
+                        up_to_attempt: u32::MAX,
+                    });
+                }
+            }
+            changes.push(JobChange::DeleteAll { request_id });
+            changes.push(JobChange::Upsert(job(JobKind::Shred, "", 0)));
+        }
+        assert_eq!(runs(&changes).len(), 5);
+    }
 }

@@ -27,51 +27,23 @@ fn attempt(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// Applies job changes in order, each run of changes of one kind as one multi-row statement
-/// (a run is cut where a job repeats, so no statement touches a row twice).
+/// Applies job changes with one multi-row statement per run (see [`super::runs`]).
 async fn apply_changes(
     tx: &mut Transaction<'_, Postgres>,
     changes: &[JobChange],
 ) -> Result<(), StoreError> {
-    let mut start = 0;
-    while start < changes.len() {
-        let mut seen = std::collections::HashSet::new();
-        let mut end = start;
-        while end < changes.len()
-            && std::mem::discriminant(&changes[end]) == std::mem::discriminant(&changes[start])
-            && seen.insert(job_key(&changes[end]))
-        {
-            end += 1;
-        }
-        apply_run(tx, &changes[start..end]).await?;
-        start = end;
+    for run in super::runs(changes) {
+        apply_run(tx, &run).await?;
     }
     Ok(())
-}
-
-fn job_key(change: &JobChange) -> (uuid::Uuid, &str, &str) {
-    match change {
-        JobChange::Upsert(job) | JobChange::Ensure(job) => (
-            *job.request_id.as_uuid(),
-            job.kind.as_str(),
-            job.key.as_str(),
-        ),
-        JobChange::Delete {
-            request_id,
-            kind,
-            key,
-            ..
-        } => (*request_id.as_uuid(), kind.as_str(), key.as_str()),
-        JobChange::DeleteAll { request_id } => (*request_id.as_uuid(), "", ""),
-    }
 }
 
 /// Changes of one kind, no job twice.
 async fn apply_run(
     tx: &mut Transaction<'_, Postgres>,
-    run: &[JobChange],
+    run: &[&JobChange],
 ) -> Result<(), StoreError> {
-    let Some(first) = run.first() else {
+    let Some(first) = run.first().copied() else {
         return Ok(());
     };
     let jobs: Vec<&Job> = run
@@ -293,6 +265,30 @@ impl WorkflowStore for PostgresStore {
         .bind(job.kind.as_str())
         .bind(&job.key)
         .bind(attempt(job.attempt))
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn finish_jobs(&self, jobs: &[Job], owner: &str) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "DELETE FROM jobs USING unnest($1::uuid[], $2::text[], $3::text[], $4::int4[]) \
+             AS f(request_id, kind, key, attempt) \
+             WHERE jobs.request_id = f.request_id AND jobs.kind = f.kind AND jobs.key = f.key \
+             AND jobs.attempt = f.attempt AND jobs.lease_owner = $5",
+        )
+        .bind(
+            jobs.iter()
+                .map(|j| *j.request_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.key.as_str()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| attempt(j.attempt)).collect::<Vec<_>>())
         .bind(owner)
         .execute(self.pool())
         .await?;

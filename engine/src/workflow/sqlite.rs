@@ -33,66 +33,67 @@ fn decode_job(row: &SqliteRow) -> Result<Job, StoreError> {
     })
 }
 
+/// Applies job changes with one statement per run (see [`super::runs`]), each over a JSON
+/// array: every statement is a trip to SQLite's thread, so one per change would dominate.
 async fn apply_changes(
     tx: &mut Transaction<'_, Sqlite>,
     changes: &[JobChange],
 ) -> Result<(), StoreError> {
-    for change in changes {
-        match change {
-            JobChange::Upsert(job) => {
-                sqlx::query(
-                    "INSERT INTO jobs (request_id, kind, key, run_at, attempt) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT (request_id, kind, key) DO UPDATE SET \
-                       run_at = excluded.run_at, attempt = excluded.attempt, \
-                       lease_owner = NULL, lease_until = NULL \
-                     WHERE jobs.attempt < excluded.attempt",
-                )
-                .bind(job.request_id.to_string())
-                .bind(job.kind.as_str())
-                .bind(&job.key)
-                .bind(time(job.run_at))
-                .bind(i64::from(job.attempt))
-                .execute(&mut **tx)
-                .await?;
+    for run in super::runs(changes) {
+        let Some(first) = run.first().copied() else {
+            continue;
+        };
+        let rows: Vec<serde_json::Value> = run
+            .iter()
+            .map(|change| match change {
+                JobChange::Upsert(job) | JobChange::Ensure(job) => serde_json::json!([
+                    job.request_id.to_string(),
+                    job.kind.as_str(),
+                    job.key,
+                    time(job.run_at),
+                    job.attempt
+                ]),
+                JobChange::Delete {
+                    request_id,
+                    kind,
+                    key,
+                    up_to_attempt,
+                } => serde_json::json!([request_id.to_string(), kind.as_str(), key, up_to_attempt]),
+                JobChange::DeleteAll { request_id } => serde_json::json!(request_id.to_string()),
+            })
+            .collect();
+        // `WHERE true`: SQLite's parser needs it between INSERT ... SELECT and ON CONFLICT.
+        let sql = match first {
+            JobChange::Upsert(_) => {
+                "INSERT INTO jobs (request_id, kind, key, run_at, attempt) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
+                 FROM json_each(?1) WHERE true \
+                 ON CONFLICT (request_id, kind, key) DO UPDATE SET \
+                   run_at = excluded.run_at, attempt = excluded.attempt, \
+                   lease_owner = NULL, lease_until = NULL \
+                 WHERE jobs.attempt < excluded.attempt"
             }
-            JobChange::Ensure(job) => {
-                sqlx::query(
-                    "INSERT INTO jobs (request_id, kind, key, run_at, attempt) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (request_id, kind, key) DO NOTHING",
-                )
-                .bind(job.request_id.to_string())
-                .bind(job.kind.as_str())
-                .bind(&job.key)
-                .bind(time(job.run_at))
-                .bind(i64::from(job.attempt))
-                .execute(&mut **tx)
-                .await?;
+            JobChange::Ensure(_) => {
+                "INSERT INTO jobs (request_id, kind, key, run_at, attempt) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
+                 FROM json_each(?1) WHERE true \
+                 ON CONFLICT (request_id, kind, key) DO NOTHING"
             }
-            JobChange::Delete {
-                request_id,
-                kind,
-                key,
-                up_to_attempt,
-            } => {
-                sqlx::query(
-                    "DELETE FROM jobs WHERE request_id = ?1 AND kind = ?2 AND key = ?3 \
-                     AND attempt <= ?4",
-                )
-                .bind(request_id.to_string())
-                .bind(kind.as_str())
-                .bind(key)
-                .bind(i64::from(*up_to_attempt))
-                .execute(&mut **tx)
-                .await?;
+            JobChange::Delete { .. } => {
+                "DELETE FROM jobs WHERE rowid IN ( \
+                   SELECT jobs.rowid FROM json_each(?1) AS d \
+                   JOIN jobs ON jobs.request_id = d.value ->> 0 AND jobs.kind = d.value ->> 1 \
+                     AND jobs.key = d.value ->> 2 \
+                   WHERE jobs.attempt <= d.value ->> 3)"
             }
-            JobChange::DeleteAll { request_id } => {
-                sqlx::query("DELETE FROM jobs WHERE request_id = ?1")
-                    .bind(request_id.to_string())
-                    .execute(&mut **tx)
-                    .await?;
+            JobChange::DeleteAll { .. } => {
+                "DELETE FROM jobs WHERE request_id IN (SELECT value FROM json_each(?1))"
             }
-        }
+        };
+        sqlx::query(sql)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
@@ -223,6 +224,28 @@ impl WorkflowStore for SqliteStore {
         .bind(job.kind.as_str())
         .bind(&job.key)
         .bind(i64::from(job.attempt))
+        .bind(owner)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    async fn finish_jobs(&self, jobs: &[Job], owner: &str) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        // One statement over a JSON array: each statement is a trip to SQLite's thread.
+        let rows: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|j| {
+                serde_json::json!([j.request_id.to_string(), j.kind.as_str(), j.key, j.attempt])
+            })
+            .collect();
+        sqlx::query(
+            "DELETE FROM jobs WHERE lease_owner = ?2 AND (request_id, kind, key, attempt) IN \
+             (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1))",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
         .bind(owner)
         .execute(self.writer())
         .await?;

@@ -22,15 +22,16 @@ use tokio::sync::{watch, Semaphore};
 use super::{micros, Job, JobChange, JobKind, WorkflowStore};
 use crate::cleaners::http::{notify, CallOutcome, CleanerCall, HttpCleaner};
 use crate::config::{CleanerKind, Config};
-use crate::requests::{RequestError, Requests, SubjectAccess};
+use crate::requests::{LoadedRequest, RequestError, Requests, SubjectAccess};
 use crate::secrets::MasterKey;
 use crate::store::{EventMetadata, StoreError};
 
 /// A notifier that keeps failing is given up on after this many tries (the request goes on).
 const MAX_NOTIFY_TRIES: u32 = 20;
-const CLAIM_BATCH: u32 = 64;
+/// Timer jobs claimed at once (one statement), and settled at once when they have all run.
+const CLAIM_BATCH: u32 = 256;
 /// Requests whose timer jobs run at once: their appends share commits (group commit).
-const TIMER_CONCURRENCY: usize = 16;
+const TIMER_CONCURRENCY: usize = 64;
 const PENDING_REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// The cleaners that the routing rules select for `request`, in configuration order.
@@ -178,28 +179,31 @@ impl Workers {
                     Vec::new()
                 }
             };
+            let idle = jobs.is_empty();
             // Requests side by side, each request's jobs in claim order (a reminder before the
             // Due of the same request).
-            let mut by_request: Vec<Vec<&Job>> = Vec::new();
-            let mut slot: HashMap<RequestId, usize> = HashMap::new();
-            for job in &jobs {
-                let at = *slot.entry(job.request_id).or_insert_with(|| {
-                    by_request.push(Vec::new());
-                    by_request.len() - 1
-                });
-                by_request[at].push(job);
-            }
-            futures::stream::iter(by_request)
-                .for_each_concurrent(TIMER_CONCURRENCY, |group| {
+            let done: Vec<(Vec<Job>, Outcomes)> = futures::stream::iter(by_request(jobs))
+                .map(|group| {
                     let worker = &self;
                     async move {
-                        for job in group {
-                            worker.settle(job, worker.run_timer(job).await).await;
+                        let mut outcomes = Vec::with_capacity(group.len());
+                        for job in &group {
+                            outcomes.push(worker.run_timer(job).await);
                         }
+                        (group, outcomes)
                     }
                 })
+                .buffer_unordered(TIMER_CONCURRENCY)
+                .collect()
                 .await;
-            if jobs.is_empty() {
+            // The whole round settled at once: one statement for the finished jobs.
+            let (jobs, outcomes): (Vec<Vec<Job>>, Vec<Vec<_>>) = done.into_iter().unzip();
+            self.settle_all(
+                &jobs.into_iter().flatten().collect::<Vec<_>>(),
+                outcomes.into_iter().flatten().collect(),
+            )
+            .await;
+            if idle {
                 self.report_pending().await;
                 tokio::select! {
                     () = tokio::time::sleep(self.poll_interval()) => {}
@@ -268,14 +272,19 @@ impl Workers {
                 }
             };
             let idle = jobs.is_empty();
-            for job in jobs {
-                let Ok(slot) = slots.clone().acquire_owned().await else {
+            // A request's cleaners are called side by side and their results recorded in one
+            // append: one read of the request, one commit, no append racing another on the
+            // same stream. (Claims come earliest first, and a request's dispatches share
+            // their time, so they arrive together.)
+            for group in by_request(jobs) {
+                let n = u32::try_from(group.len()).unwrap_or(u32::MAX);
+                let Ok(slot) = slots.clone().acquire_many_owned(n).await else {
                     break;
                 };
                 let this = self.clone();
                 tokio::spawn(async move {
-                    let outcome = this.run_dispatch_job(&job).await;
-                    this.settle(&job, outcome).await;
+                    let outcomes = this.run_dispatch_group(&group).await;
+                    this.settle_all(&group, outcomes).await;
                     drop(slot);
                 });
             }
@@ -313,6 +322,23 @@ impl Workers {
         }
     }
 
+    /// Settles each job with its outcome: the finished ones with one statement.
+    async fn settle_all(&self, jobs: &[Job], outcomes: Vec<Result<Outcome, RequestError>>) {
+        let mut finished = Vec::new();
+        for (job, outcome) in jobs.iter().zip(outcomes) {
+            match outcome {
+                Ok(Outcome::Finish) => finished.push(job.clone()),
+                other => self.settle(job, other).await,
+            }
+        }
+        if finished.is_empty() {
+            return;
+        }
+        if let Err(error) = self.workflow.finish_jobs(&finished, &self.owner).await {
+            tracing::warn!(jobs = finished.len(), error = %error, "could not settle jobs");
+        }
+    }
+
     /// Runs a command; a domain rejection means there is nothing (more) to do.
     async fn decide(
         &self,
@@ -328,6 +354,26 @@ impl Workers {
             Ok(_) | Err(RequestError::Rejected(_) | RequestError::NotFound(_)) => {
                 Ok(Outcome::Finish)
             }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Records a command on the request as just read (read again only if it changed since);
+    /// a domain rejection means there is nothing (more) to do.
+    async fn record(
+        &self,
+        loaded: LoadedRequest,
+        actor: &str,
+        command: Command,
+    ) -> Result<Outcome, RequestError> {
+        let id = loaded.request.id;
+        let metadata = EventMetadata::new(actor);
+        match self
+            .requests
+            .execute_all(id, &metadata, Some(loaded), &[command])
+            .await
+        {
+            Ok(_) | Err(RequestError::NotFound(_)) => Ok(Outcome::Finish),
             Err(error) => Err(error),
         }
     }
@@ -392,13 +438,12 @@ impl Workers {
                 Ok(Outcome::Reschedule(request.due_at, job.attempt))
             }
             Phase::Grace => {
-                let plan = plan_cleaners(&self.config, request);
-                self.decide(job.request_id, "system:timers", |_| Command::MarkDue {
+                let command = Command::MarkDue {
                     at: now,
-                    cleaners: plan.clone(),
+                    cleaners: plan_cleaners(&self.config, request),
                     expedite: false,
-                })
-                .await
+                };
+                self.record(loaded, "system:timers", command).await
             }
             Phase::Cleaning(cleaning) if request.hold.is_none() => {
                 let busy: Vec<String> = self
@@ -480,57 +525,126 @@ impl Workers {
         }
     }
 
-    async fn run_dispatch_job(&self, job: &Job) -> Result<Outcome, RequestError> {
+    /// Runs the claimed dispatch jobs of one request: reads the request once, calls its
+    /// cleaners side by side, and records every result in one append.
+    async fn run_dispatch_group(&self, jobs: &[Job]) -> Vec<Result<Outcome, RequestError>> {
+        let Some(first) = jobs.first() else {
+            return Vec::new();
+        };
+        let id = first.request_id;
+        let loaded = match self.requests.load(id).await {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => return jobs.iter().map(|_| Ok(Outcome::Finish)).collect(),
+            Err(error) => return all_failed(jobs, &error),
+        };
+        // The subject is read once, and only when a cleaner is to be called over HTTP.
+        let wants_subject = jobs.iter().any(|job| {
+            CleanerName::parse(job.key.clone())
+                .ok()
+                .and_then(|name| self.config.cleaner(&name))
+                .is_some_and(|c| c.kind == CleanerKind::Http)
+        });
+        let subject = if wants_subject {
+            match self.requests.subject_of(&loaded.request).await {
+                Ok(access) => Some(access),
+                Err(error) => return all_failed(jobs, &error),
+            }
+        } else {
+            None
+        };
+        let steps = futures::future::join_all(
+            jobs.iter()
+                .map(|job| self.dispatch_step(job, &loaded, subject.as_ref())),
+        )
+        .await;
+        let commands: Vec<Command> = steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Record(command) => Some(command.clone()),
+                Step::Settled(_) => None,
+            })
+            .collect();
+        let recorded: Result<(), String> = if commands.is_empty() {
+            Ok(())
+        } else {
+            let metadata = EventMetadata::new("system:dispatcher");
+            match self
+                .requests
+                .execute_all(id, &metadata, Some(loaded), &commands)
+                .await
+            {
+                // A refused result (the cleaner was skipped meanwhile, say) leaves nothing
+                // to do either.
+                Ok(_) | Err(RequestError::NotFound(_)) => Ok(()),
+                Err(error) => Err(error.to_string()),
+            }
+        };
+        steps
+            .into_iter()
+            .map(|step| match step {
+                Step::Settled(outcome) => outcome,
+                Step::Record(_) => match &recorded {
+                    Ok(()) => Ok(Outcome::Finish),
+                    Err(error) => Err(StoreError::Downstream(error.clone()).into()),
+                },
+            })
+            .collect()
+    }
+
+    /// Checks one dispatch job against the request and the cleaner's limits and, if it is
+    /// still wanted, makes the call: what is left is the result to record, if any.
+    async fn dispatch_step(
+        &self,
+        job: &Job,
+        loaded: &LoadedRequest,
+        subject: Option<&SubjectAccess>,
+    ) -> Step {
         let now = Utc::now();
         let Ok(cleaner) = CleanerName::parse(job.key.clone()) else {
-            return Ok(Outcome::Finish);
-        };
-        let Some(loaded) = self.requests.load(job.request_id).await? else {
-            return Ok(Outcome::Finish);
+            return Step::Settled(Ok(Outcome::Finish));
         };
         let request = &loaded.request;
         let Phase::Cleaning(cleaning) = &request.phase else {
-            return Ok(Outcome::Finish);
+            return Step::Settled(Ok(Outcome::Finish));
         };
         let Some(progress) = cleaning.cleaners.get(&cleaner) else {
-            return Ok(Outcome::Finish);
+            return Step::Settled(Ok(Outcome::Finish));
         };
         if progress.state != CleanerState::Pending || progress.next_attempt() != job.attempt {
-            return Ok(Outcome::Finish);
+            return Step::Settled(Ok(Outcome::Finish));
         }
         if request.hold.is_some() {
             // Releasing the hold re-plans the cleaners still pending.
-            return Ok(Outcome::Finish);
+            return Step::Settled(Ok(Outcome::Finish));
         }
         let attempt = job.attempt;
+        let failure = |error: String| {
+            Step::Record(Command::RecordCleanerFailure {
+                cleaner: cleaner.clone(),
+                attempt,
+                at: now,
+                error,
+                status_code: None,
+                retryable: false,
+                retry_after_seconds: None,
+            })
+        };
         let Some(config) = self.config.cleaner(&cleaner) else {
-            return self
-                .decide(job.request_id, "system:dispatcher", |_| {
-                    Command::RecordCleanerFailure {
-                        cleaner: cleaner.clone(),
-                        attempt,
-                        at: now,
-                        error: format!("cleaner {cleaner} is no longer configured"),
-                        status_code: None,
-                        retryable: false,
-                        retry_after_seconds: None,
-                    }
-                })
-                .await;
+            return failure(format!("cleaner {cleaner} is no longer configured"));
         };
         if let Some(window) = &config.window {
             if !window.contains(now) {
-                return Ok(Outcome::Reschedule(window.next_open(now), attempt));
+                return Step::Settled(Ok(Outcome::Reschedule(window.next_open(now), attempt)));
             }
         }
         let _in_flight = match self.limits.in_flight.get(&cleaner) {
             Some(limit) => match limit.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
-                    return Ok(Outcome::Reschedule(
+                    return Step::Settled(Ok(Outcome::Reschedule(
                         now + micros(self.poll_interval()),
                         attempt,
-                    ))
+                    )))
                 }
             },
             None => None,
@@ -540,78 +654,23 @@ impl Workers {
                 let wait = not_until.wait_time_from(governor::clock::Clock::now(
                     &governor::clock::DefaultClock::default(),
                 ));
-                return Ok(Outcome::Reschedule(now + micros(wait), attempt));
+                return Step::Settled(Ok(Outcome::Reschedule(now + micros(wait), attempt)));
             }
         }
         match config.kind {
             // A person confirms through the result endpoint or the CLI.
-            CleanerKind::Manual => Ok(Outcome::Finish),
-            CleanerKind::Kafka => {
-                // Attempt 1 is the Due event the relay publishes; a retry publishes the Due
-                // message again for this cleaner, with its attempt number. Either way the
-                // result comes on the results topic, or the attempt fails after callback_timeout.
-                if attempt > 1 {
-                    let (Some(kafka), Some(producer)) = (&self.config.kafka, &self.producer) else {
-                        return Ok(Outcome::Finish);
-                    };
-                    let Some(topic) = kafka.publish.get("Due") else {
-                        return Ok(Outcome::Finish);
-                    };
-                    let due = loaded
-                        .events
-                        .iter()
-                        .rev()
-                        .find(|e| e.event_type == "Due")
-                        .ok_or_else(|| {
-                            StoreError::Corrupt("a cleaning request without Due".to_owned())
-                        })?;
-                    let sent = crate::kafka::publish_retry(
-                        &producer.current(),
-                        topic,
-                        due,
-                        &cleaner,
-                        attempt,
-                    )
-                    .await;
-                    if let Err(error) = sent {
-                        // A producer broken by an outage stays broken: the next try gets a new
-                        // one (see `RenewingProducer`). The job runs again after its lease.
-                        producer.renew();
-                        return Err(StoreError::Downstream(error).into());
-                    }
-                }
-                self.workflow
-                    .apply(&[JobChange::Upsert(Job {
-                        request_id: request.id,
-                        kind: JobKind::Callback,
-                        key: cleaner.to_string(),
-                        run_at: now + micros(config.callback_timeout.0),
-                        attempt,
-                    })])
-                    .await?;
-                Ok(Outcome::Finish)
-            }
+            CleanerKind::Manual => Step::Settled(Ok(Outcome::Finish)),
+            CleanerKind::Kafka => Step::Settled(
+                self.dispatch_kafka(loaded, &cleaner, attempt, now, config)
+                    .await,
+            ),
             CleanerKind::Http => {
                 let (Some(url), Some(secret)) = (&config.url, &config.secret) else {
-                    return Ok(Outcome::Finish);
+                    return Step::Settled(Ok(Outcome::Finish));
                 };
-                let subject = match self.requests.subject_of(request).await? {
-                    SubjectAccess::Clear(subject) => subject,
-                    SubjectAccess::Shredded | SubjectAccess::Unavailable => {
-                        return self
-                            .decide(job.request_id, "system:dispatcher", |_| {
-                                Command::RecordCleanerFailure {
-                                    cleaner: cleaner.clone(),
-                                    attempt,
-                                    at: now,
-                                    error: "the subject's identifiers cannot be read".to_owned(),
-                                    status_code: None,
-                                    retryable: false,
-                                    retry_after_seconds: None,
-                                }
-                            })
-                            .await;
-                    }
+                let subject = match subject {
+                    Some(SubjectAccess::Clear(subject)) => subject.clone(),
+                    _ => return failure("the subject's identifiers cannot be read".to_owned()),
                 };
                 let call = CleanerCall {
                     request_id: request.id,
@@ -649,19 +708,17 @@ impl Workers {
                 );
                 match outcome {
                     CallOutcome::Done { deleted, detail } => {
-                        self.decide(job.request_id, "system:dispatcher", |_| {
-                            Command::RecordCleanerSuccess {
-                                cleaner: cleaner.clone(),
-                                attempt,
-                                at,
-                                deleted: deleted.clone(),
-                                detail: detail.clone(),
-                            }
+                        Step::Record(Command::RecordCleanerSuccess {
+                            cleaner,
+                            attempt,
+                            at,
+                            deleted,
+                            detail,
                         })
-                        .await
                     }
                     CallOutcome::Accepted => {
-                        self.workflow
+                        let callback = self
+                            .workflow
                             .apply(&[JobChange::Upsert(Job {
                                 request_id: request.id,
                                 kind: JobKind::Callback,
@@ -669,30 +726,107 @@ impl Workers {
                                 run_at: at + micros(config.callback_timeout.0),
                                 attempt,
                             })])
-                            .await?;
-                        Ok(Outcome::Finish)
+                            .await;
+                        Step::Settled(
+                            callback
+                                .map(|()| Outcome::Finish)
+                                .map_err(RequestError::from),
+                        )
                     }
                     CallOutcome::Failed {
                         error,
                         status_code,
                         retryable,
                         retry_after,
-                    } => {
-                        self.decide(job.request_id, "system:dispatcher", |_| {
-                            Command::RecordCleanerFailure {
-                                cleaner: cleaner.clone(),
-                                attempt,
-                                at,
-                                error: error.clone(),
-                                status_code,
-                                retryable,
-                                retry_after_seconds: retry_after.map(|d| d.as_secs()),
-                            }
-                        })
-                        .await
-                    }
+                    } => Step::Record(Command::RecordCleanerFailure {
+                        cleaner,
+                        attempt,
+                        at,
+                        error,
+                        status_code,
+                        retryable,
+                        retry_after_seconds: retry_after.map(|d| d.as_secs()),
+                    }),
                 }
             }
         }
     }
+
+    /// A Kafka cleaner's attempt: attempt 1 is the Due event the relay publishes; a retry
+    /// publishes the Due message again for this cleaner, with its attempt number. Either way
+    /// the result comes on the results topic, or the attempt fails after `callback_timeout`.
+    async fn dispatch_kafka(
+        &self,
+        loaded: &LoadedRequest,
+        cleaner: &CleanerName,
+        attempt: u32,
+        now: DateTime<Utc>,
+        config: &crate::config::CleanerConfig,
+    ) -> Result<Outcome, RequestError> {
+        if attempt > 1 {
+            let (Some(kafka), Some(producer)) = (&self.config.kafka, &self.producer) else {
+                return Ok(Outcome::Finish);
+            };
+            let Some(topic) = kafka.publish.get("Due") else {
+                return Ok(Outcome::Finish);
+            };
+            let due = loaded
+                .events
+                .iter()
+                .rev()
+                .find(|e| e.event_type == "Due")
+                .ok_or_else(|| StoreError::Corrupt("a cleaning request without Due".to_owned()))?;
+            let sent =
+                crate::kafka::publish_retry(&producer.current(), topic, due, cleaner, attempt)
+                    .await;
+            if let Err(error) = sent {
+                // A producer broken by an outage stays broken: the next try gets a new one
+                // (see `RenewingProducer`). The job runs again after its lease.
+                producer.renew();
+                return Err(StoreError::Downstream(error).into());
+            }
+        }
+        self.workflow
+            .apply(&[JobChange::Upsert(Job {
+                request_id: loaded.request.id,
+                kind: JobKind::Callback,
+                key: cleaner.to_string(),
+                run_at: now + micros(config.callback_timeout.0),
+                attempt,
+            })])
+            .await?;
+        Ok(Outcome::Finish)
+    }
+}
+
+/// Each job's outcome, in the order of its jobs.
+type Outcomes = Vec<Result<Outcome, RequestError>>;
+
+/// What a dispatch job came to before the group's results are recorded.
+enum Step {
+    /// Settled without a new event.
+    Settled(Result<Outcome, RequestError>),
+    /// Record this result; the job is finished once it is recorded (or refused).
+    Record(Command),
+}
+
+/// The same error for every job of a group (the group's shared read failed).
+fn all_failed(jobs: &[Job], error: &RequestError) -> Vec<Result<Outcome, RequestError>> {
+    jobs.iter()
+        .map(|_| Err(StoreError::Downstream(error.to_string()).into()))
+        .collect()
+}
+
+/// Jobs grouped by request, in order of each request's first job, each group in claim order.
+fn by_request(jobs: Vec<Job>) -> Vec<Vec<Job>> {
+    let mut groups: Vec<Vec<Job>> = Vec::new();
+    let mut slot: HashMap<RequestId, usize> = HashMap::new();
+    for job in jobs {
+        let at = *slot.entry(job.request_id).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[at].push(job);
+    }
+    groups
 }
