@@ -12,6 +12,9 @@ use crate::store::{PostgresStore, SqliteStore, StoreError};
 pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// The wrapped data key, or `None` once shredded (or never stored).
     async fn wrapped_key(&self, id: RequestId) -> Result<Option<String>, StoreError>;
+    /// The wrapped data keys of these requests that still have one, as (request, key) pairs.
+    async fn wrapped_keys(&self, ids: &[RequestId])
+        -> Result<Vec<(RequestId, String)>, StoreError>;
     /// The requests each of these blind indexes points to, as (blind index, request) pairs
     /// in request order: the requests whose subject shares any of them.
     async fn find(&self, indexes: &[String]) -> Result<Vec<(String, RequestId)>, StoreError>;
@@ -28,6 +31,23 @@ impl KeyStore for PostgresStore {
                 .fetch_optional(self.pool())
                 .await?,
         )
+    }
+
+    async fn wrapped_keys(
+        &self,
+        ids: &[RequestId],
+    ) -> Result<Vec<(RequestId, String)>, StoreError> {
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
+        let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+            "SELECT request_id, wrapped_key FROM request_keys WHERE request_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, key)| (RequestId::from_uuid(id), key))
+            .collect())
     }
 
     async fn find(&self, indexes: &[String]) -> Result<Vec<(String, RequestId)>, StoreError> {
@@ -72,6 +92,28 @@ impl KeyStore for SqliteStore {
                 .fetch_optional(self.writer())
                 .await?,
         )
+    }
+
+    async fn wrapped_keys(
+        &self,
+        ids: &[RequestId],
+    ) -> Result<Vec<(RequestId, String)>, StoreError> {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT request_id, wrapped_key FROM request_keys \
+             WHERE request_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(serde_json::to_string(&ids).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        .fetch_all(self.writer())
+        .await?;
+        rows.into_iter()
+            .map(|(id, key)| {
+                let id = id
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("request key id {id:?}")))?;
+                Ok((id, key))
+            })
+            .collect()
     }
 
     async fn find(&self, indexes: &[String]) -> Result<Vec<(String, RequestId)>, StoreError> {

@@ -515,6 +515,50 @@ impl Requests {
         loaded(events).map(Some)
     }
 
+    /// Loads several requests with one read of the log; the ones that do not exist are absent.
+    pub async fn load_many(
+        &self,
+        ids: &[RequestId],
+    ) -> Result<std::collections::HashMap<RequestId, LoadedRequest>, RequestError> {
+        let mut by_stream: std::collections::HashMap<RequestId, Vec<RecordedEvent>> =
+            std::collections::HashMap::with_capacity(ids.len());
+        for event in self.store.read_streams(ids).await? {
+            by_stream.entry(event.stream_id).or_default().push(event);
+        }
+        by_stream
+            .into_iter()
+            .map(|(id, events)| Ok((id, loaded(events)?)))
+            .collect()
+    }
+
+    /// The subjects of several requests, their data keys read with one query.
+    pub async fn subjects_of(
+        &self,
+        requests: &[&Request],
+    ) -> Result<std::collections::HashMap<RequestId, SubjectAccess>, RequestError> {
+        let sealed: Vec<RequestId> = requests
+            .iter()
+            .filter(|r| matches!(r.subject, SubjectRecord::Sealed(_)))
+            .map(|r| r.id)
+            .collect();
+        let mut keys: std::collections::HashMap<RequestId, String> = match &self.sealing {
+            Some(sealing) if !sealed.is_empty() => sealing
+                .keys
+                .wrapped_keys(&sealed)
+                .await?
+                .into_iter()
+                .collect(),
+            _ => std::collections::HashMap::new(),
+        };
+        requests
+            .iter()
+            .map(|request| {
+                let wrapped = self.sealing.as_ref().map(|_| keys.remove(&request.id));
+                Ok((request.id, self.open_subject(request, wrapped)?))
+            })
+            .collect()
+    }
+
     /// Decides `command` (built from the current state by `make`) and appends the result,
     /// deciding again on a concurrent append. Returns the request after the command.
     pub async fn execute(

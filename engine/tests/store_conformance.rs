@@ -155,6 +155,29 @@ async fn append_and_read_back(t: TestStore) {
     assert_eq!(head.last_hash, stream[2].hash);
     let (none, nothing) = store.read_stream_with_head(new_id()).await.unwrap();
     assert!(none.is_none() && nothing.is_empty());
+
+    // Several streams at once: each stream's events in version order, a missing one absent.
+    let other = new_id();
+    store
+        .append(other, 0, &[received(other)], &EventMetadata::new("t"))
+        .await
+        .unwrap();
+    let both = store.read_streams(&[other, new_id(), id]).await.unwrap();
+    let mut expected: Vec<RecordedEvent> = stream.clone();
+    expected.extend(store.read_stream(other, 0).await.unwrap());
+    expected.sort_by_key(|e| (e.stream_id.to_string(), e.version));
+    let mut got = both.clone();
+    got.sort_by_key(|e| (e.stream_id.to_string(), e.version));
+    assert_eq!(got, expected);
+    for stream_id in [id, other] {
+        let versions: Vec<i64> = both
+            .iter()
+            .filter(|e| e.stream_id == stream_id)
+            .map(|e| e.version)
+            .collect();
+        assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    }
+    assert!(store.read_streams(&[]).await.unwrap().is_empty());
 }
 
 async fn wrong_expected_version_is_a_conflict(t: TestStore) {

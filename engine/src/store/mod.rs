@@ -275,6 +275,19 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     /// The recorded head (version and last hash) of a stream.
     async fn stream_head(&self, stream_id: RequestId) -> Result<Option<StreamHead>, StoreError>;
 
+    /// The events of several streams, each stream's in version order (one query where the
+    /// store can: the workers load a claim's requests together).
+    async fn read_streams(
+        &self,
+        stream_ids: &[RequestId],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = Vec::new();
+        for id in stream_ids {
+            events.extend(self.read_stream(*id, 0).await?);
+        }
+        Ok(events)
+    }
+
     /// The stream's head and then all its events (an audit read: events appended after the
     /// head only extend the chain it vouches for). Postgres answers in one statement.
     async fn read_stream_with_head(

@@ -186,6 +186,21 @@ impl EventStore for PostgresStore {
         .transpose()
     }
 
+    async fn read_streams(
+        &self,
+        stream_ids: &[RequestId],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if stream_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ANY($1) ORDER BY stream_id, version"
+        );
+        let ids: Vec<uuid::Uuid> = stream_ids.iter().map(|id| *id.as_uuid()).collect();
+        let rows = sqlx::query(&sql).bind(&ids).fetch_all(&self.pool).await?;
+        rows.iter().map(decode).collect()
+    }
+
     async fn read_stream_with_head(
         &self,
         stream_id: RequestId,

@@ -181,6 +181,25 @@ impl EventStore for SqliteStore {
         rows.iter().map(decode).collect()
     }
 
+    async fn read_streams(
+        &self,
+        stream_ids: &[RequestId],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if stream_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE stream_id IN (SELECT value FROM json_each(?1)) ORDER BY stream_id, version"
+        );
+        let ids: Vec<String> = stream_ids.iter().map(ToString::to_string).collect();
+        let rows = sqlx::query(&sql)
+            .bind(serde_json::to_string(&ids).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
     async fn read_all(
         &self,
         after: Checkpoint,

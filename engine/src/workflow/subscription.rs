@@ -8,7 +8,7 @@
 //! out. A deposed owner's commit is refused (fencing), so it cannot apply a batch twice.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -68,6 +68,16 @@ impl Projector for JobsProjector<'_> {
     }
 }
 
+/// What a running subscription holds between rounds.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    /// The last checkpoint this owner committed (or was given with the lease).
+    checkpoint: Checkpoint,
+    /// When to take the lease again (a third of the way through it).
+    renew_at: Instant,
+    lag_reported_at: Option<Instant>,
+}
+
 #[derive(Debug, Clone)]
 pub struct SubscriptionRunner {
     pub events: Arc<dyn EventStore>,
@@ -91,28 +101,72 @@ impl SubscriptionRunner {
 
     /// One round of any projector.
     pub async fn round_with(&self, projector: &dyn Projector) -> Result<usize, StoreError> {
+        self.round_held(projector, &mut None).await
+    }
+
+    /// One round, for a runner that keeps `held` between rounds: while it holds a lease with
+    /// time left, it goes on from the checkpoint it last committed instead of taking the
+    /// lease again (two statements and a commit less per round), and it looks up the log's
+    /// head for the lag figures at most once a second. A commit refused because another owner
+    /// took over drops the hold; the next round asks again.
+    async fn round_held(
+        &self,
+        projector: &dyn Projector,
+        held: &mut Option<Held>,
+    ) -> Result<usize, StoreError> {
         let now = chrono::Utc::now();
-        let Some(checkpoint) = self
-            .workflow
-            .acquire_subscription(projector.name(), &self.owner, self.lease, now)
-            .await?
-        else {
-            return Ok(0);
+        let checkpoint = match held {
+            Some(hold) if Instant::now() < hold.renew_at => hold.checkpoint,
+            _ => {
+                let acquired = self
+                    .workflow
+                    .acquire_subscription(projector.name(), &self.owner, self.lease, now)
+                    .await?;
+                let Some(checkpoint) = acquired else {
+                    *held = None;
+                    return Ok(0);
+                };
+                *held = Some(Held {
+                    checkpoint,
+                    // Renewed well before it runs out, so no other owner can take it over
+                    // while this one works.
+                    renew_at: Instant::now() + self.lease / 3,
+                    lag_reported_at: held.as_ref().and_then(|h| h.lag_reported_at),
+                });
+                checkpoint
+            }
         };
         let batch = self.events.read_all(checkpoint, BATCH).await?;
-        let head = self.events.head_position().await?;
-        let behind = u64::try_from(head - checkpoint.position).unwrap_or(0);
-        let age = batch
-            .first()
-            .map_or(0.0, |e| (now - e.recorded_at).as_seconds_f64().max(0.0));
-        crate::metrics::subscription_lag(projector.name(), behind, age);
+        let report_lag = held.as_ref().is_none_or(|h| {
+            h.lag_reported_at
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        });
+        if report_lag {
+            let head = self.events.head_position().await?;
+            let behind = u64::try_from(head - checkpoint.position).unwrap_or(0);
+            let age = batch
+                .first()
+                .map_or(0.0, |e| (now - e.recorded_at).as_seconds_f64().max(0.0));
+            crate::metrics::subscription_lag(projector.name(), behind, age);
+            if let Some(hold) = held.as_mut() {
+                hold.lag_reported_at = Some(Instant::now());
+            }
+        }
         let Some(last) = batch.last() else {
             return Ok(0);
         };
         let committed = projector
             .commit(&self.owner, last.checkpoint(), &batch)
             .await?;
-        Ok(if committed { batch.len() } else { 0 })
+        if committed {
+            if let Some(hold) = held.as_mut() {
+                hold.checkpoint = last.checkpoint();
+            }
+            Ok(batch.len())
+        } else {
+            *held = None;
+            Ok(0)
+        }
     }
 
     /// Runs until `shutdown` turns true, then gives the lease up.
@@ -126,10 +180,13 @@ impl SubscriptionRunner {
 
     /// Runs any projector until `shutdown` turns true, then gives the lease up.
     pub async fn run_with(&self, projector: &dyn Projector, mut shutdown: watch::Receiver<bool>) {
+        let mut held = None;
         while !*shutdown.borrow() {
-            let handled = match self.round_with(projector).await {
+            let handled = match self.round_held(projector, &mut held).await {
                 Ok(n) => n,
                 Err(error) => {
+                    // What this runner believes it holds may be stale: ask again.
+                    held = None;
                     tracing::warn!(subscription = projector.name(), error = %error, "subscription round failed");
                     0
                 }

@@ -17,7 +17,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use lethe_domain::event::PlannedCleaner;
 use lethe_domain::state::{CleanerState, Phase, Request};
 use lethe_domain::{CleanerName, Command, RequestId};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::{micros, Job, JobChange, JobKind, WorkflowStore};
 use crate::cleaners::http::{notify, CallOutcome, CleanerCall, HttpCleaner};
@@ -182,13 +182,25 @@ impl Workers {
             let idle = jobs.is_empty();
             // Requests side by side, each request's jobs in claim order (a reminder before the
             // Due of the same request).
-            let done: Vec<(Vec<Job>, Outcomes)> = futures::stream::iter(by_request(jobs))
+            // The round's requests are read with one query (each request's first job gets
+            // it as read; a later job of the same request reads it again, after the first).
+            let groups = by_request(jobs);
+            let ids: Vec<RequestId> = groups.iter().map(|g| g[0].request_id).collect();
+            let mut preloaded = match self.requests.load_many(&ids).await {
+                Ok(loaded) => loaded,
+                Err(error) => {
+                    tracing::warn!(error = %error, "reading the round's requests failed; reading them one by one");
+                    HashMap::new()
+                }
+            };
+            let done: Vec<(Vec<Job>, Outcomes)> = futures::stream::iter(groups)
                 .map(|group| {
                     let worker = &self;
+                    let mut first = preloaded.remove(&group[0].request_id);
                     async move {
                         let mut outcomes = Vec::with_capacity(group.len());
                         for job in &group {
-                            outcomes.push(worker.run_timer(job).await);
+                            outcomes.push(worker.run_timer(job, first.take()).await);
                         }
                         (group, outcomes)
                     }
@@ -275,18 +287,19 @@ impl Workers {
             // A request's cleaners are called side by side and their results recorded in one
             // append: one read of the request, one commit, no append racing another on the
             // same stream. (Claims come earliest first, and a request's dispatches share
-            // their time, so they arrive together.)
+            // their time, so they arrive together.) The claim's requests and subjects are
+            // read with one query each, and its finished jobs removed with one statement.
+            let mut groups = Vec::new();
             for group in by_request(jobs) {
                 let n = u32::try_from(group.len()).unwrap_or(u32::MAX);
                 let Ok(slot) = slots.clone().acquire_many_owned(n).await else {
                     break;
                 };
+                groups.push((group, slot));
+            }
+            if !groups.is_empty() {
                 let this = self.clone();
-                tokio::spawn(async move {
-                    let outcomes = this.run_dispatch_group(&group).await;
-                    this.settle_all(&group, outcomes).await;
-                    drop(slot);
-                });
+                tokio::spawn(async move { this.run_dispatch_claim(groups).await });
             }
             if idle {
                 tokio::select! {
@@ -378,40 +391,39 @@ impl Workers {
         }
     }
 
-    async fn run_timer(&self, job: &Job) -> Result<Outcome, RequestError> {
+    /// Runs one timer job; `preloaded` is its request as read with the rest of the round.
+    async fn run_timer(
+        &self,
+        job: &Job,
+        preloaded: Option<LoadedRequest>,
+    ) -> Result<Outcome, RequestError> {
         let now = Utc::now();
-        match job.kind {
+        let command = match job.kind {
             JobKind::Remind => {
                 let Ok(index) = job.key.parse::<u32>() else {
                     return Ok(Outcome::Finish);
                 };
-                self.decide(job.request_id, "system:timers", |_| Command::Remind {
-                    index,
-                    at: now,
-                })
-                .await
+                Command::Remind { index, at: now }
             }
-            JobKind::Due => self.run_due(job, now).await,
-            JobKind::Notify => self.run_notify(job, now).await,
             JobKind::Callback => {
                 let Ok(cleaner) = CleanerName::parse(job.key.clone()) else {
                     return Ok(Outcome::Finish);
                 };
-                let attempt = job.attempt;
-                self.decide(job.request_id, "system:timers", |_| Command::RecordCleanerFailure {
-                    cleaner: cleaner.clone(),
-                    attempt,
+                Command::RecordCleanerFailure {
+                    cleaner,
+                    attempt: job.attempt,
                     at: now,
                     error: "the cleaner accepted the request but sent no result before callback_timeout"
                         .to_owned(),
                     status_code: None,
                     retryable: true,
                     retry_after_seconds: None,
-                })
-                .await
+                }
             }
+            JobKind::Due => return self.run_due(job, now, preloaded).await,
+            JobKind::Notify => return self.run_notify(job, now, preloaded).await,
             JobKind::Shred => {
-                match self
+                return match self
                     .requests
                     .shred(job.request_id, &EventMetadata::new("system:timers"))
                     .await
@@ -420,15 +432,39 @@ impl Workers {
                         Ok(Outcome::Finish)
                     }
                     Err(error) => Err(error),
-                }
+                };
             }
-            JobKind::Dispatch => Ok(Outcome::Finish),
+            JobKind::Dispatch => return Ok(Outcome::Finish),
+        };
+        match preloaded {
+            Some(loaded) => self.record(loaded, "system:timers", command).await,
+            None => {
+                self.decide(job.request_id, "system:timers", |_| command.clone())
+                    .await
+            }
+        }
+    }
+
+    /// The request as read with its round, or read now.
+    async fn loaded(
+        &self,
+        id: RequestId,
+        preloaded: Option<LoadedRequest>,
+    ) -> Result<Option<LoadedRequest>, RequestError> {
+        match preloaded {
+            Some(loaded) => Ok(Some(loaded)),
+            None => self.requests.load(id).await,
         }
     }
 
     /// The end of the grace period, or a re-plan after a hold release or an admin retry.
-    async fn run_due(&self, job: &Job, now: DateTime<Utc>) -> Result<Outcome, RequestError> {
-        let Some(loaded) = self.requests.load(job.request_id).await? else {
+    async fn run_due(
+        &self,
+        job: &Job,
+        now: DateTime<Utc>,
+        preloaded: Option<LoadedRequest>,
+    ) -> Result<Outcome, RequestError> {
+        let Some(loaded) = self.loaded(job.request_id, preloaded).await? else {
             return Ok(Outcome::Finish);
         };
         let request = &loaded.request;
@@ -478,11 +514,16 @@ impl Workers {
         }
     }
 
-    async fn run_notify(&self, job: &Job, now: DateTime<Utc>) -> Result<Outcome, RequestError> {
+    async fn run_notify(
+        &self,
+        job: &Job,
+        now: DateTime<Utc>,
+        preloaded: Option<LoadedRequest>,
+    ) -> Result<Outcome, RequestError> {
         let Some(notifier) = &self.config.notifier else {
             return Ok(Outcome::Finish);
         };
-        let Some(loaded) = self.requests.load(job.request_id).await? else {
+        let Some(loaded) = self.loaded(job.request_id, preloaded).await? else {
             return Ok(Outcome::Finish);
         };
         let request = &loaded.request;
@@ -525,36 +566,89 @@ impl Workers {
         }
     }
 
-    /// Runs the claimed dispatch jobs of one request: reads the request once, calls its
-    /// cleaners side by side, and records every result in one append.
-    async fn run_dispatch_group(&self, jobs: &[Job]) -> Vec<Result<Outcome, RequestError>> {
+    /// Runs one claim of dispatch jobs, grouped by request, each group holding its slots
+    /// until its calls are made and recorded.
+    async fn run_dispatch_claim(&self, groups: Vec<(Vec<Job>, OwnedSemaphorePermit)>) {
+        let ids: Vec<RequestId> = groups
+            .iter()
+            .map(|(group, _)| group[0].request_id)
+            .collect();
+        let (mut loaded, subjects) = match self.load_claim(&ids, &groups).await {
+            Ok(read) => read,
+            Err(error) => {
+                // Left leased: they run again when the lease runs out.
+                tracing::warn!(error = %error, jobs = groups.len(), "reading the claimed requests failed; the jobs will be retried");
+                return;
+            }
+        };
+        let runs = groups.iter().map(|(group, _)| {
+            let id = group[0].request_id;
+            let request = loaded.remove(&id);
+            let subject = subjects.get(&id);
+            self.run_dispatch_group(group, request, subject)
+        });
+        let outcomes = futures::future::join_all(runs).await;
+        let mut jobs = Vec::new();
+        for (group, slot) in groups {
+            drop(slot);
+            jobs.extend(group);
+        }
+        self.settle_all(&jobs, outcomes.into_iter().flatten().collect())
+            .await;
+    }
+
+    /// The claimed requests, and the subjects of those with a cleaner to call over HTTP.
+    async fn load_claim(
+        &self,
+        ids: &[RequestId],
+        groups: &[(Vec<Job>, OwnedSemaphorePermit)],
+    ) -> Result<
+        (
+            HashMap<RequestId, LoadedRequest>,
+            HashMap<RequestId, SubjectAccess>,
+        ),
+        RequestError,
+    > {
+        let loaded = self.requests.load_many(ids).await?;
+        let wanted: Vec<&Request> = groups
+            .iter()
+            .filter(|(group, _)| {
+                group.iter().any(|job| {
+                    CleanerName::parse(job.key.clone())
+                        .ok()
+                        .and_then(|name| self.config.cleaner(&name))
+                        .is_some_and(|c| c.kind == CleanerKind::Http)
+                })
+            })
+            .filter_map(|(group, _)| loaded.get(&group[0].request_id))
+            .map(|l| &l.request)
+            .collect();
+        let subjects = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            self.requests.subjects_of(&wanted).await?
+        };
+        Ok((loaded, subjects))
+    }
+
+    /// Runs the claimed dispatch jobs of one request, as read: calls its cleaners side by
+    /// side, and records every result in one append.
+    async fn run_dispatch_group(
+        &self,
+        jobs: &[Job],
+        loaded: Option<LoadedRequest>,
+        subject: Option<&SubjectAccess>,
+    ) -> Outcomes {
         let Some(first) = jobs.first() else {
             return Vec::new();
         };
         let id = first.request_id;
-        let loaded = match self.requests.load(id).await {
-            Ok(Some(loaded)) => loaded,
-            Ok(None) => return jobs.iter().map(|_| Ok(Outcome::Finish)).collect(),
-            Err(error) => return all_failed(jobs, &error),
-        };
-        // The subject is read once, and only when a cleaner is to be called over HTTP.
-        let wants_subject = jobs.iter().any(|job| {
-            CleanerName::parse(job.key.clone())
-                .ok()
-                .and_then(|name| self.config.cleaner(&name))
-                .is_some_and(|c| c.kind == CleanerKind::Http)
-        });
-        let subject = if wants_subject {
-            match self.requests.subject_of(&loaded.request).await {
-                Ok(access) => Some(access),
-                Err(error) => return all_failed(jobs, &error),
-            }
-        } else {
-            None
+        let Some(loaded) = loaded else {
+            return jobs.iter().map(|_| Ok(Outcome::Finish)).collect();
         };
         let steps = futures::future::join_all(
             jobs.iter()
-                .map(|job| self.dispatch_step(job, &loaded, subject.as_ref())),
+                .map(|job| self.dispatch_step(job, &loaded, subject)),
         )
         .await;
         let commands: Vec<Command> = steps
@@ -808,13 +902,6 @@ enum Step {
     Settled(Result<Outcome, RequestError>),
     /// Record this result; the job is finished once it is recorded (or refused).
     Record(Command),
-}
-
-/// The same error for every job of a group (the group's shared read failed).
-fn all_failed(jobs: &[Job], error: &RequestError) -> Vec<Result<Outcome, RequestError>> {
-    jobs.iter()
-        .map(|_| Err(StoreError::Downstream(error.to_string()).into()))
-        .collect()
 }
 
 /// Jobs grouped by request, in order of each request's first job, each group in claim order.
