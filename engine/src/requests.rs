@@ -16,7 +16,7 @@ use lethe_domain::{
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::keys::KeyStore;
+use crate::keys::{FindBatcher, KeyStore};
 use crate::read_models::ReadModelStore;
 use crate::sealing::DataKey;
 use crate::secrets::MasterKey;
@@ -93,6 +93,8 @@ pub struct Requests {
 struct Sealing {
     master: MasterKey,
     keys: Arc<dyn KeyStore>,
+    /// The blind-index lookups of concurrent submissions, gathered into one query.
+    finder: Arc<FindBatcher>,
 }
 
 /// What can be known of a request's subject now.
@@ -119,7 +121,12 @@ impl Requests {
     /// `keys`) and answers a submission for a subject with an open request with that request.
     #[must_use]
     pub fn with_sealing(mut self, master: MasterKey, keys: Arc<dyn KeyStore>) -> Self {
-        self.sealing = Some(Sealing { master, keys });
+        let finder = Arc::new(FindBatcher::new(keys.clone()));
+        self.sealing = Some(Sealing {
+            master,
+            keys,
+            finder,
+        });
         self
     }
 
@@ -396,7 +403,7 @@ impl Requests {
         }
         let mut requests: std::collections::HashMap<RequestId, Option<LoadedRequest>> =
             std::collections::HashMap::new();
-        for (index, id) in sealing.keys.find(&all).await? {
+        for (index, id) in sealing.finder.find(all).await? {
             if let std::collections::hash_map::Entry::Vacant(entry) = requests.entry(id) {
                 let loaded = self
                     .load(id)
