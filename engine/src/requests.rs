@@ -44,6 +44,25 @@ pub struct Submission {
     pub tags: Vec<String>,
 }
 
+/// Submissions validated and sealed by [`Requests::prepare`], to be recorded by
+/// [`Requests::record`].
+#[derive(Debug)]
+pub struct Prepared {
+    answers: Vec<Option<Result<Submitted, RequestError>>>,
+    valid: Vec<PreparedOne>,
+}
+
+#[derive(Debug)]
+struct PreparedOne {
+    /// Its place among the submissions.
+    index: usize,
+    command_ids: Vec<String>,
+    /// The subject's blind indexes (none without sealing).
+    indexes: Vec<String>,
+    /// The append that records it as a new request.
+    append: Result<Append, RequestError>,
+}
+
 /// A request as loaded from its stream.
 #[derive(Debug, Clone)]
 pub struct LoadedRequest {
@@ -261,9 +280,17 @@ impl Requests {
         submissions: Vec<(Submission, Option<&str>)>,
         actor: &str,
     ) -> Vec<Result<Submitted, RequestError>> {
+        self.record(self.prepare(submissions, actor)).await
+    }
+
+    /// The part of intake that needs no database: validates each submission, computes its
+    /// subject's blind indexes and seals it into the append that would record it as a new
+    /// request. CPU work, so a bulk intake prepares its next chunk while the current one is
+    /// being recorded ([`Self::record`]). (A submission that turns out to repeat an earlier
+    /// one was sealed for nothing; its append is dropped.)
+    pub fn prepare(&self, submissions: Vec<(Submission, Option<&str>)>, actor: &str) -> Prepared {
         let mut answers: Vec<Option<Result<Submitted, RequestError>>> =
             (0..submissions.len()).map(|_| None).collect();
-        // Validate; a submission whose command id was seen before gets its first request.
         let mut valid = Vec::with_capacity(submissions.len());
         for (index, (submission, idempotency_key)) in submissions.into_iter().enumerate() {
             match self.validate(submission) {
@@ -274,13 +301,33 @@ impl Requests {
                         .map(|id| format!("external:{id}"))
                         .chain(idempotency_key.map(|key| format!("submit:{actor}:{key}")))
                         .collect();
-                    valid.push((index, receive, command_ids));
+                    let indexes = match (&self.sealing, &receive.subject) {
+                        (Some(sealing), SubjectRecord::Plain(subject)) => {
+                            sealing.master.blind_indexes(subject)
+                        }
+                        _ => Vec::new(),
+                    };
+                    let append = self.receive(receive, command_ids.clone(), &indexes, actor);
+                    valid.push(PreparedOne {
+                        index,
+                        command_ids,
+                        indexes,
+                        append,
+                    });
                 }
                 Err(e) => answers[index] = Some(Err(e.into())),
             }
         }
-        let seen = futures::future::join_all(valid.iter().map(|(_, _, command_ids)| async move {
-            for command_id in command_ids {
+        Prepared { answers, valid }
+    }
+
+    /// Records prepared submissions, answering in their order: a submission whose command id
+    /// was seen before, or whose subject has an open request (earlier, or earlier among
+    /// these), gets that request; the rest are appended in one transaction.
+    pub async fn record(&self, prepared: Prepared) -> Vec<Result<Submitted, RequestError>> {
+        let Prepared { mut answers, valid } = prepared;
+        let seen = futures::future::join_all(valid.iter().map(|one| async move {
+            for command_id in &one.command_ids {
                 if let Some(record) = self.store.find_command(command_id).await? {
                     return Ok(Some(record.stream_id));
                 }
@@ -289,37 +336,27 @@ impl Requests {
         }))
         .await;
         let mut fresh = Vec::with_capacity(valid.len());
-        for (entry, seen) in valid.into_iter().zip(seen) {
+        for (one, seen) in valid.into_iter().zip(seen) {
             match seen {
-                Ok(Some(id)) => answers[entry.0] = Some(self.existing(id).await),
-                Ok(None) => fresh.push(entry),
-                Err(e) => answers[entry.0] = Some(Err(e.into())),
+                Ok(Some(id)) => answers[one.index] = Some(self.existing(id).await),
+                Ok(None) => fresh.push(one),
+                Err(e) => answers[one.index] = Some(Err(e.into())),
             }
         }
 
-        // Seal each subject; a subject with an open request (earlier, or earlier in this
-        // call) gets that request.
         let mut appends = Vec::with_capacity(fresh.len());
         let mut appended = Vec::with_capacity(fresh.len());
         let mut same_as: Vec<(usize, usize)> = Vec::new();
-        let blind: Vec<Vec<String>> = match &self.sealing {
-            Some(sealing) => fresh
-                .iter()
-                .map(|(_, receive, _)| match &receive.subject {
-                    SubjectRecord::Plain(subject) => sealing.master.blind_indexes(subject),
-                    SubjectRecord::Sealed(_) => Vec::new(),
-                })
-                .collect(),
-            None => vec![Vec::new(); fresh.len()],
-        };
+        let blind: Vec<Vec<String>> = fresh.iter().map(|one| one.indexes.clone()).collect();
         // One lookup for all; should it fail, each submission looks up (and fails) alone.
         let open = self.open_requests(&blind).await.ok();
-        let mut first_with_index: std::collections::HashMap<&str, usize> =
+        let mut first_with_index: std::collections::HashMap<String, usize> =
             std::collections::HashMap::new();
-        for ((index, template, command_ids), indexes) in fresh.into_iter().zip(&blind) {
+        for one in fresh {
+            let index = one.index;
             let earlier = match &open {
-                Some(open) => indexes.iter().find_map(|i| open.get(i)).cloned(),
-                None => match self.open_requests(std::slice::from_ref(indexes)).await {
+                Some(open) => one.indexes.iter().find_map(|i| open.get(i)).cloned(),
+                None => match self.open_requests(std::slice::from_ref(&one.indexes)).await {
                     Ok(open) => open.into_values().next(),
                     Err(e) => {
                         answers[index] = Some(Err(e));
@@ -334,17 +371,14 @@ impl Requests {
                 }));
                 continue;
             }
-            if let Some(&earlier) = indexes
-                .iter()
-                .find_map(|i| first_with_index.get(i.as_str()))
-            {
+            if let Some(&earlier) = one.indexes.iter().find_map(|i| first_with_index.get(i)) {
                 same_as.push((index, earlier));
                 continue;
             }
-            for i in indexes {
-                first_with_index.insert(i, index);
+            for i in &one.indexes {
+                first_with_index.insert(i.clone(), index);
             }
-            match self.receive(template, command_ids, indexes, actor) {
+            match one.append {
                 Ok(append) => {
                     appends.push(append);
                     appended.push(index);

@@ -518,6 +518,59 @@ fn append(
     }
 }
 
+/// A batch large enough to be written as several transactions side by side still answers
+/// each append in order: here 300 new streams with a conflict and a repeated command among
+/// them, and two appends to one stream.
+async fn a_large_batch_answers_each_append_in_order(t: TestStore) {
+    let store = t.store();
+    let taken = new_id();
+    store
+        .append(
+            taken,
+            0,
+            &[received(taken)],
+            &EventMetadata::new("setup").with_command_id("large-taken"),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<RequestId> = (0..300).map(|_| new_id()).collect();
+    let mut appends: Vec<Append> = ids
+        .iter()
+        .map(|id| append(*id, 0, vec![received(*id)], None))
+        .collect();
+    // 100: a conflict (the stream does not exist yet); 200: a command id seen before;
+    // the last: a second append to stream 0, after its first.
+    appends[100].expected_version = 5;
+    appends[200].metadata.command_id = Some("large-taken".to_owned());
+    appends.push(append(ids[0], 1, vec![hold()], None));
+    let results = store.append_batch(appends).await;
+    assert_eq!(results.len(), 301);
+    for (n, result) in results.into_iter().enumerate() {
+        match n {
+            100 => assert!(
+                matches!(&result, Err(StoreError::Conflict { .. })),
+                "append 100: {result:?}"
+            ),
+            200 => assert!(
+                matches!(&result, Ok(Appended::Duplicate(record)) if record.stream_id == taken),
+                "append 200: {result:?}"
+            ),
+            300 => {
+                let events = written(result.unwrap());
+                assert_eq!((events[0].stream_id, events[0].version), (ids[0], 2));
+            }
+            _ => {
+                let events = written(result.unwrap());
+                assert_eq!((events[0].stream_id, events[0].version), (ids[n], 1));
+                let stream = store.read_stream(ids[n], 0).await.unwrap();
+                assert_eq!(stream[..1], events[..]);
+            }
+        }
+    }
+    assert!(store.read_stream(ids[100], 0).await.unwrap().is_empty());
+    assert!(store.read_stream(ids[200], 0).await.unwrap().is_empty());
+}
+
 /// A batch is written together, yet each append gets its own answer: new streams, existing
 /// streams, a conflict, a repeated command, two appends to one stream, and a data key.
 async fn batch_answers_each_append_alone(t: TestStore) {
@@ -777,5 +830,6 @@ conformance!(
     hash_chain_links_each_stream_and_detects_tampering,
     tailing_reader_misses_nothing_under_concurrent_writers,
     batch_answers_each_append_alone,
+    a_large_batch_answers_each_append_in_order,
     concurrent_appends_share_commits,
 );

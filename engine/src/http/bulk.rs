@@ -58,13 +58,19 @@ pub async fn bulk(
             async move { !blank }
         })
         // Whatever lines have arrived, up to a chunk, are submitted together (one lookup, one
-        // transaction). Chunks go one after another, so a subject listed twice makes one
-        // request even when the two lines fall in different chunks.
+        // transaction). Chunks are recorded one after another, so a subject listed twice
+        // makes one request even when the two lines fall in different chunks; the next chunk
+        // is parsed, validated and sealed (CPU work, on the blocking pool) meanwhile.
         .ready_chunks(CHUNK)
-        .then(move |chunk| {
+        .map({
             let state = state.clone();
             let actor = actor.clone();
-            async move { result_lines(&state, &actor, chunk).await }
+            move |chunk| prepare(state.clone(), actor.clone(), chunk)
+        })
+        .buffered(2)
+        .then(move |prepared| {
+            let state = state.clone();
+            async move { result_lines(&state, prepared).await }
         })
         .map(|lines| Ok::<_, Infallible>(Bytes::from(lines)));
     Ok((
@@ -146,36 +152,71 @@ fn lines(body: Body) -> impl Stream<Item = Line> {
 
 /// Submits the good lines of a chunk together and answers every line, in order, one NDJSON
 /// line each.
-async fn result_lines(state: &AppState, actor: &str, chunk: Vec<(usize, Line)>) -> String {
-    let mut answers: Vec<(usize, Option<Result<serde_json::Value, Problem>>)> =
-        Vec::with_capacity(chunk.len());
-    let mut submissions = Vec::with_capacity(chunk.len());
-    let mut submitted_at = Vec::with_capacity(chunk.len());
-    for (number, line) in chunk {
-        let parsed = match line {
-            Line::Text(bytes) => parse::<SubmitBody>(&bytes),
-            Line::TooLong => Err(Problem::invalid(
-                "line",
-                format!("is longer than {MAX_LINE_BYTES} bytes"),
-            )),
-        };
-        match parsed {
-            Ok(body) => {
-                submitted_at.push(answers.len());
-                answers.push((number, None));
-                submissions.push(Submission {
-                    subject: body.subject,
-                    jurisdiction: body.jurisdiction,
-                    source: body.source,
-                    reason: body.reason,
-                    external_id: body.external_id,
-                    tags: body.tags,
-                });
+/// A chunk parsed and prepared: each line's number and, for a line that did not parse, its
+/// problem.
+struct PreparedChunk {
+    answers: Vec<(usize, Option<Result<serde_json::Value, Problem>>)>,
+    /// Where each prepared submission's answer goes.
+    submitted_at: Vec<usize>,
+    prepared: crate::requests::Prepared,
+}
+
+/// Parses a chunk's lines and prepares its submissions ([`crate::requests::Requests::prepare`])
+/// on the blocking pool.
+async fn prepare(state: AppState, actor: String, chunk: Vec<(usize, Line)>) -> PreparedChunk {
+    let work = move || {
+        let mut answers: Vec<(usize, Option<Result<serde_json::Value, Problem>>)> =
+            Vec::with_capacity(chunk.len());
+        let mut submissions = Vec::with_capacity(chunk.len());
+        let mut submitted_at = Vec::with_capacity(chunk.len());
+        for (number, line) in chunk {
+            let parsed = match line {
+                Line::Text(bytes) => parse::<SubmitBody>(&bytes),
+                Line::TooLong => Err(Problem::invalid(
+                    "line",
+                    format!("is longer than {MAX_LINE_BYTES} bytes"),
+                )),
+            };
+            match parsed {
+                Ok(body) => {
+                    submitted_at.push(answers.len());
+                    answers.push((number, None));
+                    submissions.push((
+                        Submission {
+                            subject: body.subject,
+                            jurisdiction: body.jurisdiction,
+                            source: body.source,
+                            reason: body.reason,
+                            external_id: body.external_id,
+                            tags: body.tags,
+                        },
+                        None,
+                    ));
+                }
+                Err(problem) => answers.push((number, Some(Err(problem)))),
             }
-            Err(problem) => answers.push((number, Some(Err(problem)))),
         }
+        let prepared = state.requests.prepare(submissions, &actor);
+        PreparedChunk {
+            answers,
+            submitted_at,
+            prepared,
+        }
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(chunk) => chunk,
+        // Only a panic gets here; it is the process's bug, not the caller's.
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
     }
-    let results = state.requests.submit_many(submissions, actor).await;
+}
+
+async fn result_lines(state: &AppState, chunk: PreparedChunk) -> String {
+    let PreparedChunk {
+        mut answers,
+        submitted_at,
+        prepared,
+    } = chunk;
+    let results = state.requests.record(prepared).await;
     for (at, result) in submitted_at.into_iter().zip(results) {
         answers[at].1 = Some(result.map_err(Problem::from).map(|submitted| {
             let request = &submitted.loaded.request;

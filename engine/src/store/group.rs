@@ -186,11 +186,18 @@ pub(crate) fn split_distinct<T>(items: Vec<(Append, T)>) -> (Tagged<T>, Tagged<T
     (now, later)
 }
 
+/// A round of at least this many appends per writer is split over `parallel` transactions.
+const PARALLEL_FROM: usize = 64;
+
 /// Writes `appends` in as few batches as [`split_distinct`] allows, answering in their order.
+/// A large round is written as up to `parallel` transactions side by side (its appends touch
+/// distinct streams and command ids, so they cannot wait on each other), so that more than
+/// one database backend works on it.
 pub(crate) async fn write_all(
     write: &WriteBatch,
     appends: Vec<Append>,
     max_batch: usize,
+    parallel: usize,
 ) -> Vec<Result<Appended, StoreError>> {
     let mut results: Vec<Option<Result<Appended, StoreError>>> =
         (0..appends.len()).map(|_| None).collect();
@@ -203,9 +210,18 @@ pub(crate) async fn write_all(
             later.sort_by_key(|(_, index)| *index);
         }
         rest = later;
-        let (batch, indexes): (Vec<_>, Vec<_>) = now.into_iter().unzip();
-        for (index, result) in indexes.into_iter().zip(write(batch).await) {
-            results[index] = Some(result);
+        let parts = (now.len() / PARALLEL_FROM).clamp(1, parallel.max(1));
+        let size = now.len().div_ceil(parts).max(1);
+        let mut writes = Vec::with_capacity(parts);
+        let mut now = now.into_iter().peekable();
+        while now.peek().is_some() {
+            let (batch, indexes): (Vec<_>, Vec<_>) = now.by_ref().take(size).unzip();
+            writes.push(async move { (indexes, write(batch).await) });
+        }
+        for (indexes, written) in futures::future::join_all(writes).await {
+            for (index, result) in indexes.into_iter().zip(written) {
+                results[index] = Some(result);
+            }
         }
     }
     results

@@ -111,7 +111,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn append_batch(&self, appends: Vec<Append>) -> Vec<Result<Appended, StoreError>> {
-        group::write_all(&self.group_writer(), appends, MAX_BATCH).await
+        group::write_all(&self.group_writer(), appends, MAX_BATCH, WRITERS).await
     }
 
     async fn caught_up(

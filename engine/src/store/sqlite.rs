@@ -152,7 +152,8 @@ impl EventStore for SqliteStore {
     }
 
     async fn append_batch(&self, appends: Vec<Append>) -> Vec<Result<Appended, StoreError>> {
-        group::write_all(&batch_writer(self.writer.clone()), appends, MAX_BATCH).await
+        // One writing connection: one transaction at a time.
+        group::write_all(&batch_writer(self.writer.clone()), appends, MAX_BATCH, 1).await
     }
 
     async fn caught_up(
