@@ -16,7 +16,7 @@ use lethe_engine::workflow::runtime::Runtime;
 use rand::Rng as _;
 use uuid::Uuid;
 
-use crate::db::{received_stream, Db};
+use crate::db::{received_stream, CompletedCounter, Db};
 use crate::load::{self, per_second};
 use crate::services::{
     cleaner_totals, http_client, lifecycle_config, start_api, start_cleaners, stop_cleaners,
@@ -475,8 +475,9 @@ async fn wait_for_completed(
     deadline: Instant,
     poll: Duration,
 ) -> anyhow::Result<i64> {
+    let mut counter = CompletedCounter::after(start_position);
     loop {
-        let completed = db.count_completed_after(start_position).await?;
+        let completed = db.count_completed(&mut counter).await?;
         if completed >= expected || Instant::now() >= deadline {
             return Ok(completed);
         }
@@ -771,8 +772,9 @@ async fn drive_child(
         Duration::from_millis(200)
     };
     let mut peak_rss_kb = idle.rss_kb;
+    let mut counter = CompletedCounter::after(start_position);
     let completed = loop {
-        let completed = db.count_completed_after(start_position).await?;
+        let completed = db.count_completed(&mut counter).await?;
         if let Ok(now) = read_memory(pid) {
             peak_rss_kb = peak_rss_kb.max(now.rss_kb);
         }

@@ -193,8 +193,14 @@ impl EventStore for PostgresStore {
         if stream_ids.is_empty() {
             return Ok(Vec::new());
         }
+        // One index lookup per stream (LATERAL): with `stream_id = ANY($1)` the planner
+        // guesses thousands of rows per stream and, for a timer round's 256 streams, chose a
+        // parallel sequential scan of the whole log (9 ms a call at 700,000 events).
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ANY($1) ORDER BY stream_id, version"
+            "SELECT e.* FROM unnest($1::uuid[]) WITH ORDINALITY AS s(id, n) \
+             CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = s.id \
+               ORDER BY version) AS e \
+             ORDER BY s.n, e.version"
         );
         let ids: Vec<uuid::Uuid> = stream_ids.iter().map(|id| *id.as_uuid()).collect();
         let rows = sqlx::query(&sql).bind(&ids).fetch_all(&self.pool).await?;
