@@ -52,8 +52,13 @@ impl KeyStore for PostgresStore {
 
     async fn find(&self, indexes: &[String]) -> Result<Vec<(String, RequestId)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT blind_index, request_id FROM subject_index WHERE blind_index = ANY($1) \
-             ORDER BY request_id, blind_index",
+            // One primary-key lookup per index (LATERAL). With `blind_index = ANY($1)` on a
+            // table not yet analysed, the planner walked the whole `request_id` index to
+            // save a sort: 5.8 ms a lookup at 70,000 requests, growing with the table.
+            "SELECT s.blind_index, s.request_id FROM unnest($1::text[]) AS b(blind_index) \
+             CROSS JOIN LATERAL (SELECT blind_index, request_id FROM subject_index \
+               WHERE subject_index.blind_index = b.blind_index) AS s \
+             ORDER BY s.request_id, s.blind_index",
         )
         .bind(indexes)
         .fetch_all(self.pool())
