@@ -50,6 +50,9 @@ impl PostgresStore {
 
     /// Connects with explicit options (tests use them to put each test in its own schema).
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        // No JIT: every statement here is short, and a cost estimate past `jit_above_cost`
+        // (a claim's stream reads on a large log) made Postgres compile code for each call.
+        let options = options.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(Duration::from_secs(10))
