@@ -181,17 +181,7 @@ async fn prepare(state: AppState, actor: String, chunk: Vec<(usize, Line)>) -> P
                 Ok(body) => {
                     submitted_at.push(answers.len());
                     answers.push((number, None));
-                    submissions.push((
-                        Submission {
-                            subject: body.subject,
-                            jurisdiction: body.jurisdiction,
-                            source: body.source,
-                            reason: body.reason,
-                            external_id: body.external_id,
-                            tags: body.tags,
-                        },
-                        None,
-                    ));
+                    submissions.push((Submission::from(body), None));
                 }
                 Err(problem) => answers.push((number, Some(Err(problem)))),
             }

@@ -164,6 +164,19 @@ pub(crate) struct SubmitBody {
     tags: Vec<String>,
 }
 
+impl From<SubmitBody> for Submission {
+    fn from(body: SubmitBody) -> Self {
+        Self {
+            subject: body.subject,
+            jurisdiction: body.jurisdiction,
+            source: body.source,
+            reason: body.reason,
+            external_id: body.external_id,
+            tags: body.tags,
+        }
+    }
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -210,14 +223,7 @@ async fn submit(
 ) -> Result<Response, Problem> {
     let principal = auth::require(state.requests.config(), &headers, "requests:write")?;
     let key = idempotency_key(&headers)?;
-    let submission = Submission {
-        subject: body.subject,
-        jurisdiction: body.jurisdiction,
-        source: body.source,
-        reason: body.reason,
-        external_id: body.external_id,
-        tags: body.tags,
-    };
+    let submission = Submission::from(body);
     let submitted = state
         .requests
         .submit(submission, key, &principal.actor)
