@@ -23,6 +23,10 @@ use clap::{Parser, ValueEnum};
 
 use db::{Backend, Db};
 
+/// The allocator `lethe` runs with, so that in-process figures match the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     /// Requests submitted over HTTP at concurrency 1, 8, 32, 64.

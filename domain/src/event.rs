@@ -77,18 +77,61 @@ impl Event {
 
     /// The payload alone, as stored in the log's `payload` column.
     pub fn payload(&self) -> serde_json::Value {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(mut map)) => {
-                map.remove("data").unwrap_or(serde_json::Value::Null)
-            }
-            // Every variant is a struct with string keys, which always serializes to an object.
-            other => unreachable!("an event serialized to {other:?}"),
+        macro_rules! to_value {
+            ($($variant:ident),*) => {
+                match self {
+                    $(Self::$variant(inner) => serde_json::to_value(inner),)*
+                }
+            };
         }
+        // Every payload is a struct with string keys and plain fields: it always serializes.
+        to_value!(
+            Received,
+            Reminded,
+            Cancelled,
+            Rejected,
+            HoldPlaced,
+            HoldReleased,
+            DeadlineExtended,
+            Due,
+            CleanerSucceeded,
+            CleanerFailed,
+            CleanerRetried,
+            CleanerSkipped,
+            Completed,
+            Shredded
+        )
+        .unwrap_or_else(|error| unreachable!("an event payload did not serialize: {error}"))
     }
 
-    /// Rebuilds an event from the log's `event_type` and `payload` columns.
-    pub fn from_stored(event_type: &str, payload: serde_json::Value) -> serde_json::Result<Self> {
-        serde_json::from_value(serde_json::json!({ "type": event_type, "data": payload }))
+    /// Rebuilds an event from the log's `event_type` and `payload` columns. The payload is
+    /// read in place (a rebuild decodes every event of the log through here).
+    pub fn from_stored(event_type: &str, payload: &serde_json::Value) -> serde_json::Result<Self> {
+        use serde::de::Error as _;
+        macro_rules! from_value {
+            ($($variant:ident),*) => {
+                match event_type {
+                    $(stringify!($variant) => Deserialize::deserialize(payload).map(Self::$variant),)*
+                    other => Err(serde_json::Error::unknown_variant(other, &EVENT_TYPES)),
+                }
+            };
+        }
+        from_value!(
+            Received,
+            Reminded,
+            Cancelled,
+            Rejected,
+            HoldPlaced,
+            HoldReleased,
+            DeadlineExtended,
+            Due,
+            CleanerSucceeded,
+            CleanerFailed,
+            CleanerRetried,
+            CleanerSkipped,
+            Completed,
+            Shredded
+        )
     }
 
     /// When the fact happened (not when it was recorded).

@@ -188,7 +188,7 @@ fn every_event_survives_the_stored_form() {
         );
         // Through text, as the store keeps it.
         let text = serde_json::to_string(&payload).unwrap();
-        let back = Event::from_stored(event.event_type(), serde_json::from_str(&text).unwrap());
+        let back = Event::from_stored(event.event_type(), &serde_json::from_str(&text).unwrap());
         assert_eq!(
             back.as_ref().ok(),
             Some(&event),
@@ -230,13 +230,13 @@ fn event_types_are_exactly_the_variants_names() {
 #[test]
 fn an_unknown_type_or_a_mismatched_payload_is_refused() {
     let payload = Event::Completed(Completed { at: after_due(1) }).payload();
-    assert!(Event::from_stored("Finished", payload.clone()).is_err());
-    assert!(Event::from_stored("completed", payload).is_err());
+    assert!(Event::from_stored("Finished", &payload).is_err());
+    assert!(Event::from_stored("completed", &payload).is_err());
     let reminded = Event::Reminded(Reminded {
         index: 0,
         at: during_grace(),
     });
-    assert!(Event::from_stored("CleanerSkipped", reminded.payload()).is_err());
+    assert!(Event::from_stored("CleanerSkipped", &reminded.payload()).is_err());
 }
 
 #[test]
@@ -252,7 +252,7 @@ fn reading_a_payload_validates_names_and_subjects() {
     ] {
         let mut payload = good.clone();
         payload.insert(key.to_owned(), bad.clone());
-        let result = Event::from_stored("Received", Value::Object(payload));
+        let result = Event::from_stored("Received", &Value::Object(payload));
         assert!(result.is_err(), "{key} = {bad} was accepted");
     }
 }
@@ -322,7 +322,7 @@ fn a_payload_written_by_hand_reads_as_expected() {
         "deadline_rule": {"base": {"months": 1}, "max_extension": {"months": 2}},
         "deadline": "2025-04-03"
     });
-    assert_eq!(Event::from_stored("Received", stored).unwrap(), received());
+    assert_eq!(Event::from_stored("Received", &stored).unwrap(), received());
 
     let stored = json!({
         "cleaner": "billing",
@@ -334,7 +334,7 @@ fn a_payload_written_by_hand_reads_as_expected() {
         "exhausted": false
     });
     assert_eq!(
-        Event::from_stored("CleanerFailed", stored).unwrap(),
+        Event::from_stored("CleanerFailed", &stored).unwrap(),
         failed("billing", 1, after_due(1), true, false)
     );
 }

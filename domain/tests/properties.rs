@@ -508,8 +508,8 @@ fn replay_from_storage(events: &[Event]) -> Result<RequestState, String> {
     let mut stored = Vec::with_capacity(events.len());
     for event in events {
         let text = serde_json::to_string(&event.payload()).map_err(|e| e.to_string())?;
-        let payload = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        let read = Event::from_stored(event.event_type(), payload)
+        let payload: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let read = Event::from_stored(event.event_type(), &payload)
             .map_err(|e| format!("{} {text}: {e}", event.event_type()))?;
         stored.push(read);
     }

@@ -82,7 +82,7 @@ pub struct RecordedEvent {
 impl RecordedEvent {
     /// The domain event this row holds.
     pub fn event(&self) -> Result<Event, StoreError> {
-        Event::from_stored(&self.event_type, self.payload.clone()).map_err(|e| {
+        Event::from_stored(&self.event_type, &self.payload).map_err(|e| {
             StoreError::Corrupt(format!(
                 "event at position {} ({}) does not decode: {e}",
                 self.position, self.event_type

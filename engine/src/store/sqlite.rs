@@ -101,39 +101,76 @@ fn parse_uuid(row: &SqliteRow, column: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(&text).map_err(|e| StoreError::Corrupt(format!("{column} {text:?}: {e}")))
 }
 
-fn parse_optional_uuid(row: &SqliteRow, column: &str) -> Result<Option<Uuid>, StoreError> {
-    let text: Option<String> = row.try_get(column)?;
-    text.map(|t| Uuid::parse_str(&t).map_err(|e| StoreError::Corrupt(format!("{column}: {e}"))))
-        .transpose()
-}
-
 fn format_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn decode(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
-    let payload: String = row.try_get("payload")?;
-    let recorded_at: String = row.try_get("recorded_at")?;
-    Ok(RecordedEvent {
-        position: row.try_get("position")?,
-        transaction_id: 0,
-        stream_id: RequestId::from_uuid(parse_uuid(row, "stream_id")?),
-        version: row.try_get("version")?,
-        event_type: row.try_get("event_type")?,
-        schema_version: row.try_get("schema_version")?,
-        payload: serde_json::from_str(&payload)
-            .map_err(|e| StoreError::Corrupt(format!("payload is not JSON: {e}")))?,
-        event_id: parse_uuid(row, "event_id")?,
-        command_id: row.try_get("command_id")?,
-        correlation_id: parse_uuid(row, "correlation_id")?,
-        causation_id: parse_optional_uuid(row, "causation_id")?,
-        actor: row.try_get("actor")?,
-        recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
-            .map_err(|e| StoreError::Corrupt(format!("recorded_at {recorded_at:?}: {e}")))?
-            .with_timezone(&Utc),
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
-    })
+/// The events an inner query selects, ordered by `order`, as one JSON array of arrays (the
+/// columns of [`EVENT_COLUMNS`] in order; the payload as JSON, not as text).
+///
+/// sqlx runs SQLite on a worker thread and hands every result row across a channel: a
+/// rebuild spent 30 % of its time in those hand-offs (docs/PERFORMANCE.md). One aggregate row
+/// per read is one hand-off, and the text is decoded in one pass by [`decode_all`].
+fn events_as_json(inner: &str, order: &str) -> String {
+    format!(
+        "SELECT json_group_array(json_array(position, stream_id, version, event_type, \
+         schema_version, json(payload), event_id, command_id, correlation_id, causation_id, \
+         actor, recorded_at, prev_hash, hash) ORDER BY {order}) FROM ({inner})"
+    )
+}
+
+/// One event as [`events_as_json`] lists it.
+#[derive(serde::Deserialize)]
+struct EventRow(
+    i64,
+    Uuid,
+    i64,
+    String,
+    i32,
+    serde_json::Value,
+    Uuid,
+    Option<String>,
+    Uuid,
+    Option<Uuid>,
+    String,
+    DateTime<Utc>,
+    String,
+    String,
+);
+
+/// Decodes what [`events_as_json`] returned.
+fn decode_all(text: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+    let rows: Vec<EventRow> = serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("an event row does not decode: {e}")))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| RecordedEvent {
+            position: row.0,
+            transaction_id: 0,
+            stream_id: RequestId::from_uuid(row.1),
+            version: row.2,
+            event_type: row.3,
+            schema_version: row.4,
+            payload: row.5,
+            event_id: row.6,
+            command_id: row.7,
+            correlation_id: row.8,
+            causation_id: row.9,
+            actor: row.10,
+            recorded_at: row.11,
+            prev_hash: row.12,
+            hash: row.13,
+        })
+        .collect())
+}
+
+/// Runs an [`events_as_json`] query.
+async fn fetch_events<'q>(
+    query: sqlx::query::QueryScalar<'q, sqlx::Sqlite, String, sqlx::sqlite::SqliteArguments<'q>>,
+    pool: &SqlitePool,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let text = query.fetch_one(pool).await?;
+    decode_all(&text)
 }
 
 fn decode_command(row: &SqliteRow) -> Result<CommandRecord, StoreError> {
@@ -170,16 +207,14 @@ impl EventStore for SqliteStore {
         stream_id: RequestId,
         after_version: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND version > ?2 \
-             ORDER BY version"
+        let sql = events_as_json(
+            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND version > ?2"),
+            "version",
         );
-        let rows = sqlx::query(&sql)
+        let query = sqlx::query_scalar(&sql)
             .bind(stream_id.to_string())
-            .bind(after_version)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(decode).collect()
+            .bind(after_version);
+        fetch_events(query, &self.reader).await
     }
 
     async fn read_streams(
@@ -189,16 +224,17 @@ impl EventStore for SqliteStore {
         if stream_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
-             WHERE stream_id IN (SELECT value FROM json_each(?1)) ORDER BY stream_id, version"
+        let sql = events_as_json(
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events \
+                 WHERE stream_id IN (SELECT value FROM json_each(?1))"
+            ),
+            "stream_id, version",
         );
         let ids: Vec<String> = stream_ids.iter().map(ToString::to_string).collect();
-        let rows = sqlx::query(&sql)
-            .bind(serde_json::to_string(&ids).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(decode).collect()
+        let query = sqlx::query_scalar(&sql)
+            .bind(serde_json::to_string(&ids).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        fetch_events(query, &self.reader).await
     }
 
     async fn read_all(
@@ -206,15 +242,17 @@ impl EventStore for SqliteStore {
         after: Checkpoint,
         limit: u32,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+        let sql = events_as_json(
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 \
+                 ORDER BY position LIMIT ?2"
+            ),
+            "position",
         );
-        let rows = sqlx::query(&sql)
+        let query = sqlx::query_scalar(&sql)
             .bind(after.position)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(decode).collect()
+            .bind(i64::from(limit));
+        fetch_events(query, &self.reader).await
     }
 
     async fn find_command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
