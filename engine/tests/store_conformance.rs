@@ -383,6 +383,22 @@ async fn hash_chain_links_each_stream_and_detects_tampering(t: TestStore) {
     .await;
     let emptied = store.read_stream(other, 0).await.unwrap();
     assert!(verify_chain(&emptied, store.stream_head(other).await.unwrap().as_ref()).is_err());
+
+    if !t.is_postgres() {
+        // SQLite keeps payloads as text: one that is no longer JSON fails the read, named.
+        t.execute(&format!(
+            "UPDATE events SET payload = substr(payload, 1, 10) \
+             WHERE stream_id = '{id}' AND version = 2"
+        ))
+        .await;
+        let error = store.read_stream(id, 0).await.unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Corrupt(m) if m.contains(&id.to_string())),
+            "{error}"
+        );
+        let error = store.read_all(Checkpoint::START, 100).await.unwrap_err();
+        assert!(matches!(&error, StoreError::Corrupt(_)), "{error}");
+    }
 }
 
 /// Many writers append concurrently (on Postgres each insert sleeps a random while inside its

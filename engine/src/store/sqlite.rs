@@ -164,12 +164,23 @@ fn decode_all(text: &str) -> Result<Vec<RecordedEvent>, StoreError> {
         .collect())
 }
 
-/// Runs an [`events_as_json`] query.
+/// Runs an [`events_as_json`] query; `what` names the events read, for the error when a
+/// stored payload is not JSON (SQLite's `json()` refuses it and fails the whole read).
 async fn fetch_events<'q>(
     query: sqlx::query::QueryScalar<'q, sqlx::Sqlite, String, sqlx::sqlite::SqliteArguments<'q>>,
     pool: &SqlitePool,
+    what: impl FnOnce() -> String,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let text = query.fetch_one(pool).await?;
+    let text = match query.fetch_one(pool).await {
+        Ok(text) => text,
+        Err(sqlx::Error::Database(e)) if e.message().contains("malformed JSON") => {
+            return Err(StoreError::Corrupt(format!(
+                "a payload among the {} is not JSON",
+                what()
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
     decode_all(&text)
 }
 
@@ -214,7 +225,10 @@ impl EventStore for SqliteStore {
         let query = sqlx::query_scalar(&sql)
             .bind(stream_id.to_string())
             .bind(after_version);
-        fetch_events(query, &self.reader).await
+        fetch_events(query, &self.reader, || {
+            format!("events of stream {stream_id}")
+        })
+        .await
     }
 
     async fn read_streams(
@@ -234,7 +248,10 @@ impl EventStore for SqliteStore {
         let ids: Vec<String> = stream_ids.iter().map(ToString::to_string).collect();
         let query = sqlx::query_scalar(&sql)
             .bind(serde_json::to_string(&ids).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-        fetch_events(query, &self.reader).await
+        fetch_events(query, &self.reader, || {
+            format!("events of streams {}", ids.join(", "))
+        })
+        .await
     }
 
     async fn read_all(
@@ -252,7 +269,10 @@ impl EventStore for SqliteStore {
         let query = sqlx::query_scalar(&sql)
             .bind(after.position)
             .bind(i64::from(limit));
-        fetch_events(query, &self.reader).await
+        fetch_events(query, &self.reader, || {
+            format!("events after position {}", after.position)
+        })
+        .await
     }
 
     async fn find_command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
