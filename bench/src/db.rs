@@ -423,6 +423,32 @@ impl Db {
         Ok(counter.completed)
     }
 
+    /// Fails, naming the numbers, when the server cannot take `wanted` more connections (the
+    /// baseline opens one per client; waiting for them would end in a bare pool time-out).
+    async fn check_free_connections(&self, wanted: u32) -> anyhow::Result<()> {
+        let Probe::Postgres(pool) = &self.probe else {
+            return Ok(());
+        };
+        let (max, reserved, open): (i64, i64, i64) = sqlx::query_as(
+            "SELECT current_setting('max_connections')::int8, \
+             current_setting('superuser_reserved_connections')::int8, \
+             (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
+        )
+        .fetch_one(pool)
+        .await
+        .context("reading the server's connection limits")?;
+        let free = max - reserved - open;
+        if i64::from(wanted) > free {
+            anyhow::bail!(
+                "the baseline at {wanted} clients needs {wanted} connections, but the server \
+                 has {free} free (max_connections {max}, {reserved} reserved, {open} open): \
+                 lower the concurrency (--dispatch-concurrency for lifecycle and memory) or \
+                 raise max_connections"
+            );
+        }
+        Ok(())
+    }
+
     /// The raw baseline: plain single-row `INSERT` statements (each its own transaction, one
     /// round trip) of event-sized rows into `raw_events`, from `concurrency` tasks, for
     /// `duration`. Postgres gets a pool of `concurrency` connections, opened before the clock
@@ -447,6 +473,7 @@ impl Db {
         match &self.kind {
             Kind::Postgres { options, .. } => {
                 let size = u32::try_from(concurrency.max(1)).unwrap_or(u32::MAX);
+                self.check_free_connections(size).await?;
                 let pool = PgPoolOptions::new()
                     .max_connections(size)
                     .acquire_timeout(Duration::from_secs(30))
@@ -454,7 +481,9 @@ impl Db {
                     .await
                     .context("connecting the baseline pool")?;
                 // Open every connection before the clock starts.
-                let warm = futures::future::try_join_all((0..size).map(|_| pool.acquire())).await?;
+                let warm = futures::future::try_join_all((0..size).map(|_| pool.acquire()))
+                    .await
+                    .with_context(|| format!("opening the baseline's {size} connections"))?;
                 drop(warm);
                 let run_pool = pool.clone();
                 let result = load::run(concurrency, duration, max_rows, move |_| {
