@@ -816,6 +816,97 @@ async fn concurrent_appends_share_commits(t: TestStore) {
     }
 }
 
+/// A batch of appends that all start new streams without command ids (intake): on Postgres
+/// it is written by one statement, yet each append still gets its own answer, an existing
+/// stream is a conflict that writes nothing, and the keys and blind indexes of the streams
+/// created are written with them, none of the conflicting one's.
+async fn a_batch_of_new_streams_answers_each_alone(t: TestStore) {
+    let store = t.store();
+    let keys: Arc<dyn KeyStore> = match &t {
+        TestStore::Postgres { store, .. } => store.clone(),
+        TestStore::Sqlite { store, .. } => store.clone(),
+    };
+    let existing = new_id();
+    written(
+        store
+            .append(
+                existing,
+                0,
+                &[received(existing)],
+                &EventMetadata::new("setup"),
+            )
+            .await
+            .unwrap(),
+    );
+    let keyed = |id: RequestId, events: Vec<Event>, index: &str| {
+        let mut one = append(id, 0, events, None);
+        one.key = Some(NewKey {
+            wrapped_key: format!("wrapped-{id}"),
+            indexes: vec![format!("{index}-1"), format!("{index}-2")],
+        });
+        one
+    };
+    let ids: Vec<RequestId> = (0..5).map(|_| new_id()).collect();
+    let results = store
+        .append_batch(vec![
+            keyed(ids[0], vec![received(ids[0])], "a"),
+            keyed(ids[1], vec![received(ids[1]), hold()], "b"),
+            // The stream exists: a conflict; its key and indexes must not be written.
+            keyed(existing, vec![received(existing)], "taken"),
+            append(ids[2], 0, vec![], None),
+            append(ids[3], 0, vec![received(ids[3])], None),
+            keyed(ids[4], vec![received(ids[4])], "e"),
+        ])
+        .await;
+    assert_eq!(results.len(), 6, "{results:?}");
+    let mut results = results.into_iter();
+    let mut next = || results.next().unwrap();
+    let mut positions = Vec::new();
+    for (id, len) in [(ids[0], 1), (ids[1], 2)] {
+        let events = written(next().unwrap());
+        assert_eq!(events.len(), len);
+        assert_eq!(store.read_stream(id, 0).await.unwrap(), events);
+        positions.extend(events.iter().map(|e| e.position));
+    }
+    match next() {
+        Err(StoreError::Conflict {
+            stream_id,
+            expected: 0,
+            actual: 1,
+        }) => assert_eq!(stream_id, existing),
+        other => panic!("expected a conflict on the existing stream, got {other:?}"),
+    }
+    assert_eq!(written(next().unwrap()), Vec::new());
+    for id in [ids[3], ids[4]] {
+        let events = written(next().unwrap());
+        assert_eq!(store.read_stream(id, 0).await.unwrap(), events);
+        positions.extend(events.iter().map(|e| e.position));
+    }
+    // Positions follow the batch's order.
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    for id in [ids[0], ids[1], ids[3], ids[4]] {
+        let events = store.read_stream(id, 0).await.unwrap();
+        let head = store.stream_head(id).await.unwrap().unwrap();
+        assert_eq!(verify_chain(&events, Some(&head)), Ok(()), "stream {id}");
+    }
+    assert!(store.read_stream(ids[2], 0).await.unwrap().is_empty());
+    assert_eq!(store.read_stream(existing, 0).await.unwrap().len(), 1);
+    assert_eq!(
+        keys.wrapped_key(ids[1]).await.unwrap(),
+        Some(format!("wrapped-{}", ids[1]))
+    );
+    assert_eq!(keys.wrapped_key(ids[3]).await.unwrap(), None);
+    assert_eq!(keys.wrapped_key(existing).await.unwrap(), None);
+    let mut found = keys
+        .find(&["a-2".to_owned(), "e-1".to_owned(), "taken-1".to_owned()])
+        .await
+        .unwrap();
+    found.sort();
+    let mut expected = vec![("a-2".to_owned(), ids[0]), ("e-1".to_owned(), ids[4])];
+    expected.sort();
+    assert_eq!(found, expected);
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod postgres {
@@ -838,6 +929,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    a_batch_of_new_streams_answers_each_alone,
     append_and_read_back,
     wrong_expected_version_is_a_conflict,
     racing_appenders_one_wins,
