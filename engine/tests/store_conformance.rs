@@ -587,26 +587,32 @@ async fn a_large_batch_answers_each_append_in_order(t: TestStore) {
     assert!(store.read_stream(ids[200], 0).await.unwrap().is_empty());
 }
 
+/// The store's key store (the same object as its event store).
+fn key_store(t: &TestStore) -> Arc<dyn KeyStore> {
+    match t {
+        TestStore::Postgres { store, .. } => store.clone(),
+        TestStore::Sqlite { store, .. } => store.clone(),
+    }
+}
+
+/// A stream with one event (`Received`), for appends to meet.
+async fn existing_stream(store: &dyn EventStore) -> RequestId {
+    let id = new_id();
+    written(
+        store
+            .append(id, 0, &[received(id)], &EventMetadata::new("setup"))
+            .await
+            .unwrap(),
+    );
+    id
+}
+
 /// A batch is written together, yet each append gets its own answer: new streams, existing
 /// streams, a conflict, a repeated command, two appends to one stream, and a data key.
 async fn batch_answers_each_append_alone(t: TestStore) {
     let store = t.store();
-    let keys: Arc<dyn KeyStore> = match &t {
-        TestStore::Postgres { store, .. } => store.clone(),
-        TestStore::Sqlite { store, .. } => store.clone(),
-    };
-    let existing = new_id();
-    written(
-        store
-            .append(
-                existing,
-                0,
-                &[received(existing)],
-                &EventMetadata::new("setup"),
-            )
-            .await
-            .unwrap(),
-    );
+    let keys = key_store(&t);
+    let existing = existing_stream(&*store).await;
     let taken = new_id();
     written(
         store
@@ -822,22 +828,8 @@ async fn concurrent_appends_share_commits(t: TestStore) {
 /// created are written with them, none of the conflicting one's.
 async fn a_batch_of_new_streams_answers_each_alone(t: TestStore) {
     let store = t.store();
-    let keys: Arc<dyn KeyStore> = match &t {
-        TestStore::Postgres { store, .. } => store.clone(),
-        TestStore::Sqlite { store, .. } => store.clone(),
-    };
-    let existing = new_id();
-    written(
-        store
-            .append(
-                existing,
-                0,
-                &[received(existing)],
-                &EventMetadata::new("setup"),
-            )
-            .await
-            .unwrap(),
-    );
+    let keys = key_store(&t);
+    let existing = existing_stream(&*store).await;
     let keyed = |id: RequestId, events: Vec<Event>, index: &str| {
         let mut one = append(id, 0, events, None);
         one.key = Some(NewKey {
