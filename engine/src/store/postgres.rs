@@ -13,6 +13,7 @@ use lethe_domain::RequestId;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::group::{self, GroupCommit, WriteBatch};
@@ -434,23 +435,15 @@ async fn try_batch(
         .filter(|&i| matches!(outcomes[i], Outcome::Write(_)) && appends[i].expected_version == 0)
         .collect();
     if !fresh.is_empty() {
-        let (mut ids, mut versions, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
-        for &i in &fresh {
-            let a = &appends[i];
-            let rows = prepare_rows(a.stream_id, 0, GENESIS_HASH, &a.events, &a.metadata);
-            ids.push(*a.stream_id.as_uuid());
-            versions.push(count(&a.events));
-            hashes.push(rows.last().map(|r| r.hash.clone()).unwrap_or_default());
-            outcomes[i] = Outcome::Write(rows);
-        }
+        let streams = start_streams(appends, &fresh, &mut outcomes);
         let created: Vec<uuid::Uuid> = sqlx::query_scalar(
             "INSERT INTO streams (stream_id, version, last_hash) \
              SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[]) ORDER BY 1 \
              ON CONFLICT (stream_id) DO NOTHING RETURNING stream_id",
         )
-        .bind(&ids)
-        .bind(&versions)
-        .bind(&hashes)
+        .bind(&streams.ids)
+        .bind(&streams.versions)
+        .bind(&streams.hashes)
         .fetch_all(&mut *tx)
         .await?;
         let created: std::collections::HashSet<uuid::Uuid> = created.into_iter().collect();
@@ -633,12 +626,13 @@ fn rows_to_write(outcomes: &[Outcome]) -> Vec<&RecordedEvent> {
 }
 
 /// Fills in the positions and transaction ids that the insert returned (`event_id`,
-/// `position`, `transaction_id`). An append none of whose events came back was not written:
-/// it becomes `unwritten`, or, when that is `None`, an error.
+/// `position`, `transaction_id`). An event that did not come back is an error, unless
+/// `missing_is_conflict` and none of its append's events came back: then its stream existed
+/// already, and the append is a conflict.
 fn place_written(
     outcomes: &mut [Outcome],
     written: &[PgRow],
-    unwritten: Option<fn() -> Outcome>,
+    missing_is_conflict: bool,
 ) -> Result<(), StoreError> {
     let mut places = std::collections::HashMap::with_capacity(written.len());
     for row in written {
@@ -651,9 +645,9 @@ fn place_written(
         let Outcome::Write(rows) = outcome else {
             continue;
         };
-        if let (Some(unwritten), Some(first)) = (unwritten, rows.first()) {
+        if let (true, Some(first)) = (missing_is_conflict, rows.first()) {
             if !places.contains_key(&first.event_id) {
-                *outcome = unwritten();
+                *outcome = Outcome::Conflict(None);
                 continue;
             }
         }
@@ -677,85 +671,77 @@ async fn insert_events(
     if rows.is_empty() {
         return Ok(());
     }
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO events ({EVENT_INSERT_COLUMNS}) SELECT {EVENT_INSERT_COLUMNS} FROM {} \
+             ORDER BY ordinal \
+             RETURNING event_id, position, transaction_id::text::bigint AS transaction_id",
+            unnest_events(1)
+        )
+    });
     let columns = EventColumns::new(&rows);
-    let sql = format!(
-        "INSERT INTO events ({EVENT_INSERT_COLUMNS}) SELECT {EVENT_INSERT_COLUMNS} FROM {} \
-         ORDER BY ordinal \
-         RETURNING event_id, position, transaction_id::text::bigint AS transaction_id",
-        unnest_events(1)
-    );
-    let written = columns.bind(sqlx::query(&sql)).fetch_all(&mut **tx).await?;
+    let written = columns.bind(sqlx::query(&SQL)).fetch_all(&mut **tx).await?;
     drop(columns);
-    place_written(outcomes, &written, None)
+    place_written(outcomes, &written, false)
 }
 
 /// A batch whose appends all start new streams and carry no command id (submissions without
 /// an idempotency key or external id, bulk intake): one statement, run as its own
 /// transaction, creates the streams, writes the events of those it created and their keys
-/// and blind indexes. One round trip and one commit, where the general path takes seven. An
+/// and blind indexes. One round trip and one commit, where the general path takes six. An
 /// append whose stream exists already is a conflict, as on the general path.
 async fn try_new_streams(
     pool: &PgPool,
     appends: &[Append],
     mut outcomes: Vec<Outcome>,
 ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
-    let (mut ids, mut versions, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut key_ids, mut keys, mut index_ids, mut indexes) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (a, outcome) in appends.iter().zip(outcomes.iter_mut()) {
-        if matches!(outcome, Outcome::Empty) {
-            continue;
-        }
-        let rows = prepare_rows(a.stream_id, 0, GENESIS_HASH, &a.events, &a.metadata);
-        ids.push(*a.stream_id.as_uuid());
-        versions.push(count(&a.events));
-        hashes.push(rows.last().map(|r| r.hash.clone()).unwrap_or_default());
-        if let Some(key) = &a.key {
-            key_ids.push(*a.stream_id.as_uuid());
-            keys.push(key.wrapped_key.as_str());
-            for index in &key.indexes {
-                index_ids.push(*a.stream_id.as_uuid());
-                indexes.push(index.as_str());
-            }
-        }
-        *outcome = Outcome::Write(rows);
-    }
-    let sql = format!(
-        "WITH created AS ( \
-           INSERT INTO streams (stream_id, version, last_hash) \
-           SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[]) ORDER BY 1 \
-           ON CONFLICT (stream_id) DO NOTHING RETURNING stream_id), \
-         written AS ( \
-           INSERT INTO events ({EVENT_INSERT_COLUMNS}) SELECT {EVENT_INSERT_COLUMNS} FROM {} \
-           WHERE t.stream_id IN (SELECT stream_id FROM created) ORDER BY ordinal \
-           RETURNING event_id, position, transaction_id::text::bigint AS transaction_id), \
-         keys AS ( \
-           INSERT INTO request_keys (request_id, wrapped_key) \
-           SELECT k.request_id, k.wrapped_key \
-           FROM unnest($17::uuid[], $18::text[]) AS k(request_id, wrapped_key) \
-           WHERE k.request_id IN (SELECT stream_id FROM created)), \
-         indexes AS ( \
-           INSERT INTO subject_index (blind_index, request_id) \
-           SELECT i.blind_index, i.request_id \
-           FROM unnest($19::text[], $20::uuid[]) AS i(blind_index, request_id) \
-           WHERE i.request_id IN (SELECT stream_id FROM created) ON CONFLICT DO NOTHING) \
-         SELECT event_id, position, transaction_id FROM written",
-        unnest_events(4)
-    );
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH created AS ( \
+               INSERT INTO streams (stream_id, version, last_hash) \
+               SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[]) ORDER BY 1 \
+               ON CONFLICT (stream_id) DO NOTHING RETURNING stream_id), \
+             written AS ( \
+               INSERT INTO events ({EVENT_INSERT_COLUMNS}) \
+               SELECT {EVENT_INSERT_COLUMNS} FROM {} \
+               WHERE t.stream_id IN (SELECT stream_id FROM created) ORDER BY ordinal \
+               RETURNING event_id, position, transaction_id::text::bigint AS transaction_id), \
+             keys AS ( \
+               INSERT INTO request_keys (request_id, wrapped_key) \
+               SELECT k.request_id, k.wrapped_key \
+               FROM unnest($17::uuid[], $18::text[]) AS k(request_id, wrapped_key) \
+               WHERE k.request_id IN (SELECT stream_id FROM created)), \
+             indexes AS ( \
+               INSERT INTO subject_index (blind_index, request_id) \
+               SELECT i.blind_index, i.request_id \
+               FROM unnest($19::text[], $20::uuid[]) AS i(blind_index, request_id) \
+               WHERE i.request_id IN (SELECT stream_id FROM created) ON CONFLICT DO NOTHING) \
+             SELECT event_id, position, transaction_id FROM written",
+            unnest_events(4)
+        )
+    });
+    let new: Vec<usize> = (0..appends.len())
+        .filter(|&i| !matches!(outcomes[i], Outcome::Empty))
+        .collect();
+    let streams = start_streams(appends, &new, &mut outcomes);
     let written = {
+        let keys = KeyColumns::new(appends, &outcomes);
         let rows = rows_to_write(&outcomes);
         let columns = EventColumns::new(&rows);
-        let query = sqlx::query(&sql).bind(&ids).bind(&versions).bind(&hashes);
+        let query = sqlx::query(&SQL)
+            .bind(&streams.ids)
+            .bind(&streams.versions)
+            .bind(&streams.hashes);
         columns
             .bind(query)
-            .bind(&key_ids)
-            .bind(&keys)
-            .bind(&indexes)
-            .bind(&index_ids)
+            .bind(&keys.key_ids)
+            .bind(&keys.keys)
+            .bind(&keys.indexes)
+            .bind(&keys.index_ids)
             .fetch_all(pool)
             .await?
     };
-    place_written(&mut outcomes, &written, Some(|| Outcome::Conflict(None)))?;
+    place_written(&mut outcomes, &written, true)?;
     let mut results = Vec::with_capacity(appends.len());
     for (append, outcome) in appends.iter().zip(outcomes) {
         results.push(match outcome {
@@ -774,23 +760,75 @@ async fn try_new_streams(
     Ok(results)
 }
 
+/// The `streams` rows of new streams, as the arrays `unnest` takes.
+struct StreamColumns {
+    ids: Vec<uuid::Uuid>,
+    versions: Vec<i64>,
+    hashes: Vec<String>,
+}
+
+/// Chains the events of the appends at `which` from the genesis hash (each becomes
+/// `Outcome::Write`) and returns their streams' rows.
+fn start_streams(appends: &[Append], which: &[usize], outcomes: &mut [Outcome]) -> StreamColumns {
+    let mut streams = StreamColumns {
+        ids: Vec::with_capacity(which.len()),
+        versions: Vec::with_capacity(which.len()),
+        hashes: Vec::with_capacity(which.len()),
+    };
+    for &i in which {
+        let a = &appends[i];
+        let rows = prepare_rows(a.stream_id, 0, GENESIS_HASH, &a.events, &a.metadata);
+        streams.ids.push(*a.stream_id.as_uuid());
+        streams.versions.push(count(&a.events));
+        streams
+            .hashes
+            .push(rows.last().map(|r| r.hash.clone()).unwrap_or_default());
+        outcomes[i] = Outcome::Write(rows);
+    }
+    streams
+}
+
+/// The data keys and blind indexes of the appends being written, as the arrays `unnest` takes.
+struct KeyColumns<'a> {
+    key_ids: Vec<uuid::Uuid>,
+    keys: Vec<&'a str>,
+    index_ids: Vec<uuid::Uuid>,
+    indexes: Vec<&'a str>,
+}
+
+impl<'a> KeyColumns<'a> {
+    fn new(appends: &'a [Append], outcomes: &[Outcome]) -> Self {
+        let mut columns = Self {
+            key_ids: Vec::new(),
+            keys: Vec::new(),
+            index_ids: Vec::new(),
+            indexes: Vec::new(),
+        };
+        for (append, outcome) in appends.iter().zip(outcomes) {
+            if let (Some(key), Outcome::Write(_)) = (&append.key, outcome) {
+                columns.key_ids.push(*append.stream_id.as_uuid());
+                columns.keys.push(key.wrapped_key.as_str());
+                for index in &key.indexes {
+                    columns.index_ids.push(*append.stream_id.as_uuid());
+                    columns.indexes.push(index.as_str());
+                }
+            }
+        }
+        columns
+    }
+}
+
 async fn insert_keys(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     appends: &[Append],
     outcomes: &[Outcome],
 ) -> Result<(), StoreError> {
-    let (mut key_ids, mut keys, mut index_ids, mut indexes) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (append, outcome) in appends.iter().zip(outcomes) {
-        if let (Some(key), Outcome::Write(_)) = (&append.key, outcome) {
-            key_ids.push(*append.stream_id.as_uuid());
-            keys.push(key.wrapped_key.as_str());
-            for index in &key.indexes {
-                index_ids.push(*append.stream_id.as_uuid());
-                indexes.push(index.as_str());
-            }
-        }
-    }
+    let KeyColumns {
+        key_ids,
+        keys,
+        index_ids,
+        indexes,
+    } = KeyColumns::new(appends, outcomes);
     if !key_ids.is_empty() {
         sqlx::query(
             "INSERT INTO request_keys (request_id, wrapped_key) \

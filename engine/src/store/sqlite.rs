@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -218,11 +219,15 @@ impl EventStore for SqliteStore {
         stream_id: RequestId,
         after_version: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = events_as_json(
-            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND version > ?2"),
-            "version",
-        );
-        let query = sqlx::query_scalar(&sql)
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            events_as_json(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND version > ?2"
+                ),
+                "version",
+            )
+        });
+        let query = sqlx::query_scalar(&SQL)
             .bind(stream_id.to_string())
             .bind(after_version);
         fetch_events(query, &self.reader, || {
@@ -238,15 +243,17 @@ impl EventStore for SqliteStore {
         if stream_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = events_as_json(
-            &format!(
-                "SELECT {EVENT_COLUMNS} FROM events \
-                 WHERE stream_id IN (SELECT value FROM json_each(?1))"
-            ),
-            "stream_id, version",
-        );
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            events_as_json(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events \
+                     WHERE stream_id IN (SELECT value FROM json_each(?1))"
+                ),
+                "stream_id, version",
+            )
+        });
         let ids: Vec<String> = stream_ids.iter().map(ToString::to_string).collect();
-        let query = sqlx::query_scalar(&sql)
+        let query = sqlx::query_scalar(&SQL)
             .bind(serde_json::to_string(&ids).map_err(|e| StoreError::Corrupt(e.to_string()))?);
         fetch_events(query, &self.reader, || {
             format!("events of streams {}", ids.join(", "))
@@ -259,14 +266,16 @@ impl EventStore for SqliteStore {
         after: Checkpoint,
         limit: u32,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = events_as_json(
-            &format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 \
-                 ORDER BY position LIMIT ?2"
-            ),
-            "position",
-        );
-        let query = sqlx::query_scalar(&sql)
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            events_as_json(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 \
+                     ORDER BY position LIMIT ?2"
+                ),
+                "position",
+            )
+        });
+        let query = sqlx::query_scalar(&SQL)
             .bind(after.position)
             .bind(i64::from(limit));
         fetch_events(query, &self.reader, || {
