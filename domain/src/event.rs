@@ -36,56 +36,12 @@ pub enum Event {
     Shredded(Shredded),
 }
 
-/// Every event type's name, as stored in the log's `event_type` column.
-pub const EVENT_TYPES: [&str; 14] = [
-    "Received",
-    "Reminded",
-    "Cancelled",
-    "Rejected",
-    "HoldPlaced",
-    "HoldReleased",
-    "DeadlineExtended",
-    "Due",
-    "CleanerSucceeded",
-    "CleanerFailed",
-    "CleanerRetried",
-    "CleanerSkipped",
-    "Completed",
-    "Shredded",
-];
-
-impl Event {
-    /// The event's type name, as stored in the log.
-    pub const fn event_type(&self) -> &'static str {
-        match self {
-            Self::Received(_) => "Received",
-            Self::Reminded(_) => "Reminded",
-            Self::Cancelled(_) => "Cancelled",
-            Self::Rejected(_) => "Rejected",
-            Self::HoldPlaced(_) => "HoldPlaced",
-            Self::HoldReleased(_) => "HoldReleased",
-            Self::DeadlineExtended(_) => "DeadlineExtended",
-            Self::Due(_) => "Due",
-            Self::CleanerSucceeded(_) => "CleanerSucceeded",
-            Self::CleanerFailed(_) => "CleanerFailed",
-            Self::CleanerRetried(_) => "CleanerRetried",
-            Self::CleanerSkipped(_) => "CleanerSkipped",
-            Self::Completed(_) => "Completed",
-            Self::Shredded(_) => "Shredded",
-        }
-    }
-
-    /// The payload alone, as stored in the log's `payload` column.
-    pub fn payload(&self) -> serde_json::Value {
-        macro_rules! to_value {
-            ($($variant:ident),*) => {
-                match self {
-                    $(Self::$variant(inner) => serde_json::to_value(inner),)*
-                }
-            };
-        }
-        // Every payload is a struct with string keys and plain fields: it always serializes.
-        to_value!(
+/// Calls `$then!` with the name of every variant of [`Event`], in declaration order: the one
+/// list that [`EVENT_TYPES`], [`Event::event_type`], [`Event::payload`] and
+/// [`Event::from_stored`] are written from (a missing or extra name would not compile).
+macro_rules! with_event_variants {
+    ($then:ident) => {
+        $then!(
             Received,
             Reminded,
             Cancelled,
@@ -101,7 +57,43 @@ impl Event {
             Completed,
             Shredded
         )
-        .unwrap_or_else(|error| unreachable!("an event payload did not serialize: {error}"))
+    };
+}
+
+macro_rules! names {
+    ($($variant:ident),*) => {
+        [$(stringify!($variant)),*]
+    };
+}
+
+/// Every event type's name, as stored in the log's `event_type` column.
+pub const EVENT_TYPES: [&str; 14] = with_event_variants!(names);
+
+impl Event {
+    /// The event's type name, as stored in the log.
+    pub const fn event_type(&self) -> &'static str {
+        macro_rules! name {
+            ($($variant:ident),*) => {
+                match self {
+                    $(Self::$variant(_) => stringify!($variant),)*
+                }
+            };
+        }
+        with_event_variants!(name)
+    }
+
+    /// The payload alone, as stored in the log's `payload` column.
+    pub fn payload(&self) -> serde_json::Value {
+        macro_rules! to_value {
+            ($($variant:ident),*) => {
+                match self {
+                    $(Self::$variant(inner) => serde_json::to_value(inner),)*
+                }
+            };
+        }
+        // Every payload is a struct with string keys and plain fields: it always serializes.
+        with_event_variants!(to_value)
+            .unwrap_or_else(|error| unreachable!("an event payload did not serialize: {error}"))
     }
 
     /// Rebuilds an event from the log's `event_type` and `payload` columns. The payload is
@@ -116,22 +108,7 @@ impl Event {
                 }
             };
         }
-        from_value!(
-            Received,
-            Reminded,
-            Cancelled,
-            Rejected,
-            HoldPlaced,
-            HoldReleased,
-            DeadlineExtended,
-            Due,
-            CleanerSucceeded,
-            CleanerFailed,
-            CleanerRetried,
-            CleanerSkipped,
-            Completed,
-            Shredded
-        )
+        with_event_variants!(from_value)
     }
 
     /// When the fact happened (not when it was recorded).
