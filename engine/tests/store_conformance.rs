@@ -539,16 +539,7 @@ fn append(
 /// them, and two appends to one stream.
 async fn a_large_batch_answers_each_append_in_order(t: TestStore) {
     let store = t.store();
-    let taken = new_id();
-    store
-        .append(
-            taken,
-            0,
-            &[received(taken)],
-            &EventMetadata::new("setup").with_command_id("large-taken"),
-        )
-        .await
-        .unwrap();
+    let taken = existing_stream(&*store, Some("large-taken")).await;
     let ids: Vec<RequestId> = (0..300).map(|_| new_id()).collect();
     let mut appends: Vec<Append> = ids
         .iter()
@@ -595,12 +586,17 @@ fn key_store(t: &TestStore) -> Arc<dyn KeyStore> {
     }
 }
 
-/// A stream with one event (`Received`), for appends to meet.
-async fn existing_stream(store: &dyn EventStore) -> RequestId {
+/// A stream with one event (`Received`), appended under `command_id` if given, for appends
+/// to meet.
+async fn existing_stream(store: &dyn EventStore, command_id: Option<&str>) -> RequestId {
     let id = new_id();
+    let mut metadata = EventMetadata::new("setup");
+    if let Some(command_id) = command_id {
+        metadata = metadata.with_command_id(command_id);
+    }
     written(
         store
-            .append(id, 0, &[received(id)], &EventMetadata::new("setup"))
+            .append(id, 0, &[received(id)], &metadata)
             .await
             .unwrap(),
     );
@@ -612,19 +608,8 @@ async fn existing_stream(store: &dyn EventStore) -> RequestId {
 async fn batch_answers_each_append_alone(t: TestStore) {
     let store = t.store();
     let keys = key_store(&t);
-    let existing = existing_stream(&*store).await;
-    let taken = new_id();
-    written(
-        store
-            .append(
-                taken,
-                0,
-                &[received(taken)],
-                &EventMetadata::new("setup").with_command_id("taken"),
-            )
-            .await
-            .unwrap(),
-    );
+    let existing = existing_stream(&*store, None).await;
+    let taken = existing_stream(&*store, Some("taken")).await;
 
     let fresh = new_id();
     let keyed = new_id();
@@ -829,7 +814,7 @@ async fn concurrent_appends_share_commits(t: TestStore) {
 async fn a_batch_of_new_streams_answers_each_alone(t: TestStore) {
     let store = t.store();
     let keys = key_store(&t);
-    let existing = existing_stream(&*store).await;
+    let existing = existing_stream(&*store, None).await;
     let keyed = |id: RequestId, events: Vec<Event>, index: &str| {
         let mut one = append(id, 0, events, None);
         one.key = Some(NewKey {
