@@ -2,7 +2,7 @@
 //! append with the expected version, and retry when someone else appended in between.
 //! Both doors (HTTP and CLI) go through here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -50,6 +50,75 @@ pub struct Submission {
 pub struct Prepared {
     answers: Vec<Option<Result<Submitted, RequestError>>>,
     valid: Vec<PreparedOne>,
+}
+
+/// Prepared submissions checked against what is recorded ([`Requests::resolve`]): each is
+/// answered, waits for an earlier one, or is to be appended ([`Requests::write`]).
+#[derive(Debug)]
+pub struct Resolved {
+    answers: Vec<Option<Result<Submitted, RequestError>>>,
+    appends: Vec<Append>,
+    /// Where each append's answer goes.
+    appended: Vec<usize>,
+    /// Submissions that repeat the subject of an earlier one among these: (this, that).
+    same_as: Vec<(usize, usize)>,
+    /// Submissions that repeat the subject of one resolved before these and not yet known to
+    /// be written, with the blind index they share.
+    after: Vec<(usize, String)>,
+    /// The blind indexes of the subjects these appends record, each with its submission.
+    new_subjects: HashMap<String, usize>,
+}
+
+impl Resolved {
+    /// The blind indexes of the subjects this will record as new requests: what a lookup
+    /// made before it is written cannot find.
+    pub fn new_subjects(&self) -> HashSet<String> {
+        self.new_subjects.keys().cloned().collect()
+    }
+}
+
+/// Resolved submissions after their appends ([`Requests::write`]).
+#[derive(Debug)]
+pub struct Written {
+    answers: Vec<Option<Result<Submitted, RequestError>>>,
+    after: Vec<(usize, String)>,
+    new_subjects: HashMap<String, usize>,
+}
+
+impl Written {
+    /// The requests these submissions created, by the blind indexes of their subjects.
+    pub fn created(&self) -> impl Iterator<Item = (&str, &LoadedRequest)> {
+        self.new_subjects
+            .iter()
+            .filter_map(|(index, &at)| match &self.answers[at] {
+                Some(Ok(submitted)) if submitted.created => {
+                    Some((index.as_str(), &submitted.loaded))
+                }
+                _ => None,
+            })
+    }
+
+    /// The answers, in order. A submission that waited for an earlier one gets the request
+    /// `earlier` finds by the blind index they share; none found means that one failed, and
+    /// so does this.
+    pub fn finish<'a>(
+        self,
+        earlier: impl Fn(&str) -> Option<&'a LoadedRequest>,
+    ) -> Vec<Result<Submitted, RequestError>> {
+        let Self {
+            mut answers, after, ..
+        } = self;
+        for (index, blind_index) in after {
+            answers[index] = Some(match earlier(&blind_index) {
+                Some(loaded) => Ok(Submitted {
+                    loaded: loaded.clone(),
+                    created: false,
+                }),
+                None => Err(RequestError::Contended),
+            });
+        }
+        finish(answers)
+    }
 }
 
 #[derive(Debug)]
@@ -325,6 +394,20 @@ impl Requests {
     /// was seen before, or whose subject has an open request (earlier, or earlier among
     /// these), gets that request; the rest are appended in one transaction.
     pub async fn record(&self, prepared: Prepared) -> Vec<Result<Submitted, RequestError>> {
+        let resolved = self.resolve(prepared, &[]).await;
+        self.write(resolved).await.finish(|_| None)
+    }
+
+    /// The first half of [`Self::record`]: answers the prepared submissions that repeat a
+    /// command id seen before or the subject of an open request, and keeps the rest as the
+    /// appends that record them. A submission whose subject is among `unwritten` (the
+    /// subjects of submissions resolved before but perhaps not yet written, which the lookup
+    /// cannot see) waits for that one's answer ([`Written::finish`]).
+    pub async fn resolve(
+        &self,
+        prepared: Prepared,
+        unwritten: &[Arc<HashSet<String>>],
+    ) -> Resolved {
         let Prepared { mut answers, valid } = prepared;
         let seen = futures::future::join_all(valid.iter().map(|one| async move {
             for command_id in &one.command_ids {
@@ -344,14 +427,17 @@ impl Requests {
             }
         }
 
-        let mut appends = Vec::with_capacity(fresh.len());
-        let mut appended = Vec::with_capacity(fresh.len());
-        let mut same_as: Vec<(usize, usize)> = Vec::new();
+        let mut resolved = Resolved {
+            answers,
+            appends: Vec::with_capacity(fresh.len()),
+            appended: Vec::with_capacity(fresh.len()),
+            same_as: Vec::new(),
+            after: Vec::new(),
+            new_subjects: HashMap::new(),
+        };
         let blind: Vec<Vec<String>> = fresh.iter().map(|one| one.indexes.clone()).collect();
         // One lookup for all; should it fail, each submission looks up (and fails) alone.
         let open = self.open_requests(&blind).await.ok();
-        let mut first_with_index: std::collections::HashMap<String, usize> =
-            std::collections::HashMap::new();
         for one in fresh {
             let index = one.index;
             let earlier = match &open {
@@ -359,34 +445,59 @@ impl Requests {
                 None => match self.open_requests(std::slice::from_ref(&one.indexes)).await {
                     Ok(open) => open.into_values().next(),
                     Err(e) => {
-                        answers[index] = Some(Err(e));
+                        resolved.answers[index] = Some(Err(e));
                         continue;
                     }
                 },
             };
             if let Some(loaded) = earlier {
-                answers[index] = Some(Ok(Submitted {
+                resolved.answers[index] = Some(Ok(Submitted {
                     loaded,
                     created: false,
                 }));
                 continue;
             }
-            if let Some(&earlier) = one.indexes.iter().find_map(|i| first_with_index.get(i)) {
-                same_as.push((index, earlier));
+            if let Some(i) = one
+                .indexes
+                .iter()
+                .find(|i| unwritten.iter().any(|set| set.contains(*i)))
+            {
+                resolved.after.push((index, i.clone()));
                 continue;
             }
-            for i in &one.indexes {
-                first_with_index.insert(i.clone(), index);
+            if let Some(&earlier) = one
+                .indexes
+                .iter()
+                .find_map(|i| resolved.new_subjects.get(i))
+            {
+                resolved.same_as.push((index, earlier));
+                continue;
             }
             match one.append {
                 Ok(append) => {
-                    appends.push(append);
-                    appended.push(index);
+                    for i in one.indexes {
+                        resolved.new_subjects.insert(i, index);
+                    }
+                    resolved.appends.push(append);
+                    resolved.appended.push(index);
                 }
-                Err(e) => answers[index] = Some(Err(e)),
+                Err(e) => resolved.answers[index] = Some(Err(e)),
             }
         }
+        resolved
+    }
 
+    /// The second half of [`Self::record`]: appends what [`Self::resolve`] left to append, in
+    /// one transaction (or, alone, through the group commit).
+    pub async fn write(&self, resolved: Resolved) -> Written {
+        let Resolved {
+            mut answers,
+            mut appends,
+            appended,
+            same_as,
+            after,
+            new_subjects,
+        } = resolved;
         let results = if appends.len() == 1 {
             // Alone: through the group commit, with whatever else is being appended now.
             let append = appends.pop().map(|a| self.store.append_one(a));
@@ -419,15 +530,19 @@ impl Requests {
                 _ => Err(RequestError::Contended),
             });
         }
-        finish(answers)
+        Written {
+            answers,
+            after,
+            new_subjects,
+        }
     }
 
     /// The open requests that any of these blind indexes point to, by blind index.
     async fn open_requests(
         &self,
         blind: &[Vec<String>],
-    ) -> Result<std::collections::HashMap<String, LoadedRequest>, RequestError> {
-        let mut open = std::collections::HashMap::new();
+    ) -> Result<HashMap<String, LoadedRequest>, RequestError> {
+        let mut open = HashMap::new();
         let Some(sealing) = &self.sealing else {
             return Ok(open);
         };
@@ -435,8 +550,7 @@ impl Requests {
         if all.is_empty() {
             return Ok(open);
         }
-        let mut requests: std::collections::HashMap<RequestId, Option<LoadedRequest>> =
-            std::collections::HashMap::new();
+        let mut requests: HashMap<RequestId, Option<LoadedRequest>> = HashMap::new();
         for (index, id) in sealing.finder.find(all).await? {
             if let std::collections::hash_map::Entry::Vacant(entry) = requests.entry(id) {
                 let loaded = self
@@ -560,9 +674,9 @@ impl Requests {
     pub async fn load_many(
         &self,
         ids: &[RequestId],
-    ) -> Result<std::collections::HashMap<RequestId, LoadedRequest>, RequestError> {
-        let mut by_stream: std::collections::HashMap<RequestId, Vec<RecordedEvent>> =
-            std::collections::HashMap::with_capacity(ids.len());
+    ) -> Result<HashMap<RequestId, LoadedRequest>, RequestError> {
+        let mut by_stream: HashMap<RequestId, Vec<RecordedEvent>> =
+            HashMap::with_capacity(ids.len());
         for event in self.store.read_streams(ids).await? {
             by_stream.entry(event.stream_id).or_default().push(event);
         }
@@ -576,20 +690,20 @@ impl Requests {
     pub async fn subjects_of(
         &self,
         requests: &[&Request],
-    ) -> Result<std::collections::HashMap<RequestId, SubjectAccess>, RequestError> {
+    ) -> Result<HashMap<RequestId, SubjectAccess>, RequestError> {
         let sealed: Vec<RequestId> = requests
             .iter()
             .filter(|r| matches!(r.subject, SubjectRecord::Sealed(_)))
             .map(|r| r.id)
             .collect();
-        let mut keys: std::collections::HashMap<RequestId, String> = match &self.sealing {
+        let mut keys: HashMap<RequestId, String> = match &self.sealing {
             Some(sealing) if !sealed.is_empty() => sealing
                 .keys
                 .wrapped_keys(&sealed)
                 .await?
                 .into_iter()
                 .collect(),
-            _ => std::collections::HashMap::new(),
+            _ => HashMap::new(),
         };
         requests
             .iter()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use lethe_engine::config::Config;
 use lethe_engine::http::{router, AppState};
-use lethe_engine::requests::Requests;
+use lethe_engine::requests::{LoadedRequest, RequestError, Requests, Submission};
 use lethe_engine::secrets::MasterKey;
 use lethe_engine::store::EventStore;
 use support::TestStore;
@@ -172,6 +172,71 @@ async fn a_subject_listed_twice_makes_one_request(store: TestStore) {
     assert_eq!(count, FILLER + 2);
 }
 
+/// Bulk intake looks up a chunk while the chunks before it are still being written, when the
+/// lookup cannot see their requests: a subject that such a chunk records is recognised from
+/// that chunk's blind indexes, and makes no second request. The interleaving is fixed here:
+/// the second chunk is resolved before the first is written.
+async fn a_subject_of_a_chunk_not_yet_written_makes_no_second_request(store: TestStore) {
+    let database = store.database();
+    let requests = Requests::new(database.events.clone(), Arc::new(Config::default()))
+        .with_sealing(MasterKey::from_bytes([6; 32]), database.keys.clone());
+    let submission = |user: &str| {
+        let mut subject = std::collections::BTreeMap::new();
+        subject.insert("user_id".to_owned(), user.to_owned());
+        (
+            Submission {
+                subject,
+                ..Submission::default()
+            },
+            None,
+        )
+    };
+    let first = requests.prepare(vec![submission("a"), submission("b")], "test");
+    let second = requests.prepare(vec![submission("c"), submission("b")], "test");
+
+    let first = requests.resolve(first, &[]).await;
+    let unwritten = [Arc::new(first.new_subjects())];
+    let second = requests.resolve(second, &unwritten).await;
+    let first = requests.write(first).await;
+    let created: std::collections::HashMap<String, LoadedRequest> = first
+        .created()
+        .map(|(index, loaded)| (index.to_owned(), loaded.clone()))
+        .collect();
+    assert_eq!(created.len(), 2, "the first chunk created a and b");
+    let second = requests.write(second).await;
+    let first: Vec<_> = first
+        .finish(|_| None)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let second: Vec<_> = second
+        .finish(|index| created.get(index))
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    assert!(first.iter().all(|s| s.created));
+    assert!(second[0].created, "c is new");
+    assert!(!second[1].created, "b was recorded by the first chunk");
+    assert_eq!(second[1].loaded.request.id, first[1].loaded.request.id);
+    let streams = database.events.list_streams(None, 100).await.unwrap();
+    assert_eq!(streams.len(), 3, "a, b and c: one request each");
+
+    // Without the first chunk's answer (its write failed), the repeat fails too, rather than
+    // making a second request.
+    let lost = requests
+        .resolve(requests.prepare(vec![submission("d")], "test"), &[])
+        .await;
+    let pending = [Arc::new(lost.new_subjects())];
+    drop(lost);
+    let again = requests.prepare(vec![submission("d")], "test");
+    let again = requests.resolve(again, &pending).await;
+    let answers = requests.write(again).await.finish(|_| None);
+    assert!(matches!(answers[0], Err(RequestError::Contended)));
+    let streams = database.events.list_streams(None, 100).await.unwrap();
+    assert_eq!(streams.len(), 3, "nothing written for d");
+}
+
 macro_rules! on_both {
     ($($test:ident),* $(,)?) => {
         mod postgres {
@@ -197,4 +262,5 @@ on_both!(
     mixed_lines_fail_alone,
     a_streamed_body_of_thousands_of_lines,
     a_subject_listed_twice_makes_one_request,
+    a_subject_of_a_chunk_not_yet_written_makes_no_second_request,
 );

@@ -7,24 +7,28 @@
 //! submitted in chunks of what has arrived (one transaction each), and answered chunk by chunk, so a list of 100,000
 //! requests never sits in memory. A bad line fails alone; the lines around it are accepted.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use futures::{Stream, StreamExt};
+use futures::{SinkExt, Stream, StreamExt};
 use serde_json::json;
 
 use super::json::parse;
 use super::problem::Problem;
 use super::{auth, AppState, SubmitBody};
-use crate::requests::Submission;
+use crate::requests::{LoadedRequest, Submission, Written};
 
 /// The longest line accepted; longer lines are answered with an error and skipped.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Lines submitted together, at most.
 const CHUNK: usize = 512;
+/// Chunks being written at once, at most.
+const IN_FLIGHT: usize = 2;
 
 #[utoipa::path(
     post,
@@ -49,7 +53,7 @@ pub async fn bulk(
 ) -> Result<Response, Problem> {
     let principal = auth::require(state.requests.config(), &headers, "requests:write")?;
     let actor = principal.actor;
-    let results = lines(body)
+    let prepared = lines(body)
         .enumerate()
         .map(|(index, line)| (index + 1, line))
         .filter(|(_, line)| {
@@ -58,26 +62,83 @@ pub async fn bulk(
             async move { !blank }
         })
         // Whatever lines have arrived, up to a chunk, are submitted together (one lookup, one
-        // transaction). Chunks are recorded one after another, so a subject listed twice
-        // makes one request even when the two lines fall in different chunks; the next chunk
-        // is parsed, validated and sealed (CPU work, on the blocking pool) meanwhile.
+        // transaction); the next chunk is parsed, validated and sealed (CPU work, on the
+        // blocking pool) meanwhile.
         .ready_chunks(CHUNK)
         .map({
             let state = state.clone();
-            let actor = actor.clone();
             move |chunk| prepare(state.clone(), actor.clone(), chunk)
         })
-        .buffered(2)
-        .then(move |prepared| {
-            let state = state.clone();
-            async move { result_lines(&state, prepared).await }
-        })
-        .map(|lines| Ok::<_, Infallible>(Bytes::from(lines)));
+        .buffered(2);
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(results),
+        Body::from_stream(record_in_order(state, prepared)),
     )
         .into_response())
+}
+
+/// Records prepared chunks with up to [`IN_FLIGHT`] of them being written at once, and yields
+/// each chunk's answer lines in input order.
+///
+/// A chunk is looked up while the chunks before it are still being written, so that the
+/// database never waits for the lookup, nor the lookup for a commit. The lookup cannot see
+/// requests not yet committed: a subject that one of the chunks in flight records is
+/// recognised from that chunk's blind indexes, kept in memory until its write ends, and the
+/// line gets that chunk's request. So a subject listed twice still makes one request.
+///
+/// The writes run as tasks of their own: a client that goes away stops the intake after the
+/// chunks already submitted, which are written in full.
+fn record_in_order(
+    state: AppState,
+    prepared: impl Stream<Item = PreparedChunk> + Send + 'static,
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    let (mut sender, receiver) = futures::channel::mpsc::channel::<Result<Bytes, Infallible>>(1);
+    tokio::spawn(async move {
+        let mut prepared = std::pin::pin!(prepared);
+        let mut writing: VecDeque<(WriteTask, Arc<HashSet<String>>)> = VecDeque::new();
+        // The requests created by the chunks answered last, by the blind indexes of their
+        // subjects: the chunks that were in flight while any chunk still to answer was looked
+        // up.
+        let mut recent: VecDeque<HashMap<String, LoadedRequest>> = VecDeque::new();
+        loop {
+            let next = prepared.next().await;
+            let done = next.is_none();
+            let resolved = match next {
+                Some(chunk) => {
+                    let unwritten: Vec<_> = writing.iter().map(|(_, s)| s.clone()).collect();
+                    let resolved = state.requests.resolve(chunk.prepared, &unwritten).await;
+                    Some((chunk.answers, chunk.submitted_at, resolved))
+                }
+                None => None,
+            };
+            while writing.len() >= if done { 1 } else { IN_FLIGHT } {
+                let Some((task, _)) = writing.pop_front() else {
+                    break;
+                };
+                let lines = match task.await {
+                    Ok(written) => answer(written, &mut recent),
+                    Err(error) => std::panic::resume_unwind(error.into_panic()),
+                };
+                if sender.send(Ok(Bytes::from(lines))).await.is_err() {
+                    return; // the client went away
+                }
+            }
+            let Some((answers, submitted_at, resolved)) = resolved else {
+                return;
+            };
+            let subjects = Arc::new(resolved.new_subjects());
+            let requests = state.requests.clone();
+            let task = tokio::spawn(async move {
+                WrittenChunk {
+                    answers,
+                    submitted_at,
+                    written: requests.write(resolved).await,
+                }
+            });
+            writing.push_back((task, subjects));
+        }
+    });
+    receiver
 }
 
 /// One line of the body.
@@ -94,14 +155,14 @@ fn lines(body: Body) -> impl Stream<Item = Line> {
         chunks: S,
         buffer: Vec<u8>,
         too_long: bool,
-        pending: std::collections::VecDeque<Line>,
+        pending: VecDeque<Line>,
         done: bool,
     }
     let splitter = Splitter {
         chunks: body.into_data_stream(),
         buffer: Vec::new(),
         too_long: false,
-        pending: std::collections::VecDeque::new(),
+        pending: VecDeque::new(),
         done: false,
     };
     futures::stream::unfold(splitter, |mut s| async move {
@@ -200,13 +261,32 @@ async fn prepare(state: AppState, actor: String, chunk: Vec<(usize, Line)>) -> P
     }
 }
 
-async fn result_lines(state: &AppState, chunk: PreparedChunk) -> String {
-    let PreparedChunk {
+/// A chunk after its write: its lines' answers so far and what the write answered.
+struct WrittenChunk {
+    answers: Vec<(usize, Option<Result<serde_json::Value, Problem>>)>,
+    submitted_at: Vec<usize>,
+    written: Written,
+}
+
+type WriteTask = tokio::task::JoinHandle<WrittenChunk>;
+
+/// A written chunk's answer lines. Its requests join `recent`, which keeps those of the last
+/// [`IN_FLIGHT`] chunks.
+fn answer(chunk: WrittenChunk, recent: &mut VecDeque<HashMap<String, LoadedRequest>>) -> String {
+    let WrittenChunk {
         mut answers,
         submitted_at,
-        prepared,
+        written,
     } = chunk;
-    let results = state.requests.record(prepared).await;
+    let created: HashMap<String, LoadedRequest> = written
+        .created()
+        .map(|(index, loaded)| (index.to_owned(), loaded.clone()))
+        .collect();
+    let results = written.finish(|index| recent.iter().find_map(|chunk| chunk.get(index)));
+    if recent.len() >= IN_FLIGHT {
+        recent.pop_front();
+    }
+    recent.push_back(created);
     for (at, result) in submitted_at.into_iter().zip(results) {
         answers[at].1 = Some(result.map_err(Problem::from).map(|submitted| {
             let request = &submitted.loaded.request;
