@@ -86,27 +86,14 @@ pub struct Written {
 }
 
 impl Written {
-    /// The requests these submissions created, by the blind indexes of their subjects.
-    pub fn created(&self) -> impl Iterator<Item = (&str, &LoadedRequest)> {
-        self.new_subjects
-            .iter()
-            .filter_map(|(index, &at)| match &self.answers[at] {
-                Some(Ok(submitted)) if submitted.created => {
-                    Some((index.as_str(), &submitted.loaded))
-                }
-                _ => None,
-            })
-    }
-
     /// The answers, in order. A submission that waited for an earlier one gets the request
     /// `earlier` finds by the blind index they share; none found means that one failed, and
     /// so does this.
-    pub fn finish<'a>(
-        self,
-        earlier: impl Fn(&str) -> Option<&'a LoadedRequest>,
-    ) -> Vec<Result<Submitted, RequestError>> {
+    pub fn finish<'a>(self, earlier: impl Fn(&str) -> Option<&'a LoadedRequest>) -> Recorded {
         let Self {
-            mut answers, after, ..
+            mut answers,
+            after,
+            new_subjects,
         } = self;
         for (index, blind_index) in after {
             answers[index] = Some(match earlier(&blind_index) {
@@ -117,8 +104,20 @@ impl Written {
                 None => Err(RequestError::Contended),
             });
         }
-        finish(answers)
+        Recorded {
+            results: finish(answers),
+            new_subjects,
+        }
     }
+}
+
+/// Recorded submissions: their answers, in order.
+#[derive(Debug)]
+pub struct Recorded {
+    pub results: Vec<Result<Submitted, RequestError>>,
+    /// The blind indexes of the subjects of the requests created, each with the place of the
+    /// submission that created it (when that one failed, nothing was created).
+    pub new_subjects: HashMap<String, usize>,
 }
 
 #[derive(Debug)]
@@ -395,7 +394,7 @@ impl Requests {
     /// these), gets that request; the rest are appended in one transaction.
     pub async fn record(&self, prepared: Prepared) -> Vec<Result<Submitted, RequestError>> {
         let resolved = self.resolve(prepared, &[]).await;
-        self.write(resolved).await.finish(|_| None)
+        self.write(resolved).await.finish(|_| None).results
     }
 
     /// The first half of [`Self::record`]: answers the prepared submissions that repeat a

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use lethe_engine::config::Config;
 use lethe_engine::http::{router, AppState};
-use lethe_engine::requests::{LoadedRequest, RequestError, Requests, Submission};
+use lethe_engine::requests::{RequestError, Requests, Submission};
 use lethe_engine::secrets::MasterKey;
 use lethe_engine::store::EventStore;
 use support::TestStore;
@@ -197,23 +197,23 @@ async fn a_subject_of_a_chunk_not_yet_written_makes_no_second_request(store: Tes
     let first = requests.resolve(first, &[]).await;
     let unwritten = [Arc::new(first.new_subjects())];
     let second = requests.resolve(second, &unwritten).await;
-    let first = requests.write(first).await;
-    let created: std::collections::HashMap<String, LoadedRequest> = first
-        .created()
-        .map(|(index, loaded)| (index.to_owned(), loaded.clone()))
-        .collect();
-    assert_eq!(created.len(), 2, "the first chunk created a and b");
+    let first = requests.write(first).await.finish(|_| None);
+    assert_eq!(
+        first.new_subjects.len(),
+        2,
+        "the first chunk created a and b"
+    );
     let second = requests.write(second).await;
-    let first: Vec<_> = first
-        .finish(|_| None)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
     let second: Vec<_> = second
-        .finish(|index| created.get(index))
+        .finish(|index| {
+            let at = *first.new_subjects.get(index)?;
+            first.results[at].as_ref().ok().map(|s| &s.loaded)
+        })
+        .results
         .into_iter()
         .map(Result::unwrap)
         .collect();
+    let first: Vec<_> = first.results.into_iter().map(Result::unwrap).collect();
 
     assert!(first.iter().all(|s| s.created));
     assert!(second[0].created, "c is new");
@@ -231,7 +231,7 @@ async fn a_subject_of_a_chunk_not_yet_written_makes_no_second_request(store: Tes
     drop(lost);
     let again = requests.prepare(vec![submission("d")], "test");
     let again = requests.resolve(again, &pending).await;
-    let answers = requests.write(again).await.finish(|_| None);
+    let answers = requests.write(again).await.finish(|_| None).results;
     assert!(matches!(answers[0], Err(RequestError::Contended)));
     let streams = database.events.list_streams(None, 100).await.unwrap();
     assert_eq!(streams.len(), 3, "nothing written for d");

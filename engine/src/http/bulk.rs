@@ -21,7 +21,7 @@ use serde_json::json;
 use super::json::parse;
 use super::problem::Problem;
 use super::{auth, AppState, SubmitBody};
-use crate::requests::{LoadedRequest, Submission, Written};
+use crate::requests::{LoadedRequest, Recorded, Submission, Written};
 
 /// The longest line accepted; longer lines are answered with an error and skipped.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -99,7 +99,7 @@ fn record_in_order(
         // The requests created by the chunks answered last, by the blind indexes of their
         // subjects: the chunks that were in flight while any chunk still to answer was looked
         // up.
-        let mut recent: VecDeque<HashMap<String, LoadedRequest>> = VecDeque::new();
+        let mut recent: VecDeque<Created> = VecDeque::new();
         loop {
             let next = prepared.next().await;
             let done = next.is_none();
@@ -270,33 +270,55 @@ struct WrittenChunk {
 
 type WriteTask = tokio::task::JoinHandle<WrittenChunk>;
 
-/// A written chunk's answer lines. Its requests join `recent`, which keeps those of the last
-/// [`IN_FLIGHT`] chunks.
-fn answer(chunk: WrittenChunk, recent: &mut VecDeque<HashMap<String, LoadedRequest>>) -> String {
+/// The requests a chunk created, by the blind indexes of their subjects.
+struct Created {
+    by_subject: HashMap<String, usize>,
+    requests: Vec<Option<LoadedRequest>>,
+}
+
+impl Created {
+    fn get(&self, blind_index: &str) -> Option<&LoadedRequest> {
+        let at = *self.by_subject.get(blind_index)?;
+        self.requests.get(at)?.as_ref()
+    }
+}
+
+/// A written chunk's answer lines. What it created joins `recent`, which keeps that of the
+/// last [`IN_FLIGHT`] chunks.
+fn answer(chunk: WrittenChunk, recent: &mut VecDeque<Created>) -> String {
     let WrittenChunk {
         mut answers,
         submitted_at,
         written,
     } = chunk;
-    let created: HashMap<String, LoadedRequest> = written
-        .created()
-        .map(|(index, loaded)| (index.to_owned(), loaded.clone()))
-        .collect();
-    let results = written.finish(|index| recent.iter().find_map(|chunk| chunk.get(index)));
+    let Recorded {
+        results,
+        new_subjects,
+    } = written.finish(|index| recent.iter().find_map(|chunk| chunk.get(index)));
+    let mut requests = Vec::with_capacity(results.len());
+    for (at, result) in submitted_at.into_iter().zip(results) {
+        let (answer, created) = match result {
+            Ok(submitted) => {
+                let request = &submitted.loaded.request;
+                let answer = json!({
+                    "id": request.id,
+                    "status": request.status(),
+                    "created": submitted.created,
+                });
+                (Ok(answer), submitted.created.then_some(submitted.loaded))
+            }
+            Err(error) => (Err(Problem::from(error)), None),
+        };
+        answers[at].1 = Some(answer);
+        requests.push(created);
+    }
     if recent.len() >= IN_FLIGHT {
         recent.pop_front();
     }
-    recent.push_back(created);
-    for (at, result) in submitted_at.into_iter().zip(results) {
-        answers[at].1 = Some(result.map_err(Problem::from).map(|submitted| {
-            let request = &submitted.loaded.request;
-            json!({
-                "id": request.id,
-                "status": request.status(),
-                "created": submitted.created,
-            })
-        }));
-    }
+    recent.push_back(Created {
+        by_subject: new_subjects,
+        requests,
+    });
     let mut out = String::new();
     for (number, answer) in answers {
         let value = match answer {

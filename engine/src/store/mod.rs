@@ -100,7 +100,7 @@ impl RecordedEvent {
 
     /// The hash this event should have, recomputed from its content and `prev_hash`.
     pub fn expected_hash(&self) -> String {
-        chain_hash(&self.prev_hash, &hash::Envelope::of(self))
+        chain_hash(&self.prev_hash, self)
     }
 }
 
