@@ -527,13 +527,17 @@ async fn try_batch(
     }
     let mut places = std::collections::HashMap::with_capacity(events.len());
     if !events.is_empty() {
+        // Each reference to `json_each`'s `value` turns the element back into text, and each
+        // `->>` parses it: thirteen of each per event, a fifth of the writer's time in a bulk
+        // intake. Materialized, the text is made once per event, and the `->>`s find it
+        // parsed in SQLite's JSON cache.
         let written = sqlx::query(
-            "INSERT INTO events (stream_id, version, event_type, schema_version, payload, \
+            "WITH r(k, v) AS MATERIALIZED (SELECT key, value FROM json_each(?1)) \
+             INSERT INTO events (stream_id, version, event_type, schema_version, payload, \
              event_id, command_id, correlation_id, causation_id, actor, recorded_at, \
              prev_hash, hash) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
-             value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, \
-             value ->> 11, value ->> 12 FROM json_each(?1) ORDER BY key \
+             SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, v ->> 4, v ->> 5, v ->> 6, v ->> 7, \
+             v ->> 8, v ->> 9, v ->> 10, v ->> 11, v ->> 12 FROM r ORDER BY k \
              RETURNING position, event_id",
         )
         .bind(serde_json::Value::Array(events).to_string())
