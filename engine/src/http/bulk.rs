@@ -211,8 +211,6 @@ fn lines(body: Body) -> impl Stream<Item = Line> {
     })
 }
 
-/// Submits the good lines of a chunk together and answers every line, in order, one NDJSON
-/// line each.
 /// A chunk parsed and prepared: each line's number and, for a line that did not parse, its
 /// problem.
 struct PreparedChunk {
