@@ -65,6 +65,18 @@ fn written(appended: Appended) -> Vec<RecordedEvent> {
     }
 }
 
+/// The stream, expected version and actual version of a conflict; anything else fails the test.
+fn conflict<T: std::fmt::Debug>(result: Result<T, StoreError>) -> (RequestId, i64, i64) {
+    match result {
+        Err(StoreError::Conflict {
+            stream_id,
+            expected,
+            actual,
+        }) => (stream_id, expected, actual),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
 /// Reads the whole global log once it holds at least `expected` events. On Postgres the global
 /// read stops below the oldest transaction still open anywhere in the cluster, so right after
 /// an append (with other tests writing in parallel) the newest events may not be readable yet.
@@ -187,16 +199,10 @@ async fn wrong_expected_version_is_a_conflict(t: TestStore) {
     store.append(id, 0, &[received(id)], &meta).await.unwrap();
 
     for expected in [0, 2, 7] {
-        match store.append(id, expected, &[hold()], &meta).await {
-            Err(StoreError::Conflict {
-                stream_id,
-                expected: e,
-                actual,
-            }) => {
-                assert_eq!((stream_id, e, actual), (id, expected, 1));
-            }
-            other => panic!("expected a conflict for expected version {expected}, got {other:?}"),
-        }
+        assert_eq!(
+            conflict(store.append(id, expected, &[hold()], &meta).await),
+            (id, expected, 1)
+        );
     }
     assert_eq!(store.read_stream(id, 0).await.unwrap().len(), 1);
     // Appending to a stream that does not exist with a non-zero expectation also conflicts.
@@ -644,14 +650,11 @@ async fn batch_answers_each_append_alone(t: TestStore) {
     let first = written(next().unwrap());
     assert_eq!((first[0].stream_id, first[0].version), (fresh, 1));
     assert_eq!(written(next().unwrap())[0].version, 2);
-    match next() {
-        Err(StoreError::Conflict {
-            stream_id,
-            expected: 1,
-            actual: 2,
-        }) => assert_eq!(stream_id, existing),
-        other => panic!("expected a conflict at version 2, got {other:?}"),
-    }
+    assert_eq!(
+        conflict(next()),
+        (existing, 1, 2),
+        "a conflict at version 2"
+    );
     assert_eq!(written(next().unwrap())[0].version, 3);
     let keyed_events = written(next().unwrap());
     assert_eq!(keyed_events.len(), 2);
@@ -845,14 +848,11 @@ async fn a_batch_of_new_streams_answers_each_alone(t: TestStore) {
         assert_eq!(store.read_stream(id, 0).await.unwrap(), events);
         positions.extend(events.iter().map(|e| e.position));
     }
-    match next() {
-        Err(StoreError::Conflict {
-            stream_id,
-            expected: 0,
-            actual: 1,
-        }) => assert_eq!(stream_id, existing),
-        other => panic!("expected a conflict on the existing stream, got {other:?}"),
-    }
+    assert_eq!(
+        conflict(next()),
+        (existing, 0, 1),
+        "a conflict on the existing stream"
+    );
     assert_eq!(written(next().unwrap()), Vec::new());
     for id in [ids[3], ids[4]] {
         let events = written(next().unwrap());
