@@ -434,14 +434,14 @@ impl Requests {
             after: Vec::new(),
             new_subjects: HashMap::new(),
         };
-        let blind: Vec<Vec<String>> = fresh.iter().map(|one| one.indexes.clone()).collect();
+        let blind: Vec<&[String]> = fresh.iter().map(|one| one.indexes.as_slice()).collect();
         // One lookup for all; should it fail, each submission looks up (and fails) alone.
         let open = self.open_requests(&blind).await.ok();
         for one in fresh {
             let index = one.index;
             let earlier = match &open {
                 Some(open) => one.indexes.iter().find_map(|i| open.get(i)).cloned(),
-                None => match self.open_requests(std::slice::from_ref(&one.indexes)).await {
+                None => match self.open_requests(&[one.indexes.as_slice()]).await {
                     Ok(open) => open.into_values().next(),
                     Err(e) => {
                         resolved.answers[index] = Some(Err(e));
@@ -539,13 +539,13 @@ impl Requests {
     /// The open requests that any of these blind indexes point to, by blind index.
     async fn open_requests(
         &self,
-        blind: &[Vec<String>],
+        blind: &[&[String]],
     ) -> Result<HashMap<String, LoadedRequest>, RequestError> {
         let mut open = HashMap::new();
         let Some(sealing) = &self.sealing else {
             return Ok(open);
         };
-        let all: Vec<String> = blind.iter().flatten().cloned().collect();
+        let all: Vec<String> = blind.iter().flat_map(|b| b.iter()).cloned().collect();
         if all.is_empty() {
             return Ok(open);
         }
