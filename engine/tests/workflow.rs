@@ -685,6 +685,7 @@ async fn rate_per_second_spaces_calls(store: TestStore) {
 
 async fn a_closed_window_postpones_the_call_to_its_opening(store: TestStore) {
     let night = FakeService::start(&[]).await;
+    let day = FakeService::start(&[]).await;
     let opens = chrono::Utc::now() + chrono::TimeDelta::hours(2);
     let closes = opens + chrono::TimeDelta::hours(1);
     let window = format!(
@@ -693,32 +694,89 @@ async fn a_closed_window_postpones_the_call_to_its_opening(store: TestStore) {
         closes.format("%H:%M")
     );
     let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}{}",
         engine_section(),
-        cleaner("night", &night.url, &window)
+        cleaner("night", &night.url, &window),
+        cleaner("day", &day.url, ""),
     );
     let engine = Engine::start(store, &config).await;
     let id = engine.submit("17", "gdpr").await;
     engine
         .wait_for(id, RequestStatus::Due, Duration::from_secs(10))
         .await;
+    // The request's one job for the first calls (ADR 10) calls the open cleaner and leaves
+    // the closed one a job of its own for the window's opening.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let jobs = engine.workflow.jobs_of(id).await.unwrap();
         let postponed = jobs.iter().any(|j| {
-            j.key == "night" && j.run_at > chrono::Utc::now() + chrono::TimeDelta::minutes(100)
+            j.key == "night"
+                && j.attempt == 1
+                && j.run_at > chrono::Utc::now() + chrono::TimeDelta::minutes(100)
         });
-        if postponed {
+        if postponed && jobs.len() == 1 && !day.calls().is_empty() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the dispatch was not postponed: {jobs:?}"
+            "the dispatch was not postponed alone: {jobs:?}, {} calls of day",
+            day.calls().len()
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(night.calls().is_empty(), "no call outside the window");
+    assert_eq!(day.calls().len(), 1, "the open cleaner is called once");
+    let loaded = engine.load(id).await;
+    assert_eq!(count(&loaded.events, "CleanerSucceeded"), 1);
     assert_eq!(engine.status(id).await, RequestStatus::Due);
+    engine.stop().await;
+}
+
+async fn due_makes_one_dispatch_job_for_all_first_calls(store: TestStore) {
+    // Slow cleaners keep the job leased, so the test sees it before it is finished.
+    let slow = Duration::from_millis(400);
+    let (a, b, c) = (
+        FakeService::start_slow(slow).await,
+        FakeService::start_slow(slow).await,
+        FakeService::start_slow(slow).await,
+    );
+    let config = format!(
+        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}{}{}",
+        engine_section(),
+        cleaner("a", &a.url, ""),
+        cleaner("b", &b.url, ""),
+        cleaner("c", &c.url, ""),
+    );
+    let engine = Engine::start(store, &config).await;
+    let id = engine.submit("18", "gdpr").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dispatch = loop {
+        let jobs = engine.workflow.jobs_of(id).await.unwrap();
+        let dispatch: Vec<_> = jobs
+            .into_iter()
+            .filter(|j| j.kind == lethe_engine::workflow::JobKind::Dispatch)
+            .collect();
+        if !dispatch.is_empty() {
+            break dispatch;
+        }
+        assert!(Instant::now() < deadline, "no dispatch job appeared");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        dispatch.len(),
+        1,
+        "one job, not one per cleaner: {dispatch:?}"
+    );
+    assert!(dispatch[0].key.is_empty() && dispatch[0].attempt == 1);
+    let loaded = engine
+        .wait_for(id, RequestStatus::Completed, Duration::from_secs(15))
+        .await;
+    for service in [&a, &b, &c] {
+        assert_eq!(service.calls().len(), 1);
+        assert_eq!(service.calls()[0].body["attempt"], 1);
+    }
+    assert_eq!(count(&loaded.events, "CleanerSucceeded"), 3);
+    engine.wait_for_no_jobs(id).await;
     engine.stop().await;
 }
 
@@ -980,6 +1038,7 @@ on_both!(
     max_in_flight_bounds_concurrent_calls,
     rate_per_second_spaces_calls,
     a_closed_window_postpones_the_call_to_its_opening,
+    due_makes_one_dispatch_job_for_all_first_calls,
     a_failing_notifier_is_retried_without_blocking_the_request,
     a_missing_callback_times_out_into_a_retry,
     admin_operations_over_http,

@@ -31,7 +31,8 @@ pub enum JobKind {
     Due,
     /// Tell the notifier about reminder `key`; retried until the notifier accepts.
     Notify,
-    /// Call cleaner `key` for attempt `attempt`.
+    /// Call cleaner `key` for attempt `attempt`. With an empty key: the first attempt of every
+    /// planned cleaner that has had none (the job `Due` sets, one per request; ADR 10).
     Dispatch,
     /// Cleaner `key` answered 202 for attempt `attempt`; fail the attempt if no result comes.
     Callback,
@@ -82,6 +83,13 @@ pub struct Job {
     pub key: String,
     pub run_at: DateTime<Utc>,
     pub attempt: u32,
+}
+
+impl Job {
+    /// A `dispatch` job for the first attempt of all the request's cleaners, not for one.
+    pub fn dispatches_all(&self) -> bool {
+        self.kind == JobKind::Dispatch && self.key.is_empty()
+    }
 }
 
 /// A change to the jobs table, decided by a subscriber or a worker.

@@ -3,7 +3,8 @@
 //!
 //! - `Received`: a `remind` job per reminder and the `due` job at the end of the grace period.
 //! - `Reminded`: a `notify` job (when a notifier is configured).
-//! - `Due`: a `dispatch` job per planned cleaner, attempt 1.
+//! - `Due`: one `dispatch` job for the whole request (key `""`, attempt 1): the first attempt
+//!   of every planned cleaner (ADR 10).
 //! - `CleanerFailed` (not exhausted): the next attempt's `dispatch` job after the backoff.
 //! - `CleanerSucceeded` / `CleanerSkipped`: that cleaner's jobs go.
 //! - `HoldReleased` / `CleanerRetried`: the `due` job again, which re-plans from the state.
@@ -53,89 +54,88 @@ impl Subscriber for Saga {
                 up_to_attempt: u32::MAX,
             })
         };
-        let changes =
-            match recorded.event()? {
-                Event::Received(received) => {
-                    let mut changes: Vec<_> = (0_u32..)
-                        .zip(&received.reminders)
-                        .map(|(index, at)| job(JobKind::Remind, index.to_string(), *at, 0))
-                        .collect();
-                    changes.push(job(JobKind::Due, String::new(), received.due_at, 0));
-                    changes
+        let changes = match recorded.event()? {
+            Event::Received(received) => {
+                let mut changes: Vec<_> = (0_u32..)
+                    .zip(&received.reminders)
+                    .map(|(index, at)| job(JobKind::Remind, index.to_string(), *at, 0))
+                    .collect();
+                changes.push(job(JobKind::Due, String::new(), received.due_at, 0));
+                changes
+            }
+            Event::Reminded(reminded) => {
+                let mut changes = vec![JobChange::Delete {
+                    request_id,
+                    kind: JobKind::Remind,
+                    key: reminded.index.to_string(),
+                    up_to_attempt: u32::MAX,
+                }];
+                if self.config.notifier.is_some() {
+                    changes.push(job(
+                        JobKind::Notify,
+                        reminded.index.to_string(),
+                        recorded.recorded_at,
+                        0,
+                    ));
                 }
-                Event::Reminded(reminded) => {
-                    let mut changes = vec![JobChange::Delete {
-                        request_id,
-                        kind: JobKind::Remind,
-                        key: reminded.index.to_string(),
-                        up_to_attempt: u32::MAX,
-                    }];
-                    if self.config.notifier.is_some() {
-                        changes.push(job(
-                            JobKind::Notify,
-                            reminded.index.to_string(),
-                            recorded.recorded_at,
-                            0,
-                        ));
-                    }
-                    changes
+                changes
+            }
+            Event::Due(due) => {
+                let mut changes = vec![JobChange::Delete {
+                    request_id,
+                    kind: JobKind::Due,
+                    key: String::new(),
+                    up_to_attempt: u32::MAX,
+                }];
+                if !due.cleaners.is_empty() {
+                    changes.push(job(JobKind::Dispatch, String::new(), due.at, 1));
                 }
-                Event::Due(due) => {
-                    let mut changes = vec![JobChange::Delete {
-                        request_id,
-                        kind: JobKind::Due,
-                        key: String::new(),
-                        up_to_attempt: u32::MAX,
-                    }];
-                    changes.extend(due.cleaners.iter().map(|planned| {
-                        job(JobKind::Dispatch, planned.name.to_string(), due.at, 1)
-                    }));
-                    changes
+                changes
+            }
+            Event::CleanerFailed(failed) => {
+                let mut changes = vec![JobChange::Delete {
+                    request_id,
+                    kind: JobKind::Callback,
+                    key: failed.cleaner.to_string(),
+                    up_to_attempt: failed.attempt,
+                }];
+                if !failed.exhausted {
+                    let policy = self
+                        .config
+                        .cleaner(&failed.cleaner)
+                        .map(|c| c.retry.policy())
+                        .unwrap_or_default();
+                    let jitter: f64 = rand::rng().random();
+                    let delay = policy.delay_after(
+                        failed.attempt,
+                        jitter,
+                        failed.retry_after_seconds.map(Duration::from_secs),
+                    );
+                    let run_at = failed.at + super::micros(delay);
+                    changes.push(job(
+                        JobKind::Dispatch,
+                        failed.cleaner.to_string(),
+                        run_at,
+                        failed.attempt + 1,
+                    ));
                 }
-                Event::CleanerFailed(failed) => {
-                    let mut changes = vec![JobChange::Delete {
-                        request_id,
-                        kind: JobKind::Callback,
-                        key: failed.cleaner.to_string(),
-                        up_to_attempt: failed.attempt,
-                    }];
-                    if !failed.exhausted {
-                        let policy = self
-                            .config
-                            .cleaner(&failed.cleaner)
-                            .map(|c| c.retry.policy())
-                            .unwrap_or_default();
-                        let jitter: f64 = rand::rng().random();
-                        let delay = policy.delay_after(
-                            failed.attempt,
-                            jitter,
-                            failed.retry_after_seconds.map(Duration::from_secs),
-                        );
-                        let run_at = failed.at + super::micros(delay);
-                        changes.push(job(
-                            JobKind::Dispatch,
-                            failed.cleaner.to_string(),
-                            run_at,
-                            failed.attempt + 1,
-                        ));
-                    }
-                    changes
-                }
-                Event::CleanerSucceeded(e) => cleaner_jobs_gone(e.cleaner.as_str()).to_vec(),
-                Event::CleanerSkipped(e) => cleaner_jobs_gone(e.cleaner.as_str()).to_vec(),
-                Event::HoldReleased(e) => vec![job(JobKind::Due, String::new(), e.at, 0)],
-                Event::CleanerRetried(e) => vec![job(JobKind::Due, String::new(), e.at, 0)],
-                Event::Cancelled(Cancelled { at, .. })
-                | Event::Rejected(Rejected { at, .. })
-                | Event::Completed(Completed { at }) => {
-                    let retention = super::micros(self.config.policy.retention_after_completion.0);
-                    vec![
-                        JobChange::DeleteAll { request_id },
-                        job(JobKind::Shred, String::new(), at + retention, 0),
-                    ]
-                }
-                Event::HoldPlaced(_) | Event::DeadlineExtended(_) | Event::Shredded(_) => vec![],
-            };
+                changes
+            }
+            Event::CleanerSucceeded(e) => cleaner_jobs_gone(e.cleaner.as_str()).to_vec(),
+            Event::CleanerSkipped(e) => cleaner_jobs_gone(e.cleaner.as_str()).to_vec(),
+            Event::HoldReleased(e) => vec![job(JobKind::Due, String::new(), e.at, 0)],
+            Event::CleanerRetried(e) => vec![job(JobKind::Due, String::new(), e.at, 0)],
+            Event::Cancelled(Cancelled { at, .. })
+            | Event::Rejected(Rejected { at, .. })
+            | Event::Completed(Completed { at }) => {
+                let retention = super::micros(self.config.policy.retention_after_completion.0);
+                vec![
+                    JobChange::DeleteAll { request_id },
+                    job(JobKind::Shred, String::new(), at + retention, 0),
+                ]
+            }
+            Event::HoldPlaced(_) | Event::DeadlineExtended(_) | Event::Shredded(_) => vec![],
+        };
         Ok(changes)
     }
 }

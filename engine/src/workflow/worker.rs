@@ -255,6 +255,10 @@ impl Workers {
             usize::try_from(self.config.engine.dispatch_concurrency.max(1)).unwrap_or(1);
         let slots = Arc::new(Semaphore::new(concurrency));
         let refill = u32::try_from((concurrency / 4).max(1)).unwrap_or(1);
+        // A job for all of a request's cleaners (ADR 10) takes a slot per configured cleaner,
+        // so a claim asks for as many requests as there are slots for their calls.
+        let per_request = self.config.cleaners.len().clamp(1, concurrency);
+        let weight = |job: &Job| if job.dispatches_all() { per_request } else { 1 };
         while !*shutdown.borrow() {
             let free = u32::try_from(slots.available_permits()).unwrap_or(0);
             if free < refill {
@@ -273,7 +277,7 @@ impl Workers {
                     &self.owner,
                     Utc::now(),
                     self.dispatch_lease(),
-                    free,
+                    (free / u32::try_from(per_request).unwrap_or(1)).max(1),
                 )
                 .await
             {
@@ -291,7 +295,8 @@ impl Workers {
             // read with one query each, and its finished jobs removed with one statement.
             let mut groups = Vec::new();
             for group in by_request(jobs) {
-                let n = u32::try_from(group.len()).unwrap_or(u32::MAX);
+                let n = group.iter().map(weight).sum::<usize>().min(concurrency);
+                let n = u32::try_from(n).unwrap_or(u32::MAX);
                 let Ok(slot) = slots.clone().acquire_many_owned(n).await else {
                     break;
                 };
@@ -490,12 +495,15 @@ impl Workers {
                     .filter(|j| matches!(j.kind, JobKind::Dispatch | JobKind::Callback))
                     .map(|j| j.key)
                     .collect();
+                // A job for all the cleaners (ADR 10) still makes every first attempt.
+                let first_attempts_planned = busy.iter().any(String::is_empty);
                 let changes: Vec<JobChange> = cleaning
                     .cleaners
                     .iter()
                     .filter(|(name, progress)| {
                         progress.state == CleanerState::Pending
                             && !busy.iter().any(|b| b == name.as_str())
+                            && !(first_attempts_planned && progress.next_attempt() == 1)
                     })
                     .map(|(name, progress)| {
                         JobChange::Ensure(Job {
@@ -614,6 +622,13 @@ impl Workers {
             .iter()
             .filter(|(group, _)| {
                 group.iter().any(|job| {
+                    if job.dispatches_all() {
+                        return self
+                            .config
+                            .cleaners
+                            .iter()
+                            .any(|c| c.kind == CleanerKind::Http);
+                    }
                     CleanerName::parse(job.key.clone())
                         .ok()
                         .and_then(|name| self.config.cleaner(&name))
@@ -633,6 +648,10 @@ impl Workers {
 
     /// Runs the claimed dispatch jobs of one request, as read: calls its cleaners side by
     /// side, and records every result in one append.
+    ///
+    /// A job for all the request's cleaners (ADR 10) is finished once its calls are made:
+    /// a call it cannot make or record now (a closed window, a cleaner's limit, a failed
+    /// append) becomes that cleaner's own job, for the same attempt.
     async fn run_dispatch_group(
         &self,
         jobs: &[Job],
@@ -646,11 +665,12 @@ impl Workers {
         let Some(loaded) = loaded else {
             return jobs.iter().map(|_| Ok(Outcome::Finish)).collect();
         };
-        let steps = futures::future::join_all(
-            jobs.iter()
-                .map(|job| self.dispatch_step(job, &loaded, subject)),
-        )
-        .await;
+        let calls = calls(jobs, &loaded.request);
+        let steps =
+            futures::future::join_all(calls.iter().map(|call| {
+                self.dispatch_step(call.cleaner.clone(), call.attempt, &loaded, subject)
+            }))
+            .await;
         let commands: Vec<Command> = steps
             .iter()
             .filter_map(|step| match step {
@@ -673,30 +693,58 @@ impl Workers {
                 Err(error) => Err(error.to_string()),
             }
         };
-        steps
-            .into_iter()
-            .map(|step| match step {
+        let mut outcomes: Outcomes = jobs.iter().map(|_| Ok(Outcome::Finish)).collect();
+        let mut own_jobs = Vec::new();
+        for (call, step) in calls.into_iter().zip(steps) {
+            let outcome = match step {
                 Step::Settled(outcome) => outcome,
                 Step::Record(_) => match &recorded {
                     Ok(()) => Ok(Outcome::Finish),
                     Err(error) => Err(StoreError::Downstream(error.clone()).into()),
                 },
-            })
-            .collect()
+            };
+            if !jobs[call.job].dispatches_all() {
+                outcomes[call.job] = outcome;
+                continue;
+            }
+            let run_at = match outcome {
+                Ok(Outcome::Finish) => continue,
+                Ok(Outcome::Reschedule(at, _)) => at,
+                // As if its own job's lease had run out.
+                Err(_) => Utc::now() + micros(self.dispatch_lease()),
+            };
+            own_jobs.push(JobChange::Ensure(Job {
+                request_id: id,
+                kind: JobKind::Dispatch,
+                key: call.cleaner.to_string(),
+                run_at,
+                attempt: call.attempt,
+            }));
+        }
+        if !own_jobs.is_empty() {
+            if let Err(error) = self.workflow.apply(&own_jobs).await {
+                // The job for all stays leased and runs again: what was recorded is not
+                // called again, the rest is.
+                for (job, outcome) in jobs.iter().zip(&mut outcomes) {
+                    if job.dispatches_all() {
+                        *outcome = Err(StoreError::Downstream(error.to_string()).into());
+                    }
+                }
+            }
+        }
+        outcomes
     }
 
-    /// Checks one dispatch job against the request and the cleaner's limits and, if it is
-    /// still wanted, makes the call: what is left is the result to record, if any.
+    /// Checks one call against the request and the cleaner's limits and, if it is still
+    /// wanted, makes it: what is left is the result to record, if any.
     async fn dispatch_step(
         &self,
-        job: &Job,
+        cleaner: CleanerName,
+        attempt: u32,
         loaded: &LoadedRequest,
         subject: Option<&SubjectAccess>,
     ) -> Step {
         let now = Utc::now();
-        let Ok(cleaner) = CleanerName::parse(job.key.clone()) else {
-            return Step::Settled(Ok(Outcome::Finish));
-        };
         let request = &loaded.request;
         let Phase::Cleaning(cleaning) = &request.phase else {
             return Step::Settled(Ok(Outcome::Finish));
@@ -704,14 +752,13 @@ impl Workers {
         let Some(progress) = cleaning.cleaners.get(&cleaner) else {
             return Step::Settled(Ok(Outcome::Finish));
         };
-        if progress.state != CleanerState::Pending || progress.next_attempt() != job.attempt {
+        if progress.state != CleanerState::Pending || progress.next_attempt() != attempt {
             return Step::Settled(Ok(Outcome::Finish));
         }
         if request.hold.is_some() {
             // Releasing the hold re-plans the cleaners still pending.
             return Step::Settled(Ok(Outcome::Finish));
         }
-        let attempt = job.attempt;
         let failure = |error: String| {
             Step::Record(Command::RecordCleanerFailure {
                 cleaner: cleaner.clone(),
@@ -902,6 +949,48 @@ enum Step {
     Settled(Result<Outcome, RequestError>),
     /// Record this result; the job is finished once it is recorded (or refused).
     Record(Command),
+}
+
+/// One cleaner call that a request's claimed dispatch jobs stand for.
+struct Call {
+    /// The index of the job it is made for.
+    job: usize,
+    cleaner: CleanerName,
+    attempt: u32,
+}
+
+/// The calls that one request's claimed dispatch jobs stand for: a cleaner's own job is its
+/// call; the job for all (ADR 10) is the first attempt of each planned cleaner that has had
+/// none, unless the claim holds that cleaner's own job too. A key that names no cleaner
+/// stands for nothing, and its job is finished.
+fn calls(jobs: &[Job], request: &Request) -> Vec<Call> {
+    let mut calls = Vec::new();
+    for (index, job) in jobs.iter().enumerate() {
+        if !job.dispatches_all() {
+            if let Ok(cleaner) = CleanerName::parse(job.key.clone()) {
+                calls.push(Call {
+                    job: index,
+                    cleaner,
+                    attempt: job.attempt,
+                });
+            }
+            continue;
+        }
+        let Phase::Cleaning(cleaning) = &request.phase else {
+            continue;
+        };
+        let first_attempts = cleaning.cleaners.iter().filter(|(name, progress)| {
+            progress.state == CleanerState::Pending
+                && progress.next_attempt() == 1
+                && !jobs.iter().any(|j| j.key == name.as_str())
+        });
+        calls.extend(first_attempts.map(|(name, _)| Call {
+            job: index,
+            cleaner: name.clone(),
+            attempt: 1,
+        }));
+    }
+    calls
 }
 
 /// Jobs grouped by request, in order of each request's first job, each group in claim order.
