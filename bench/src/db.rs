@@ -50,7 +50,7 @@ const SQLITE_RAW_EVENTS: &str = "CREATE TABLE raw_events (
     event_type      TEXT NOT NULL,
     schema_version  INTEGER NOT NULL,
     payload         TEXT NOT NULL,
-    event_id        TEXT NOT NULL UNIQUE,
+    event_id        TEXT NOT NULL,
     command_id      TEXT,
     correlation_id  TEXT NOT NULL,
     causation_id    TEXT,

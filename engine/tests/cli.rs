@@ -517,6 +517,89 @@ async fn migrate_is_idempotent(t: TestStore) {
     .ok();
 }
 
+/// Upgrading a log written under the earlier migrations (all but the newest) keeps every
+/// event and its position, and a later append comes after the highest position ever given,
+/// even one whose event is gone.
+async fn an_upgrade_keeps_the_log(t: TestStore) {
+    let earlier = tempfile::tempdir().unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(t.migrations_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    files.pop().expect("at least one migration");
+    for file in &files {
+        std::fs::copy(file, earlier.path().join(file.file_name().unwrap())).unwrap();
+    }
+    let migrator = sqlx::migrate::Migrator::new(earlier.path()).await.unwrap();
+    match &t {
+        TestStore::Postgres { store, .. } => migrator.run(store.pool()).await.unwrap(),
+        TestStore::Sqlite { store, .. } => migrator.run(store.writer()).await.unwrap(),
+    }
+    let row = |version: u32, event_id: &str| {
+        format!(
+            "('0192e4a0-0000-7000-8000-000000000001', {version}, 'Received', 1, '{{}}', \
+             '{event_id}', '0192e4a0-0000-7000-8000-0000000000cc', 'test', \
+             '2026-12-01T00:00:00Z', 'p{version}', 'h{version}')"
+        )
+    };
+    t.execute(&format!(
+        "INSERT INTO streams (stream_id, version, last_hash) \
+         VALUES ('0192e4a0-0000-7000-8000-000000000001', 3, 'h3'); \
+         INSERT INTO events (stream_id, version, event_type, schema_version, payload, event_id, \
+         correlation_id, actor, recorded_at, prev_hash, hash) VALUES {}, {}, {}; \
+         DELETE FROM events WHERE version = 3;",
+        row(1, "0192e4a0-0000-7000-8000-0000000000e1"),
+        row(2, "0192e4a0-0000-7000-8000-0000000000e2"),
+        row(3, "0192e4a0-0000-7000-8000-0000000000e3"),
+    ))
+    .await;
+    let before = t
+        .fetch_integers("SELECT position FROM events ORDER BY position")
+        .await;
+    assert_eq!(before.len(), 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = t.database_url();
+    let migrate = run(dir.path(), &["migrate", "--database-url", &url])
+        .await
+        .ok();
+    assert!(migrate.stdout.contains("up to date"), "{migrate:?}");
+    let kept = t
+        .fetch_integers(
+            "SELECT position FROM events \
+             WHERE stream_id = '0192e4a0-0000-7000-8000-000000000001' ORDER BY position",
+        )
+        .await;
+    assert_eq!(kept, before, "every event keeps its position");
+    let versions = t
+        .fetch_integers(
+            "SELECT version FROM events \
+             WHERE stream_id = '0192e4a0-0000-7000-8000-000000000001' ORDER BY position",
+        )
+        .await;
+    assert_eq!(versions, [1, 2]);
+
+    run(
+        dir.path(),
+        &["submit", "--subject", "user_id=1", "--database-url", &url],
+    )
+    .await
+    .ok();
+    let after = t
+        .fetch_integers(
+            "SELECT position FROM events \
+             WHERE stream_id <> '0192e4a0-0000-7000-8000-000000000001' ORDER BY position",
+        )
+        .await;
+    assert_eq!(after.len(), 1, "the submission's Received");
+    assert!(
+        after[0] > before[1] + 1,
+        "a new event comes after every position given before the upgrade: {after:?} after {before:?}"
+    );
+}
+
 /// On Postgres the log is read in transaction order, which hides events whose transaction
 /// committed after one still open elsewhere; `verify` must not take that for removed events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -784,8 +867,8 @@ macro_rules! on_both_backends {
 on_both_backends!(
     postgres => [verify_and_history_detect_tampering],
     sqlite => [verify_and_history_detect_tampering],
-    postgres_unmigrated => [migrate_is_idempotent],
-    sqlite_unmigrated => [migrate_is_idempotent],
+    postgres_unmigrated => [migrate_is_idempotent, an_upgrade_keeps_the_log],
+    sqlite_unmigrated => [migrate_is_idempotent, an_upgrade_keeps_the_log],
 );
 
 #[tokio::test]
