@@ -41,26 +41,6 @@ impl fmt::Display for Backend {
     }
 }
 
-/// The SQLite twin of `events` (see `migrations/sqlite`), without the foreign key: the
-/// baseline is a plain insert.
-const SQLITE_RAW_EVENTS: &str = "CREATE TABLE raw_events (
-    position        INTEGER PRIMARY KEY AUTOINCREMENT,
-    stream_id       TEXT NOT NULL,
-    version         INTEGER NOT NULL,
-    event_type      TEXT NOT NULL,
-    schema_version  INTEGER NOT NULL,
-    payload         TEXT NOT NULL,
-    event_id        TEXT NOT NULL,
-    command_id      TEXT,
-    correlation_id  TEXT NOT NULL,
-    causation_id    TEXT,
-    actor           TEXT NOT NULL,
-    recorded_at     TEXT NOT NULL,
-    prev_hash       TEXT NOT NULL,
-    hash            TEXT NOT NULL,
-    UNIQUE (stream_id, version)
-)";
-
 /// Postgres copies `events` (columns, defaults, identity, primary key, unique constraints and
 /// the global-order index; not the foreign key to `streams`).
 const POSTGRES_RAW_EVENTS: &str =
@@ -236,7 +216,18 @@ impl Db {
             }
             Kind::Sqlite { store, .. } => {
                 store.migrate().await?;
-                sqlx::raw_sql(SQLITE_RAW_EVENTS)
+                // SQLite has no `LIKE`: the twin is made by `events`' own definition as the
+                // migrations left it (columns, keys, unique constraints), renamed.
+                let events: String = sqlx::query_scalar(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+                )
+                .fetch_one(store.writer())
+                .await?;
+                let body = events
+                    .find('(')
+                    .map(|at| &events[at..])
+                    .ok_or_else(|| anyhow!("unexpected definition of events: {events}"))?;
+                sqlx::raw_sql(&format!("CREATE TABLE raw_events {body}"))
                     .execute(store.writer())
                     .await?;
             }
