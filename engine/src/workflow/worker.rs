@@ -960,9 +960,10 @@ struct Call {
 }
 
 /// The calls that one request's claimed dispatch jobs stand for: a cleaner's own job is its
-/// call; the job for all (ADR 10) is the first attempt of each planned cleaner that has had
-/// none, unless the claim holds that cleaner's own job too. A key that names no cleaner
-/// stands for nothing, and its job is finished.
+/// call; the job for all (ADR 10) is attempt 1 of each planned cleaner, unless the claim holds
+/// that cleaner's own job too (`dispatch_step` passes over a cleaner already past attempt 1,
+/// as it does for any call no longer wanted). A key that names no cleaner stands for nothing,
+/// and its job is finished.
 fn calls(jobs: &[Job], request: &Request) -> Vec<Call> {
     let mut calls = Vec::new();
     for (index, job) in jobs.iter().enumerate() {
@@ -979,12 +980,11 @@ fn calls(jobs: &[Job], request: &Request) -> Vec<Call> {
         let Phase::Cleaning(cleaning) = &request.phase else {
             continue;
         };
-        let first_attempts = cleaning.cleaners.iter().filter(|(name, progress)| {
-            progress.state == CleanerState::Pending
-                && progress.next_attempt() == 1
-                && !jobs.iter().any(|j| j.key == name.as_str())
-        });
-        calls.extend(first_attempts.map(|(name, _)| Call {
+        let without_own_job = cleaning
+            .cleaners
+            .keys()
+            .filter(|name| !jobs.iter().any(|j| j.key == name.as_str()));
+        calls.extend(without_own_job.map(|name| Call {
             job: index,
             cleaner: name.clone(),
             attempt: 1,
