@@ -461,6 +461,8 @@ impl Db {
             "INSERT INTO raw_events ({RAW_INSERT_COLUMNS}) VALUES ({})",
             placeholders.join(", ")
         ));
+        // The payload as the JSON text both stores keep (ADR 12).
+        let payload: Arc<str> = Arc::from(row.payload.to_string());
         match &self.kind {
             Kind::Postgres { options, .. } => {
                 let size = u32::try_from(concurrency.max(1)).unwrap_or(u32::MAX);
@@ -481,13 +483,14 @@ impl Db {
                     let pool = run_pool.clone();
                     let row = row.clone();
                     let sql = sql.clone();
+                    let payload = payload.clone();
                     async move {
                         sqlx::query(&sql)
                             .bind(Uuid::now_v7())
                             .bind(1_i64)
                             .bind(row.event_type)
                             .bind(1_i32)
-                            .bind(&row.payload)
+                            .bind(&*payload)
                             .bind(Uuid::now_v7())
                             .bind(None::<String>)
                             .bind(Uuid::now_v7())
@@ -508,7 +511,6 @@ impl Db {
             }
             Kind::Sqlite { store, .. } => {
                 let pool = store.writer().clone();
-                let payload: Arc<str> = Arc::from(row.payload.to_string());
                 Ok(load::run(concurrency, duration, max_rows, move |_| {
                     let pool = pool.clone();
                     let row = row.clone();

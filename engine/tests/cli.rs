@@ -19,8 +19,11 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt as _;
 use lethe_domain::RequestId;
+use lethe_domain::RequestStatus;
+use lethe_engine::read_models::RequestFilter;
 use lethe_engine::secrets::MasterKey;
 use lethe_engine::store::{Checkpoint, SqliteStore};
+use lethe_projections::requests::{CleanerRow, RequestRow};
 use serde_json::Value;
 use support::TestStore;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -403,18 +406,12 @@ async fn verify_and_history_detect_tampering(t: TestStore) {
         .ok();
     assert!(verify.stdout.starts_with("ok"), "{verify:?}");
 
-    let sql = if t.is_postgres() {
-        format!(
-            "UPDATE events SET payload = jsonb_set(payload, '{{source}}', '\"tampered\"') \
-             WHERE stream_id = '{second}'"
-        )
-    } else {
-        format!(
-            "UPDATE events SET payload = replace(payload, 'original', 'tamperex') \
-             WHERE stream_id = '{second}'"
-        )
-    };
-    t.execute(&sql).await;
+    // Both stores keep the payload as JSON text (ADR 12).
+    t.execute(&format!(
+        "UPDATE events SET payload = replace(payload, 'original', 'tamperex') \
+         WHERE stream_id = '{second}'"
+    ))
+    .await;
     let stored = t.store().read_stream(second, 0).await.unwrap();
     assert_ne!(
         stored[0].payload["source"], "original",
@@ -517,9 +514,10 @@ async fn migrate_is_idempotent(t: TestStore) {
     .ok();
 }
 
-/// Upgrading a log written under the earlier migrations (all but the newest) keeps every
-/// event and its position, and a later append comes after the highest position ever given,
-/// even one whose event is gone.
+/// Upgrading a database written under the migrations before the log was rewritten (ADR 11),
+/// through every later one, keeps every event and its position, and a later append comes
+/// after the highest position ever given, even one whose event is gone. A read model row
+/// written before the upgrade (as `jsonb` on Postgres, before ADR 12) reads back the same.
 async fn an_upgrade_keeps_the_log(t: TestStore) {
     let earlier = tempfile::tempdir().unwrap();
     let mut files: Vec<_> = std::fs::read_dir(t.migrations_dir())
@@ -528,7 +526,11 @@ async fn an_upgrade_keeps_the_log(t: TestStore) {
         .filter(|path| path.extension().is_some_and(|e| e == "sql"))
         .collect();
     files.sort();
-    files.pop().expect("at least one migration");
+    let rewrite = files
+        .iter()
+        .position(|path| path.to_string_lossy().ends_with("_events_fewer_checks.sql"))
+        .expect("the migration that rewrites the log");
+    files.truncate(rewrite);
     for file in &files {
         std::fs::copy(file, earlier.path().join(file.file_name().unwrap())).unwrap();
     }
@@ -559,6 +561,39 @@ async fn an_upgrade_keeps_the_log(t: TestStore) {
         .fetch_integers("SELECT position FROM events ORDER BY position")
         .await;
     assert_eq!(before.len(), 2);
+    let view = RequestRow {
+        id: RequestId::from_uuid(uuid::Uuid::from_u128(
+            0x0192_e4a0_0000_7000_8000_0000_0000_0001,
+        )),
+        status: RequestStatus::Due,
+        jurisdiction: "gdpr".to_owned(),
+        source: Some("web \"form\"".to_owned()),
+        tags: vec!["b".to_owned(), "a".to_owned()],
+        received_at: "2026-12-01T00:00:00Z".parse().unwrap(),
+        due_at: "2026-12-15T00:00:00Z".parse().unwrap(),
+        deadline: chrono::NaiveDate::from_ymd_opt(2027, 1, 1).unwrap(),
+        on_hold: false,
+        became_due_at: Some("2026-12-15T00:00:01Z".parse().unwrap()),
+        closed_at: None,
+        cleaners: vec![CleanerRow {
+            name: "crm".to_owned(),
+            status: "pending".to_owned(),
+            attempts: 2,
+            max_attempts: 8,
+            last_error: Some("503 from crm".to_owned()),
+            started_at: "2026-12-15T00:00:01Z".parse().unwrap(),
+            finished_at: None,
+        }],
+        last_error: Some("503 from crm".to_owned()),
+        shredded: false,
+    };
+    t.execute(&format!(
+        "INSERT INTO request_view (request_id, status, jurisdiction, received_at, deadline, \
+         closed_at, row_data) VALUES ('0192e4a0-0000-7000-8000-000000000001', 'due', 'gdpr', \
+         '2026-12-01T00:00:00Z', '2027-01-01', NULL, '{}')",
+        serde_json::to_string(&view).unwrap().replace('\'', "''")
+    ))
+    .await;
 
     let dir = tempfile::tempdir().unwrap();
     let url = t.database_url();
@@ -580,6 +615,13 @@ async fn an_upgrade_keeps_the_log(t: TestStore) {
         )
         .await;
     assert_eq!(versions, [1, 2]);
+    let upgraded = t
+        .database()
+        .read_models
+        .list_requests(&RequestFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(upgraded, [view], "the read model's row after the upgrade");
 
     run(
         dir.path(),

@@ -38,12 +38,10 @@ impl ReadModelStore for PostgresStore {
         let mut ids: Vec<uuid::Uuid> = events.iter().map(|e| *e.stream_id.as_uuid()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let existing = sqlx::query(
-            "SELECT row_data::text AS row_data FROM request_view WHERE request_id = ANY($1)",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
+        let existing = sqlx::query("SELECT row_data FROM request_view WHERE request_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
         let mut rows = HashMap::new();
         for record in &existing {
             let row = decode(record.try_get("row_data")?)?;
@@ -76,7 +74,7 @@ impl ReadModelStore for PostgresStore {
             "INSERT INTO request_view (request_id, status, jurisdiction, received_at, deadline, \
              closed_at, row_data) \
              SELECT request_id, status, jurisdiction, received_at, deadline, closed_at, \
-             row_data::jsonb FROM unnest($1::uuid[], $2::text[], $3::text[], \
+             row_data FROM unnest($1::uuid[], $2::text[], $3::text[], \
              $4::timestamptz[], $5::date[], $6::timestamptz[], $7::text[]) \
              AS t(request_id, status, jurisdiction, received_at, deadline, closed_at, row_data) \
              ORDER BY request_id \
@@ -107,8 +105,7 @@ impl ReadModelStore for PostgresStore {
         let today = filter
             .today
             .unwrap_or_else(|| chrono::Utc::now().date_naive());
-        let mut query =
-            QueryBuilder::new("SELECT row_data::text AS row_data FROM request_view WHERE true");
+        let mut query = QueryBuilder::new("SELECT row_data FROM request_view WHERE true");
         if let Some(after) = after {
             query.push(" AND request_id > ").push_bind(*after.as_uuid());
         }

@@ -87,7 +87,8 @@ fn decode(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         version: row.try_get("version")?,
         event_type: row.try_get("event_type")?,
         schema_version: row.try_get("schema_version")?,
-        payload: row.try_get("payload")?,
+        payload: serde_json::from_str(row.try_get("payload")?)
+            .map_err(|e| StoreError::Corrupt(format!("an event's payload is not JSON: {e}")))?,
         event_id: row.try_get("event_id")?,
         command_id: row.try_get("command_id")?,
         correlation_id: row.try_get("correlation_id")?,
@@ -511,7 +512,8 @@ struct EventColumns<'a> {
     versions: Vec<i64>,
     types: Vec<&'a str>,
     schema_versions: Vec<i32>,
-    payloads: Vec<&'a serde_json::Value>,
+    /// The payloads as JSON text (the column is `text`: ADR 12).
+    payloads: Vec<String>,
     event_ids: Vec<uuid::Uuid>,
     command_ids: Vec<Option<&'a str>>,
     correlation_ids: Vec<uuid::Uuid>,
@@ -529,7 +531,7 @@ fn unnest_events(first: usize) -> String {
         "int8",
         "text",
         "int4",
-        "jsonb",
+        "text",
         "uuid",
         "text",
         "uuid",
@@ -578,7 +580,7 @@ impl<'a> EventColumns<'a> {
             columns.versions.push(row.version);
             columns.types.push(row.event_type.as_str());
             columns.schema_versions.push(row.schema_version);
-            columns.payloads.push(&row.payload);
+            columns.payloads.push(row.payload.to_string());
             columns.event_ids.push(row.event_id);
             columns.command_ids.push(row.command_id.as_deref());
             columns.correlation_ids.push(row.correlation_id);
