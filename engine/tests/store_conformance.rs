@@ -878,6 +878,28 @@ async fn a_batch_of_new_streams_answers_each_alone(t: TestStore) {
     assert_eq!(found, expected);
 }
 
+/// A stored payload that is not JSON (written around Lethe) is reported, not passed on.
+async fn a_payload_that_is_not_json_is_an_error(t: TestStore) {
+    let store = t.store();
+    let id = new_id();
+    let meta = EventMetadata::new("test");
+    store.append(id, 0, &[received(id)], &meta).await.unwrap();
+    let position = store.read_stream(id, 0).await.unwrap()[0].position;
+    t.execute(&format!(
+        "UPDATE events SET payload = 'not json' WHERE stream_id = '{id}'"
+    ))
+    .await;
+    let error = store.read_stream(id, 0).await.unwrap_err().to_string();
+    if t.is_postgres() {
+        assert!(
+            error.contains(&format!(
+                "the payload of the event at position {position} is not JSON"
+            )),
+            "{error}"
+        );
+    }
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod postgres {
@@ -901,6 +923,7 @@ macro_rules! conformance {
 
 conformance!(
     a_batch_of_new_streams_answers_each_alone,
+    a_payload_that_is_not_json_is_an_error,
     append_and_read_back,
     wrong_expected_version_is_a_conflict,
     racing_appenders_one_wins,

@@ -80,15 +80,19 @@ impl PostgresStore {
 }
 
 fn decode(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let position = row.try_get("position")?;
     Ok(RecordedEvent {
-        position: row.try_get("position")?,
+        position,
         transaction_id: row.try_get("transaction_id")?,
         stream_id: RequestId::from_uuid(row.try_get("stream_id")?),
         version: row.try_get("version")?,
         event_type: row.try_get("event_type")?,
         schema_version: row.try_get("schema_version")?,
-        payload: serde_json::from_str(row.try_get("payload")?)
-            .map_err(|e| StoreError::Corrupt(format!("an event's payload is not JSON: {e}")))?,
+        payload: serde_json::from_str(row.try_get("payload")?).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "the payload of the event at position {position} is not JSON: {e}"
+            ))
+        })?,
         event_id: row.try_get("event_id")?,
         command_id: row.try_get("command_id")?,
         correlation_id: row.try_get("correlation_id")?,
