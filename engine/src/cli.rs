@@ -220,10 +220,10 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let mut config = Config::load(cli.global.config.as_deref())?;
-    if let (Some(kafka), Ok(brokers)) = (&mut config.kafka, std::env::var("LETHE_KAFKA_BROKERS")) {
-        kafka.brokers = brokers;
-    }
+    let config = Config::load_with(
+        cli.global.config.as_deref(),
+        &crate::config::Environment::current()?,
+    )?;
     let default_filter = if matches!(cli.command, Commands::Serve { .. }) {
         "info,sqlx=warn"
     } else {
