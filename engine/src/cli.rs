@@ -1,6 +1,6 @@
-//! The `lethe` command line (see `CONTRACT.md`). Each subcommand is a small function over the
-//! same pieces the HTTP API uses. Exit codes: 0 success, 1 a failure the message names, 2 a
-//! usage error (from clap).
+//! The `lethe` command line (README.md, docs/OPERATIONS.md). Each subcommand is a small
+//! function over the same pieces the HTTP API uses. Exit codes: 0 success, 1 a failure the
+//! message names, 2 a usage error (from clap).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -427,7 +427,7 @@ fn span<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Span, D::Error> {
     text.parse().map_err(serde::de::Error::custom)
 }
 
-/// A duration written as in the contract: `"30d"`, `"12h"`, `"2s"`, `"1h 30m"`.
+/// A duration as docs/OPERATIONS.md writes them: `"30d"`, `"12h"`, `"2s"`, `"1h 30m"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigDuration(pub Duration);
 
