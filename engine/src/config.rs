@@ -604,6 +604,14 @@ impl Config {
                     ));
                 }
             }
+            for (key, topic) in [
+                ("kafka.results_topic", &kafka.results_topic),
+                ("kafka.dead_letter_topic", &kafka.dead_letter_topic),
+            ] {
+                if topic.trim().is_empty() {
+                    return Err(invalid(key.into(), "names no topic"));
+                }
+            }
         }
         if let Some(notifier) = &self.notifier {
             check_url("notifier.url", &notifier.url)?;
@@ -952,6 +960,14 @@ mod tests {
             ),
             ("[kafka]\nbrokers = \"b:9092\"\npublish = { Doo = \"t\" }", "kafka.publish.Doo"),
             ("[kafka]\nbrokers = \"\"", "kafka.brokers"),
+            (
+                "[kafka]\nbrokers = \"b:9092\"\nresults_topic = \" \"",
+                "kafka.results_topic",
+            ),
+            (
+                "[kafka]\nbrokers = \"b:9092\"\ndead_letter_topic = \"\"",
+                "kafka.dead_letter_topic",
+            ),
         ];
         for (text, key) in cases {
             let message = Config::parse(text).unwrap_err().to_string();
