@@ -1047,6 +1047,7 @@ on_both!(
     a_reminder_whose_lease_outlasts_the_grace_period_still_ends_in_an_outcome,
     a_crash_during_the_notifier_call_records_nothing_until_a_call_is_accepted,
     without_a_notifier_or_while_on_hold_a_reminder_is_recorded_not_sent,
+    a_reminded_event_of_an_older_version_is_delivered_or_left_as_it_was,
     full_lifecycle,
     cancel_during_grace_never_calls_cleaners,
     hold_delays_due_until_release,

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use lethe_domain::event::{PlannedCleaner, ReminderNotSentReason};
-use lethe_domain::state::{CleanerState, Phase, Reminder, Request};
+use lethe_domain::state::{CleanerState, Phase, ReminderOutcome, Request};
 use lethe_domain::{CleanerName, Command, RequestId, RetryPolicy};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -569,11 +569,16 @@ impl Workers {
             return Ok(Outcome::Finish);
         };
         let request = &loaded.request;
-        if request
-            .reminders
-            .get(index as usize)
-            .is_none_or(Reminder::is_resolved)
-        {
+        let Some(reminder) = request.reminders.get(index as usize) else {
+            return Ok(Outcome::Finish);
+        };
+        if reminder.is_resolved() {
+            return Ok(Outcome::Finish);
+        }
+        let moot = request.reminder_moot(now);
+        if moot.is_some() && matches!(reminder.outcome, ReminderOutcome::Reminded { .. }) {
+            // A `Reminded` of an older version: it may have been delivered, which its log
+            // does not say; claiming "not sent" could be false, so it stays `reminded`.
             return Ok(Outcome::Finish);
         }
         let calls = job.attempt;
@@ -584,7 +589,7 @@ impl Workers {
             calls,
             last_error,
         };
-        if let Some(reason) = request.reminder_moot(now) {
+        if let Some(reason) = moot {
             let command = not_sent(reason, calls, None);
             return self.record(loaded, REMINDER_ACTOR, command).await;
         }

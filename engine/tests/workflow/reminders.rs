@@ -371,3 +371,69 @@ pub async fn without_a_notifier_or_while_on_hold_a_reminder_is_recorded_not_sent
         [not_sent("on_hold"), not_sent("on_hold")]
     );
 }
+
+/// A log written before ADR 16: `Reminded` was recorded, the notifier's job still pending at
+/// the upgrade. The new version delivers it while it is useful and records the acceptance;
+/// once moot it leaves it `reminded`, since the old version may have delivered it.
+pub async fn a_reminded_event_of_an_older_version_is_delivered_or_left_as_it_was(store: TestStore) {
+    let notifier = FakeService::start(&[]).await;
+    let driven = Driven::new(store, &config(Some(&notifier), "[\"30m\"]"));
+    let useful = driven.submit("1").await;
+    let moot = driven.submit("2").await;
+    for request in [&useful, &moot] {
+        let legacy = Event::Reminded(lethe_domain::event::Reminded {
+            index: 0,
+            at: request.reminders[0],
+        });
+        driven
+            .requests
+            .store()
+            .append(
+                request.id,
+                1,
+                &[legacy],
+                &EventMetadata::new("system:timers"),
+            )
+            .await
+            .unwrap();
+    }
+    driven.catch_up().await;
+    driven
+        .execute(
+            moot.id,
+            Command::Cancel {
+                at: at_ms(moot.reminders[0], 1),
+                reason: None,
+            },
+        )
+        .await;
+    let kinds = |jobs: Vec<Job>| -> Vec<JobKind> {
+        jobs.into_iter()
+            .filter(|j| j.kind.is_reminder())
+            .map(|j| j.kind)
+            .collect()
+    };
+    assert_eq!(
+        kinds(driven.workflow.jobs_of(useful.id).await.unwrap()),
+        [JobKind::Notify]
+    );
+    assert_eq!(
+        kinds(driven.workflow.jobs_of(moot.id).await.unwrap()),
+        [JobKind::Notify]
+    );
+
+    driven.timers_at(at_ms(moot.reminders[0], 2)).await;
+    let calls = notifier.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0].idempotency_key,
+        format!("{}:reminder:0", useful.id)
+    );
+    assert_eq!(driven.outcomes(useful.id).await[0].0, "ReminderSent");
+    assert_eq!(driven.outcomes(moot.id).await, []);
+    let state = driven.requests.load(moot.id).await.unwrap().unwrap();
+    assert_eq!(state.request.reminders[0].outcome.as_str(), "reminded");
+    for id in [useful.id, moot.id] {
+        assert_eq!(kinds(driven.workflow.jobs_of(id).await.unwrap()), []);
+    }
+}
