@@ -25,7 +25,6 @@ impl Reply {
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 
-    #[allow(dead_code)] // for the tests that read answers
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
