@@ -1,6 +1,8 @@
 //! A bare HTTP/1.1 client over a TCP socket: it sends exactly the bytes it is given (broken
 //! ones included) and reads what the server answers, if anything.
 
+#![allow(dead_code)] // each test binary that includes it uses a part
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
