@@ -556,6 +556,26 @@ impl Workload {
         }
     }
 
+    /// Waits (at most [`COMPLETION_DEADLINE`]) until the work has got as far as `reached`
+    /// says, while `server` runs.
+    async fn wait_for(&self, server: &mut Server, what: &str, reached: impl Fn(&Progress) -> bool) {
+        let deadline = Instant::now() + COMPLETION_DEADLINE;
+        loop {
+            server.assert_alive();
+            let progress = self.progress().await;
+            if reached(&progress) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not reached within {COMPLETION_DEADLINE:?}: {progress:?}; seed {}\n{}",
+                self.seed,
+                server.tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// How many `Completed` events the log holds.
     async fn completed_events(&self) -> i64 {
         self.store
@@ -1058,11 +1078,33 @@ async fn http_intake_survives_sigkill_on(seed: u64, store: TestStore, backend: &
         BULK_CHUNK,
         Duration::from_millis(600),
     ));
-    // More kills than elsewhere, so that they reach past the intake into the reminders and
-    // the callbacks.
-    let mut at_kills = Vec::new();
+    // Kills at random moments of the intake, then (as the intake may run on) once reminders
+    // go out, and twice once results are being reported: each after a random pause from
+    // the moment its phase began.
+    let mut at_kills: Vec<Progress> = Vec::new();
     for kill in 1..=HTTP_KILLS {
-        tokio::time::sleep(random_run(&mut rng)).await;
+        // The phase: what must have happened at least (notifier calls, results reported).
+        let (what, notified, reported) = match kill {
+            1..=3 => ("the intake", 0, 0),
+            4 => ("reminders going out", 1, 0),
+            5 => ("results reported", 0, 1),
+            _ => (
+                "more results reported",
+                0,
+                at_kills.last().map_or(0, |p| p.reported) + 1,
+            ),
+        };
+        workload
+            .wait_for(&mut server, what, |p| {
+                p.notified >= notified && p.reported >= reported
+            })
+            .await;
+        let pause = if kill <= 3 {
+            random_run(&mut rng)
+        } else {
+            Duration::from_millis(rng.random_range(0..=300))
+        };
+        tokio::time::sleep(pause).await;
         at_kills.push(workload.progress().await);
         workload.kill(server).await;
         server = Server::start(&workload, &format!("lethe-{}", kill + 1)).await;
