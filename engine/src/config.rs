@@ -94,6 +94,18 @@ pub struct ApiConfig {
     pub rate_per_second: Option<u32>,
     /// How many requests a token may send at once above its rate (default: twice the rate).
     pub burst: Option<u32>,
+    /// A streamed bulk body that sends no byte for this long is cut short (default 30 s):
+    /// the lines received are answered, then a last line says the body stalled.
+    pub body_idle_timeout: Option<ConfigDuration>,
+}
+
+impl ApiConfig {
+    pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+    pub fn body_idle_timeout(&self) -> Duration {
+        self.body_idle_timeout
+            .map_or(Self::DEFAULT_BODY_IDLE_TIMEOUT, |d| d.0)
+    }
 }
 
 /// The scopes a token can carry (plus `cleaner:<name>`).
@@ -616,6 +628,12 @@ impl Config {
         if let Some(notifier) = &self.notifier {
             check_url("notifier.url", &notifier.url)?;
         }
+        if self.api.body_idle_timeout.is_some_and(|d| d.0.is_zero()) {
+            return Err(invalid(
+                "api.body_idle_timeout".into(),
+                "must be longer than zero",
+            ));
+        }
         if self.api.rate_per_second == Some(0) {
             return Err(invalid("api.rate_per_second".into(), "must be at least 1"));
         }
@@ -752,7 +770,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_empty_file_gives_the_contract_defaults() {
+    fn an_empty_file_gives_the_documented_defaults() {
         let config = Config::parse("").unwrap();
         assert_eq!(config.policy.grace_period.0, Duration::from_secs(30 * DAY));
         let gdpr = Jurisdiction::parse("gdpr").unwrap();
@@ -768,7 +786,7 @@ mod tests {
     }
 
     #[test]
-    fn the_contract_example_parses() {
+    fn a_policy_with_an_extra_jurisdiction_parses() {
         let config = Config::parse(
             r#"
             [policy]
@@ -792,7 +810,7 @@ mod tests {
     }
 
     #[test]
-    fn cleaners_parse_as_in_the_contract() {
+    fn cleaners_parse_as_documented() {
         let config = Config::parse(
             r#"
             [notifier]

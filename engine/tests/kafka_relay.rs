@@ -336,22 +336,13 @@ async fn without_a_kafka_section_there_is_no_relay() {
     assert_eq!(kafka.results_topic, "lethe.cleaner-results");
 }
 
-/// A service that erases on Kafka: it reads Due messages and answers on the results topic.
+/// A service that erases on Kafka: it reads Due messages and answers on the results topic,
+/// with a detail longer than Lethe keeps.
 fn start_search_service(brokers: String) -> tokio::task::JoinHandle<()> {
-    start_search_service_with(brokers, false, "search-service")
-}
-
-/// Like [`start_search_service`]; with `fail_first`, attempt 1 is answered with a retryable
-/// failure (so Lethe must re-publish Due with attempt 2).
-fn start_search_service_with(
-    brokers: String,
-    fail_first: bool,
-    group: &'static str,
-) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
-            .set("group.id", group)
+            .set("group.id", "search-service")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
             .create()
@@ -375,18 +366,13 @@ fn start_search_service_with(
                 .get("attempt")
                 .and_then(serde_json::Value::as_u64)
                 .unwrap_or(1);
-            let outcome = if fail_first && attempt == 1 {
-                "failed"
-            } else {
-                "succeeded"
-            };
             let result = serde_json::json!({
                 "request_id": due["request_id"],
                 "cleaner": "search",
                 "attempt": attempt,
-                "outcome": outcome,
-                "retryable": true,
+                "outcome": "succeeded",
                 "deleted": {"documents": 2},
+                "detail": "d".repeat(5000),
             })
             .to_string();
             let key = due["request_id"].as_str().unwrap().to_owned();
@@ -454,6 +440,11 @@ async fn kafka_cleaners_complete_requests_and_bad_results_go_to_the_dead_letter_
                             .unwrap();
                         assert_eq!(success.actor, "cleaner:search");
                         assert_eq!(success.payload["deleted"]["documents"], 2);
+                        // The service's 5,000-character detail, cut as the HTTP endpoint does.
+                        assert_eq!(
+                            success.payload["detail"].as_str().map(str::len),
+                            Some(lethe_engine::kafka::MAX_DETAIL_CHARS)
+                        );
                         break;
                     }
                     assert!(

@@ -446,6 +446,9 @@ async fn find_topic(consumer: &Arc<rdkafka::consumer::StreamConsumer>, topic: &s
     }
 }
 
+/// The most of a result's `detail` recorded, in characters (as by the HTTP result endpoint).
+pub const MAX_DETAIL_CHARS: usize = 1024;
+
 enum ResultError {
     Rejected(String),
     Store(String),
@@ -474,6 +477,12 @@ async fn apply_result(
             result.cleaner
         )));
     }
+    // A result is untrusted input bound for the immutable log: its free text is cut to what
+    // the HTTP result endpoint keeps.
+    let detail = result
+        .detail
+        .as_ref()
+        .map(|d| d.chars().take(MAX_DETAIL_CHARS).collect::<String>());
     let metadata = crate::store::EventMetadata::new(format!("cleaner:{}", result.cleaner));
     let now = chrono::Utc::now();
     let outcome = requests
@@ -484,15 +493,14 @@ async fn apply_result(
                     attempt: result.attempt,
                     at: now,
                     deleted: result.deleted.clone(),
-                    detail: result.detail.clone(),
+                    detail: detail.clone(),
                 }
             } else {
                 Command::RecordCleanerFailure {
                     cleaner: result.cleaner.clone(),
                     attempt: result.attempt,
                     at: now,
-                    error: result
-                        .detail
+                    error: detail
                         .clone()
                         .unwrap_or_else(|| "the cleaner reported a failure".to_owned()),
                     status_code: None,
