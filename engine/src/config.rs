@@ -747,6 +747,25 @@ mod tests {
     }
 
     #[test]
+    fn database_timeouts_default_short_parse_and_refuse_zero() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.database.acquire_timeout.0, Duration::from_secs(1));
+        assert_eq!(config.database.ready_timeout.0, Duration::from_millis(500));
+        let config =
+            Config::parse("[database]\nacquire_timeout = \"3s\"\nready_timeout = \"250ms\"\n")
+                .unwrap();
+        assert_eq!(config.database.acquire_timeout.0, Duration::from_secs(3));
+        assert_eq!(config.database.ready_timeout.0, Duration::from_millis(250));
+        for key in ["acquire_timeout", "ready_timeout"] {
+            let error = Config::parse(&format!("[database]\n{key} = \"0s\"\n")).unwrap_err();
+            assert!(
+                error.to_string().contains(&format!("database.{key}")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
     fn the_contract_example_parses() {
         let config = Config::parse(
             r#"
