@@ -244,7 +244,18 @@ fn record(seen: &Mutex<Seen>, subject: &str, answer: Answer, refused: bool) -> S
 /// Waits until the clients have had `n` subjects answered in all.
 async fn wait_answered(seen: &Arc<Mutex<Seen>>, n: usize) {
     let deadline = Instant::now() + DEADLINE;
-    while seen.lock().unwrap().answered.len() < n {
+    loop {
+        {
+            let seen = seen.lock().unwrap();
+            assert!(
+                seen.wrong.is_empty(),
+                "answers other than 2xx or 503: {:?}",
+                seen.wrong
+            );
+            if seen.answered.len() >= n {
+                return;
+            }
+        }
         assert!(
             Instant::now() < deadline,
             "fewer than {n} subjects were answered"
