@@ -798,7 +798,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_empty_file_gives_the_contract_defaults() {
+    fn an_empty_file_gives_the_documented_defaults() {
         let config = Config::parse("").unwrap();
         assert_eq!(config.policy.grace_period.0, Duration::from_secs(30 * DAY));
         let gdpr = Jurisdiction::parse("gdpr").unwrap();
@@ -833,7 +833,7 @@ mod tests {
     }
 
     #[test]
-    fn the_contract_example_parses() {
+    fn a_policy_with_an_extra_jurisdiction_parses() {
         let config = Config::parse(
             r#"
             [policy]
@@ -857,7 +857,7 @@ mod tests {
     }
 
     #[test]
-    fn cleaners_parse_as_in_the_contract() {
+    fn cleaners_parse_as_documented() {
         let config = Config::parse(
             r#"
             [notifier]
