@@ -384,9 +384,9 @@ fn cases(server: &Server, auth: Auth, rng: &mut StdRng) -> Vec<Case> {
             b"",
             Expect::Status(431),
         );
-        let huge = vec![b'a'; 300 * 1024];
+        let huge = vec![b'a'; 1024 * 1024];
         push(
-            format!("{path} 300 KiB header"),
+            format!("{path} 1 MiB header"),
             method,
             target(""),
             vec![("X-Huge", &huge)],
