@@ -632,19 +632,34 @@ impl Workload {
         // `CleanerFailed` events by request and cleaner, for the bound on calls.
         let mut failures: BTreeMap<(String, &str), usize> = BTreeMap::new();
         let mut reminded: BTreeSet<(String, u64)> = BTreeSet::new();
+        let mut sent: BTreeSet<(String, u64)> = BTreeSet::new();
+        // Reminders still to be settled: a reminder's job ends only by recording its outcome.
+        let mut unsettled: BTreeSet<(String, u64)> = BTreeSet::new();
         for id in &self.ids {
+            for job in self.workflow.jobs_of(*id).await.unwrap() {
+                if job.kind.is_reminder() {
+                    unsettled.insert((id.to_string(), job.key.parse().unwrap()));
+                }
+            }
             let events = self.events.read_stream(*id, 0).await.unwrap();
             let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
             for (kind, expected) in [("Received", 1), ("Due", 1), ("Completed", 1)] {
                 assert_eq!(count(&events, kind), expected, "{kind} of {id}: {kinds:?}");
             }
-            assert_eq!(kinds.last(), Some(&"Completed"), "{id}: {kinds:?}");
-            for event in events.iter().filter(|e| e.event_type == "Reminded") {
+            // A reminder's outcome (ADR 16): sent once the notifier accepted, or not sent; it
+            // may come after Completed (a reminder whose job was cut short by a kill).
+            let outcomes = ["ReminderSent", "ReminderNotSent"];
+            let last = kinds.iter().rev().find(|kind| !outcomes.contains(kind));
+            assert_eq!(last, Some(&"Completed"), "{id}: {kinds:?}");
+            for event in events.iter().filter(|e| outcomes.contains(&&*e.event_type)) {
                 let index = event.payload["index"].as_u64().unwrap();
                 assert!(
                     reminded.insert((id.to_string(), index)),
                     "{id}: reminder {index} recorded twice: {kinds:?}"
                 );
+                if event.event_type == "ReminderSent" {
+                    sent.insert((id.to_string(), index));
+                }
             }
             for cleaner in &names {
                 let of_cleaner = |kind: &str| -> Vec<u64> {
@@ -734,17 +749,20 @@ impl Workload {
             }
         }
         if let Some(notifier) = &self.notifier {
-            self.check_notifications(notifier, &reminded, &mut tally);
+            self.check_notifications(notifier, [&reminded, &unsettled], &sent, &mut tally);
         }
         tally
     }
 
-    /// Every notifier call is for a reminder the log records, signed, and no reminder was
-    /// sent more than once per kill beyond the first (the notifier accepts every call).
+    /// Every notifier call is for a reminder whose outcome the log records (or whose job, cut
+    /// short by the last kill, is still to record it), signed, and no reminder was sent more
+    /// than once per kill beyond the first (the notifier accepts every call); every reminder
+    /// the log records as sent reached the notifier.
     fn check_notifications(
         &self,
         notifier: &FakeService,
-        reminded: &BTreeSet<(String, u64)>,
+        [reminded, unsettled]: [&BTreeSet<(String, u64)>; 2],
+        sent: &BTreeSet<(String, u64)>,
         tally: &mut Tally,
     ) {
         let mut by_reminder: BTreeMap<(String, u64), usize> = BTreeMap::new();
@@ -755,8 +773,9 @@ impl Workload {
                 .to_owned();
             let index = call.body["reminder"].as_u64().unwrap();
             assert!(call.signature_ok, "notifier {id}: a bad signature");
+            let reminder = (id.clone(), index);
             assert!(
-                reminded.contains(&(id.clone(), index)),
+                reminded.contains(&reminder) || unsettled.contains(&reminder),
                 "the notifier was told of reminder {index} of {id}, which the log does not \
                  record; seed {}",
                 self.seed
@@ -772,6 +791,13 @@ impl Workload {
                 self.seed
             );
             tally.most_notifications = tally.most_notifications.max(*calls);
+        }
+        for (id, index) in sent {
+            assert!(
+                by_reminder.contains_key(&(id.clone(), *index)),
+                "reminder {index} of {id} is recorded as sent without a notifier call; seed {}",
+                self.seed
+            );
         }
         tally.notifications = by_reminder.values().sum();
         assert!(tally.notifications > 0, "no reminder reached the notifier");

@@ -170,15 +170,6 @@ impl Workers {
         self.config.engine.poll_interval.0
     }
 
-    /// A timer lease outlives a notifier call, so a reminder being delivered is not
-    /// claimed again meanwhile (were it, the notifier would see the same `Idempotency-Key`).
-    fn timer_lease(&self) -> Duration {
-        let notifier = self.config.notifier.as_ref().map(|n| n.timeout.0);
-        notifier.map_or(self.lease(), |timeout| {
-            self.lease().max(timeout + Duration::from_secs(5))
-        })
-    }
-
     /// Runs timer jobs until `shutdown`.
     pub async fn run_timers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         while !*shutdown.borrow() {
@@ -206,7 +197,7 @@ impl Workers {
         ];
         let claimed = self
             .workflow
-            .claim_jobs(&kinds, &self.owner, now, self.timer_lease(), CLAIM_BATCH)
+            .claim_jobs(&kinds, &self.owner, now, self.lease(), CLAIM_BATCH)
             .await;
         let jobs = match claimed {
             Ok(jobs) => jobs,

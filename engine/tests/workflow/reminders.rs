@@ -12,7 +12,7 @@ use lethe_engine::config::Config;
 use lethe_engine::requests::{Requests, Submission};
 use lethe_engine::secrets::MasterKey;
 use lethe_engine::store::EventMetadata;
-use lethe_engine::workflow::saga::Saga;
+use lethe_engine::workflow::saga::{Saga, SAGA};
 use lethe_engine::workflow::subscription::SubscriptionRunner;
 use lethe_engine::workflow::worker::Workers;
 use lethe_engine::workflow::{Job, JobKind, WorkflowStore};
@@ -89,9 +89,24 @@ impl Driven {
         }
     }
 
-    /// Runs the saga until it has read the whole log.
+    /// Runs the saga until it has read the whole log as it is now. On Postgres an event is
+    /// read only once every transaction older than its own has ended, in the whole cluster
+    /// (other tests' included), so a round may find nothing yet: it waits for the checkpoint.
     async fn catch_up(&self) {
-        while self.runner.round(&self.saga).await.unwrap() > 0 {}
+        let head = self.runner.events.head_position().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            self.runner.round(&self.saga).await.unwrap();
+            let checkpoint = self.workflow.subscription_checkpoint(SAGA).await.unwrap();
+            if checkpoint.is_some_and(|c| c.position >= head) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the saga did not reach position {head}: {checkpoint:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// One timer round as at `at` (the saga caught up before and after); how many jobs ran.
@@ -325,7 +340,7 @@ pub async fn a_crash_during_the_notifier_call_records_nothing_until_a_call_is_ac
     driven.catch_up().await;
     assert_eq!(driven.outcomes(request.id).await, []);
 
-    // The timer lease outlives the notifier's timeout; once it is over the job runs again.
+    // Once the timer lease (30 s by default) is over, the job runs again.
     let after_lease = reminder_at + TimeDelta::seconds(60);
     driven.timers_at(after_lease).await;
     let calls = notifier.calls();
