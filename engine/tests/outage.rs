@@ -12,6 +12,8 @@
 //! - In both, nothing answered 2xx is lost and nothing is recorded twice: every subject that
 //!   was answered has exactly one request in the log, the one it was answered with, even when
 //!   a commit cut off by the outage had in fact landed (its retry is answered 200 with it).
+//! - `lethe serve` starting while the database is not up yet waits for it (longer than the
+//!   short acquire time-out requests get).
 //! - The errors themselves, raised by real servers: Postgres's connection, shutdown and
 //!   resource SQLSTATEs and SQLite's "database is locked" are `StoreError::Unavailable`; a
 //!   unique violation is not.
@@ -503,6 +505,42 @@ async fn backends_terminated_under_load_are_answered_2xx_or_503_never_500() {
     );
     assert_log_matches(&t, &seen).await;
     lethe.runtime.stop().await;
+}
+
+#[tokio::test]
+async fn starting_waits_for_a_database_that_is_not_up_yet() {
+    let t = support::postgres().await;
+    let TestStore::Postgres { schema, url, .. } = &t else {
+        unreachable!()
+    };
+    let proxy = ChaosProxy::start(postgres_target(url)).await;
+    proxy.set(Mode::Refuse).await;
+    let options = PgConnectOptions::from_str(url)
+        .unwrap()
+        .host("127.0.0.1")
+        .port(proxy.addr().port())
+        .options([("search_path", schema.as_str())]);
+    let acquire_timeout = Duration::from_secs(1);
+    let connecting = tokio::spawn(PostgresStore::connect_with_timeout(
+        options,
+        acquire_timeout,
+    ));
+    // The database stays away for twice the acquire time-out (the outage is the test's
+    // doing; the sleep is its length, not a wait for something to happen).
+    tokio::time::sleep(acquire_timeout * 2).await;
+    assert!(
+        !connecting.is_finished(),
+        "connecting gave up after the acquire time-out: {:?}",
+        connecting.await
+    );
+    proxy.set(Mode::Open).await;
+    let store = tokio::time::timeout(DEADLINE, connecting)
+        .await
+        .expect("connecting never ended")
+        .unwrap()
+        .expect("connecting failed once the database was up");
+    use lethe_engine::store::EventStore as _;
+    store.ping().await.unwrap();
 }
 
 /// Raises `sqlstate` on a real Postgres connection and classifies the error.
