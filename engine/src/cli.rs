@@ -661,7 +661,7 @@ fn redact(url: &str) -> String {
 }
 
 async fn serve(config: Config, database_url: &str, listen: &str) -> anyhow::Result<()> {
-    let database = store::open(database_url, true)
+    let database = store::open_with(database_url, true, config.database.acquire_timeout.0)
         .await
         .with_context(|| format!("cannot open the database {}", redact(database_url)))?;
     let key = MasterKey::load()?;
