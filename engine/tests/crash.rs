@@ -351,10 +351,25 @@ struct Workload {
     config_path: PathBuf,
     key_file: PathBuf,
     ids: Vec<RequestId>,
+    /// Reminders per request.
+    reminder_count: u64,
     /// SIGKILLs of `lethe serve`, and of the Kafka broker.
     kills: usize,
     broker_kills: usize,
     seed: u64,
+}
+
+/// Reminder events by request, reminder index and type.
+type Reminders = BTreeMap<((String, u64), &'static str), usize>;
+
+/// The events that record what became of a reminder, in versions that record it.
+const REMINDER_OUTCOMES: [&str; 2] = ["ReminderSent", "ReminderNotSent"];
+
+/// Whether the log records reminders' outcomes (versions before recorded `Reminded` only).
+fn records_reminder_outcomes(reminders: &Reminders) -> bool {
+    reminders
+        .keys()
+        .any(|(_, kind)| REMINDER_OUTCOMES.contains(kind))
 }
 
 /// How far a workload had got at one moment.
@@ -497,6 +512,8 @@ impl Workload {
             config_path,
             key_file,
             ids: Vec::new(),
+            // The reminders are a TOML list of quoted durations.
+            reminder_count: u64::try_from(setup.reminders.matches('"').count() / 2).unwrap(),
             kills: 0,
             broker_kills: 0,
             seed,
@@ -631,20 +648,40 @@ impl Workload {
         let names: Vec<&str> = self.cleaners.iter().map(|(name, _)| *name).collect();
         // `CleanerFailed` events by request and cleaner, for the bound on calls.
         let mut failures: BTreeMap<(String, &str), usize> = BTreeMap::new();
-        let mut reminded: BTreeSet<(String, u64)> = BTreeSet::new();
+        let reminders = self.reminders().await;
+        let outcomes = records_reminder_outcomes(&reminders);
         for id in &self.ids {
             let events = self.events.read_stream(*id, 0).await.unwrap();
             let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
             for (kind, expected) in [("Received", 1), ("Due", 1), ("Completed", 1)] {
                 assert_eq!(count(&events, kind), expected, "{kind} of {id}: {kinds:?}");
             }
-            assert_eq!(kinds.last(), Some(&"Completed"), "{id}: {kinds:?}");
-            for event in events.iter().filter(|e| e.event_type == "Reminded") {
-                let index = event.payload["index"].as_u64().unwrap();
+            // Only a reminder's outcome, a fact about a notification, may follow completion.
+            let completed = kinds.iter().position(|k| *k == "Completed").unwrap();
+            assert!(
+                kinds[completed + 1..]
+                    .iter()
+                    .all(|k| REMINDER_OUTCOMES.contains(k)),
+                "{id}: {kinds:?}"
+            );
+            for index in 0..self.reminder_count {
+                let key = (id.to_string(), index);
+                let of = |kind: &str| reminders.get(&(key.clone(), kind)).copied().unwrap_or(0);
+                let (reminded, sent, not_sent) =
+                    (of("Reminded"), of("ReminderSent"), of("ReminderNotSent"));
                 assert!(
-                    reminded.insert((id.to_string(), index)),
-                    "{id}: reminder {index} recorded twice: {kinds:?}"
+                    reminded <= 1 && sent + not_sent <= 1,
+                    "{id}: reminder {index} recorded more than once: {kinds:?}"
                 );
+                // A version that records reminder outcomes records one for every reminder.
+                if outcomes {
+                    assert_eq!(
+                        sent + not_sent,
+                        1,
+                        "{id}: reminder {index} has no outcome: {kinds:?}; seed {}",
+                        self.seed
+                    );
+                }
             }
             for cleaner in &names {
                 let of_cleaner = |kind: &str| -> Vec<u64> {
@@ -734,20 +771,22 @@ impl Workload {
             }
         }
         if let Some(notifier) = &self.notifier {
-            self.check_notifications(notifier, &reminded, &mut tally);
+            self.check_notifications(notifier, &reminders, &mut tally);
         }
         tally
     }
 
-    /// Every notifier call is for a reminder the log records, signed, and no reminder was
-    /// sent more than once per kill beyond the first (the notifier accepts every call).
+    /// Every notifier call is signed and for a reminder the log records (as reminded, or with
+    /// its outcome), all calls for one reminder carry one `Idempotency-Key`, a reminder recorded
+    /// as sent went to the notifier, and no reminder went more than once per kill beyond the
+    /// first (the notifier accepts every call).
     fn check_notifications(
         &self,
         notifier: &FakeService,
-        reminded: &BTreeSet<(String, u64)>,
+        reminders: &Reminders,
         tally: &mut Tally,
     ) {
-        let mut by_reminder: BTreeMap<(String, u64), usize> = BTreeMap::new();
+        let mut by_reminder: BTreeMap<(String, u64), Vec<Call>> = BTreeMap::new();
         for call in notifier.calls() {
             let id = call.body["request_id"]
                 .as_str()
@@ -755,26 +794,96 @@ impl Workload {
                 .to_owned();
             let index = call.body["reminder"].as_u64().unwrap();
             assert!(call.signature_ok, "notifier {id}: a bad signature");
+            let key = (id, index);
             assert!(
-                reminded.contains(&(id.clone(), index)),
-                "the notifier was told of reminder {index} of {id}, which the log does not \
+                ["Reminded", "ReminderSent", "ReminderNotSent"]
+                    .iter()
+                    .any(|kind| reminders.contains_key(&(key.clone(), *kind))),
+                "the notifier was told of reminder {index} of {}, which the log does not \
                  record; seed {}",
+                key.0,
                 self.seed
             );
-            *by_reminder.entry((id, index)).or_default() += 1;
+            by_reminder.entry(key).or_default().push(call);
         }
         for ((id, index), calls) in &by_reminder {
             assert!(
-                *calls <= 1 + self.kills,
-                "reminder {index} of {id} went to the notifier {calls} times, more than once \
+                calls.len() <= 1 + self.kills,
+                "reminder {index} of {id} went to the notifier {} times, more than once \
                  plus {} kills; seed {}",
+                calls.len(),
                 self.kills,
                 self.seed
             );
-            tally.most_notifications = tally.most_notifications.max(*calls);
+            assert!(
+                calls
+                    .iter()
+                    .all(|c| c.idempotency_key == calls[0].idempotency_key),
+                "reminder {index} of {id}: calls under different keys"
+            );
+            tally.most_notifications = tally.most_notifications.max(calls.len());
         }
-        tally.notifications = by_reminder.values().sum();
+        for ((key, _), _) in reminders
+            .iter()
+            .filter(|((_, kind), _)| *kind == "ReminderSent")
+        {
+            assert!(
+                by_reminder.contains_key(key),
+                "reminder {} of {} is recorded as sent but never went to the notifier; seed {}",
+                key.1,
+                key.0,
+                self.seed
+            );
+        }
+        tally.notifications = by_reminder.values().map(Vec::len).sum();
         assert!(tally.notifications > 0, "no reminder reached the notifier");
+    }
+
+    /// The reminder events in the log, counted by request, reminder and type.
+    async fn reminders(&self) -> Reminders {
+        let mut reminders = Reminders::new();
+        for id in &self.ids {
+            for event in self.events.read_stream(*id, 0).await.unwrap() {
+                let kind = match event.event_type.as_str() {
+                    "Reminded" => "Reminded",
+                    "ReminderSent" => "ReminderSent",
+                    "ReminderNotSent" => "ReminderNotSent",
+                    _ => continue,
+                };
+                let index = event.payload["index"].as_u64().unwrap();
+                *reminders
+                    .entry(((id.to_string(), index), kind))
+                    .or_default() += 1;
+            }
+        }
+        reminders
+    }
+
+    /// Waits until every reminder has its outcome, when this version records outcomes: the
+    /// last may be recorded after its request completed.
+    async fn wait_reminders_settled(&self, server: &mut Server) {
+        let expected = self.ids.len() * usize::try_from(self.reminder_count).unwrap();
+        let deadline = Instant::now() + COMMAND_DEADLINE;
+        loop {
+            server.assert_alive();
+            let reminders = self.reminders().await;
+            let settled: usize = reminders
+                .iter()
+                .filter(|((_, kind), _)| REMINDER_OUTCOMES.contains(kind))
+                .map(|(_, n)| *n)
+                .sum();
+            if !records_reminder_outcomes(&reminders) || settled >= expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{settled} of {expected} reminders have an outcome after {COMMAND_DEADLINE:?}; \
+                 seed {}\n{}",
+                self.seed,
+                server.tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Every result the 202 cleaner reported was answered, with 200 (recorded, or found to be
@@ -1163,6 +1272,7 @@ async fn http_intake_survives_sigkill_on(seed: u64, store: TestStore, backend: &
         .fetch_integers("SELECT COUNT(*) FROM streams")
         .await[0];
     assert_eq!(usize::try_from(streams).unwrap(), SINGLES + BULK_LINES);
+    workload.wait_reminders_settled(&mut server).await;
     server.kill().await;
 
     let tally = workload.check().await;

@@ -40,6 +40,8 @@ const POOL_SIZE: u32 = 24;
 /// command-line tools, tests): they have no caller waiting on a quick answer. `lethe serve`
 /// waits as long as its configuration says (1 s by default).
 pub const TOOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pause between connection attempts while connecting to an unreachable database.
+const STARTUP_RETRY: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -62,6 +64,10 @@ impl PostgresStore {
     /// connection (a pooled one, or a new one opened meanwhile), then fails with
     /// [`StoreError::Unavailable`]. A pooled connection is checked before use, so one the
     /// server closed or reset is replaced rather than handed out.
+    ///
+    /// Connecting itself waits up to [`TOOL_ACQUIRE_TIMEOUT`] for an unreachable database,
+    /// however short `acquire_timeout` is: a server that starts (or restarts) beside Lethe
+    /// should not stop it from starting.
     pub async fn connect_with_timeout(
         options: PgConnectOptions,
         acquire_timeout: Duration,
@@ -73,8 +79,20 @@ impl PostgresStore {
             .max_connections(POOL_SIZE)
             .acquire_timeout(acquire_timeout)
             .test_before_acquire(true)
-            .connect_with(options)
-            .await?;
+            .connect_lazy_with(options);
+        let started = tokio::time::Instant::now();
+        loop {
+            match pool.acquire().await.map_err(StoreError::from) {
+                Ok(_) => break,
+                Err(error)
+                    if error.is_unavailable() && started.elapsed() < TOOL_ACQUIRE_TIMEOUT =>
+                {
+                    tracing::info!(error = %error, "waiting for the database");
+                    tokio::time::sleep(STARTUP_RETRY).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
         let write = batch_writer(pool.clone());
         let group = GroupCommit::start(WRITERS, MAX_BATCH, write);
         Ok(Self { pool, group })
