@@ -142,7 +142,9 @@ pub async fn cancel(
     let id = request_id(&id)?;
     let metadata = match &query.token {
         Some(token) => {
-            if !state.key.verify_cancel_token(id, token) {
+            if !state.key.verify_cancel_token(id, token)
+                && !state.requests.previous_cancel_token(id, token).await?
+            {
                 return Err(Problem::forbidden(
                     "the cancel token does not match this request",
                 ));
