@@ -212,7 +212,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spans_parse_the_contract_forms() {
+    fn spans_parse_the_documented_forms() {
         assert_eq!("1 month".parse::<Span>().unwrap(), Span::months(1));
         assert_eq!("2 months".parse::<Span>().unwrap(), Span::months(2));
         assert_eq!("45d".parse::<Span>().unwrap(), Span::days(45));

@@ -863,9 +863,7 @@ async fn serve(
     );
     let state = AppState { requests, key };
     tracing::info!(listen = %address, database = %redact(database_url), "lethe is serving");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    crate::http::serve(listener, router(state), shutdown_signal()).await?;
     runtime.stop().await;
     refresh.abort();
     tracing::info!("lethe stopped");

@@ -94,6 +94,18 @@ pub struct ApiConfig {
     pub rate_per_second: Option<u32>,
     /// How many requests a token may send at once above its rate (default: twice the rate).
     pub burst: Option<u32>,
+    /// A streamed bulk body that sends no byte for this long is cut short (default 30 s):
+    /// the lines received are answered, then a last line says the body stalled.
+    pub body_idle_timeout: Option<ConfigDuration>,
+}
+
+impl ApiConfig {
+    pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+    pub fn body_idle_timeout(&self) -> Duration {
+        self.body_idle_timeout
+            .map_or(Self::DEFAULT_BODY_IDLE_TIMEOUT, |d| d.0)
+    }
 }
 
 /// The scopes a token can carry (plus `cleaner:<name>`).
@@ -615,6 +627,12 @@ impl Config {
         }
         if let Some(notifier) = &self.notifier {
             check_url("notifier.url", &notifier.url)?;
+        }
+        if self.api.body_idle_timeout.is_some_and(|d| d.0.is_zero()) {
+            return Err(invalid(
+                "api.body_idle_timeout".into(),
+                "must be longer than zero",
+            ));
         }
         if self.api.rate_per_second == Some(0) {
             return Err(invalid("api.rate_per_second".into(), "must be at least 1"));

@@ -96,7 +96,7 @@ async fn the_document_and_the_router_agree() {
             );
         }
     }
-    // The contract's routes that exist today are all documented.
+    // The routes the README and docs/CLEANERS.md name are all documented.
     for (method, path) in [
         ("post", "/v1/requests"),
         ("post", "/v1/requests:bulk"),

@@ -7,7 +7,7 @@
 //! `by_status.completed`, `cleaners.billing.p95_seconds`, `completion.2025-03.median_days`)
 //! and `data-value="<the exact number>"`, so a test (or a scraper) reads the page as data.
 //!
-//! Auth, as the contract says ("token in cookie or query"): `?token=...` is checked and moved
+//! Auth, by token in a cookie or in the query: `?token=...` is checked and moved
 //! into an HttpOnly, SameSite=Strict cookie (`lethe_token`, path `/dashboard`), and the browser
 //! is sent back to `/dashboard` without the token in its address; afterwards the cookie, or an
 //! `Authorization: Bearer` header, is checked against `[[tokens]]` for `requests:read`. With no
