@@ -818,7 +818,7 @@ async fn serve(
     dev_master_key: bool,
 ) -> anyhow::Result<()> {
     let source = KeySource::for_database(database_url, dev_master_key)?;
-    let database = store::open(database_url, true)
+    let database = store::open_with(database_url, true, config.database.acquire_timeout.0)
         .await
         .with_context(|| format!("cannot open the database {}", redact(database_url)))?;
     let key = master_key(&database, &source).await?;

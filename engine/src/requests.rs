@@ -519,8 +519,19 @@ impl Requests {
             new_subjects: HashMap::new(),
         };
         let blind: Vec<&[String]> = fresh.iter().map(|one| one.indexes.as_slice()).collect();
-        // One lookup for all; should it fail, each submission looks up (and fails) alone.
-        let open = self.open_requests(&blind).await.ok();
+        // One lookup for all; should it fail, each submission looks up (and fails) alone,
+        // unless the database is unreachable: then all fail at once rather than each after
+        // its own connection time-out.
+        let open = match self.open_requests(&blind).await {
+            Ok(open) => Some(open),
+            Err(RequestError::Store(error)) if error.is_unavailable() => {
+                for one in fresh {
+                    resolved.answers[one.index] = Some(Err(error.for_another().into()));
+                }
+                return resolved;
+            }
+            Err(_) => None,
+        };
         for one in fresh {
             let index = one.index;
             let earlier = match &open {
