@@ -831,6 +831,40 @@ impl Requests {
         }
     }
 
+    /// As [`Requests::execute`], for a command that records a cleaner's result: the cleaner's
+    /// text in it (the `detail`, the error) has the subject's identifiers redacted and is cut
+    /// to length ([`crate::cleaners::redact`]). Every door that records a result reported
+    /// by a cleaner or a person goes through here.
+    pub async fn execute_result(
+        &self,
+        id: RequestId,
+        metadata: &EventMetadata,
+        make: impl Fn(&Request) -> Command + Send + Sync,
+    ) -> Result<LoadedRequest, RequestError> {
+        use crate::cleaners::redact::scrub_result;
+        if let Some(command_id) = &metadata.command_id {
+            if self.store.find_command(command_id).await?.is_some() {
+                return self.load(id).await?.ok_or(RequestError::NotFound(id));
+            }
+        }
+        let loaded = self.load(id).await?.ok_or(RequestError::NotFound(id))?;
+        // A shredded subject has nothing left to redact; one this process cannot open (no
+        // key store: only tests) neither.
+        let subject = match self.subject_of(&loaded.request).await? {
+            SubjectAccess::Clear(subject) => subject,
+            SubjectAccess::Shredded | SubjectAccess::Unavailable => BTreeMap::new(),
+        };
+        let (loaded, mut outcomes) = self
+            .decide_and_append(id, metadata, Some(loaded), |request| {
+                vec![scrub_result(make(request), &subject)]
+            })
+            .await?;
+        match outcomes.pop() {
+            Some(Err(rejected)) => Err(rejected.into()),
+            _ => Ok(loaded),
+        }
+    }
+
     /// Decides `commands` one after another, each on the state the ones before it left, and
     /// appends all their events at once: one append (one commit) for, say, the results of
     /// all of a request's cleaners. A command the aggregate refuses is skipped; its refusal is

@@ -12,6 +12,7 @@
 //! - In both, nothing answered 2xx is lost and nothing is recorded twice: every subject that
 //!   was answered has exactly one request in the log, the one it was answered with, even when
 //!   a commit cut off by the outage had in fact landed (its retry is answered 200 with it).
+//! - A batch of appends cut off fails at once, not one append after another.
 //! - `lethe serve` starting while the database is not up yet waits for it (longer than the
 //!   short acquire time-out requests get).
 //! - The errors themselves, raised by real servers: Postgres's connection, shutdown and
@@ -541,6 +542,59 @@ async fn starting_waits_for_a_database_that_is_not_up_yet() {
         .expect("connecting failed once the database was up");
     use lethe_engine::store::EventStore as _;
     store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_cut_off_fails_at_once_not_append_by_append() {
+    use lethe_domain::event::Reminded;
+    use lethe_domain::{Event, RequestId};
+    use lethe_engine::store::{Append, EventMetadata, EventStore as _};
+
+    let t = support::postgres().await;
+    let TestStore::Postgres { schema, url, .. } = &t else {
+        unreachable!()
+    };
+    let proxy = ChaosProxy::start(postgres_target(url)).await;
+    let options = PgConnectOptions::from_str(url)
+        .unwrap()
+        .host("127.0.0.1")
+        .port(proxy.addr().port())
+        .options([("search_path", schema.as_str())]);
+    let store = PostgresStore::connect_with_timeout(options, Duration::from_secs(1))
+        .await
+        .unwrap();
+    proxy.set(Mode::Refuse).await;
+    proxy.reset_all();
+    // One batch of appends (as bulk intake writes them): written one by one after the
+    // batch failed, each would wait out its own acquire time-out.
+    let appends: Vec<Append> = (0..20)
+        .map(|index| Append {
+            stream_id: RequestId::from_uuid(uuid::Uuid::now_v7()),
+            expected_version: 0,
+            events: vec![Event::Reminded(Reminded {
+                index,
+                at: chrono::Utc::now(),
+            })],
+            metadata: EventMetadata::new("test"),
+            key: None,
+        })
+        .collect();
+    let started = Instant::now();
+    let results = store.append_batch(appends).await;
+    let elapsed = started.elapsed();
+    assert_eq!(results.len(), 20);
+    for result in &results {
+        assert!(
+            matches!(result, Err(error) if error.is_unavailable()),
+            "{result:?}"
+        );
+    }
+    assert!(
+        elapsed < FAST,
+        "the batch's appends were answered after {elapsed:?}"
+    );
+    proxy.set(Mode::Open).await;
+    assert_eq!(t.fetch_integers("SELECT count(*) FROM events").await, [0]);
 }
 
 /// Raises `sqlstate` on a real Postgres connection and classifies the error.
