@@ -73,7 +73,9 @@ static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
         (status = 303, description = "The query's token was valid and is now in the `lethe_token` cookie; follow Location", headers(("Location" = String), ("Set-Cookie" = String))),
         (status = 401, description = "No valid token: an HTML page explaining how to pass one", body = String, content_type = "text/html"),
         (status = 403, description = "The token lacks the scope requests:read (HTML)", body = String, content_type = "text/html"),
-        (status = 503, description = "This instance serves no read models (HTML)", body = String, content_type = "text/html"),
+        (status = 500, description = "An internal failure (HTML)", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unreachable, or this instance serves no read models (HTML)", body = String, content_type = "text/html"),
+        super::responses::Service,
     ),
     security(("bearer" = ["requests:read"]))
 )]
