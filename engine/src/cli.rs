@@ -1,6 +1,6 @@
-//! The `lethe` command line (see `CONTRACT.md`). Each subcommand is a small function over the
-//! same pieces the HTTP API uses. Exit codes: 0 success, 1 a failure the message names, 2 a
-//! usage error (from clap).
+//! The `lethe` command line (README.md, docs/OPERATIONS.md). Each subcommand is a small
+//! function over the same pieces the HTTP API uses. Exit codes: 0 success, 1 a failure the
+//! message names, 2 a usage error (from clap).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -220,10 +220,10 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let mut config = Config::load(cli.global.config.as_deref())?;
-    if let (Some(kafka), Ok(brokers)) = (&mut config.kafka, std::env::var("LETHE_KAFKA_BROKERS")) {
-        kafka.brokers = brokers;
-    }
+    let config = Config::load_with(
+        cli.global.config.as_deref(),
+        &crate::config::Environment::current()?,
+    )?;
     let default_filter = if matches!(cli.command, Commands::Serve { .. }) {
         "info,sqlx=warn"
     } else {
@@ -695,9 +695,7 @@ async fn serve(config: Config, database_url: &str, listen: &str) -> anyhow::Resu
     );
     let state = AppState { requests, key };
     tracing::info!(listen = %address, database = %redact(database_url), "lethe is serving");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    crate::http::serve(listener, router(state), shutdown_signal()).await?;
     runtime.stop().await;
     tracing::info!("lethe stopped");
     Ok(())

@@ -1,8 +1,8 @@
 //! `lethe.toml`, typed and checked at start: a bad value fails with the key named.
 //!
 //! Precedence for the settings that can come from several places: command-line flag, then
-//! environment variable (`LETHE_DATABASE_URL`, `LETHE_LISTEN`, `LETHE_CONFIG`), then this file,
-//! then the built-in default.
+//! environment variable (`LETHE_DATABASE_URL`, `LETHE_LISTEN`, `LETHE_CONFIG` through clap;
+//! `LETHE_KAFKA_BROKERS` through [`Environment`]), then this file, then the built-in default.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,33 @@ use serde::{Deserialize, Deserializer};
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./lethe-data/lethe.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_CONFIG_FILE: &str = "lethe.toml";
+/// Kafka's bootstrap servers: replaces `[kafka] brokers`, and alone enables Kafka with the
+/// defaults (ADR 17).
+pub const KAFKA_BROKERS_ENV: &str = "LETHE_KAFKA_BROKERS";
+
+/// The environment variables that change the config itself (clap reads the flags' own).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Environment {
+    /// [`KAFKA_BROKERS_ENV`].
+    pub kafka_brokers: Option<String>,
+}
+
+impl Environment {
+    /// This process's environment.
+    pub fn current() -> Result<Self, ConfigError> {
+        let kafka_brokers = match std::env::var(KAFKA_BROKERS_ENV) {
+            Ok(brokers) => Some(brokers),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: KAFKA_BROKERS_ENV.to_owned(),
+                    message: "is not valid UTF-8".to_owned(),
+                })
+            }
+        };
+        Ok(Self { kafka_brokers })
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +94,18 @@ pub struct ApiConfig {
     pub rate_per_second: Option<u32>,
     /// How many requests a token may send at once above its rate (default: twice the rate).
     pub burst: Option<u32>,
+    /// A streamed bulk body that sends no byte for this long is cut short (default 30 s):
+    /// the lines received are answered, then a last line says the body stalled.
+    pub body_idle_timeout: Option<ConfigDuration>,
+}
+
+impl ApiConfig {
+    pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+    pub fn body_idle_timeout(&self) -> Duration {
+        self.body_idle_timeout
+            .map_or(Self::DEFAULT_BODY_IDLE_TIMEOUT, |d| d.0)
+    }
 }
 
 /// The scopes a token can carry (plus `cleaner:<name>`).
@@ -400,7 +439,7 @@ fn span<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Span, D::Error> {
     text.parse().map_err(serde::de::Error::custom)
 }
 
-/// A duration written as in the contract: `"30d"`, `"12h"`, `"2s"`, `"1h 30m"`.
+/// A duration as docs/OPERATIONS.md writes them: `"30d"`, `"12h"`, `"2s"`, `"1h 30m"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigDuration(pub Duration);
 
@@ -450,29 +489,58 @@ impl Default for Config {
 impl Config {
     /// Loads `path` if given (it must exist), else `./lethe.toml` if present, else defaults.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(path, &Environment::default())
+    }
+
+    /// [`Config::load`], with `environment` applied over the file before the checks.
+    pub fn load_with(path: Option<&Path>, environment: &Environment) -> Result<Self, ConfigError> {
         let (path, required) = match path {
             Some(path) => (path.to_path_buf(), true),
             None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
         };
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Self::parse(&text).map_err(|e| match e {
-                ConfigError::Parse { message, .. } => ConfigError::Parse { path, message },
-                other => other,
-            }),
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(ConfigError::Read { path, source }),
-        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Self::parse_with(&text, environment).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path, message },
+            other => other,
+        })
     }
 
     /// Parses and checks the text of a config file.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_with(text, &Environment::default())
+    }
+
+    /// [`Config::parse`], with `environment` applied over the text before the checks.
+    pub fn parse_with(text: &str, environment: &Environment) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from(DEFAULT_CONFIG_FILE),
             message: e.to_string(),
         })?;
-        let config = config.with_builtin_jurisdictions();
+        let config = config
+            .with_environment(environment)?
+            .with_builtin_jurisdictions();
         config.validate()?;
         Ok(config)
+    }
+
+    fn with_environment(mut self, environment: &Environment) -> Result<Self, ConfigError> {
+        if let Some(brokers) = &environment.kafka_brokers {
+            if brokers.trim().is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: KAFKA_BROKERS_ENV.to_owned(),
+                    message: "is set but names no broker; unset it to run without Kafka".to_owned(),
+                });
+            }
+            match &mut self.kafka {
+                Some(kafka) => kafka.brokers.clone_from(brokers),
+                None => self.kafka = Some(crate::kafka::KafkaConfig::with_brokers(brokers.clone())),
+            }
+        }
+        Ok(self)
     }
 
     fn with_builtin_jurisdictions(mut self) -> Self {
@@ -528,7 +596,7 @@ impl Config {
             if kafka.brokers.trim().is_empty() {
                 return Err(invalid(
                     "kafka.brokers".into(),
-                    "must name at least one broker",
+                    &format!("must name at least one broker (here or in {KAFKA_BROKERS_ENV})"),
                 ));
             }
             for (event_type, topic) in &kafka.publish {
@@ -548,9 +616,23 @@ impl Config {
                     ));
                 }
             }
+            for (key, topic) in [
+                ("kafka.results_topic", &kafka.results_topic),
+                ("kafka.dead_letter_topic", &kafka.dead_letter_topic),
+            ] {
+                if topic.trim().is_empty() {
+                    return Err(invalid(key.into(), "names no topic"));
+                }
+            }
         }
         if let Some(notifier) = &self.notifier {
             check_url("notifier.url", &notifier.url)?;
+        }
+        if self.api.body_idle_timeout.is_some_and(|d| d.0.is_zero()) {
+            return Err(invalid(
+                "api.body_idle_timeout".into(),
+                "must be longer than zero",
+            ));
         }
         if self.api.rate_per_second == Some(0) {
             return Err(invalid("api.rate_per_second".into(), "must be at least 1"));
@@ -615,7 +697,10 @@ impl Config {
                     if !due_published {
                         return Err(invalid(
                             key("kind"),
-                            "\"kafka\" cleaners need a [kafka] section that publishes Due",
+                            &format!(
+                                "\"kafka\" cleaners need Kafka enabled ([kafka] or \
+                                 {KAFKA_BROKERS_ENV}) and publishing Due"
+                            ),
                         ));
                     }
                 }
@@ -685,7 +770,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_empty_file_gives_the_contract_defaults() {
+    fn an_empty_file_gives_the_documented_defaults() {
         let config = Config::parse("").unwrap();
         assert_eq!(config.policy.grace_period.0, Duration::from_secs(30 * DAY));
         let gdpr = Jurisdiction::parse("gdpr").unwrap();
@@ -701,7 +786,7 @@ mod tests {
     }
 
     #[test]
-    fn the_contract_example_parses() {
+    fn a_policy_with_an_extra_jurisdiction_parses() {
         let config = Config::parse(
             r#"
             [policy]
@@ -725,7 +810,7 @@ mod tests {
     }
 
     #[test]
-    fn cleaners_parse_as_in_the_contract() {
+    fn cleaners_parse_as_documented() {
         let config = Config::parse(
             r#"
             [notifier]
@@ -801,6 +886,54 @@ mod tests {
     }
 
     #[test]
+    fn kafka_brokers_from_the_environment_enable_kafka_with_the_defaults() {
+        let env = Environment {
+            kafka_brokers: Some("k1:9092,k2:9092".to_owned()),
+        };
+        let kafka = Config::parse_with("", &env).unwrap().kafka.unwrap();
+        assert_eq!(kafka.brokers, "k1:9092,k2:9092");
+        let defaults = Config::parse("[kafka]\nbrokers = \"b:9092\"")
+            .unwrap()
+            .kafka
+            .unwrap();
+        assert_eq!(kafka.publish, defaults.publish);
+        assert_eq!(kafka.results_topic, defaults.results_topic);
+        assert_eq!(kafka.dead_letter_topic, defaults.dead_letter_topic);
+        // It replaces the file's brokers and keeps the rest of the section.
+        let kafka = Config::parse_with(
+            "[kafka]\nbrokers = \"old:9092\"\npublish = { Due = \"erase\" }",
+            &env,
+        )
+        .unwrap()
+        .kafka
+        .unwrap();
+        assert_eq!(kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(kafka.publish.len(), 1);
+        assert_eq!(kafka.publish["Due"], "erase");
+        // The file may leave the brokers to the environment, and a Kafka cleaner needs nothing
+        // more; without the environment both are refused, naming the variable.
+        for text in [
+            "[kafka]\nresults_topic = \"results\"",
+            "[[cleaners]]\nname = \"search\"\nkind = \"kafka\"",
+        ] {
+            assert!(Config::parse_with(text, &env).unwrap().kafka.is_some());
+            let message = Config::parse(text).unwrap_err().to_string();
+            assert!(message.contains(KAFKA_BROKERS_ENV), "{message}");
+        }
+        assert!(Config::parse_with("", &Environment::default())
+            .unwrap()
+            .kafka
+            .is_none());
+        for blank in ["", "  "] {
+            let env = Environment {
+                kafka_brokers: Some(blank.to_owned()),
+            };
+            let message = Config::parse_with("", &env).unwrap_err().to_string();
+            assert!(message.contains(KAFKA_BROKERS_ENV), "{message}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let cases = [
             ("[policy]\ngrace_period = \"soon\"", "grace_period"),
@@ -845,6 +978,14 @@ mod tests {
             ),
             ("[kafka]\nbrokers = \"b:9092\"\npublish = { Doo = \"t\" }", "kafka.publish.Doo"),
             ("[kafka]\nbrokers = \"\"", "kafka.brokers"),
+            (
+                "[kafka]\nbrokers = \"b:9092\"\nresults_topic = \" \"",
+                "kafka.results_topic",
+            ),
+            (
+                "[kafka]\nbrokers = \"b:9092\"\ndead_letter_topic = \"\"",
+                "kafka.dead_letter_topic",
+            ),
         ];
         for (text, key) in cases {
             let message = Config::parse(text).unwrap_err().to_string();

@@ -357,17 +357,32 @@ impl Requests {
     /// being recorded ([`Self::record`]). (A submission that turns out to repeat an earlier
     /// one was sealed for nothing; its append is dropped.)
     pub fn prepare(&self, submissions: Vec<(Submission, Option<&str>)>, actor: &str) -> Prepared {
+        let submissions = submissions
+            .into_iter()
+            .map(|(submission, key)| (submission, key.map(|key| format!("submit:{actor}:{key}"))))
+            .collect();
+        self.prepare_with_ids(submissions, actor)
+    }
+
+    /// [`Self::prepare`], each submission with the command id of its own retries (instead of
+    /// one derived from an `Idempotency-Key`): a bulk upload's line gets one from the
+    /// upload's key and the line's number.
+    pub fn prepare_with_ids(
+        &self,
+        submissions: Vec<(Submission, Option<String>)>,
+        actor: &str,
+    ) -> Prepared {
         let mut answers: Vec<Option<Result<Submitted, RequestError>>> =
             (0..submissions.len()).map(|_| None).collect();
         let mut valid = Vec::with_capacity(submissions.len());
-        for (index, (submission, idempotency_key)) in submissions.into_iter().enumerate() {
+        for (index, (submission, retry_id)) in submissions.into_iter().enumerate() {
             match self.validate(submission) {
                 Ok(receive) => {
                     let command_ids: Vec<String> = receive
                         .external_id
                         .iter()
                         .map(|id| format!("external:{id}"))
-                        .chain(idempotency_key.map(|key| format!("submit:{actor}:{key}")))
+                        .chain(retry_id)
                         .collect();
                     let indexes = match (&self.sealing, &receive.subject) {
                         (Some(sealing), SubjectRecord::Plain(subject)) => {
@@ -847,7 +862,7 @@ pub fn loaded(events: Vec<RecordedEvent>) -> Result<LoadedRequest, RequestError>
 }
 
 /// A trimmed, bounded, printable optional text; empty means absent.
-fn text_field(
+pub fn text_field(
     field: &str,
     value: Option<String>,
     max: usize,

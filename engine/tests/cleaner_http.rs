@@ -137,7 +137,7 @@ fn header<'a>(received: &'a Received, name: &str) -> &'a str {
 // --- What Lethe sends ---
 
 #[tokio::test]
-async fn the_body_is_exactly_the_contract_json() {
+async fn the_body_is_exactly_the_documented_json() {
     let (url, log) = cleaner_answering(204, &[], "").await;
     bounded(cleaner(url).call(&call(3), now())).await;
 

@@ -244,7 +244,7 @@ async fn readme_tour_on_the_embedded_default() {
     assert_eq!(ready.status(), 200);
     server.kill().await;
 
-    // The data is where the contract says, and the development key was created beside it
+    // The data is where the README says (`./lethe-data/lethe.db`), and the development key was created beside it
     // and is the one the cancel token comes from.
     let data = dir.path().join("lethe-data");
     assert!(data.join("lethe.db").is_file());

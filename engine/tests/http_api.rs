@@ -468,7 +468,7 @@ async fn bad_input_is_a_problem_naming_the_field_and_appends_nothing(t: TestStor
     assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
 }
 
-/// The contract's submission is a JSON object; serde's derive would also take a struct from a
+/// A submission is a JSON object (as /openapi.json says); serde's derive would also take a struct from a
 /// JSON array of its fields in declaration order.
 async fn a_json_array_is_not_a_submission(t: TestStore) {
     let api = Api::new(t);

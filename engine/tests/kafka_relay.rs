@@ -1,7 +1,8 @@
 //! The Kafka relay on librdkafka's in-process mock cluster: the configured event types are
-//! published once each with key = request id, the contract's headers and JSON value, in log
+//! published once each with key = request id, the documented headers and JSON value, in log
 //! order per key; the checkpoint moves only after the broker acknowledged; with the broker down
-//! nothing is lost and the backlog is delivered once it is back.
+//! nothing is lost and the backlog is delivered once it is back. Kafka cleaners: results,
+//! dead letters, and retries that a consumer deduplicating as docs/KAFKA.md says acts on.
 
 mod support;
 
@@ -335,22 +336,13 @@ async fn without_a_kafka_section_there_is_no_relay() {
     assert_eq!(kafka.results_topic, "lethe.cleaner-results");
 }
 
-/// A service that erases on Kafka: it reads Due messages and answers on the results topic.
+/// A service that erases on Kafka: it reads Due messages and answers on the results topic,
+/// with a detail longer than Lethe keeps.
 fn start_search_service(brokers: String) -> tokio::task::JoinHandle<()> {
-    start_search_service_with(brokers, false, "search-service")
-}
-
-/// Like [`start_search_service`]; with `fail_first`, attempt 1 is answered with a retryable
-/// failure (so Lethe must re-publish Due with attempt 2).
-fn start_search_service_with(
-    brokers: String,
-    fail_first: bool,
-    group: &'static str,
-) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
-            .set("group.id", group)
+            .set("group.id", "search-service")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
             .create()
@@ -374,18 +366,13 @@ fn start_search_service_with(
                 .get("attempt")
                 .and_then(serde_json::Value::as_u64)
                 .unwrap_or(1);
-            let outcome = if fail_first && attempt == 1 {
-                "failed"
-            } else {
-                "succeeded"
-            };
             let result = serde_json::json!({
                 "request_id": due["request_id"],
                 "cleaner": "search",
                 "attempt": attempt,
-                "outcome": outcome,
-                "retryable": true,
+                "outcome": "succeeded",
                 "deleted": {"documents": 2},
+                "detail": "d".repeat(5000),
             })
             .to_string();
             let key = due["request_id"].as_str().unwrap().to_owned();
@@ -453,6 +440,11 @@ async fn kafka_cleaners_complete_requests_and_bad_results_go_to_the_dead_letter_
                             .unwrap();
                         assert_eq!(success.actor, "cleaner:search");
                         assert_eq!(success.payload["deleted"]["documents"], 2);
+                        // The service's 5,000-character detail, cut as the HTTP endpoint does.
+                        assert_eq!(
+                            success.payload["detail"].as_str().map(str::len),
+                            Some(lethe_engine::kafka::MAX_DETAIL_CHARS)
+                        );
                         break;
                     }
                     assert!(
@@ -534,8 +526,103 @@ async fn kafka_cleaners_complete_requests_and_bad_results_go_to_the_dead_letter_
     runtime.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kafka_cleaner_retry_republishes_due_with_the_attempt() {
+/// One message a deduplicating cleaner read, and whether it acted on it.
+#[derive(Debug, Clone)]
+struct Delivery {
+    headers: HashMap<String, String>,
+    value: serde_json::Value,
+    acted: bool,
+}
+
+impl Delivery {
+    fn attempt(&self) -> u64 {
+        self.value
+            .get("attempt")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(1)
+    }
+}
+
+/// The Kafka cleaner `search`, written exactly as docs/KAFKA.md ("A Kafka cleaner") tells one
+/// to: it drops a message whose `lethe-event-id` it has seen, acts on a plain Due that plans it
+/// and on a retry addressed to it, and answers with the message's attempt. It fails (retryably)
+/// every attempt before `succeed_at`.
+fn start_deduplicating_cleaner(
+    brokers: String,
+    succeed_at: u64,
+    log: Arc<std::sync::Mutex<Vec<Delivery>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "deduplicating-search")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .unwrap();
+        consumer.subscribe(&["lethe.due"]).unwrap();
+        let producer = producer::<FutureProducer>(&brokers).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let Ok(message) = consumer.recv().await else {
+                return;
+            };
+            let mut headers = HashMap::new();
+            for header in message.headers().into_iter().flat_map(|h| h.iter()) {
+                headers.insert(
+                    header.key.to_owned(),
+                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                );
+            }
+            let value: serde_json::Value =
+                serde_json::from_slice(message.payload().unwrap()).unwrap();
+            let first_time = seen.insert(headers["lethe-event-id"].clone());
+            let mine = match value.get("cleaner") {
+                Some(cleaner) => cleaner == "search",
+                None => value["data"]["cleaners"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["name"] == "search")),
+            };
+            let mut delivery = Delivery {
+                headers,
+                value,
+                acted: first_time && mine,
+            };
+            if delivery.acted {
+                let attempt = delivery.attempt();
+                let outcome = if attempt < succeed_at {
+                    "failed"
+                } else {
+                    "succeeded"
+                };
+                let result = serde_json::json!({
+                    "request_id": delivery.value["request_id"],
+                    "cleaner": "search",
+                    "attempt": attempt,
+                    "outcome": outcome,
+                    "retryable": true,
+                    "deleted": {"documents": 2},
+                })
+                .to_string();
+                let key = delivery.value["request_id"].as_str().unwrap().to_owned();
+                let sent = producer
+                    .send(
+                        rdkafka::producer::FutureRecord::to("lethe.cleaner-results")
+                            .key(&key)
+                            .payload(&result),
+                        Duration::from_secs(10),
+                    )
+                    .await;
+                delivery.acted = sent.is_ok();
+            }
+            log.lock().unwrap().push(delivery);
+        }
+    })
+}
+
+/// Every retry of a Kafka cleaner reaches a consumer that deduplicates on `lethe-event-id`, with
+/// every documented header; the same attempt published again is dropped by it.
+async fn every_retry_reaches_a_deduplicating_cleaner_and_a_repeat_does_not(t: support::TestStore) {
     let cluster = MockCluster::new(1).unwrap();
     for topic in [
         "lethe.due",
@@ -547,14 +634,15 @@ async fn a_kafka_cleaner_retry_republishes_due_with_the_attempt() {
         cluster.create_topic(topic, 1, 1).unwrap();
     }
     let brokers = cluster.bootstrap_servers();
-    let store = support::sqlite().await;
-    let database = store.database();
+    let database = t.database();
+    // A missing result would fail the attempt only after 10 minutes: the request completes
+    // within the deadline only if the cleaner acts on each retry the moment it arrives.
     let config = Arc::new(
         Config::parse(&format!(
             "[policy]\ngrace_period = \"1s\"\nreminders = []\n[engine]\npoll_interval = \"50ms\"\n\
              [kafka]\nbrokers = \"{brokers}\"\n\
-             [[cleaners]]\nname = \"search\"\nkind = \"kafka\"\ncallback_timeout = \"60s\"\n\
-             retry = {{ max_attempts = 3, initial = \"200ms\", max = \"1s\", multiplier = 2.0 }}\n"
+             [[cleaners]]\nname = \"search\"\nkind = \"kafka\"\ncallback_timeout = \"10m\"\n\
+             retry = {{ max_attempts = 4, initial = \"100ms\", max = \"200ms\", multiplier = 2.0 }}\n"
         ))
         .unwrap(),
     );
@@ -566,9 +654,10 @@ async fn a_kafka_cleaner_retry_republishes_due_with_the_attempt() {
         lethe_engine::secrets::MasterKey::from_bytes([6; 32]),
         "http://127.0.0.1:1".to_owned(),
     );
-    let service = start_search_service_with(brokers.clone(), true, "flaky-search");
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let cleaner = start_deduplicating_cleaner(brokers.clone(), 3, log.clone());
     let id = submit(&requests, 0).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let loaded = loop {
         let loaded = requests.load(id).await.unwrap().unwrap();
         if loaded.request.status() == lethe_domain::RequestStatus::Completed {
@@ -576,60 +665,190 @@ async fn a_kafka_cleaner_retry_republishes_due_with_the_attempt() {
         }
         assert!(
             Instant::now() < deadline,
-            "not completed: {:?}",
-            loaded.request.status()
+            "not completed: {:?}; the cleaner read {:#?}",
+            loaded.request.status(),
+            log.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let failed = loaded
+    let attempts = |event_type: &str| -> Vec<serde_json::Value> {
+        loaded
+            .events
+            .iter()
+            .filter(|e| e.event_type == event_type)
+            .map(|e| e.payload["attempt"].clone())
+            .collect()
+    };
+    assert_eq!(attempts("CleanerFailed"), [1, 2]);
+    assert_eq!(attempts("CleanerSucceeded"), [3]);
+
+    // What the cleaner acted on: the Due itself, then one message per retry, each with the
+    // documented headers and an id of its own.
+    let due = loaded
         .events
         .iter()
-        .find(|e| e.event_type == "CleanerFailed")
+        .find(|e| e.event_type == "Due")
         .unwrap();
-    assert_eq!(failed.payload["attempt"], 1);
-    let succeeded = loaded
-        .events
+    let acted: Vec<Delivery> = log
+        .lock()
+        .unwrap()
         .iter()
-        .find(|e| e.event_type == "CleanerSucceeded")
-        .unwrap();
+        .filter(|d| d.acted)
+        .cloned()
+        .collect();
     assert_eq!(
-        succeeded.payload["attempt"], 2,
-        "the retry was answered for attempt 2"
+        acted.iter().map(Delivery::attempt).collect::<Vec<_>>(),
+        [1, 2, 3]
     );
-    // The re-published Due names the cleaner and the attempt.
-    let messages: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "retry-reader")
+    let ids: std::collections::HashSet<&str> = acted
+        .iter()
+        .map(|d| d.headers["lethe-event-id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 3, "each message has its own id");
+    assert_eq!(acted[0].headers["lethe-event-id"], due.event_id.to_string());
+    assert_eq!(
+        acted[0].value.get("cleaner"),
+        None,
+        "attempt 1 is the plain Due"
+    );
+    for retry in &acted[1..] {
+        assert_eq!(retry.headers["lethe-event-type"], "Due");
+        assert_eq!(
+            retry.headers["lethe-schema-version"],
+            due.schema_version.to_string()
+        );
+        assert_eq!(
+            retry.headers["lethe-correlation-id"],
+            due.correlation_id.to_string()
+        );
+        assert_eq!(retry.headers["lethe-cleaner"], "search");
+        assert_eq!(retry.headers["lethe-attempt"], retry.attempt().to_string());
+        assert_eq!(
+            retry.value["event_id"],
+            retry.headers["lethe-event-id"].as_str()
+        );
+        assert_eq!(retry.value["due_event_id"], due.event_id.to_string());
+        assert_eq!(retry.value["request_id"], id.to_string());
+        assert_eq!(retry.value["data"], due.payload);
+    }
+
+    // Attempt 2 published again, as after a crash between its publish and the record of it:
+    // the same message id, which the cleaner drops.
+    let search = lethe_domain::CleanerName::parse("search").unwrap();
+    lethe_engine::kafka::publish_retry(
+        &producer::<FutureProducer>(&brokers).unwrap(),
+        "lethe.due",
+        due,
+        &search,
+        2,
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let deliveries = log.lock().unwrap().clone();
+        let second: Vec<&Delivery> = deliveries.iter().filter(|d| d.attempt() == 2).collect();
+        if second.len() == 2 {
+            assert_eq!(
+                second[0].headers["lethe-event-id"],
+                second[1].headers["lethe-event-id"]
+            );
+            assert!(second[0].acted && !second[1].acted, "{second:#?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the repeat never arrived: {deliveries:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cleaner.abort();
+    runtime.stop().await;
+}
+
+/// `LETHE_KAFKA_BROKERS` with no `[kafka]` section: `lethe serve` publishes with the defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lethe_kafka_brokers_alone_enables_kafka_with_the_defaults() {
+    use std::process::Stdio;
+    let cluster = MockCluster::new(1).unwrap();
+    for topic in ["lethe.due", "lethe.completed", "lethe.cancelled"] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("master.key");
+    std::fs::write(&key, "ab".repeat(32)).unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("lethe.db").display());
+    let lethe = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_lethe"));
+        command
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("LETHE_MASTER_KEY_FILE", &key)
+            .env("LETHE_DATABASE_URL", &database_url)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    };
+    let run = |args: &'static [&'static str]| {
+        let mut command = lethe(args);
+        async move {
+            let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(output.status.success(), "{args:?}: {output:?}");
+            String::from_utf8(output.stdout).unwrap()
+        }
+    };
+    let submitted: serde_json::Value =
+        serde_json::from_str(&run(&["submit", "--subject", "user_id=7", "--json"]).await).unwrap();
+    let id = submitted["id"].as_str().unwrap().to_owned();
+    let mut cancel = lethe(&["cancel", &id]);
+    cancel.stdout(Stdio::null());
+    assert!(cancel.status().await.unwrap().success());
+
+    let mut serve = lethe(&["serve", "--listen", "127.0.0.1:0"]);
+    serve
+        .env("LETHE_KAFKA_BROKERS", cluster.bootstrap_servers())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut server = serve.spawn().unwrap();
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "env-enabled")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
         .create()
         .unwrap();
-    messages.subscribe(&["lethe.due"]).unwrap();
-    let mut attempts = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while attempts.len() < 2 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "Due messages seen: {attempts:?}");
-        let Ok(message) = tokio::time::timeout(left, messages.recv()).await else {
-            continue;
-        };
-        let message = message.unwrap();
-        let value: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
-        let header = message
-            .headers()
-            .and_then(|h| {
-                h.iter()
-                    .find(|h| h.key == "lethe-attempt")
-                    .and_then(|h| h.value)
-            })
-            .map(|v| String::from_utf8_lossy(v).into_owned());
-        attempts.push((value.get("attempt").cloned(), header));
-    }
-    assert_eq!(attempts[0], (None, None), "attempt 1 is the plain Due");
-    assert_eq!(
-        attempts[1],
-        (Some(serde_json::json!(2)), Some("2".to_owned()))
-    );
-    service.abort();
-    runtime.stop().await;
+    consumer.subscribe(&["lethe.cancelled"]).unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("nothing was published to lethe.cancelled")
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+    assert_eq!(value["type"], "Cancelled");
+    assert_eq!(value["request_id"], id.as_str());
+    server.kill().await.unwrap();
 }
+
+/// Runs each test on a fresh database of each backend.
+macro_rules! on_both_backends {
+    ($($store:ident => [$($test:ident),* $(,)?]),* $(,)?) => {
+        $(
+            mod $store {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $test() {
+                        super::$test(super::support::$store().await).await;
+                    }
+                )*
+            }
+        )*
+    };
+}
+
+on_both_backends!(
+    postgres => [every_retry_reaches_a_deduplicating_cleaner_and_a_repeat_does_not],
+    sqlite => [every_retry_reaches_a_deduplicating_cleaner_and_a_repeat_does_not],
+);

@@ -385,7 +385,7 @@ async fn every_due_reaches_a_consumer_once_in_order_per_key_across_a_broker_rest
         back.elapsed()
     );
 
-    // Every Due exactly once per request after deduplication on lethe-event-id (the contract
+    // Every Due exactly once per request after deduplication on lethe-event-id (delivery
     // is at least once: a batch cut by the outage may be published again), and each request's
     // events in log order: a message with a new event id never has an older position than one
     // seen before it for the same key.

@@ -141,8 +141,8 @@ async fn the_document_and_the_router_agree() {
                 !public,
                 "{method} {template}: a protected route names its scope, a public one none"
             );
-            // The rate limit and the time-out wrap every route.
-            for status in ["408", "429"] {
+            // The edge checks, the time-out and the rate limit wrap every route.
+            for status in ["400", "408", "414", "429", "431"] {
                 assert!(
                     operation["responses"].get(status).is_some(),
                     "{method} {template} does not document {status}"
@@ -150,7 +150,7 @@ async fn the_document_and_the_router_agree() {
             }
         }
     }
-    // The contract's routes that exist today are all documented.
+    // The routes the README and docs/CLEANERS.md name are all documented.
     for (method, path) in [
         ("post", "/v1/requests"),
         ("post", "/v1/requests:bulk"),
@@ -486,6 +486,28 @@ async fn the_rules_of_operations_and_the_feed_are_the_server_rules() {
             .unwrap();
         let (status, _, problem) = send(&app, request).await;
         check("by", &by, span.is_match(&by), status, &problem);
+    }
+
+    let reason = "/components/schemas/RequiredReasonBody/properties/reason/pattern";
+    let required = regex(&doc, reason);
+    let optional = regex(
+        &doc,
+        "/components/schemas/ReasonBody/properties/reason/pattern",
+    );
+    let mut reasons = samples(made_of(TEXT, 8), 150);
+    reasons.extend([
+        "a".repeat(1024),
+        "é".repeat(1025),
+        format!("\u{85}{}\t", "😀".repeat(1024)),
+    ]);
+    for value in reasons {
+        for (operation, pattern) in [("hold", &required), ("release", &optional)] {
+            let request = Request::post(format!("/v1/requests/{id}/{operation}"))
+                .body(Body::from(json!({"reason": value}).to_string()))
+                .unwrap();
+            let (status, _, problem) = send(&app, request).await;
+            check("reason", &value, pattern.is_match(&value), status, &problem);
+        }
     }
 
     let name = regex(

@@ -1,5 +1,6 @@
-//! The HTTP cleaner protocol of `CONTRACT.md`: one signed POST per attempt, and the answer
-//! turned into a [`CallOutcome`] the workflow can act on (done, result later, retry, give up).
+//! The HTTP cleaner protocol (docs/CLEANERS.md is its reference): one signed POST per attempt,
+//! and the answer turned into a [`CallOutcome`] the workflow can act on (done, result later,
+//! retry, give up).
 //!
 //! This module does the call and the classification only; it neither records events nor
 //! schedules retries. Two rules shape it. The subject's identifiers are personal data, so they

@@ -1,5 +1,5 @@
-//! Talking to cleaners: the HTTP protocol of `CONTRACT.md` (`http`), its signature
-//! (`signature`).
+//! Talking to cleaners: the HTTP protocol that docs/CLEANERS.md describes (`http`), its
+//! signature (`signature`).
 
 pub mod http;
 pub mod signature;

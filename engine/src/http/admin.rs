@@ -12,9 +12,13 @@ use chrono::Utc;
 use lethe_domain::{CleanerName, Command, RequestId, Span};
 use serde::Deserialize;
 
+use super::auth::{Admin, Caller};
 use super::json::{JsonBody, OptionalJsonBody};
 use super::problem::Problem;
 use super::{auth, idempotency_key, request_id, AppState};
+
+type AdminCaller = Caller<Admin>;
+use crate::requests::text_field;
 use crate::store::EventMetadata;
 use crate::views::RequestView;
 use crate::workflow::worker::plan_cleaners;
@@ -70,16 +74,14 @@ pub struct ResultBody {
 
 pub(super) const MAX_DETAIL_LEN: usize = 1024;
 
-/// Authenticates the caller for `scope` and builds the command's metadata.
+/// The command's metadata for an administrator authenticated by [`AdminCaller`].
 fn authorized(
-    state: &AppState,
+    caller: &AdminCaller,
     headers: &HeaderMap,
-    scope: &str,
     operation: &str,
     id: RequestId,
 ) -> Result<EventMetadata, Problem> {
-    let principal = auth::require(state.requests.config(), headers, scope)?;
-    metadata(headers, &principal.actor, operation, id)
+    metadata(headers, &caller.0.actor, operation, id)
 }
 
 fn metadata(
@@ -95,21 +97,20 @@ fn metadata(
     Ok(metadata)
 }
 
-fn reason_of(OptionalJsonBody(body): OptionalJsonBody<ReasonBody>) -> Option<String> {
-    body.and_then(|b| b.reason)
-        .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty())
+/// The reason given, trimmed; checked as the text fields of a submission are (bounded, no
+/// control characters), an empty one being none.
+fn reason_of(
+    OptionalJsonBody(body): OptionalJsonBody<ReasonBody>,
+) -> Result<Option<String>, Problem> {
+    Ok(text_field(
+        "reason",
+        body.and_then(|b| b.reason),
+        MAX_DETAIL_LEN,
+    )?)
 }
 
 fn required_reason(body: OptionalJsonBody<ReasonBody>) -> Result<String, Problem> {
-    let reason = reason_of(body).ok_or_else(|| Problem::invalid("reason", "is required"))?;
-    if reason.chars().count() > MAX_DETAIL_LEN {
-        return Err(Problem::invalid(
-            "reason",
-            format!("must be at most {MAX_DETAIL_LEN} characters"),
-        ));
-    }
-    Ok(reason)
+    reason_of(body)?.ok_or_else(|| Problem::invalid("reason", "is required"))
 }
 
 fn cleaner_name(raw: &str) -> Result<CleanerName, Problem> {
@@ -141,29 +142,80 @@ async fn run(
 )]
 pub async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(query): Query<CancelQuery>,
+    canceller: Canceller,
     headers: HeaderMap,
     body: OptionalJsonBody<ReasonBody>,
 ) -> Result<Json<RequestView>, Problem> {
-    let id = request_id(&id)?;
-    let metadata = match &query.token {
-        Some(token) => {
-            if !state.key.verify_cancel_token(id, token) {
-                return Err(Problem::forbidden(
-                    "the cancel token does not match this request",
-                ));
-            }
-            metadata(&headers, "subject", "cancel", id)?
-        }
-        None => authorized(&state, &headers, "admin", "cancel", id)?,
-    };
-    let reason = reason_of(body);
+    let Canceller { id, actor } = canceller;
+    let metadata = metadata(&headers, &actor, "cancel", id)?;
+    let reason = reason_of(body)?;
     run(&state, id, &metadata, |_| Command::Cancel {
         at: Utc::now(),
         reason: reason.clone(),
     })
     .await
+}
+
+/// Who may cancel: the subject with the request's `?token=`, or an administrator. Checked
+/// from the request's parts, before the body is read.
+#[derive(Debug)]
+pub struct Canceller {
+    id: RequestId,
+    actor: String,
+}
+
+impl axum::extract::FromRequestParts<AppState> for Canceller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Problem::invalid("id", e.body_text()))?;
+        let id = request_id(&id)?;
+        let Query(query) = Query::<CancelQuery>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Problem::invalid("query", e.body_text()))?;
+        let actor = match &query.token {
+            Some(token) => {
+                if !state.key.verify_cancel_token(id, token) {
+                    return Err(Problem::forbidden(
+                        "the cancel token does not match this request",
+                    ));
+                }
+                "subject".to_owned()
+            }
+            None => auth::require(state.requests.config(), &parts.headers, "admin")?.actor,
+        };
+        Ok(Self { id, actor })
+    }
+}
+
+/// The cleaner named in the path, when the caller holds its `cleaner:<name>` scope: only the
+/// cleaner's own token may report its results. Checked before the body is read.
+#[derive(Debug)]
+pub struct CleanerCaller(CleanerName);
+
+impl axum::extract::FromRequestParts<AppState> for CleanerCaller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Path((_, name)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Problem::invalid("name", e.body_text()))?;
+        let cleaner = cleaner_name(&name)?;
+        auth::require(
+            state.requests.config(),
+            &parts.headers,
+            &format!("cleaner:{cleaner}"),
+        )?;
+        Ok(Self(cleaner))
+    }
 }
 
 #[utoipa::path(
@@ -181,12 +233,13 @@ pub async fn cancel(
 )]
 pub async fn reject(
     State(state): State<AppState>,
+    caller: AdminCaller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: OptionalJsonBody<ReasonBody>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
-    let metadata = authorized(&state, &headers, "admin", "reject", id)?;
+    let metadata = authorized(&caller, &headers, "reject", id)?;
     let reason = required_reason(body)?;
     run(&state, id, &metadata, |_| Command::Reject {
         at: Utc::now(),
@@ -210,12 +263,13 @@ pub async fn reject(
 )]
 pub async fn hold(
     State(state): State<AppState>,
+    caller: AdminCaller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: OptionalJsonBody<ReasonBody>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
-    let metadata = authorized(&state, &headers, "admin", "hold", id)?;
+    let metadata = authorized(&caller, &headers, "hold", id)?;
     let reason = required_reason(body)?;
     run(&state, id, &metadata, |_| Command::PlaceHold {
         at: Utc::now(),
@@ -239,13 +293,14 @@ pub async fn hold(
 )]
 pub async fn release(
     State(state): State<AppState>,
+    caller: AdminCaller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: OptionalJsonBody<ReasonBody>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
-    let metadata = authorized(&state, &headers, "admin", "release", id)?;
-    let reason = reason_of(body);
+    let metadata = authorized(&caller, &headers, "release", id)?;
+    let reason = reason_of(body)?;
     run(&state, id, &metadata, |_| Command::ReleaseHold {
         at: Utc::now(),
         reason: reason.clone(),
@@ -268,17 +323,19 @@ pub async fn release(
 )]
 pub async fn extend(
     State(state): State<AppState>,
+    caller: AdminCaller,
     Path(id): Path<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ExtendBody>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
-    let metadata = authorized(&state, &headers, "admin", "extend", id)?;
+    let metadata = authorized(&caller, &headers, "extend", id)?;
     let by: Span = body
         .by
         .parse()
         .map_err(|e: String| Problem::invalid("by", e))?;
-    let reason = body.reason;
+    // A blank reason is left to the aggregate, which requires one (422).
+    let reason = text_field("reason", Some(body.reason), MAX_DETAIL_LEN)?.unwrap_or_default();
     run(&state, id, &metadata, |_| Command::ExtendDeadline {
         at: Utc::now(),
         by,
@@ -300,11 +357,12 @@ pub async fn extend(
 )]
 pub async fn expedite(
     State(state): State<AppState>,
+    caller: AdminCaller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
-    let metadata = authorized(&state, &headers, "admin", "expedite", id)?;
+    let metadata = authorized(&caller, &headers, "expedite", id)?;
     let config = state.requests.config().clone();
     run(&state, id, &metadata, |request| Command::MarkDue {
         at: Utc::now(),
@@ -327,12 +385,13 @@ pub async fn expedite(
 )]
 pub async fn retry_cleaner(
     State(state): State<AppState>,
+    caller: AdminCaller,
     Path((id, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
     let cleaner = cleaner_name(&name)?;
-    let metadata = authorized(&state, &headers, "admin", &format!("retry:{cleaner}"), id)?;
+    let metadata = authorized(&caller, &headers, &format!("retry:{cleaner}"), id)?;
     let extra = state
         .requests
         .config()
@@ -361,13 +420,14 @@ pub async fn retry_cleaner(
 )]
 pub async fn skip_cleaner(
     State(state): State<AppState>,
+    caller: AdminCaller,
     Path((id, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: OptionalJsonBody<ReasonBody>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
     let cleaner = cleaner_name(&name)?;
-    let metadata = authorized(&state, &headers, "admin", &format!("skip:{cleaner}"), id)?;
+    let metadata = authorized(&caller, &headers, &format!("skip:{cleaner}"), id)?;
     let reason = required_reason(body)?;
     run(&state, id, &metadata, |_| Command::SkipCleaner {
         cleaner: cleaner.clone(),
@@ -392,18 +452,12 @@ pub async fn skip_cleaner(
 )]
 pub async fn cleaner_result(
     State(state): State<AppState>,
-    Path((id, name)): Path<(String, String)>,
+    CleanerCaller(cleaner): CleanerCaller,
+    Path((id, _name)): Path<(String, String)>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ResultBody>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
-    let cleaner = cleaner_name(&name)?;
-    // Only the cleaner's own token may report its results.
-    auth::require(
-        state.requests.config(),
-        &headers,
-        &format!("cleaner:{cleaner}"),
-    )?;
     let actor = format!("cleaner:{cleaner}");
     let metadata = metadata(
         &headers,

@@ -142,3 +142,45 @@ pub async fn rate_limit(
         }
     }
 }
+
+/// A scope a route requires, as a type, so that [`Caller`] can check it before the body is
+/// read.
+pub trait Scope: Send + Sync {
+    const NAME: &'static str;
+}
+
+macro_rules! scopes {
+    ($($name:ident = $scope:literal),* $(,)?) => {$(
+        #[doc = concat!("The scope `", $scope, "`.")]
+        #[derive(Debug)]
+        pub struct $name;
+        impl Scope for $name {
+            const NAME: &'static str = $scope;
+        }
+    )*};
+}
+
+scopes!(
+    RequestsWrite = "requests:write",
+    RequestsRead = "requests:read",
+    AuditRead = "audit:read",
+    Admin = "admin",
+);
+
+/// The authenticated caller, holding the scope `S`. As an extractor from the request's parts
+/// it runs before any body extractor, so a caller without a valid token is answered 401 (or
+/// 403) whatever its body, and an unauthenticated client cannot make Lethe read a body.
+#[derive(Debug)]
+pub struct Caller<S>(pub Principal, pub std::marker::PhantomData<S>);
+
+impl<S: Scope> axum::extract::FromRequestParts<super::AppState> for Caller<S> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &super::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = require(state.requests.config(), &parts.headers, S::NAME)?;
+        Ok(Self(principal, std::marker::PhantomData))
+    }
+}

@@ -9,19 +9,21 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, Stream, StreamExt};
 use serde_json::json;
 
+use super::auth::{Caller, RequestsWrite};
 use super::json::parse;
 use super::problem::Problem;
 use super::schema::BulkResult;
-use super::{auth, AppState, SubmitBody};
+use super::{idempotency_key, AppState, SubmitBody};
 use crate::requests::{LoadedRequest, Recorded, Submission, Written};
 
 /// The longest line accepted; longer lines are answered with an error and skipped.
@@ -43,20 +45,25 @@ const IN_FLIGHT: usize = 2;
                        submits nothing. A line that is not a valid submission is answered with \
                        its error (in the 200 answer) and the others are still submitted."
     ),
+    params(super::schema::IdempotencyKey),
     responses(
-        (status = 200, description = "NDJSON: one result per non-blank line, in input order: `{line, id, status, created}` or `{line, error: problem}`", body = Vec<BulkResult>, content_type = "application/x-ndjson"),
+        (status = 200, description = "NDJSON: one result per non-blank line, in input order: `{line, id, status, created}` or `{line, error: problem}`; a body cut short (stalled or broken) ends with `{error: problem}`", body = Vec<BulkResult>, content_type = "application/x-ndjson"),
+        (status = 400, description = "Invalid Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         super::responses::Guarded,
     ),
     security(("bearer" = ["requests:write"]))
 )]
 pub async fn bulk(
     State(state): State<AppState>,
+    Caller(principal, _): Caller<RequestsWrite>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let principal = auth::require(state.requests.config(), &headers, "requests:write")?;
     let actor = principal.actor;
-    let prepared = lines(body)
+    let key = idempotency_key(&headers)?.map(str::to_owned);
+    let ended = Arc::new(OnceLock::new());
+    let idle = state.requests.config().api.body_idle_timeout();
+    let prepared = lines(body, idle, ended.clone())
         .enumerate()
         .map(|(index, line)| (index + 1, line))
         .filter(|(_, line)| {
@@ -70,14 +77,58 @@ pub async fn bulk(
         .ready_chunks(CHUNK)
         .map({
             let state = state.clone();
-            move |chunk| prepare(state.clone(), actor.clone(), chunk)
+            move |chunk| prepare(state.clone(), actor.clone(), key.clone(), chunk)
         })
         .buffered(2);
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(record_in_order(state, prepared)),
+        Body::from_stream(record_in_order(state, prepared, ended)),
     )
         .into_response())
+}
+
+/// How the body ended when it did not end well: the last line of the answer says so, after
+/// the answers of every line read before.
+#[derive(Debug)]
+enum Cut {
+    /// No byte arrived for the idle time-out.
+    Stalled { idle: Duration, partial: bool },
+    /// The body could not be read (the connection broke, a bad chunk encoding).
+    Broken { partial: bool },
+}
+
+impl Cut {
+    fn problem(&self) -> Problem {
+        let partial = |partial: bool| {
+            if partial {
+                "; the unfinished line at its end was not read"
+            } else {
+                ""
+            }
+        };
+        match self {
+            Self::Stalled { idle, partial: p } => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "urn:lethe:problem:body-stalled",
+                "Body stalled",
+                format!(
+                    "no byte of the body arrived for {} s, so it was cut short; every line \
+                     before is answered above{}",
+                    idle.as_secs_f64(),
+                    partial(*p)
+                ),
+            ),
+            Self::Broken { partial: p } => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "urn:lethe:problem:unreadable-body",
+                "Unreadable body",
+                format!(
+                    "the body broke off before its end; every line before is answered above{}",
+                    partial(*p)
+                ),
+            ),
+        }
+    }
 }
 
 /// Records prepared chunks with up to [`IN_FLIGHT`] of them being written at once, and yields
@@ -94,6 +145,7 @@ pub async fn bulk(
 fn record_in_order(
     state: AppState,
     prepared: impl Stream<Item = PreparedChunk> + Send + 'static,
+    ended: Arc<OnceLock<Cut>>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let (mut sender, receiver) = futures::channel::mpsc::channel::<Result<Bytes, Infallible>>(1);
     tokio::spawn(async move {
@@ -127,6 +179,12 @@ fn record_in_order(
                 }
             }
             let Some((answers, submitted_at, resolved)) = resolved else {
+                // Every line read is answered; a body cut short says so last.
+                if let Some(cut) = ended.get() {
+                    let mut line = json!({ "error": cut.problem() }).to_string();
+                    line.push('\n');
+                    let _ = sender.send(Ok(Bytes::from(line))).await;
+                }
                 return;
             };
             let subjects = Arc::new(resolved.new_subjects());
@@ -152,14 +210,17 @@ enum Line {
 }
 
 /// Splits a streamed body into lines, holding at most one line (bounded) in memory. A read
-/// error ends the stream: the client went away or sent a broken body.
-fn lines(body: Body) -> impl Stream<Item = Line> {
+/// error, or no byte for `idle`, ends the stream, and `ended` says why; an unfinished last
+/// line is then dropped, as it may be cut anywhere.
+fn lines(body: Body, idle: Duration, ended: Arc<OnceLock<Cut>>) -> impl Stream<Item = Line> {
     struct Splitter<S> {
         chunks: S,
         buffer: Vec<u8>,
         too_long: bool,
         pending: VecDeque<Line>,
         done: bool,
+        idle: Duration,
+        ended: Arc<OnceLock<Cut>>,
     }
     let splitter = Splitter {
         chunks: body.into_data_stream(),
@@ -167,6 +228,8 @@ fn lines(body: Body) -> impl Stream<Item = Line> {
         too_long: false,
         pending: VecDeque::new(),
         done: false,
+        idle,
+        ended,
     };
     futures::stream::unfold(splitter, |mut s| async move {
         loop {
@@ -176,7 +239,13 @@ fn lines(body: Body) -> impl Stream<Item = Line> {
             if s.done {
                 return None;
             }
-            match s.chunks.next().await {
+            let Ok(next) = tokio::time::timeout(s.idle, s.chunks.next()).await else {
+                let partial = s.too_long || !s.buffer.is_empty();
+                let idle = s.idle;
+                let _ = s.ended.set(Cut::Stalled { idle, partial });
+                return None;
+            };
+            match next {
                 Some(Ok(chunk)) => {
                     let mut rest: &[u8] = &chunk;
                     while let Some(end) = rest.iter().position(|b| *b == b'\n') {
@@ -199,7 +268,11 @@ fn lines(body: Body) -> impl Stream<Item = Line> {
                         s.too_long = true;
                     }
                 }
-                Some(Err(_)) => return None,
+                Some(Err(_)) => {
+                    let partial = s.too_long || !s.buffer.is_empty();
+                    let _ = s.ended.set(Cut::Broken { partial });
+                    return None;
+                }
                 None => {
                     s.done = true;
                     if s.too_long {
@@ -225,7 +298,15 @@ struct PreparedChunk {
 
 /// Parses a chunk's lines and prepares its submissions ([`crate::requests::Requests::prepare`])
 /// on the blocking pool.
-async fn prepare(state: AppState, actor: String, chunk: Vec<(usize, Line)>) -> PreparedChunk {
+///
+/// With an `Idempotency-Key`, line N's command id is `bulk:<actor>:<key>:<N>`: a retried
+/// upload answers each line with the request its first upload made (`created: false`).
+async fn prepare(
+    state: AppState,
+    actor: String,
+    key: Option<String>,
+    chunk: Vec<(usize, Line)>,
+) -> PreparedChunk {
     let work = move || {
         let mut answers: Vec<(usize, Option<Result<serde_json::Value, Problem>>)> =
             Vec::with_capacity(chunk.len());
@@ -243,12 +324,15 @@ async fn prepare(state: AppState, actor: String, chunk: Vec<(usize, Line)>) -> P
                 Ok(body) => {
                     submitted_at.push(answers.len());
                     answers.push((number, None));
-                    submissions.push((Submission::from(body), None));
+                    let retry_id = key
+                        .as_ref()
+                        .map(|key| format!("bulk:{actor}:{key}:{number}"));
+                    submissions.push((Submission::from(body), retry_id));
                 }
                 Err(problem) => answers.push((number, Some(Err(problem)))),
             }
         }
-        let prepared = state.requests.prepare(submissions, &actor);
+        let prepared = state.requests.prepare_with_ids(submissions, &actor);
         PreparedChunk {
             answers,
             submitted_at,

@@ -7,7 +7,7 @@
 //! `by_status.completed`, `cleaners.billing.p95_seconds`, `completion.2025-03.median_days`)
 //! and `data-value="<the exact number>"`, so a test (or a scraper) reads the page as data.
 //!
-//! Auth, as the contract says ("token in cookie or query"): `?token=...` is checked and moved
+//! Auth, by token in a cookie or in the query: `?token=...` is checked and moved
 //! into an HttpOnly, SameSite=Strict cookie (`lethe_token`, path `/dashboard`), and the browser
 //! is sent back to `/dashboard` without the token in its address; afterwards the cookie, or an
 //! `Authorization: Bearer` header, is checked against `[[tokens]]` for `requests:read`. With no
@@ -67,7 +67,7 @@ static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
     get,
     path = "/dashboard",
     tag = "service",
-    params(("token" = Option<String>, Query, description = "A token with requests:read, given once: it is moved into the HttpOnly cookie `lethe_token` (path /dashboard) and the browser is redirected to /dashboard. Afterwards the cookie, or an `Authorization: Bearer` header, is checked.")),
+    params(("token" = Option<String>, Query, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$", description = "A token with requests:read, given once: it is moved into the HttpOnly cookie `lethe_token` (path /dashboard) and the browser is redirected to /dashboard. Afterwards the cookie, or an `Authorization: Bearer` header, is checked.")),
     responses(
         (status = 200, description = "The dashboard page: every figure is marked `data-stat` (its path in GET /v1/stats) and `data-value`", body = String, content_type = "text/html"),
         (status = 303, description = "The query's token was valid and is now in the `lethe_token` cookie; follow Location", headers(("Location" = String), ("Set-Cookie" = String))),

@@ -5,9 +5,11 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::problem::Problem;
+use super::MAX_BODY_BYTES;
 
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
@@ -20,17 +22,7 @@ where
     type Rejection = Problem;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                let status = rejection.status();
-                Problem::new(
-                    status,
-                    "urn:lethe:problem:unreadable-body",
-                    "Unreadable body",
-                    rejection.body_text(),
-                )
-            })?;
+        let bytes = read(request, state).await?;
         parse(&bytes).map(JsonBody)
     }
 }
@@ -47,21 +39,46 @@ where
     type Rejection = Problem;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                Problem::new(
-                    rejection.status(),
-                    "urn:lethe:problem:unreadable-body",
-                    "Unreadable body",
-                    rejection.body_text(),
-                )
-            })?;
+        let bytes = read(request, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(None));
         }
         parse(&bytes).map(|value| Self(Some(value)))
     }
+}
+
+/// The whole body, at most [`MAX_BODY_BYTES`]. A declared `Content-Length` over the limit is
+/// refused before a byte is read: waiting for ten gigabytes that will be refused anyway would
+/// hold the connection until the request times out.
+async fn read<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, Problem> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+            status => Problem::new(
+                status,
+                "urn:lethe:problem:unreadable-body",
+                "Unreadable body",
+                rejection.body_text(),
+            ),
+        })
+}
+
+fn too_large() -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "urn:lethe:problem:too-large",
+        "Body too large",
+        format!("the body must be at most {MAX_BODY_BYTES} bytes"),
+    )
 }
 
 /// Parses `bytes` as JSON into `T`, naming the field of the first error.
@@ -72,8 +89,8 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         Some(b'{') => {}
         Some(_) => return Err(Problem::invalid("body", "must be a JSON object")),
     }
-    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         let message = inner.to_string();
@@ -92,6 +109,14 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             message
         };
         Problem::invalid(field, detail)
+    })?;
+    // Whatever follows the value (a second object, stray bytes) would otherwise be ignored:
+    // the body must be one JSON value, only whitespace after it.
+    deserializer.end().map_err(|error| {
+        Problem::invalid(
+            "body",
+            format!("must be exactly one JSON value; more follows it ({error})"),
+        )
     })?;
     Ok(value)
 }
@@ -137,5 +162,20 @@ mod tests {
             field_of(r#"{"subject": {"a": "b"}, "tags": ["x"], "extra": {}}"#),
             "extra"
         );
+    }
+
+    #[test]
+    fn a_body_is_exactly_one_value() {
+        for body in [
+            r#"{"subject":{"a":"b"}}garbage"#,
+            r#"{"subject":{"a":"b"}}{"subject":{"a":"b"}}"#,
+            r#"{"subject":{"a":"b"}} 1"#,
+            "{\"subject\":{\"a\":\"b\"}}\n\u{0}",
+        ] {
+            let problem = parse::<Body>(body.as_bytes()).unwrap_err();
+            assert_eq!(problem.field.as_deref(), Some("body"), "{body}");
+            assert_eq!(problem.status, 400);
+        }
+        assert!(parse::<Body>(b"{\"subject\":{\"a\":\"b\"}} \r\n\t ").is_ok());
     }
 }

@@ -5,12 +5,14 @@ mod admin;
 pub mod auth;
 mod bulk;
 pub mod dashboard;
+pub mod edge;
 pub mod events;
 mod json;
 mod problem;
 pub mod queries;
 mod responses;
 mod schema;
+pub mod server;
 mod whole;
 
 use std::collections::BTreeMap;
@@ -29,10 +31,12 @@ use utoipa_axum::routes;
 
 pub use json::parse as parse_json;
 pub use problem::Problem;
+pub use server::serve;
 
 use crate::requests::{Requests, Submission};
 use crate::secrets::MasterKey;
 use crate::views::{HistoryView, RequestView, SubmittedView};
+use auth::Caller;
 use json::JsonBody;
 
 /// A request taking longer than this is answered 408.
@@ -141,6 +145,7 @@ pub fn router(state: AppState) -> Router {
     );
     let openapi = std::sync::Arc::new(openapi);
     routes
+        .fallback(edge::not_found)
         .layer(axum::Extension(openapi))
         .layer(axum::middleware::from_fn_with_state(
             limits,
@@ -167,6 +172,9 @@ pub fn router(state: AppState) -> Router {
                     },
                 ))
                 .layer(PropagateRequestIdLayer::x_request_id())
+                // Outside the time-out, so that its 408 becomes a problem too.
+                .layer(axum::middleware::from_fn(edge::problems))
+                .layer(axum::middleware::from_fn(edge::guard))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
                     REQUEST_TIMEOUT,
@@ -248,10 +256,10 @@ fn request_id(raw: &str) -> Result<RequestId, Problem> {
 )]
 async fn submit(
     State(state): State<AppState>,
+    Caller(principal, _): Caller<auth::RequestsWrite>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<SubmitBody>,
 ) -> Result<Response, Problem> {
-    let principal = auth::require(state.requests.config(), &headers, "requests:write")?;
     let key = idempotency_key(&headers)?;
     let submission = Submission::from(body);
     let submitted = state
@@ -282,10 +290,9 @@ async fn submit(
 )]
 async fn show(
     State(state): State<AppState>,
+    _: Caller<auth::RequestsRead>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<RequestView>, Problem> {
-    auth::require(state.requests.config(), &headers, "requests:read")?;
     let id = request_id(&id)?;
     let loaded = state
         .requests
@@ -308,10 +315,9 @@ async fn show(
 )]
 async fn history(
     State(state): State<AppState>,
+    _: Caller<auth::AuditRead>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<HistoryView>, Problem> {
-    auth::require(state.requests.config(), &headers, "audit:read")?;
     let id = request_id(&id)?;
     let (head, loaded, subject) = state
         .requests

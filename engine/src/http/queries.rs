@@ -4,15 +4,16 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use lethe_domain::{RequestId, RequestStatus};
 use lethe_projections::requests::{days_left, RequestRow};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{Caller, RequestsRead};
 use super::problem::Problem;
-use super::{auth, AppState};
+use super::AppState;
 use crate::read_models::{ReadModelStore, RequestFilter};
 
 const DEFAULT_LIMIT: u32 = 50;
@@ -27,6 +28,7 @@ pub struct ListQuery {
     #[param(schema_with = super::schema::status)]
     status: Option<String>,
     /// Only requests of this jurisdiction.
+    #[param(schema_with = super::schema::query_text)]
     jurisdiction: Option<String>,
     /// Only open requests whose deadline is at most `[policy] at_risk_days` away.
     at_risk: Option<bool>,
@@ -130,10 +132,9 @@ fn filter_of(state: &AppState, query: &ListQuery) -> Result<RequestFilter, Probl
 )]
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Caller<RequestsRead>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ListView>, Problem> {
-    auth::require(state.requests.config(), &headers, "requests:read")?;
     let Query(query) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
     let filter = filter_of(&state, &query)?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
@@ -314,9 +315,8 @@ pub async fn compute_stats(
 )]
 pub async fn stats(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Caller<RequestsRead>,
 ) -> Result<Json<StatsView>, Problem> {
-    auth::require(state.requests.config(), &headers, "requests:read")?;
     let store = read_models(&state)?;
     let stats = compute_stats(
         &**store,

@@ -1,7 +1,6 @@
 //! The error answers routes share, as groups for `#[utoipa::path(responses(...))]`, so that
 //! every operation documents each status it can answer, with the same words everywhere.
-//! Every error but the router's 408 is an RFC 9457 problem (`application/problem+json`,
-//! the `Problem` schema).
+//! Every error is an RFC 9457 problem (`application/problem+json`, the `Problem` schema).
 
 use std::collections::BTreeMap;
 
@@ -30,25 +29,33 @@ fn group(responses: &[(u16, &str)]) -> BTreeMap<String, RefOr<Response>> {
         .collect()
 }
 
-const TIMEOUT: &str = "The request took longer than 30 s (no body)";
-const RATE_LIMITED: &str =
-    "The caller's request rate (`[api] rate_per_second`) is exhausted; see Retry-After";
-
-/// What any route may answer, whatever it does: 408 and 429 come from layers around them all.
+/// What any route may answer, whatever it does: the layers around them all check the request
+/// line and headers, time the request out, and limit each caller's rate.
+#[derive(Debug)]
 pub struct Service;
 
 impl IntoResponses for Service {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let mut responses = group(&[(429, RATE_LIMITED)]);
-        responses.insert(
-            "408".to_owned(),
-            ResponseBuilder::new().description(TIMEOUT).build().into(),
-        );
-        responses
+        group(&[
+            (
+                400,
+                "Invalid input, the field named (a path or query value that is not UTF-8 or \
+                 holds a control character, or a parameter of the route)",
+            ),
+            (408, "The request was not complete within 30 s"),
+            (414, "The path and query are over 8 KiB"),
+            (
+                429,
+                "The caller's request rate (`[api] rate_per_second`) is exhausted; see \
+                 Retry-After",
+            ),
+            (431, "Over 100 header fields, or over 32 KiB of them"),
+        ])
     }
 }
 
 /// A route that needs a token with a scope.
+#[derive(Debug)]
 pub struct Guarded;
 
 impl IntoResponses for Guarded {
@@ -63,6 +70,7 @@ impl IntoResponses for Guarded {
 }
 
 /// A route that reads or writes the database.
+#[derive(Debug)]
 pub struct Stored;
 
 impl IntoResponses for Stored {
@@ -79,6 +87,7 @@ impl IntoResponses for Stored {
 
 /// A guarded route on one request that takes parameters: a bad one is named (400), an
 /// unknown request is 404.
+#[derive(Debug)]
 pub struct OneRequest;
 
 impl IntoResponses for OneRequest {
@@ -94,6 +103,7 @@ impl IntoResponses for OneRequest {
 }
 
 /// A command on one request: [`OneRequest`], plus the refusals of the request's state.
+#[derive(Debug)]
 pub struct Command;
 
 impl IntoResponses for Command {
@@ -115,6 +125,7 @@ impl IntoResponses for Command {
 }
 
 /// A route that reads a JSON body: over 64 KiB is 413.
+#[derive(Debug)]
 pub struct JsonBody;
 
 impl IntoResponses for JsonBody {

@@ -22,6 +22,9 @@ const SPACE: &str =
     r"\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
 /// Unicode category Cc: what `char::is_control` matches.
 const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
+/// The white space that is not a control character: all a query value may hold (the edge
+/// of the API refuses control characters in a path or query, see `edge.rs`).
+const QUERY_SPACE: &str = r"\u0020\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
 
 /// Free text that is trimmed, may be blank (then it counts as absent), and once trimmed is at
 /// most `max` characters without a control character. (The limit applies to the trimmed
@@ -79,8 +82,7 @@ fn at_most(max: u64) -> String {
 }
 
 /// A span of time (`Span`'s grammar): numbers with a unit, e.g. `1 month`, `45d`,
-/// `1 month 15 days`. (The days, and the months, of one span must also add up to at most
-/// 4294967295, which no pattern states.)
+/// `1 month 15 days`, each number at most 4294967295.
 pub fn span_pattern() -> String {
     let number = at_most(u64::from(u32::MAX));
     format!("^[{SPACE}]*(?:{number}[{SPACE}]*(?:days|day|d|months|month)[{SPACE}]*)+$")
@@ -94,9 +96,9 @@ fn checkpoint_text() -> String {
     format!("{number}-(?:{number}|-0+)")
 }
 
-/// `after`: an event id, trimmed.
+/// `after`: an event id, trimmed (of the white space a query value may hold).
 pub fn checkpoint_pattern() -> String {
-    format!("^[{SPACE}]*{}[{SPACE}]*$", checkpoint_text())
+    format!("^[{QUERY_SPACE}]*{}[{QUERY_SPACE}]*$", checkpoint_text())
 }
 
 /// `Last-Event-ID`: an event id, or blank for none.
@@ -107,7 +109,7 @@ pub fn last_event_id_pattern() -> String {
 /// `types`: event type names, comma-separated, each trimmed.
 pub fn event_types_pattern() -> String {
     let names = lethe_domain::event::EVENT_TYPES.join("|");
-    let one = format!("[{SPACE}]*(?:{names})[{SPACE}]*");
+    let one = format!("[{QUERY_SPACE}]*(?:{names})[{QUERY_SPACE}]*");
     format!("^{one}(?:,{one})*$")
 }
 
@@ -244,6 +246,19 @@ pub fn event_types() -> Schema {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .pattern(Some(event_types_pattern()))
+        .into()
+}
+
+/// Any query value: the edge of the API refuses control characters in it.
+pub fn query_text_pattern() -> String {
+    format!("^[^{CONTROL}]*$")
+}
+
+/// A query value with no rule of its own but the edge's.
+pub fn query_text() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(query_text_pattern()))
         .into()
 }
 

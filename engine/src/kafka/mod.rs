@@ -23,14 +23,19 @@ use crate::store::{Checkpoint, RecordedEvent, StoreError};
 use crate::workflow::subscription::Projector;
 use crate::workflow::WorkflowStore;
 
+pub mod message;
+
+pub use message::{message_value, Message};
+
 /// The subscription name of the relay.
 pub const RELAY: &str = "kafka-relay";
 
-/// `[kafka]` in lethe.toml.
+/// `[kafka]` in lethe.toml, or `LETHE_KAFKA_BROKERS` alone ([`KafkaConfig::with_brokers`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
-    /// Bootstrap servers; `LETHE_KAFKA_BROKERS` overrides.
+    /// Bootstrap servers; `LETHE_KAFKA_BROKERS` replaces them, so the file may leave them out.
+    #[serde(default)]
     pub brokers: String,
     /// Event type → topic. Default: Due, Completed and Cancelled.
     #[serde(default = "default_publish")]
@@ -39,6 +44,18 @@ pub struct KafkaConfig {
     pub results_topic: String,
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter_topic: String,
+}
+
+impl KafkaConfig {
+    /// Kafka with every default: what `LETHE_KAFKA_BROKERS` enables without a `[kafka]` section.
+    pub fn with_brokers(brokers: String) -> Self {
+        Self {
+            brokers,
+            publish: default_publish(),
+            results_topic: default_results_topic(),
+            dead_letter_topic: default_dead_letter_topic(),
+        }
+    }
 }
 
 fn default_publish() -> BTreeMap<String, String> {
@@ -58,18 +75,6 @@ fn default_results_topic() -> String {
 
 fn default_dead_letter_topic() -> String {
     "lethe.dead-letter".to_owned()
-}
-
-/// The JSON value of a published message (see `CONTRACT.md`).
-pub fn message_value(event: &RecordedEvent) -> serde_json::Value {
-    serde_json::json!({
-        "event_id": event.event_id,
-        "request_id": event.stream_id,
-        "type": event.event_type,
-        "position": event.position,
-        "recorded_at": event.recorded_at,
-        "data": event.payload,
-    })
 }
 
 /// Lethe's idempotent producer (`enable.idempotence=true`, `acks=all`, 10 s delivery timeout),
@@ -195,32 +200,12 @@ impl Projector for KafkaRelay {
             let Some(topic) = self.topics.get(&event.event_type) else {
                 continue;
             };
-            let key = event.stream_id.to_string();
-            let value = message_value(event).to_string();
-            let event_id = event.event_id.to_string();
-            let schema_version = event.schema_version.to_string();
-            let correlation_id = event.correlation_id.to_string();
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "lethe-event-id",
-                    value: Some(&event_id),
-                })
-                .insert(Header {
-                    key: "lethe-event-type",
-                    value: Some(&event.event_type),
-                })
-                .insert(Header {
-                    key: "lethe-schema-version",
-                    value: Some(&schema_version),
-                })
-                .insert(Header {
-                    key: "lethe-correlation-id",
-                    value: Some(&correlation_id),
-                });
+            let message = Message::event(event);
+            let value = message.value.to_string();
             let record = FutureRecord::to(topic)
-                .key(&key)
+                .key(&message.key)
                 .payload(&value)
-                .headers(headers);
+                .headers(message.kafka_headers());
             match producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((error, _)) => {
@@ -254,8 +239,8 @@ impl Projector for KafkaRelay {
 /// How long the relay waits between rounds when the broker fails.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Publishes the Due message again for one Kafka cleaner's retry, with the attempt number
-/// (`"cleaner"` and `"attempt"` in the value, `lethe-cleaner` and `lethe-attempt` headers).
+/// Publishes the Due message again for one Kafka cleaner's retry ([`Message::retry`]: the
+/// attempt number, and an id of its own that is the same every time this attempt is published).
 pub async fn publish_retry(
     producer: &FutureProducer,
     topic: &str,
@@ -263,34 +248,12 @@ pub async fn publish_retry(
     cleaner: &lethe_domain::CleanerName,
     attempt: u32,
 ) -> Result<(), String> {
-    let mut value = message_value(due);
-    value["cleaner"] = serde_json::json!(cleaner);
-    value["attempt"] = serde_json::json!(attempt);
-    let value = value.to_string();
-    let key = due.stream_id.to_string();
-    let event_id = due.event_id.to_string();
-    let attempt_text = attempt.to_string();
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "lethe-event-id",
-            value: Some(&event_id),
-        })
-        .insert(Header {
-            key: "lethe-event-type",
-            value: Some("Due"),
-        })
-        .insert(Header {
-            key: "lethe-cleaner",
-            value: Some(cleaner.as_str()),
-        })
-        .insert(Header {
-            key: "lethe-attempt",
-            value: Some(&attempt_text),
-        });
+    let message = Message::retry(due, cleaner, attempt);
+    let value = message.value.to_string();
     let record = FutureRecord::to(topic)
-        .key(&key)
+        .key(&message.key)
         .payload(&value)
-        .headers(headers);
+        .headers(message.kafka_headers());
     producer
         .send(record, Duration::from_secs(10))
         .await
@@ -483,6 +446,9 @@ async fn find_topic(consumer: &Arc<rdkafka::consumer::StreamConsumer>, topic: &s
     }
 }
 
+/// The most of a result's `detail` recorded, in characters (as by the HTTP result endpoint).
+pub const MAX_DETAIL_CHARS: usize = 1024;
+
 enum ResultError {
     Rejected(String),
     Store(String),
@@ -511,6 +477,12 @@ async fn apply_result(
             result.cleaner
         )));
     }
+    // A result is untrusted input bound for the immutable log: its free text is cut to what
+    // the HTTP result endpoint keeps.
+    let detail = result
+        .detail
+        .as_ref()
+        .map(|d| d.chars().take(MAX_DETAIL_CHARS).collect::<String>());
     let metadata = crate::store::EventMetadata::new(format!("cleaner:{}", result.cleaner));
     let now = chrono::Utc::now();
     let outcome = requests
@@ -521,15 +493,14 @@ async fn apply_result(
                     attempt: result.attempt,
                     at: now,
                     deleted: result.deleted.clone(),
-                    detail: result.detail.clone(),
+                    detail: detail.clone(),
                 }
             } else {
                 Command::RecordCleanerFailure {
                     cleaner: result.cleaner.clone(),
                     attempt: result.attempt,
                     at: now,
-                    error: result
-                        .detail
+                    error: detail
                         .clone()
                         .unwrap_or_else(|| "the cleaner reported a failure".to_owned()),
                     status_code: None,

@@ -120,10 +120,13 @@ impl Workers {
         public_url: String,
     ) -> Self {
         let limits = CleanerLimits::new(&config);
-        let producer = config
-            .kafka
-            .as_ref()
-            .and_then(|k| crate::kafka::producer(&k.brokers).ok());
+        let producer = config.kafka.as_ref().and_then(|k| {
+            crate::kafka::producer(&k.brokers)
+                .map_err(|error| {
+                    tracing::error!(error = %error, "cannot create the Kafka producer; Kafka cleaners' retries wait for it");
+                })
+                .ok()
+        });
         Self {
             requests,
             workflow,
@@ -905,11 +908,19 @@ impl Workers {
         config: &crate::config::CleanerConfig,
     ) -> Result<Outcome, RequestError> {
         if attempt > 1 {
-            let (Some(kafka), Some(producer)) = (&self.config.kafka, &self.producer) else {
-                return Ok(Outcome::Finish);
-            };
-            let Some(topic) = kafka.publish.get("Due") else {
-                return Ok(Outcome::Finish);
+            let topic = self
+                .config
+                .kafka
+                .as_ref()
+                .and_then(|k| k.publish.get("Due"));
+            let (Some(topic), Some(producer)) = (topic, &self.producer) else {
+                // The config check requires a published Due, so only a producer that could not
+                // be created gets here: the retry must not vanish, its job runs again after its
+                // lease.
+                return Err(StoreError::Downstream(
+                    "kafka: no producer to publish the retry with".to_owned(),
+                )
+                .into());
             };
             let due = loaded
                 .events
