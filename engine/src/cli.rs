@@ -470,6 +470,8 @@ type Decide = Box<dyn Fn(&Request) -> Command + Send + Sync>;
 /// Runs one administrative command through the same path the HTTP API uses.
 async fn operate(requests: &Requests, command: Commands) -> anyhow::Result<LoadedRequest> {
     let metadata = EventMetadata::new(cli_actor());
+    // A result typed by hand is scrubbed of the subject's identifiers like a cleaner's.
+    let reports_result = matches!(command, Commands::Confirm { .. });
     let now = chrono::Utc::now;
     let cleaner = |raw: &str| {
         lethe_domain::CleanerName::parse(raw).map_err(|e| anyhow!("cleaner {raw:?}: {}", e.message))
@@ -593,6 +595,9 @@ async fn operate(requests: &Requests, command: Commands) -> anyhow::Result<Loade
         other => bail!("{other:?} is not an administrative command"),
     };
     let id = parse_id(&id)?;
+    if reports_result {
+        return Ok(requests.execute_result(id, &metadata, make).await?);
+    }
     Ok(requests.execute(id, &metadata, make).await?)
 }
 
@@ -656,7 +661,7 @@ fn redact(url: &str) -> String {
 }
 
 async fn serve(config: Config, database_url: &str, listen: &str) -> anyhow::Result<()> {
-    let database = store::open(database_url, true)
+    let database = store::open_with(database_url, true, config.database.acquire_timeout.0)
         .await
         .with_context(|| format!("cannot open the database {}", redact(database_url)))?;
     let key = MasterKey::load()?;

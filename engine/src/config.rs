@@ -68,6 +68,9 @@ pub struct Config {
     pub engine: EngineConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    /// How long the database may take to answer before a request is told it is unavailable.
+    #[serde(default)]
+    pub database: DatabaseConfig,
     /// Optional: without it Lethe runs with no broker at all.
     pub kafka: Option<crate::kafka::KafkaConfig>,
     /// API bearer tokens, stored as SHA-256 hashes. None configured: auth is off, and
@@ -355,6 +358,40 @@ impl Default for EngineConfig {
     }
 }
 
+/// Waiting for the database (Postgres). While it is unreachable, requests are answered 503
+/// with `Retry-After` after at most `acquire_timeout`, and `/readyz` after `ready_timeout`;
+/// the workflow keeps retrying at its poll interval (ADR 14).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// How long a call waits for a pooled connection (including opening a new one) before it
+    /// fails as unavailable.
+    #[serde(default = "default_acquire_timeout")]
+    pub acquire_timeout: ConfigDuration,
+    /// How long `/readyz` waits for the database's answer before saying 503.
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout: ConfigDuration,
+}
+
+/// Far above a healthy pool's waits (a submission's p99 is tens of milliseconds at 32 clients,
+/// docs/PERFORMANCE.md), and short enough to answer an outage within a second.
+fn default_acquire_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(1))
+}
+/// Below the 1 s time-out that readiness probes commonly use.
+fn default_ready_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_millis(500))
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            acquire_timeout: default_acquire_timeout(),
+            ready_timeout: default_ready_timeout(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -479,6 +516,7 @@ impl Default for Config {
             cleaners: Vec::new(),
             engine: EngineConfig::default(),
             api: ApiConfig::default(),
+            database: DatabaseConfig::default(),
             kafka: None,
             tokens: Vec::new(),
         }
@@ -627,6 +665,14 @@ impl Config {
         }
         if let Some(notifier) = &self.notifier {
             check_url("notifier.url", &notifier.url)?;
+        }
+        for (key, duration) in [
+            ("database.acquire_timeout", self.database.acquire_timeout),
+            ("database.ready_timeout", self.database.ready_timeout),
+        ] {
+            if duration.0.is_zero() {
+                return Err(invalid(key.into(), "must be longer than zero"));
+            }
         }
         if self.api.body_idle_timeout.is_some_and(|d| d.0.is_zero()) {
             return Err(invalid(
@@ -783,6 +829,25 @@ mod tests {
         assert!(config
             .request_policy(&Jurisdiction::parse("lgpd").unwrap())
             .is_none());
+    }
+
+    #[test]
+    fn database_timeouts_default_short_parse_and_refuse_zero() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.database.acquire_timeout.0, Duration::from_secs(1));
+        assert_eq!(config.database.ready_timeout.0, Duration::from_millis(500));
+        let config =
+            Config::parse("[database]\nacquire_timeout = \"3s\"\nready_timeout = \"250ms\"\n")
+                .unwrap();
+        assert_eq!(config.database.acquire_timeout.0, Duration::from_secs(3));
+        assert_eq!(config.database.ready_timeout.0, Duration::from_millis(250));
+        for key in ["acquire_timeout", "ready_timeout"] {
+            let error = Config::parse(&format!("[database]\n{key} = \"0s\"\n")).unwrap_err();
+            assert!(
+                error.to_string().contains(&format!("database.{key}")),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -241,9 +241,15 @@ async fn run_finds(
                 }
             }
             Err(error) => {
-                let error = error.to_string();
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(StoreError::Downstream(error.clone())));
+                    let _ = reply.send(Err(error.for_another()));
+                }
+                // Lookups that queued while this one found the database unreachable get that
+                // answer now, rather than each waiting out a connection time-out in turn.
+                if error.is_unavailable() {
+                    while let Ok((_, reply)) = calls.try_recv() {
+                        let _ = reply.send(Err(error.for_another()));
+                    }
                 }
             }
         }

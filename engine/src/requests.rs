@@ -450,8 +450,19 @@ impl Requests {
             new_subjects: HashMap::new(),
         };
         let blind: Vec<&[String]> = fresh.iter().map(|one| one.indexes.as_slice()).collect();
-        // One lookup for all; should it fail, each submission looks up (and fails) alone.
-        let open = self.open_requests(&blind).await.ok();
+        // One lookup for all; should it fail, each submission looks up (and fails) alone,
+        // unless the database is unreachable: then all fail at once rather than each after
+        // its own connection time-out.
+        let open = match self.open_requests(&blind).await {
+            Ok(open) => Some(open),
+            Err(RequestError::Store(error)) if error.is_unavailable() => {
+                for one in fresh {
+                    resolved.answers[one.index] = Some(Err(error.for_another().into()));
+                }
+                return resolved;
+            }
+            Err(_) => None,
+        };
         for one in fresh {
             let index = one.index;
             let earlier = match &open {
@@ -745,6 +756,40 @@ impl Requests {
         }
         let (loaded, mut outcomes) = self
             .decide_and_append(id, metadata, None, |request| vec![make(request)])
+            .await?;
+        match outcomes.pop() {
+            Some(Err(rejected)) => Err(rejected.into()),
+            _ => Ok(loaded),
+        }
+    }
+
+    /// As [`Requests::execute`], for a command that records a cleaner's result: the cleaner's
+    /// text in it (the `detail`, the error) has the subject's identifiers redacted and is cut
+    /// to length ([`crate::cleaners::redact`]). Every door that records a result reported
+    /// by a cleaner or a person goes through here.
+    pub async fn execute_result(
+        &self,
+        id: RequestId,
+        metadata: &EventMetadata,
+        make: impl Fn(&Request) -> Command + Send + Sync,
+    ) -> Result<LoadedRequest, RequestError> {
+        use crate::cleaners::redact::scrub_result;
+        if let Some(command_id) = &metadata.command_id {
+            if self.store.find_command(command_id).await?.is_some() {
+                return self.load(id).await?.ok_or(RequestError::NotFound(id));
+            }
+        }
+        let loaded = self.load(id).await?.ok_or(RequestError::NotFound(id))?;
+        // A shredded subject has nothing left to redact; one this process cannot open (no
+        // key store: only tests) neither.
+        let subject = match self.subject_of(&loaded.request).await? {
+            SubjectAccess::Clear(subject) => subject,
+            SubjectAccess::Shredded | SubjectAccess::Unavailable => BTreeMap::new(),
+        };
+        let (loaded, mut outcomes) = self
+            .decide_and_append(id, metadata, Some(loaded), |request| {
+                vec![scrub_result(make(request), &subject)]
+            })
             .await?;
         match outcomes.pop() {
             Some(Err(rejected)) => Err(rejected.into()),

@@ -127,6 +127,17 @@ async fn run(
     Ok(Json(RequestView::new(&loaded)))
 }
 
+/// As [`run`], for a cleaner's result: its text is scrubbed of the subject's identifiers.
+async fn run_result(
+    state: &AppState,
+    id: RequestId,
+    metadata: &EventMetadata,
+    make: impl Fn(&lethe_domain::state::Request) -> Command + Send + Sync,
+) -> Result<Json<RequestView>, Problem> {
+    let loaded = state.requests.execute_result(id, metadata, make).await?;
+    Ok(Json(RequestView::new(&loaded)))
+}
+
 #[utoipa::path(
     post,
     path = "/v1/requests/{id}/cancel",
@@ -468,14 +479,13 @@ pub async fn cleaner_result(
     if body.attempt == 0 {
         return Err(Problem::invalid("attempt", "must be at least 1"));
     }
-    let detail = body
-        .detail
-        .map(|d| d.chars().take(MAX_DETAIL_LEN).collect::<String>());
+    // Redacted and cut to length when recorded (`run_result`).
+    let detail = body.detail;
     let attempt = body.attempt;
     match body.outcome {
         ResultOutcome::Succeeded => {
             let deleted = body.deleted;
-            run(&state, id, &metadata, |_| Command::RecordCleanerSuccess {
+            run_result(&state, id, &metadata, |_| Command::RecordCleanerSuccess {
                 cleaner: cleaner.clone(),
                 attempt,
                 at: Utc::now(),
@@ -487,7 +497,7 @@ pub async fn cleaner_result(
         ResultOutcome::Failed => {
             let retryable = body.retryable.unwrap_or(true);
             let error = detail.unwrap_or_else(|| "the cleaner reported a failure".to_owned());
-            run(&state, id, &metadata, |_| Command::RecordCleanerFailure {
+            run_result(&state, id, &metadata, |_| Command::RecordCleanerFailure {
                 cleaner: cleaner.clone(),
                 attempt,
                 at: Utc::now(),

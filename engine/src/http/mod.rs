@@ -351,10 +351,23 @@ async fn metrics() -> ([(header::HeaderName, &'static str); 1], String) {
         (status = 200, description = "The database is reachable and migrated", body = String, content_type = "text/plain"),
         responses::Service,
         responses::Stored,
+        (status = 503, description = "The database did not answer within `[database] ready_timeout` (see Retry-After)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn ready(State(state): State<AppState>) -> Result<&'static str, Problem> {
-    state.requests.store().ping().await?;
+    // Its own bound, below the pool's: a probe with a 1 s time-out must get an answer, and a
+    // connection that hangs (a network partition rather than a refusal) must not hold it.
+    let bound = state.requests.config().database.ready_timeout.0;
+    match tokio::time::timeout(bound, state.requests.store().ping()).await {
+        Ok(answer) => answer?,
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = bound.as_millis(),
+                "database did not answer the readiness check in time"
+            );
+            return Err(Problem::database_unavailable());
+        }
+    }
     Ok("ready")
 }
 

@@ -24,6 +24,9 @@ pub struct Problem {
     /// The input field at fault, e.g. `subject.email`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Sent as the `Retry-After` header (seconds), not in the body.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -39,6 +42,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -83,24 +87,42 @@ impl Problem {
         )
     }
 
-    fn unavailable() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "urn:lethe:problem:unavailable",
-            "Service unavailable",
-            "the database is unreachable; try again shortly",
-        )
+    /// The database cannot be reached now. A retry is safe even for a submission whose
+    /// commit was cut off: it is recognised by its subject, `Idempotency-Key` or
+    /// `external_id` (ADR 14).
+    pub(crate) fn database_unavailable() -> Self {
+        Self {
+            retry_after: Some(DATABASE_RETRY_AFTER_SECS),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:lethe:problem:unavailable",
+                "Service unavailable",
+                "the database is unreachable; nothing was lost: try again after the \
+                 Retry-After seconds (a repeated submission returns the request it made, if \
+                 it was recorded)",
+            )
+        }
     }
 }
+
+/// The `Retry-After` of a database outage: short, since answering it costs Lethe little and
+/// most outages (a restart, a fail-over) last seconds.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 1;
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.retry_after;
         let mut response = (status, axum::Json(self)).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -131,11 +153,9 @@ impl From<RequestError> for Problem {
 impl From<StoreError> for Problem {
     fn from(error: StoreError) -> Self {
         match &error {
-            StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => {
-                tracing::error!(error = %error, "database unavailable");
-                Self::unavailable()
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %error, "database unavailable");
+                Self::database_unavailable()
             }
             _ => {
                 tracing::error!(error = %error, "store failure");

@@ -447,7 +447,7 @@ async fn find_topic(consumer: &Arc<rdkafka::consumer::StreamConsumer>, topic: &s
 }
 
 /// The most of a result's `detail` recorded, in characters (as by the HTTP result endpoint).
-pub const MAX_DETAIL_CHARS: usize = 1024;
+pub use crate::cleaners::redact::MAX_DETAIL_CHARS;
 
 enum ResultError {
     Rejected(String),
@@ -477,16 +477,13 @@ async fn apply_result(
             result.cleaner
         )));
     }
-    // A result is untrusted input bound for the immutable log: its free text is cut to what
-    // the HTTP result endpoint keeps.
-    let detail = result
-        .detail
-        .as_ref()
-        .map(|d| d.chars().take(MAX_DETAIL_CHARS).collect::<String>());
+    // A result is untrusted input bound for the immutable log: `execute_result` redacts the
+    // subject's identifiers in its text and cuts it to what the HTTP result endpoint keeps.
+    let detail = result.detail.clone();
     let metadata = crate::store::EventMetadata::new(format!("cleaner:{}", result.cleaner));
     let now = chrono::Utc::now();
     let outcome = requests
-        .execute(result.request_id, &metadata, |_| {
+        .execute_result(result.request_id, &metadata, |_| {
             if succeeded {
                 Command::RecordCleanerSuccess {
                     cleaner: result.cleaner.clone(),

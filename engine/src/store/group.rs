@@ -86,7 +86,11 @@ impl GroupCommit {
 }
 
 /// Writes `appends` with `try_batch` (one transaction). If that transaction fails as a whole,
-/// writes each append on its own, so that one bad append cannot fail the others.
+/// writes each append on its own, so that one bad append cannot fail the others; unless the
+/// database is unreachable: then every append gets that answer at once. Trying them one by
+/// one would make each caller wait out its own connection time-out in turn, and if the
+/// connection went during the commit, the batch may have been written: an append written
+/// again would come back as a conflict with itself.
 pub(crate) async fn with_fallback<'a, F, Fut>(
     appends: &'a [Append],
     try_batch: F,
@@ -98,6 +102,9 @@ where
     match try_batch(appends).await {
         Ok(results) => results,
         Err(error) if appends.len() == 1 => vec![Err(error)],
+        Err(error) if error.is_unavailable() => {
+            appends.iter().map(|_| Err(error.for_another())).collect()
+        }
         Err(error) => {
             tracing::debug!(%error, size = appends.len(), "batch append failed; appending one by one");
             let mut results = Vec::with_capacity(appends.len());
@@ -148,9 +155,24 @@ async fn run_writer(
         carried = later;
         let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         let results = write(appends).await;
+        let outage = results
+            .iter()
+            .find_map(|r| r.as_ref().err().filter(|e| e.is_unavailable()))
+            .map(StoreError::for_another);
         for (reply, result) in replies.into_iter().zip(results) {
             // The caller may have gone away (a dropped request); nothing to tell it then.
             let _ = reply.send(result);
+        }
+        // Appends that queued while this batch found the database unreachable get that answer
+        // now (none of them was tried, so none was written), rather than each batch after it
+        // waiting out a connection time-out in turn.
+        if let Some(outage) = outage {
+            while let Ok((_, reply)) = receiver.try_recv() {
+                let _ = reply.send(Err(outage.for_another()));
+            }
+            for (_, reply) in carried.drain(..) {
+                let _ = reply.send(Err(outage.for_another()));
+            }
         }
     }
 }

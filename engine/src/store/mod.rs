@@ -6,6 +6,7 @@
 mod group;
 mod hash;
 mod postgres;
+mod reachability;
 mod sqlite;
 
 use std::fmt;
@@ -20,7 +21,7 @@ use uuid::Uuid;
 
 use hash::chain_hash;
 pub use hash::{verify_chain, ChainBreak, GENESIS_HASH};
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresStore, TOOL_ACQUIRE_TIMEOUT};
 pub use sqlite::SqliteStore;
 
 /// Who asked for a change and why it happened, recorded with every event of one append.
@@ -173,6 +174,14 @@ pub enum StoreError {
     /// A downstream system (the Kafka broker) did not take what a subscriber handed it.
     #[error("{0}")]
     Downstream(String),
+    /// The database cannot be reached now: connection refused or lost, no connection within
+    /// the pool's acquire time-out, the server shutting down or out of connections, SQLite
+    /// locked by another process past its busy timeout. Nothing is wrong with the call; try
+    /// again later. For an append it does not say whether the append was committed (the
+    /// connection may have gone while the commit was under way): see ADR 14 for why retrying
+    /// is still safe.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     // The source is in the message, not chained, so `{:#}` does not print it twice.
     #[error("database error: {0}")]
     Database(sqlx::Error),
@@ -182,7 +191,28 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Database(error)
+        if reachability::is_unreachable(&error) {
+            Self::Unavailable(error.to_string())
+        } else {
+            Self::Database(error)
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether this is [`StoreError::Unavailable`]: the database cannot be reached now.
+    pub const fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+
+    /// The same failure for another caller that shared the failed call (a batched lookup or
+    /// write answers each of its callers): an outage stays an outage, anything else is
+    /// passed on as its message.
+    pub(crate) fn for_another(&self) -> Self {
+        match self {
+            Self::Unavailable(message) => Self::Unavailable(message.clone()),
+            other => Self::Downstream(other.to_string()),
+        }
     }
 }
 
@@ -376,9 +406,25 @@ pub struct Database {
 
 /// Opens the database a URL names: `postgres://...` or `sqlite://...` (the file and its parent
 /// directory are created when missing). Applies pending migrations when `migrate` is set.
+/// Calls wait up to [`TOOL_ACQUIRE_TIMEOUT`] for a Postgres connection.
 pub async fn open(url: &str, migrate: bool) -> Result<Database, OpenError> {
+    open_with(url, migrate, TOOL_ACQUIRE_TIMEOUT).await
+}
+
+/// [`open`], with every call waiting at most `acquire_timeout` for a Postgres connection
+/// before it fails with [`StoreError::Unavailable`] (`lethe serve`: `[database]
+/// acquire_timeout`). SQLite is a local file: its calls wait for the one writing connection,
+/// and for another process's lock up to its busy timeout.
+pub async fn open_with(
+    url: &str,
+    migrate: bool,
+    acquire_timeout: std::time::Duration,
+) -> Result<Database, OpenError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = std::sync::Arc::new(PostgresStore::connect(url).await?);
+        let options = sqlx::postgres::PgConnectOptions::from_str(url).map_err(StoreError::from)?;
+        let store = std::sync::Arc::new(
+            PostgresStore::connect_with_timeout(options, acquire_timeout).await?,
+        );
         if migrate {
             store.migrate().await?;
         }

@@ -36,6 +36,12 @@ const MAX_BATCH: usize = 512;
 const WRITERS: usize = 2;
 /// Connections: the writers' plus room for reads, subscriptions and job claims.
 const POOL_SIZE: u32 = 24;
+/// How long a call waits for a connection when no `[database] acquire_timeout` applies (the
+/// command-line tools, tests): they have no caller waiting on a quick answer. `lethe serve`
+/// waits as long as its configuration says (1 s by default).
+pub const TOOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pause between connection attempts while connecting to an unreachable database.
+const STARTUP_RETRY: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -51,14 +57,42 @@ impl PostgresStore {
 
     /// Connects with explicit options (tests use them to put each test in its own schema).
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        Self::connect_with_timeout(options, TOOL_ACQUIRE_TIMEOUT).await
+    }
+
+    /// Connects with explicit options; every call waits at most `acquire_timeout` for a
+    /// connection (a pooled one, or a new one opened meanwhile), then fails with
+    /// [`StoreError::Unavailable`]. A pooled connection is checked before use, so one the
+    /// server closed or reset is replaced rather than handed out.
+    ///
+    /// Connecting itself waits up to [`TOOL_ACQUIRE_TIMEOUT`] for an unreachable database,
+    /// however short `acquire_timeout` is: a server that starts (or restarts) beside Lethe
+    /// should not stop it from starting.
+    pub async fn connect_with_timeout(
+        options: PgConnectOptions,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StoreError> {
         // No JIT: every statement here is short, and a cost estimate past `jit_above_cost`
         // (a claim's stream reads on a large log) made Postgres compile code for each call.
         let options = options.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await?;
+            .acquire_timeout(acquire_timeout)
+            .test_before_acquire(true)
+            .connect_lazy_with(options);
+        let started = tokio::time::Instant::now();
+        loop {
+            match pool.acquire().await.map_err(StoreError::from) {
+                Ok(_) => break,
+                Err(error)
+                    if error.is_unavailable() && started.elapsed() < TOOL_ACQUIRE_TIMEOUT =>
+                {
+                    tracing::info!(error = %error, "waiting for the database");
+                    tokio::time::sleep(STARTUP_RETRY).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
         let write = batch_writer(pool.clone());
         let group = GroupCommit::start(WRITERS, MAX_BATCH, write);
         Ok(Self { pool, group })

@@ -1,6 +1,8 @@
 //! A bare HTTP/1.1 client over a TCP socket: it sends exactly the bytes it is given (broken
 //! ones included) and reads what the server answers, if anything.
 
+#![allow(dead_code)] // each test binary that includes it uses a part
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -25,7 +27,6 @@ impl Reply {
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 
-    #[allow(dead_code)] // for the tests that read answers
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
