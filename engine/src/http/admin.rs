@@ -191,7 +191,11 @@ impl axum::extract::FromRequestParts<AppState> for Canceller {
             .map_err(|e| Problem::invalid("query", e.body_text()))?;
         let actor = match &query.token {
             Some(token) => {
-                if !state.key.verify_cancel_token(id, token) {
+                // A token issued under a master key since rotated away is kept as a digest
+                // while its request is in the grace period (ADR 15).
+                if !state.key.verify_cancel_token(id, token)
+                    && !state.requests.previous_cancel_token(id, token).await?
+                {
                     return Err(Problem::forbidden(
                         "the cancel token does not match this request",
                     ));
