@@ -985,10 +985,11 @@ pub fn text_field(
     if value.is_empty() {
         return Ok(None);
     }
-    if value.len() > max {
+    // Characters, not bytes: the limit JSON Schema's `maxLength` and a pattern can state.
+    if value.chars().count() > max {
         return Err(InvalidInput::new(
             field,
-            format!("must be at most {max} bytes"),
+            format!("must be at most {max} characters"),
         ));
     }
     if value.chars().any(char::is_control) {
