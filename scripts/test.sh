@@ -99,6 +99,10 @@ rm -f "$results"
 if [ "$test_status" != 0 ]; then
   exit "$test_status"
 fi
+# The OpenAPI document against a running server: schemathesis (pinned, installed once into a
+# virtualenv outside the clone) with every check, a fixed seed and a bounded number of cases.
+log "schemathesis against lethe serve"
+scripts/schemathesis/run.sh
 log "benchmark smoke run (every scenario, seconds long, debug build: it proves the benchmark works; its figures are not benchmarks)"
 cargo build --locked -p lethe-bench -p lethe-engine --bin lethe-bench --bin lethe
 LETHE_BENCH_POSTGRES_URL="$LETHE_TEST_POSTGRES_URL" timeout --kill-after=10s 600s \

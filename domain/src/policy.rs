@@ -72,7 +72,9 @@ impl fmt::Display for Span {
 impl FromStr for Span {
     type Err = String;
 
-    /// Parses `"1 month"`, `"2 months"`, `"45d"`, `"45 days"` or `"1 month 15 days"`.
+    /// Parses `"1 month"`, `"2 months"`, `"45d"`, `"45 days"` or `"1 month 15 days"`. Each
+    /// number must fit in 32 bits; a sum beyond that is the largest span (far beyond any
+    /// deadline rule), so that what is well-formed is exactly what a pattern can state.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || format!("{s:?} is not a span: use e.g. \"1 month\", \"2 months\" or \"45d\"");
         let mut span = Self::default();
@@ -88,8 +90,8 @@ impl FromStr for Span {
                 .find(|c: char| !c.is_ascii_alphabetic())
                 .unwrap_or(rest.len());
             match &rest[..unit_end] {
-                "d" | "day" | "days" => span.days = span.days.checked_add(n).ok_or_else(bad)?,
-                "month" | "months" => span.months = span.months.checked_add(n).ok_or_else(bad)?,
+                "d" | "day" | "days" => span.days = span.days.saturating_add(n),
+                "month" | "months" => span.months = span.months.saturating_add(n),
                 _ => return Err(bad()),
             }
             rest = rest[unit_end..].trim_start();
@@ -221,9 +223,24 @@ mod tests {
             "1 month 3d".parse::<Span>().unwrap(),
             Span { months: 1, days: 3 }
         );
-        for bad in ["", "month", "1 fortnight", "-1d", "1.5 months", "d45"] {
+        for bad in [
+            "",
+            "month",
+            "1 fortnight",
+            "-1d",
+            "1.5 months",
+            "d45",
+            "4294967296d",
+        ] {
             assert!(bad.parse::<Span>().is_err(), "{bad:?}");
         }
+        assert_eq!(
+            "4294967295d 1d 3 months".parse::<Span>().unwrap(),
+            Span {
+                months: 3,
+                days: u32::MAX
+            }
+        );
     }
 
     #[test]

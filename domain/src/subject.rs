@@ -11,7 +11,7 @@ use crate::error::InvalidInput;
 pub const MAX_SUBJECT_KINDS: usize = 16;
 /// At most this many characters per identifier kind.
 pub const MAX_KIND_LEN: usize = 32;
-/// At most this many bytes per identifier value.
+/// At most this many characters per identifier value.
 pub const MAX_VALUE_LEN: usize = 256;
 
 /// A validated, non-empty map from identifier kind to value.
@@ -43,10 +43,10 @@ impl Subject {
             if value.trim().is_empty() {
                 return Err(InvalidInput::new(field, "must not be empty"));
             }
-            if value.len() > MAX_VALUE_LEN {
+            if value.chars().count() > MAX_VALUE_LEN {
                 return Err(InvalidInput::new(
                     field,
-                    format!("must be at most {MAX_VALUE_LEN} bytes"),
+                    format!("must be at most {MAX_VALUE_LEN} characters"),
                 ));
             }
             if value.chars().any(char::is_control) {

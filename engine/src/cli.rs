@@ -14,8 +14,9 @@ use lethe_domain::RequestId;
 
 use crate::config::{Config, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
 use crate::http::{router, AppState};
+use crate::key_ring;
 use crate::requests::{LoadedRequest, Requests, Submission};
-use crate::secrets::MasterKey;
+use crate::secrets::{KeyMaterial, KeySource, MasterKey, MASTER_KEY_ENV};
 use crate::store;
 use crate::store::EventMetadata;
 use crate::views::{HistoryView, RequestView, SubjectView, SubmittedView};
@@ -46,6 +47,11 @@ pub struct GlobalArgs {
     /// Database: postgres://... or sqlite://PATH (default: sqlite://./lethe-data/lethe.db).
     #[arg(long, global = true, env = "LETHE_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Without LETHE_MASTER_KEY_FILE on Postgres: use (or create) a development master key in
+    /// ./lethe-data/master.key. Never in production. (SQLite needs no flag: its development
+    /// key lives next to the database file.)
+    #[arg(long, global = true)]
+    pub dev_master_key: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +170,31 @@ pub enum Commands {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The master key: its fingerprint, and rotation.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// The fingerprints of the configured key and of the keys the database records.
+    Status,
+    /// Re-wrap every data key and re-key the blind indexes under a new master key, while
+    /// Lethe keeps serving. Resumes where it stopped if interrupted.
+    Rotate {
+        /// The new key: a file of 64 hex characters (e.g. `openssl rand -hex 32`).
+        #[arg(long)]
+        new_key_file: PathBuf,
+        /// How long to wait, once the new key is recorded, for running instances to learn it
+        /// (they re-read the key ring every 2 s).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "6s")]
+        settle: std::time::Duration,
+        /// Data keys re-wrapped per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,7 +272,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let listen = listen
                 .or_else(|| config.listen.clone())
                 .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-            serve(config, &database_url, &listen).await?;
+            serve(config, &database_url, &listen, cli.global.dev_master_key).await?;
             Ok(ExitCode::SUCCESS)
         }
         Commands::Migrate => {
@@ -258,8 +289,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             tags,
             json,
         } => {
+            let key_source = KeySource::for_database(&database_url, cli.global.dev_master_key)?;
             let database = store::open(&database_url, true).await?;
-            let key = MasterKey::load()?;
+            let key = master_key(&database, &key_source).await?;
             let requests = sealed_requests(&database, config, &key);
             let submission = Submission {
                 subject: subject.into_iter().collect::<BTreeMap<_, _>>(),
@@ -306,8 +338,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Commands::History { id, json } => {
             let database = store::open(&database_url, true).await?;
-            let key = MasterKey::load()?;
-            let requests = sealed_requests(&database, config, &key);
+            let requests = Requests::new(database.events.clone(), Arc::new(config))
+                .with_read_models(database.read_models.clone());
+            let requests =
+                match reading_key(&database, &database_url, cli.global.dev_master_key).await {
+                    Some(key) => requests.with_sealing(key, database.keys.clone()),
+                    None => requests,
+                };
             let id = parse_id(&id)?;
             let view = history(&requests, id).await?;
             if json {
@@ -320,6 +357,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Commands::Keys { command } => {
+            keys_command(command, &database_url, cli.global.dev_master_key).await
         }
         Commands::Token {
             command: TokenCommand::Create { scopes, name },
@@ -408,9 +448,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         | Commands::Retry { .. }
         | Commands::Skip { .. }
         | Commands::Confirm { .. } => {
+            // Commands on a request's state read no personal data: no key needed.
             let database = store::open(&database_url, true).await?;
-            let key = MasterKey::load()?;
-            let requests = sealed_requests(&database, config, &key);
+            let requests = Requests::new(database.events.clone(), Arc::new(config))
+                .with_read_models(database.read_models.clone());
             let loaded = operate(&requests, cli.command).await?;
             print!("{}", render_request(&RequestView::new(&loaded)));
             Ok(ExitCode::SUCCESS)
@@ -601,6 +642,121 @@ async fn operate(requests: &Requests, command: Commands) -> anyhow::Result<Loade
     Ok(requests.execute(id, &metadata, make).await?)
 }
 
+/// The master key from `source`, checked against the database's (and recorded in a database
+/// that records none yet).
+async fn master_key(database: &store::Database, source: &KeySource) -> anyhow::Result<MasterKey> {
+    let key = MasterKey::load(source)?;
+    key_ring::open(database.keys.as_ref(), &key).await?;
+    Ok(key)
+}
+
+/// For commands that only read: the master key if there is one and it is the database's;
+/// otherwise a warning, and the subject is shown sealed.
+async fn reading_key(
+    database: &store::Database,
+    database_url: &str,
+    dev_master_key: bool,
+) -> Option<MasterKey> {
+    let sealed = "the subject is shown sealed";
+    let source = match KeySource::for_database(database_url, dev_master_key) {
+        Ok(source) => source,
+        Err(_) => {
+            eprintln!("warning: no master key ({MASTER_KEY_ENV} is not set): {sealed}");
+            return None;
+        }
+    };
+    // A development key that does not exist yet opens nothing: do not create one to read.
+    if matches!(&source, KeySource::Development(path) if !path.exists()) {
+        eprintln!(
+            "warning: no master key ({MASTER_KEY_ENV} is not set, and there is no {}): {sealed}",
+            source.path().display()
+        );
+        return None;
+    }
+    let key = match MasterKey::load(&source) {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("warning: {e}: {sealed}");
+            return None;
+        }
+    };
+    match key_ring::check(database.keys.as_ref(), &key).await {
+        Ok(()) => Some(key),
+        Err(e) => {
+            eprintln!("warning: {e}; {sealed}");
+            None
+        }
+    }
+}
+
+async fn keys_command(
+    command: KeysCommand,
+    database_url: &str,
+    dev_master_key: bool,
+) -> anyhow::Result<ExitCode> {
+    let source = KeySource::for_database(database_url, dev_master_key)?;
+    let database = store::open(database_url, true).await?;
+    match command {
+        KeysCommand::Status => {
+            let (recorded, _) = database.keys.recorded_keys().await?;
+            match MasterKey::load(&source) {
+                Ok(key) => println!(
+                    "configured key: {} ({})",
+                    key.fingerprint(),
+                    source.path().display()
+                ),
+                Err(e) => println!("configured key: none ({e})"),
+            }
+            if recorded.is_empty() {
+                println!("the database records no key yet");
+            }
+            for key in &recorded {
+                let role = if key.retiring {
+                    "retiring (a rotation is unfinished)"
+                } else {
+                    "current"
+                };
+                println!("database key:   {} {role}", key.fingerprint);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Rotate {
+            new_key_file,
+            settle,
+            batch,
+        } => {
+            let key = master_key(&database, &source).await?;
+            let new = KeyMaterial::read(&new_key_file)?;
+            let (old, fingerprint) = (key.fingerprint(), new.fingerprint());
+            let options = key_ring::RotateOptions { settle, batch };
+            let outcome = key_ring::rotate(&database, &key, new, options, |progress| {
+                match progress {
+                    key_ring::Progress::Recorded { resumed: false } => println!(
+                        "recorded the new key {fingerprint}; waiting {} for running instances \
+                         to learn it",
+                        humantime::format_duration(settle)
+                    ),
+                    key_ring::Progress::Recorded { resumed: true } => {
+                        println!("resuming the rotation to {fingerprint}");
+                    }
+                    key_ring::Progress::Converted(n) => println!("re-wrapped {n} data keys"),
+                }
+                std::ops::ControlFlow::Continue(())
+            })
+            .await?;
+            if let key_ring::Rotated::Finished { converted } = outcome {
+                println!(
+                    "rotated from {old} to {fingerprint}: {converted} data keys re-wrapped and \
+                     their blind indexes re-keyed; the old key is retired. Set \
+                     {MASTER_KEY_ENV}={} for every instance.",
+                    new_key_file.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 /// The requests service with everything a CLI command may need: read models and sealing.
 fn sealed_requests(database: &store::Database, config: Config, key: &MasterKey) -> Requests {
     Requests::new(database.events.clone(), Arc::new(config))
@@ -660,11 +816,23 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn serve(config: Config, database_url: &str, listen: &str) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    database_url: &str,
+    listen: &str,
+    dev_master_key: bool,
+) -> anyhow::Result<()> {
+    let source = KeySource::for_database(database_url, dev_master_key)?;
     let database = store::open_with(database_url, true, config.database.acquire_timeout.0)
         .await
         .with_context(|| format!("cannot open the database {}", redact(database_url)))?;
-    let key = MasterKey::load()?;
+    let key = master_key(&database, &source).await?;
+    // Learns the new key of a rotation begun elsewhere (and forgets the retired one).
+    let refresh = key_ring::spawn_refresh(
+        database.keys.clone(),
+        key.clone(),
+        key_ring::REFRESH_INTERVAL,
+    );
     let config = Arc::new(config);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -702,6 +870,7 @@ async fn serve(config: Config, database_url: &str, listen: &str) -> anyhow::Resu
     tracing::info!(listen = %address, database = %redact(database_url), "lethe is serving");
     crate::http::serve(listener, router(state), shutdown_signal()).await?;
     runtime.stop().await;
+    refresh.abort();
     tracing::info!("lethe stopped");
     Ok(())
 }
@@ -776,8 +945,11 @@ fn render_history(view: &HistoryView) -> String {
         SubjectView::Shredded => {
             let _ = writeln!(out, "Subject: shredded (the data key was destroyed)");
         }
-        SubjectView::Unavailable => {
-            let _ = writeln!(out, "Subject: sealed (no key available here)");
+        SubjectView::Sealed => {
+            let _ = writeln!(
+                out,
+                "Subject: sealed (the master key that opens it is not at hand)"
+            );
         }
     }
     for e in &view.events {

@@ -6,10 +6,11 @@ use async_trait::async_trait;
 use lethe_domain::RequestId;
 use sqlx::Row;
 
+use crate::key_ring::store::KeyRingStore;
 use crate::store::{PostgresStore, SqliteStore, StoreError};
 
 #[async_trait]
-pub trait KeyStore: Send + Sync + std::fmt::Debug {
+pub trait KeyStore: KeyRingStore + Send + Sync + std::fmt::Debug {
     /// The wrapped data key, or `None` once shredded (or never stored).
     async fn wrapped_key(&self, id: RequestId) -> Result<Option<String>, StoreError>;
     /// The wrapped data keys of these requests that still have one, as (request, key) pairs.
@@ -18,7 +19,8 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// The requests each of these blind indexes points to, as (blind index, request) pairs
     /// in request order: the requests whose subject shares any of them.
     async fn find(&self, indexes: &[String]) -> Result<Vec<(String, RequestId)>, StoreError>;
-    /// Destroys the request's data key and blind indexes. Idempotent.
+    /// Destroys the request's data key, blind indexes and the digests of its cancel tokens
+    /// under retired keys. Idempotent.
     async fn destroy(&self, id: RequestId) -> Result<(), StoreError>;
 }
 
@@ -81,6 +83,10 @@ impl KeyStore for PostgresStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM subject_index WHERE request_id = $1")
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM previous_cancel_tokens WHERE request_id = $1")
             .bind(id.as_uuid())
             .execute(&mut *tx)
             .await?;
@@ -154,6 +160,10 @@ impl KeyStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM subject_index WHERE request_id = ?1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM previous_cancel_tokens WHERE request_id = ?1")
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
@@ -274,6 +284,8 @@ mod tests {
         gate: Arc<Semaphore>,
         batches: Mutex<Vec<usize>>,
     }
+
+    impl crate::key_ring::store::KeyRingStore for Fake {}
 
     #[async_trait]
     impl KeyStore for Fake {

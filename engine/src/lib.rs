@@ -4,6 +4,7 @@
 //! - [`requests`]: runs commands against the log.
 //! - [`http`] and [`cli`]: the two doors.
 //! - [`config`], [`secrets`], [`telemetry`]: what they are configured with.
+//! - [`sealing`], [`keys`], [`key_ring`]: crypto-shredding and the master keys under it.
 
 pub mod audit;
 pub mod cleaners;
@@ -11,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod key_ring;
 pub mod keys;
 pub mod metrics;
 pub mod read_models;

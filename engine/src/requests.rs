@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::keys::{FindBatcher, KeyStore};
 use crate::read_models::ReadModelStore;
-use crate::sealing::DataKey;
+use crate::sealing::{DataKey, SealError};
 use crate::secrets::MasterKey;
 use crate::store::{
     Append, Appended, EventMetadata, EventStore, NewKey, RecordedEvent, StoreError, StreamHead,
@@ -190,8 +190,25 @@ pub enum SubjectAccess {
     Clear(BTreeMap<String, String>),
     /// The data key was destroyed: the identity is gone for good.
     Shredded,
-    /// Sealed, but this process has no key store to open it.
+    /// Sealed, and this process holds no key that opens it.
     Unavailable,
+}
+
+/// Why a subject did not open.
+#[derive(Debug)]
+enum Opening {
+    /// Its data key is wrapped under a master key this process does not hold.
+    UnknownKey(String),
+    Error(RequestError),
+}
+
+impl Opening {
+    fn into_error(self) -> RequestError {
+        match self {
+            Self::UnknownKey(problem) => StoreError::Corrupt(problem).into(),
+            Self::Error(e) => e,
+        }
+    }
 }
 
 impl Requests {
@@ -225,11 +242,12 @@ impl Requests {
             }
             _ => None,
         };
-        self.open_subject(request, wrapped)
+        self.open_learning(request, wrapped).await
     }
 
     /// What an auditor's history shows: the stream's head, the request and its subject. The
-    /// stream and the data key are read side by side.
+    /// stream and the data key are read side by side. A subject this process cannot open
+    /// (sealed under a key it does not hold) is shown sealed: the events still are.
     pub async fn history_of(
         &self,
         id: RequestId,
@@ -246,8 +264,35 @@ impl Requests {
             return Ok(None);
         }
         let loaded = loaded(events)?;
-        let subject = self.open_subject(&loaded.request, key?)?;
+        let subject = match self.open_learning(&loaded.request, key?).await {
+            Ok(subject) => subject,
+            Err(RequestError::Store(StoreError::Corrupt(problem))) => {
+                tracing::warn!(request.id = %id, problem, "the subject does not open: shown sealed");
+                SubjectAccess::Unavailable
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Some((head, loaded, subject)))
+    }
+
+    /// [`Self::open_subject`], learning the key ring again from the database once when the
+    /// data key is wrapped under a key this process does not hold (yet): another process
+    /// may have begun a rotation.
+    async fn open_learning(
+        &self,
+        request: &Request,
+        wrapped: Option<Option<String>>,
+    ) -> Result<SubjectAccess, RequestError> {
+        match self.open_subject(request, wrapped.clone()) {
+            Err(Opening::UnknownKey(_)) => {
+                if let Some(sealing) = &self.sealing {
+                    crate::key_ring::refresh(sealing.keys.as_ref(), &sealing.master).await?;
+                }
+                self.open_subject(request, wrapped)
+                    .map_err(Opening::into_error)
+            }
+            other => other.map_err(Opening::into_error),
+        }
     }
 
     /// The subject of `request`, given its wrapped data key as read (`None` without sealing).
@@ -255,7 +300,7 @@ impl Requests {
         &self,
         request: &Request,
         wrapped: Option<Option<String>>,
-    ) -> Result<SubjectAccess, RequestError> {
+    ) -> Result<SubjectAccess, Opening> {
         match &request.subject {
             SubjectRecord::Plain(subject) => {
                 Ok(SubjectAccess::Clear(subject.identifiers().clone()))
@@ -267,16 +312,40 @@ impl Requests {
                 let Some(wrapped) = wrapped else {
                     return Ok(SubjectAccess::Shredded);
                 };
-                let key = sealing
-                    .master
-                    .unwrap(request.id, &wrapped)
-                    .map_err(|e| StoreError::Corrupt(format!("data key of {}: {e}", request.id)))?;
+                let corrupt = |what: String| Opening::Error(StoreError::Corrupt(what).into());
+                let key = match sealing.master.unwrap(request.id, &wrapped) {
+                    Ok(key) => key,
+                    Err(SealError::UnknownKey(fingerprint)) => {
+                        return Err(Opening::UnknownKey(format!(
+                            "data key of {}: sealed under the master key {fingerprint}, which \
+                             this process does not hold",
+                            request.id
+                        )))
+                    }
+                    Err(e) => return Err(corrupt(format!("data key of {}: {e}", request.id))),
+                };
                 let subject = key
                     .open(request.id, sealed)
-                    .map_err(|e| StoreError::Corrupt(format!("subject of {}: {e}", request.id)))?;
+                    .map_err(|e| corrupt(format!("subject of {}: {e}", request.id)))?;
                 Ok(SubjectAccess::Clear(subject.identifiers().clone()))
             }
         }
+    }
+
+    /// Whether `token` is a cancel token of request `id` issued under a master key since
+    /// retired (a rotation keeps their digests while the request is in its grace period).
+    pub async fn previous_cancel_token(
+        &self,
+        id: RequestId,
+        token: &str,
+    ) -> Result<bool, RequestError> {
+        let Some(sealing) = &self.sealing else {
+            return Ok(false);
+        };
+        let kept = sealing.keys.previous_cancel_tokens(id).await?;
+        Ok(kept
+            .iter()
+            .any(|digest| crate::secrets::matches_previous_cancel_token(id, token, digest)))
     }
 
     /// Destroys the request's data key and blind index, then records `Shredded`. Idempotent;
@@ -730,13 +799,12 @@ impl Requests {
                 .collect(),
             _ => HashMap::new(),
         };
-        requests
-            .iter()
-            .map(|request| {
-                let wrapped = self.sealing.as_ref().map(|_| keys.remove(&request.id));
-                Ok((request.id, self.open_subject(request, wrapped)?))
-            })
-            .collect()
+        let mut subjects = HashMap::with_capacity(requests.len());
+        for request in requests {
+            let wrapped = self.sealing.as_ref().map(|_| keys.remove(&request.id));
+            subjects.insert(request.id, self.open_learning(request, wrapped).await?);
+        }
+        Ok(subjects)
     }
 
     /// Decides `command` (built from the current state by `make`) and appends the result,
@@ -918,10 +986,11 @@ pub fn text_field(
     if value.is_empty() {
         return Ok(None);
     }
-    if value.len() > max {
+    // Characters, not bytes: the limit JSON Schema's `maxLength` and a pattern can state.
+    if value.chars().count() > max {
         return Err(InvalidInput::new(
             field,
-            format!("must be at most {max} bytes"),
+            format!("must be at most {max} characters"),
         ));
     }
     if value.chars().any(char::is_control) {

@@ -15,7 +15,7 @@ use lethe_domain::{RequestId, SealedSubject, Subject};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::secrets::MasterKey;
+use crate::secrets::{KeyMaterial, MasterKey};
 
 const NONCE_LEN: usize = 12;
 const SEALED_PREFIX: &str = "v1:";
@@ -26,6 +26,8 @@ pub enum SealError {
     Malformed,
     #[error("sealed data does not open with this key (wrong key, wrong request, or altered)")]
     Undecryptable,
+    #[error("sealed under the master key {0}, which this process does not hold")]
+    UnknownKey(String),
 }
 
 /// A request's data key. Its `Debug` hides the bytes.
@@ -96,43 +98,145 @@ impl DataKey {
     }
 }
 
-impl MasterKey {
-    /// The data key of request `id`, wrapped for storage.
+/// The separator of the forms of one wrapped data key (one per master key it is wrapped
+/// under, during a rotation two).
+const FORM_SEPARATOR: char = '|';
+const DATA_KEY_WRAPPING: &[u8] = b"lethe data-key wrapping";
+const MASTER_KEY_WRAPPING: &[u8] = b"lethe master-key wrapping";
+
+impl KeyMaterial {
+    /// The data key of request `id` wrapped under this key, prefixed with its fingerprint.
     pub fn wrap(&self, id: RequestId, key: &DataKey) -> String {
-        seal(
-            &self.derive(b"lethe data-key wrapping"),
-            &wrap_aad(id),
-            &key.0,
+        format!(
+            "{}:{}",
+            self.fingerprint(),
+            seal(&self.derive(DATA_KEY_WRAPPING), &wrap_aad(id), &key.0)
         )
     }
 
-    pub fn unwrap(&self, id: RequestId, wrapped: &str) -> Result<DataKey, SealError> {
-        let bytes = open(
-            &self.derive(b"lethe data-key wrapping"),
-            &wrap_aad(id),
-            wrapped,
-        )?;
+    /// Opens one form (without its fingerprint prefix).
+    fn unwrap_form(&self, id: RequestId, sealed: &str) -> Result<DataKey, SealError> {
+        let bytes = open(&self.derive(DATA_KEY_WRAPPING), &wrap_aad(id), sealed)?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| SealError::Malformed)?;
         Ok(DataKey(bytes))
     }
 
-    /// The keyed blind index of one identifier: equal identifiers give equal indexes, and the
-    /// index reveals nothing without the master key.
+    /// The keyed blind index of one identifier under this key, prefixed with its
+    /// fingerprint: equal identifiers give equal indexes, and the index reveals nothing
+    /// without the key.
     pub fn blind_index(&self, kind: &str, value: &str) -> String {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.derive(b"lethe blind index"))
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(kind.as_bytes());
         mac.update(b"\0");
         mac.update(value.trim().to_lowercase().as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        format!(
+            "{}:{}",
+            self.fingerprint(),
+            hex::encode(mac.finalize().into_bytes())
+        )
     }
 
-    /// The blind indexes of every identifier of a subject.
+    /// Another master key wrapped under this one, so that a process holding this one learns
+    /// it during a rotation.
+    pub fn wrap_master(&self, other: &KeyMaterial) -> String {
+        seal(
+            &self.derive(MASTER_KEY_WRAPPING),
+            other.fingerprint().as_bytes(),
+            other.bytes(),
+        )
+    }
+
+    /// The master key with fingerprint `fingerprint` wrapped under this one; checked against
+    /// its fingerprint.
+    pub fn unwrap_master(
+        &self,
+        fingerprint: &str,
+        wrapped: &str,
+    ) -> Result<KeyMaterial, SealError> {
+        let bytes = open(
+            &self.derive(MASTER_KEY_WRAPPING),
+            fingerprint.as_bytes(),
+            wrapped,
+        )?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| SealError::Malformed)?;
+        let key = KeyMaterial::from_bytes(bytes);
+        if key.fingerprint() == fingerprint {
+            Ok(key)
+        } else {
+            Err(SealError::Undecryptable)
+        }
+    }
+}
+
+/// The forms of a wrapped data key: (fingerprint of the master key, sealed key). A form
+/// written before keys had fingerprints has none.
+pub fn forms(wrapped: &str) -> impl Iterator<Item = (Option<&str>, &str)> {
+    wrapped.split(FORM_SEPARATOR).map(|form| {
+        if form.starts_with(SEALED_PREFIX) {
+            (None, form)
+        } else {
+            match form.split_once(':') {
+                Some((fingerprint, sealed)) => (Some(fingerprint), sealed),
+                None => (None, form),
+            }
+        }
+    })
+}
+
+/// Whether the wrapped data key is in one form only, under the key with `fingerprint`.
+pub fn only_under(wrapped: &str, fingerprint: &str) -> bool {
+    let mut all = forms(wrapped);
+    matches!(all.next(), Some((Some(f), _)) if f == fingerprint) && all.next().is_none()
+}
+
+impl MasterKey {
+    /// The data key of request `id`, wrapped for storage under every writing key of the ring.
+    pub fn wrap(&self, id: RequestId, key: &DataKey) -> String {
+        let forms: Vec<String> = self
+            .held()
+            .iter()
+            .filter(|h| h.writing)
+            .map(|h| h.key.wrap(id, key))
+            .collect();
+        forms.join(&FORM_SEPARATOR.to_string())
+    }
+
+    /// Opens a wrapped data key with whichever key of the ring it was wrapped under.
+    pub fn unwrap(&self, id: RequestId, wrapped: &str) -> Result<DataKey, SealError> {
+        let held = self.held();
+        let mut unknown = Vec::new();
+        let mut failed = None;
+        for (fingerprint, sealed) in forms(wrapped) {
+            let candidates: Vec<_> = match fingerprint {
+                Some(f) => held.iter().filter(|h| h.key.fingerprint() == f).collect(),
+                // Before fingerprints: whichever key opens it.
+                None => held.iter().collect(),
+            };
+            if candidates.is_empty() {
+                unknown.push(fingerprint.unwrap_or("?").to_owned());
+            }
+            for h in candidates {
+                match h.key.unwrap_form(id, sealed) {
+                    Ok(key) => return Ok(key),
+                    Err(e) => failed = Some(e),
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Err(SealError::UnknownKey(unknown.join(", "))),
+        }
+    }
+
+    /// The blind indexes of every identifier of a subject, under every key of the ring (a
+    /// lookup during a rotation finds requests indexed under either key).
     pub fn blind_indexes(&self, subject: &Subject) -> Vec<String> {
+        let held = self.held();
         subject
             .identifiers()
             .iter()
-            .map(|(kind, value)| self.blind_index(kind, value))
+            .flat_map(|(kind, value)| held.iter().map(|h| h.key.blind_index(kind, value)))
             .collect()
     }
 }
@@ -148,6 +252,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::secrets::Held;
 
     fn subject() -> Subject {
         Subject::parse(BTreeMap::from([
@@ -208,7 +313,7 @@ mod tests {
 
     #[test]
     fn blind_indexes_match_equal_identifiers_only_under_one_key() {
-        let master = MasterKey::from_bytes([3; 32]);
+        let master = KeyMaterial::from_bytes([3; 32]);
         assert_eq!(
             master.blind_index("email", "Ada@Example.com"),
             master.blind_index("email", " ada@example.com ")
@@ -219,8 +324,82 @@ mod tests {
         );
         assert_ne!(
             master.blind_index("email", "a@x"),
-            MasterKey::from_bytes([4; 32]).blind_index("email", "a@x")
+            KeyMaterial::from_bytes([4; 32]).blind_index("email", "a@x")
         );
-        assert_eq!(master.blind_indexes(&subject()).len(), 2);
+        assert!(master
+            .blind_index("email", "a@x")
+            .starts_with(&format!("{}:", master.fingerprint())));
+        assert_eq!(
+            MasterKey::from_bytes([3; 32])
+                .blind_indexes(&subject())
+                .len(),
+            2
+        );
+    }
+
+    fn ring(writing: [u8; 32], reading: [u8; 32]) -> MasterKey {
+        let ring = MasterKey::from_bytes(writing);
+        ring.set_ring(vec![
+            Held {
+                key: ring.configured().clone(),
+                writing: true,
+            },
+            Held {
+                key: std::sync::Arc::new(KeyMaterial::from_bytes(reading)),
+                writing: false,
+            },
+        ]);
+        ring
+    }
+
+    #[test]
+    fn a_ring_opens_what_any_of_its_keys_wrapped_and_wraps_under_its_writing_keys() {
+        let old = MasterKey::from_bytes([1; 32]);
+        let new = MasterKey::from_bytes([2; 32]);
+        let both = ring([2; 32], [1; 32]);
+        let key = DataKey::generate();
+        let under_old = old.wrap(id(1), &key);
+        assert!(only_under(&under_old, &old.fingerprint()));
+        assert_eq!(both.unwrap(id(1), &under_old).unwrap().0, key.0);
+        let under_new = both.wrap(id(1), &key);
+        assert!(only_under(&under_new, &new.fingerprint()), "{under_new}");
+        assert_eq!(new.unwrap(id(1), &under_new).unwrap().0, key.0);
+        // A key the process does not hold is named, not mistaken for corruption.
+        match old.unwrap(id(1), &under_new) {
+            Err(SealError::UnknownKey(named)) => assert_eq!(named, new.fingerprint()),
+            other => panic!("{other:?}"),
+        }
+        // Two forms: either key opens it.
+        let two = format!("{under_old}|{under_new}");
+        assert!(!only_under(&two, &new.fingerprint()));
+        assert_eq!(old.unwrap(id(1), &two).unwrap().0, key.0);
+        assert_eq!(new.unwrap(id(1), &two).unwrap().0, key.0);
+        // Lookups under a ring cover both keys.
+        assert_eq!(both.blind_indexes(&subject()).len(), 4);
+    }
+
+    #[test]
+    fn a_data_key_wrapped_before_fingerprints_still_opens() {
+        let master = MasterKey::from_bytes([3; 32]);
+        let key = DataKey::generate();
+        let wrapped = master.wrap(id(1), &key);
+        let (_, legacy) = wrapped.split_once(':').unwrap();
+        assert!(legacy.starts_with("v1:"));
+        assert_eq!(master.unwrap(id(1), legacy).unwrap().0, key.0);
+        assert!(matches!(
+            MasterKey::from_bytes([4; 32]).unwrap(id(1), legacy),
+            Err(SealError::Undecryptable)
+        ));
+    }
+
+    #[test]
+    fn a_master_key_wrapped_under_another_opens_only_with_it() {
+        let old = KeyMaterial::from_bytes([1; 32]);
+        let new = KeyMaterial::from_bytes([2; 32]);
+        let wrapped = old.wrap_master(&new);
+        let learned = old.unwrap_master(&new.fingerprint(), &wrapped).unwrap();
+        assert_eq!(learned.fingerprint(), new.fingerprint());
+        assert!(new.unwrap_master(&new.fingerprint(), &wrapped).is_err());
+        assert!(old.unwrap_master(&old.fingerprint(), &wrapped).is_err());
     }
 }

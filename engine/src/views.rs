@@ -157,7 +157,8 @@ impl RequestView {
 pub struct HistoryView {
     #[schema(value_type = String, format = Uuid)]
     pub id: RequestId,
-    /// The subject's identifiers while they can be read; "shredded" once the key is gone.
+    /// The subject's identifiers while they can be read; "shredded" once the key is gone;
+    /// "sealed" where no key that opens it is at hand (the events are shown all the same).
     pub subject: SubjectView,
     pub verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -199,7 +200,7 @@ pub struct HistoryEntry {
 pub enum SubjectView {
     Identifiers(std::collections::BTreeMap<String, String>),
     Shredded,
-    Unavailable,
+    Sealed,
 }
 
 impl From<SubjectAccess> for SubjectView {
@@ -207,7 +208,7 @@ impl From<SubjectAccess> for SubjectView {
         match access {
             SubjectAccess::Clear(ids) => Self::Identifiers(ids),
             SubjectAccess::Shredded => Self::Shredded,
-            SubjectAccess::Unavailable => Self::Unavailable,
+            SubjectAccess::Unavailable => Self::Sealed,
         }
     }
 }

@@ -416,6 +416,8 @@ struct Tally {
     /// Notifier calls, and the most for one reminder of one request.
     notifications: usize,
     most_notifications: usize,
+    /// Reminder events in the log, by type.
+    reminder_events: BTreeMap<&'static str, usize>,
 }
 
 impl Workload {
@@ -834,6 +836,9 @@ impl Workload {
                 key.0,
                 self.seed
             );
+        }
+        for ((_, kind), n) in reminders {
+            *tally.reminder_events.entry(kind).or_default() += n;
         }
         tally.notifications = by_reminder.values().map(Vec::len).sum();
         assert!(tally.notifications > 0, "no reminder reached the notifier");
@@ -1293,12 +1298,13 @@ async fn http_intake_survives_sigkill_on(seed: u64, store: TestStore, backend: &
     workload.verify().await;
     eprintln!(
         "http intake on {backend}: {HTTP_KILLS} SIGKILLs (at each: {at_kills:?}), {retried} submissions retried after {unanswered} tries \
-         without an answer, {} notifier calls (at most {} for one reminder), {} cleaner \
-         calls, {} beyond one per request and cleaner ({} failures retried, {} repeated \
+         without an answer, {} notifier calls (at most {} for one reminder; in the log: \
+         {:?}), {} cleaner calls, {} beyond one per request and cleaner ({} failures retried, {} repeated \
          attempts, at most {} repeats of one cleaner for one request), {reports}, all {} \
          completed after {seconds:.1} s (seed {seed})",
         tally.notifications,
         tally.most_notifications,
+        tally.reminder_events,
         tally.calls,
         tally.extra_calls,
         tally.failures,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use support::fake_service::{FakeService, SECRET};
 use support::TestStore;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 struct Serve {
     child: Child,
@@ -31,8 +31,7 @@ impl Drop for Serve {
 async fn serve(dir: &std::path::Path, database_url: &str, config: &str) -> Serve {
     std::fs::write(dir.join("lethe.toml"), config).unwrap();
     std::fs::write(dir.join("master.key"), "11".repeat(32)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
-        .current_dir(dir)
+    let mut child = support::binary::lethe(dir)
         .args([
             "serve",
             "--listen",
@@ -42,12 +41,8 @@ async fn serve(dir: &std::path::Path, database_url: &str, config: &str) -> Serve
         ])
         .env("RUST_LOG", "debug")
         .env("LETHE_MASTER_KEY_FILE", dir.join("master.key"))
-        .env_remove("LETHE_DATABASE_URL")
-        .env_remove("LETHE_CONFIG")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();

@@ -26,18 +26,21 @@ use crate::workflow::worker::plan_cleaners;
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
+    #[schema(schema_with = super::schema::optional_reason)]
     reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
-    /// e.g. "1 month", "45d"
+    #[schema(schema_with = super::schema::span)]
     by: String,
+    #[schema(schema_with = super::schema::required_reason)]
     reason: String,
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// The query of a cancel; `/openapi.json` states `token` as the `cancel_token` scheme.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CancelQuery {
     /// The subject's cancel token (instead of an admin bearer token).
@@ -54,14 +57,22 @@ pub enum ResultOutcome {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResultBody {
+    /// The attempt this result is for: the `attempt` of the call being answered.
+    #[serde(deserialize_with = "super::whole::number")]
+    #[schema(minimum = 1, maximum = 4_294_967_295_u64)]
     attempt: u32,
     outcome: ResultOutcome,
+    /// Whether a failure may be retried; absent: it may.
     retryable: Option<bool>,
+    /// What happened, in a few words; only its first 1024 characters are kept.
     detail: Option<String>,
+    /// How many records of each kind were deleted.
+    #[serde(default, deserialize_with = "super::whole::counts")]
+    #[schema(schema_with = super::schema::counts)]
     deleted: Option<BTreeMap<String, u64>>,
 }
 
-const MAX_DETAIL_LEN: usize = 1024;
+pub(super) const MAX_DETAIL_LEN: usize = 1024;
 
 /// The command's metadata for an administrator authenticated by [`AdminCaller`].
 fn authorized(
@@ -131,18 +142,14 @@ async fn run_result(
     post,
     path = "/v1/requests/{id}/cancel",
     tag = "operations",
-    params(("id" = String, Path, description = "The request id"), CancelQuery),
-    request_body = Option<ReasonBody>,
+    params(super::schema::RequestPath, super::schema::IdempotencyKey),
+    request_body(content = Option<ReasonBody>, description = "Optional: an empty body is no reason"),
     responses(
         (status = 200, description = "Cancelled (admin token, or the subject's `?token=`)", body = RequestView),
-        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+        super::responses::Command,
+        super::responses::JsonBody,
     ),
-    security(("bearer" = ["admin"]))
+    security(("bearer" = ["admin"]), ("cancel_token" = []))
 )]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -184,7 +191,11 @@ impl axum::extract::FromRequestParts<AppState> for Canceller {
             .map_err(|e| Problem::invalid("query", e.body_text()))?;
         let actor = match &query.token {
             Some(token) => {
-                if !state.key.verify_cancel_token(id, token) {
+                // A token issued under a master key since rotated away is kept as a digest
+                // while its request is in the grace period (ADR 15).
+                if !state.key.verify_cancel_token(id, token)
+                    && !state.requests.previous_cancel_token(id, token).await?
+                {
                     return Err(Problem::forbidden(
                         "the cancel token does not match this request",
                     ));
@@ -226,16 +237,12 @@ impl axum::extract::FromRequestParts<AppState> for CleanerCaller {
     post,
     path = "/v1/requests/{id}/reject",
     tag = "operations",
-    params(("id" = String, Path, description = "The request id")),
-    request_body = ReasonBody,
+    params(super::schema::RequestPath, super::schema::IdempotencyKey),
+    request_body = super::schema::RequiredReasonBody,
     responses(
         (status = 200, description = "Rejected", body = RequestView),
-        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+        super::responses::Command,
+        super::responses::JsonBody,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -260,16 +267,12 @@ pub async fn reject(
     post,
     path = "/v1/requests/{id}/hold",
     tag = "operations",
-    params(("id" = String, Path, description = "The request id")),
-    request_body = ReasonBody,
+    params(super::schema::RequestPath, super::schema::IdempotencyKey),
+    request_body = super::schema::RequiredReasonBody,
     responses(
         (status = 200, description = "On hold", body = RequestView),
-        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+        super::responses::Command,
+        super::responses::JsonBody,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -294,16 +297,12 @@ pub async fn hold(
     post,
     path = "/v1/requests/{id}/release",
     tag = "operations",
-    params(("id" = String, Path, description = "The request id")),
-    request_body = Option<ReasonBody>,
+    params(super::schema::RequestPath, super::schema::IdempotencyKey),
+    request_body(content = Option<ReasonBody>, description = "Optional: an empty body is no reason"),
     responses(
         (status = 200, description = "Released", body = RequestView),
-        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+        super::responses::Command,
+        super::responses::JsonBody,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -328,16 +327,12 @@ pub async fn release(
     post,
     path = "/v1/requests/{id}/extend",
     tag = "operations",
-    params(("id" = String, Path, description = "The request id")),
+    params(super::schema::RequestPath, super::schema::IdempotencyKey),
     request_body = ExtendBody,
     responses(
         (status = 200, description = "Deadline extended", body = RequestView),
-        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+        super::responses::Command,
+        super::responses::JsonBody,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -368,15 +363,10 @@ pub async fn extend(
     post,
     path = "/v1/requests/{id}/expedite",
     tag = "operations",
-    params(("id" = String, Path, description = "The request id")),
+    params(super::schema::RequestPath, super::schema::IdempotencyKey),
     responses(
         (status = 200, description = "Due now", body = RequestView),
-        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+        super::responses::Command,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -401,15 +391,10 @@ pub async fn expedite(
     post,
     path = "/v1/requests/{id}/cleaners/{name}/retry",
     tag = "operations",
-    params(("id" = String, Path, description = "The request id"), ("name" = String, Path, description = "The cleaner name")),
+    params(super::schema::CleanerPath, super::schema::IdempotencyKey),
     responses(
         (status = 200, description = "The exhausted cleaner gets another round", body = RequestView),
-        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+        super::responses::Command,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -439,16 +424,12 @@ pub async fn retry_cleaner(
     post,
     path = "/v1/requests/{id}/cleaners/{name}/skip",
     tag = "operations",
-    params(("id" = String, Path, description = "The request id"), ("name" = String, Path, description = "The cleaner name")),
-    request_body = ReasonBody,
+    params(super::schema::CleanerPath, super::schema::IdempotencyKey),
+    request_body = super::schema::RequiredReasonBody,
     responses(
         (status = 200, description = "The cleaner is skipped", body = RequestView),
-        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+        super::responses::Command,
+        super::responses::JsonBody,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -475,16 +456,12 @@ pub async fn skip_cleaner(
     post,
     path = "/v1/requests/{id}/cleaners/{name}/result",
     tag = "operations",
-    params(("id" = String, Path, description = "The request id"), ("name" = String, Path, description = "The cleaner name")),
+    params(super::schema::CleanerPath, super::schema::IdempotencyKey),
     request_body = ResultBody,
     responses(
         (status = 200, description = "The result is recorded", body = RequestView),
-        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not allowed in the request's state", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused by a rule (e.g. beyond the maximum extension)", body = Problem, content_type = "application/problem+json"),
+        super::responses::Command,
+        super::responses::JsonBody,
     ),
     security(("bearer" = ["cleaner:{name}"]))
 )]

@@ -22,6 +22,7 @@ use serde_json::json;
 use super::auth::{Caller, RequestsWrite};
 use super::json::parse;
 use super::problem::Problem;
+use super::schema::BulkResult;
 use super::{idempotency_key, AppState, SubmitBody};
 use crate::requests::{LoadedRequest, Recorded, Submission, Written};
 
@@ -37,14 +38,18 @@ const IN_FLIGHT: usize = 2;
     path = "/v1/requests:bulk",
     tag = "requests",
     request_body(
-        content = String,
+        content = Option<Vec<SubmitBody>>,
         content_type = "application/x-ndjson",
-        description = "One submission (as for POST /v1/requests) per line"
+        description = "NDJSON: one submission (as for POST /v1/requests) per line, each item of \
+                       this array on a line of its own. Blank lines are skipped; an empty body \
+                       submits nothing. A line that is not a valid submission is answered with \
+                       its error (in the 200 answer) and the others are still submitted."
     ),
+    params(super::schema::IdempotencyKey),
     responses(
-        (status = 200, description = "One NDJSON result per non-blank line, in order: {line, id, status, created} or {line, error: problem}", body = String, content_type = "application/x-ndjson"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "NDJSON: one result per non-blank line, in input order: `{line, id, status, created}` or `{line, error: problem}`; a body cut short (stalled or broken) ends with `{error: problem}`", body = Vec<BulkResult>, content_type = "application/x-ndjson"),
+        (status = 400, description = "Invalid Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        super::responses::Guarded,
     ),
     security(("bearer" = ["requests:write"]))
 )]

@@ -67,13 +67,15 @@ static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
     get,
     path = "/dashboard",
     tag = "service",
-    params(("token" = Option<String>, Query, description = "A token with requests:read, given once: it is moved into the HttpOnly cookie `lethe_token` (path /dashboard) and the browser is redirected to /dashboard. Afterwards the cookie, or an `Authorization: Bearer` header, is checked.")),
+    params(("token" = Option<String>, Query, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$", description = "A token with requests:read, given once: it is moved into the HttpOnly cookie `lethe_token` (path /dashboard) and the browser is redirected to /dashboard. Afterwards the cookie, or an `Authorization: Bearer` header, is checked.")),
     responses(
         (status = 200, description = "The dashboard page: every figure is marked `data-stat` (its path in GET /v1/stats) and `data-value`", body = String, content_type = "text/html"),
         (status = 303, description = "The query's token was valid and is now in the `lethe_token` cookie; follow Location", headers(("Location" = String), ("Set-Cookie" = String))),
         (status = 401, description = "No valid token: an HTML page explaining how to pass one", body = String, content_type = "text/html"),
         (status = 403, description = "The token lacks the scope requests:read (HTML)", body = String, content_type = "text/html"),
-        (status = 503, description = "This instance serves no read models (HTML)", body = String, content_type = "text/html"),
+        (status = 500, description = "An internal failure (HTML)", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unreachable, or this instance serves no read models (HTML)", body = String, content_type = "text/html"),
+        super::responses::Service,
     ),
     security(("bearer" = ["requests:read"]))
 )]

@@ -74,10 +74,10 @@ pub fn close_streams() {
 pub struct FeedQuery {
     /// Start after this event: the `next` of the previous page, or an event's `id`
     /// (`TRANSACTION-POSITION`). Absent: from the beginning of the log.
-    #[param(example = "0-42")]
+    #[param(example = "0-42", schema_with = super::schema::checkpoint)]
     after: Option<String>,
     /// Only events of these types, comma-separated (e.g. `Due,Completed`). Absent: every type.
-    #[param(example = "Due,Completed")]
+    #[param(example = "Due,Completed", schema_with = super::schema::event_types)]
     types: Option<String>,
     /// The most events in a page, 1-1000; default 100.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
@@ -427,7 +427,7 @@ fn tail(
     tag = "audit",
     params(
         FeedQuery,
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (sent by an SSE client when it reconnects); takes precedence over `after`"),
+        super::schema::LastEventId,
     ),
     responses(
         (status = 200, description = "A page of events (JSON), or the event stream when `Accept: text/event-stream`",
@@ -437,10 +437,8 @@ fn tail(
             )
         ),
         (status = 400, description = "Invalid input, the field named (`after`, `types`, `limit`, `wait`, `Last-Event-ID`)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The token's rate is exhausted (see Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json"),
+        super::responses::Guarded,
+        super::responses::Stored,
     ),
     security(("bearer" = ["audit:read"]))
 )]

@@ -10,7 +10,10 @@ pub mod events;
 mod json;
 mod problem;
 pub mod queries;
+mod responses;
+mod schema;
 pub mod server;
+mod whole;
 
 use std::collections::BTreeMap;
 
@@ -55,6 +58,7 @@ pub struct AppState {
 #[openapi(
     info(title = "Lethe", description = "Erasure requests from intake to proof of deletion."),
     modifiers(&BearerAuth),
+    components(schemas(Problem)),
     tags(
         (name = "requests", description = "Intake and the state of requests"),
         (name = "audit", description = "The auditor's replay"),
@@ -64,12 +68,15 @@ pub struct AppState {
 )]
 struct ApiDoc;
 
-/// Declares the bearer token scheme that `security(("bearer" = [...]))` refers to.
+/// Declares the schemes that `security(...)` refers to: bearer tokens, and the subject's
+/// cancel token.
 struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -84,12 +91,20 @@ impl utoipa::Modify for BearerAuth {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "cancel_token",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "token",
+                "The subject's cancel token for one request (the `cancel_token` of its \
+                 submission): `POST /v1/requests/{id}/cancel?token=...` needs no bearer token.",
+            ))),
+        );
     }
 }
 
 /// The routes and their OpenAPI description.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+    let (routes, mut openapi) = OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(submit, queries::list))
         .routes(routes!(queries::stats))
         .routes(routes!(bulk::bulk))
@@ -110,13 +125,24 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(openapi_json))
         .routes(routes!(dashboard::dashboard))
         .routes(routes!(events::feed))
-        .split_for_parts()
+        .split_for_parts();
+    schema::refine(&mut openapi);
+    (routes, openapi)
 }
 
 pub fn router(state: AppState) -> Router {
     crate::metrics::install();
     let limits = std::sync::Arc::new(auth::RateLimits::new(&state.requests.config().api));
-    let (routes, openapi) = api();
+    let (routes, mut openapi) = api();
+    schema::configured_jurisdictions(
+        &mut openapi,
+        state
+            .requests
+            .config()
+            .jurisdictions
+            .keys()
+            .map(|j| j.as_str()),
+    );
     let openapi = std::sync::Arc::new(openapi);
     routes
         .fallback(edge::not_found)
@@ -162,13 +188,18 @@ pub fn router(state: AppState) -> Router {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"subject": {"user_id": "42", "email": "a@example.com"}, "jurisdiction": "gdpr"}))]
 pub(crate) struct SubmitBody {
-    /// Identifiers of the data subject by kind, at least one.
+    #[schema(schema_with = schema::subject)]
     subject: BTreeMap<String, String>,
+    #[schema(schema_with = schema::jurisdiction)]
     jurisdiction: Option<String>,
+    #[schema(schema_with = schema::source)]
     source: Option<String>,
+    #[schema(schema_with = schema::submission_reason)]
     reason: Option<String>,
+    #[schema(schema_with = schema::external_id)]
     external_id: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = schema::tags)]
     tags: Vec<String>,
 }
 
@@ -212,15 +243,14 @@ fn request_id(raw: &str) -> Result<RequestId, Problem> {
     path = "/v1/requests",
     tag = "requests",
     request_body = SubmitBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the first result")),
+    params(schema::IdempotencyKey),
     responses(
-        (status = 201, description = "Received", body = SubmittedView),
-        (status = 200, description = "Seen before (same Idempotency-Key or external_id): the first request", body = SubmittedView),
-        (status = 400, description = "Invalid input, the field named", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The token's rate is exhausted (see Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB"),
+        (status = 201, description = "Received", body = SubmittedView, headers(("Location" = String, description = "The request's URL"))),
+        (status = 200, description = "Seen before (same Idempotency-Key or external_id): the first request", body = SubmittedView, headers(("Location" = String, description = "The request's URL"))),
+        responses::Guarded,
+        responses::Stored,
+        responses::JsonBody,
+        (status = 409, description = "The submission kept conflicting with another (try again)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["requests:write"]))
 )]
@@ -251,14 +281,10 @@ async fn submit(
     get,
     path = "/v1/requests/{id}",
     tag = "requests",
-    params(("id" = String, Path, description = "The request id")),
+    params(schema::RequestPath),
     responses(
         (status = 200, description = "The request's current state", body = RequestView),
-        (status = 400, description = "Invalid input, the field named", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The token's rate is exhausted (see Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        responses::OneRequest,
     ),
     security(("bearer" = ["requests:read"]))
 )]
@@ -280,14 +306,10 @@ async fn show(
     get,
     path = "/v1/requests/{id}/history",
     tag = "audit",
-    params(("id" = String, Path, description = "The request id")),
+    params(schema::RequestPath),
     responses(
         (status = 200, description = "Every event, the status after it, and the hash-chain verdict", body = HistoryView),
-        (status = 400, description = "Invalid input, the field named", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The token's rate is exhausted (see Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
+        responses::OneRequest,
     ),
     security(("bearer" = ["audit:read"]))
 )]
@@ -309,7 +331,10 @@ async fn history(
     get,
     path = "/metrics",
     tag = "service",
-    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"))
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
+        responses::Service,
+    )
 )]
 async fn metrics() -> ([(header::HeaderName, &'static str); 1], String) {
     (
@@ -324,6 +349,8 @@ async fn metrics() -> ([(header::HeaderName, &'static str); 1], String) {
     tag = "service",
     responses(
         (status = 200, description = "The database is reachable and migrated", body = String, content_type = "text/plain"),
+        responses::Service,
+        responses::Stored,
         (status = 503, description = "The database did not answer within `[database] ready_timeout` (see Retry-After)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -348,7 +375,10 @@ async fn ready(State(state): State<AppState>) -> Result<&'static str, Problem> {
     get,
     path = "/healthz",
     tag = "service",
-    responses((status = 200, description = "The process is up", body = String, content_type = "text/plain"))
+    responses(
+        (status = 200, description = "The process is up", body = String, content_type = "text/plain"),
+        responses::Service,
+    )
 )]
 async fn healthz() -> &'static str {
     "ok"
@@ -358,7 +388,10 @@ async fn healthz() -> &'static str {
     get,
     path = "/openapi.json",
     tag = "service",
-    responses((status = 200, description = "This OpenAPI 3 document", body = Object))
+    responses(
+        (status = 200, description = "This OpenAPI 3 document", body = Object),
+        responses::Service,
+    )
 )]
 async fn openapi_json(
     axum::Extension(openapi): axum::Extension<std::sync::Arc<utoipa::openapi::OpenApi>>,

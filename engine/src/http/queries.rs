@@ -22,9 +22,13 @@ const PAGE: u32 = 1000;
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// pending, on_hold, due, needs_attention, completed, cancelled or rejected
+    /// Only requests in this status.
+    #[param(schema_with = super::schema::status)]
     status: Option<String>,
+    /// Only requests of this jurisdiction.
+    #[param(schema_with = super::schema::query_text)]
     jurisdiction: Option<String>,
     /// Only open requests whose deadline is at most `[policy] at_risk_days` away.
     at_risk: Option<bool>,
@@ -32,12 +36,16 @@ pub struct ListQuery {
     overdue: Option<bool>,
     needs_attention: Option<bool>,
     /// Received at or after (RFC 3339 time or a date).
+    #[param(schema_with = super::schema::time_or_date)]
     received_from: Option<String>,
     /// Received before (RFC 3339 time or a date).
+    #[param(schema_with = super::schema::time_or_date)]
     received_to: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(schema_with = super::schema::request_id)]
     cursor: Option<String>,
     /// At most 500; default 50.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
@@ -117,8 +125,8 @@ fn filter_of(state: &AppState, query: &ListQuery) -> Result<RequestFilter, Probl
     responses(
         (status = 200, description = "A page of requests in order of receipt", body = ListView),
         (status = 400, description = "Invalid filter, the field named", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+        super::responses::Guarded,
+        super::responses::Stored,
     ),
     security(("bearer" = ["requests:read"]))
 )]
@@ -300,8 +308,8 @@ pub async fn compute_stats(
     tag = "requests",
     responses(
         (status = 200, description = "Dashboard figures", body = StatsView),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope", body = Problem, content_type = "application/problem+json"),
+        super::responses::Guarded,
+        super::responses::Stored,
     ),
     security(("bearer" = ["requests:read"]))
 )]

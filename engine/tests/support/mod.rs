@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod binary;
 pub mod chaos_proxy;
 pub mod fake_service;
 
