@@ -860,10 +860,9 @@ impl Workers {
         match config.kind {
             // A person confirms through the result endpoint or the CLI.
             CleanerKind::Manual => Step::Settled(Ok(Outcome::Finish)),
-            CleanerKind::Kafka => Step::Settled(
-                self.dispatch_kafka(loaded, &cleaner, attempt, now, config)
-                    .await,
-            ),
+            CleanerKind::Kafka => {
+                Step::Settled(self.dispatch_kafka(loaded, &cleaner, attempt, config).await)
+            }
             CleanerKind::Http => {
                 let (Some(url), Some(secret)) = (&config.url, &config.secret) else {
                     return Step::Settled(Ok(Outcome::Finish));
@@ -893,19 +892,15 @@ impl Workers {
                 let started = std::time::Instant::now();
                 let outcome = http.call(&call, now).await;
                 let at = Utc::now();
-                let label = match &outcome {
-                    CallOutcome::Done { .. } => "succeeded",
-                    CallOutcome::Accepted => "accepted",
-                    CallOutcome::Failed {
-                        retryable: true, ..
-                    } => "failed_retryable",
-                    CallOutcome::Failed { .. } => "failed",
-                };
-                crate::metrics::cleaner_attempt(
+                // The result is counted when it is recorded (`metrics::cleaner_results`).
+                crate::metrics::cleaner_call(
                     cleaner.as_str(),
-                    label,
+                    "http",
                     started.elapsed().as_secs_f64(),
                 );
+                if outcome == CallOutcome::Accepted {
+                    crate::metrics::cleaner_attempt(cleaner.as_str(), "http", "accepted");
+                }
                 match outcome {
                     CallOutcome::Done { deleted, detail } => {
                         Step::Record(Command::RecordCleanerSuccess {
@@ -952,18 +947,23 @@ impl Workers {
         }
     }
 
-    /// A Kafka cleaner's attempt: attempt 1 is the Due event the relay publishes; a retry
-    /// publishes the Due message again for this cleaner, with its attempt number. Either way
-    /// the result comes on the results topic, or the attempt fails after `callback_timeout`.
+    /// A Kafka cleaner's attempt: attempt 1 is the Due event the relay publishes, and the
+    /// relay starts its `callback_timeout` once the broker has acknowledged it (ADR 19), so
+    /// there is nothing to do here; a retry publishes the Due message again for this cleaner,
+    /// with its attempt number, and its `callback_timeout` starts at the broker's ack. Either
+    /// way the result comes on the results topic, or the attempt fails after
+    /// `callback_timeout`.
     async fn dispatch_kafka(
         &self,
         loaded: &LoadedRequest,
         cleaner: &CleanerName,
         attempt: u32,
-        now: DateTime<Utc>,
         config: &crate::config::CleanerConfig,
     ) -> Result<Outcome, RequestError> {
-        if attempt > 1 {
+        if attempt == 1 {
+            return Ok(Outcome::Finish);
+        }
+        {
             let topic = self
                 .config
                 .kafka
@@ -984,6 +984,7 @@ impl Workers {
                 .rev()
                 .find(|e| e.event_type == "Due")
                 .ok_or_else(|| StoreError::Corrupt("a cleaning request without Due".to_owned()))?;
+            let started = std::time::Instant::now();
             let sent =
                 crate::kafka::publish_retry(&producer.current(), topic, due, cleaner, attempt)
                     .await;
@@ -993,13 +994,19 @@ impl Workers {
                 producer.renew();
                 return Err(StoreError::Downstream(error).into());
             }
+            crate::metrics::cleaner_call(
+                cleaner.as_str(),
+                "kafka",
+                started.elapsed().as_secs_f64(),
+            );
         }
         self.workflow
             .apply(&[JobChange::Upsert(Job {
                 request_id: loaded.request.id,
                 kind: JobKind::Callback,
                 key: cleaner.to_string(),
-                run_at: now + micros(config.callback_timeout.0),
+                // From the broker's ack of the retry (the publish above waited for it).
+                run_at: Utc::now() + micros(config.callback_timeout.0),
                 attempt,
             })])
             .await?;
