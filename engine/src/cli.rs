@@ -448,10 +448,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         | Commands::Retry { .. }
         | Commands::Skip { .. }
         | Commands::Confirm { .. } => {
-            // Commands on a request's state read no personal data: no key needed.
+            // Commands on a request's state read no personal data: no key needed, except a
+            // result typed by hand, which is scrubbed of the subject's identifiers (so the
+            // subject must open).
+            let key_source = matches!(cli.command, Commands::Confirm { .. })
+                .then(|| KeySource::for_database(&database_url, cli.global.dev_master_key))
+                .transpose()?;
             let database = store::open(&database_url, true).await?;
-            let requests = Requests::new(database.events.clone(), Arc::new(config))
+            let mut requests = Requests::new(database.events.clone(), Arc::new(config))
                 .with_read_models(database.read_models.clone());
+            if let Some(key_source) = key_source {
+                let key = master_key(&database, &key_source).await?;
+                requests = requests.with_sealing(key, database.keys.clone());
+            }
             let loaded = operate(&requests, cli.command).await?;
             print!("{}", render_request(&RequestView::new(&loaded)));
             Ok(ExitCode::SUCCESS)

@@ -1242,6 +1242,24 @@ async fn postgres_needs_an_explicit_master_key() {
     run_without_key(there.path(), &["verify", "--database-url", &url])
         .await
         .ok();
+    // Commands on a request's state need no key; a result typed by hand does (its detail is
+    // scrubbed of the subject's identifiers, so the subject must open).
+    run_without_key(
+        there.path(),
+        &["hold", &id, "--reason", "audit", "--database-url", &url],
+    )
+    .await
+    .ok();
+    let refused = run_without_key(
+        there.path(),
+        &["confirm", &id, "archive", "--database-url", &url],
+    )
+    .await
+    .expect(1);
+    assert!(
+        refused.stderr.contains("LETHE_MASTER_KEY_FILE"),
+        "{refused:?}"
+    );
     run_without_key(there.path(), &["show", &id, "--database-url", &url])
         .await
         .ok();
