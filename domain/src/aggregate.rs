@@ -3,7 +3,9 @@
 //!
 //! Invariants enforced here, each with its own [`DomainError`]:
 //! - cancel only before Due; reject only before Due;
-//! - nothing after a closed state (Completed, Cancelled, Rejected), except shredding;
+//! - nothing after a closed state (Completed, Cancelled, Rejected), except shredding and a
+//!   reminder's outcome;
+//! - a reminder has at most one outcome (sent, or not sent and why); a repeat changes nothing;
 //! - a duplicate cleaner result (same cleaner, same attempt) changes nothing;
 //! - Completed only when every planned cleaner succeeded or was skipped (and then at once);
 //! - Due never while on hold, never before the grace period ends unless expedited, and once.
@@ -17,12 +19,14 @@ use crate::command::{Command, Receive};
 use crate::error::DomainError;
 use crate::event::{
     Cancelled, CleanerFailed, CleanerRetried, CleanerSkipped, CleanerSucceeded, Completed,
-    DeadlineExtended, Due, Event, HoldPlaced, HoldReleased, Received, Rejected, Reminded, Shredded,
+    DeadlineExtended, Due, Event, HoldPlaced, HoldReleased, Received, Rejected, Reminded,
+    ReminderNotSent, ReminderSent, Shredded,
 };
 use crate::ids::CleanerName;
 use crate::policy::Span;
 use crate::state::{
-    CleanerProgress, CleanerState, Cleaning, Hold, Phase, Reminder, Request, RequestState,
+    CleanerProgress, CleanerState, Cleaning, Hold, Phase, Reminder, ReminderOutcome, Request,
+    RequestState,
 };
 
 /// The aggregate type. It has no data of its own: state lives in [`RequestState`].
@@ -134,6 +138,11 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
         return match command {
             Command::Shred { .. } if request.shredded => Ok(vec![]),
             Command::Shred { at } => Ok(vec![Event::Shredded(Shredded { at })]),
+            // A fact about a notification, not a change to the request (ADR 16): a call in
+            // flight when the request closed may still be accepted, and a reminder that can
+            // no longer be useful must still say so.
+            command @ (Command::RecordReminderSent { .. }
+            | Command::RecordReminderNotSent { .. }) => settle_reminder(request, command),
             Command::RecordCleanerSuccess {
                 cleaner, attempt, ..
             }
@@ -146,20 +155,8 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
     match command {
         Command::Receive(_) => Err(DomainError::AlreadyReceived),
         Command::Shred { .. } => Err(DomainError::NotClosed),
-        Command::Remind { index, at } => {
-            let count = u32::try_from(request.reminders.len()).unwrap_or(u32::MAX);
-            let reminder = request
-                .reminders
-                .get(index as usize)
-                .ok_or(DomainError::UnknownReminder { index, count })?;
-            if reminder.sent || !matches!(request.phase, Phase::Grace) {
-                // A second firing of the same reminder, or one that lost the race with Due.
-                return Ok(vec![]);
-            }
-            if request.hold.is_some() {
-                return Err(DomainError::OnHold);
-            }
-            Ok(vec![Event::Reminded(Reminded { index, at })])
+        command @ (Command::RecordReminderSent { .. } | Command::RecordReminderNotSent { .. }) => {
+            settle_reminder(request, command)
         }
         Command::Cancel { at, reason } => {
             if !matches!(request.phase, Phase::Grace) {
@@ -353,6 +350,48 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
     }
 }
 
+/// Records the outcome a reminder command reports, unless the reminder already has one (a
+/// repeat records nothing). Any other command records nothing.
+fn settle_reminder(request: &Request, command: Command) -> Result<Vec<Event>, DomainError> {
+    let (index, event) = match command {
+        Command::RecordReminderSent { index, at, calls } => (
+            index,
+            Event::ReminderSent(ReminderSent {
+                index,
+                at,
+                // At least the call that was accepted.
+                calls: calls.max(1),
+            }),
+        ),
+        Command::RecordReminderNotSent {
+            index,
+            at,
+            reason,
+            calls,
+            last_error,
+        } => (
+            index,
+            Event::ReminderNotSent(ReminderNotSent {
+                index,
+                at,
+                reason,
+                calls,
+                last_error,
+            }),
+        ),
+        _ => return Ok(vec![]),
+    };
+    let count = u32::try_from(request.reminders.len()).unwrap_or(u32::MAX);
+    let reminder = request
+        .reminders
+        .get(index as usize)
+        .ok_or(DomainError::UnknownReminder { index, count })?;
+    if reminder.is_resolved() {
+        return Ok(vec![]);
+    }
+    Ok(vec![event])
+}
+
 /// A result that arrives after the request closed, for an attempt whose outcome is known.
 fn is_late_duplicate(request: &Request, cleaner: &CleanerName, attempt: u32) -> bool {
     request
@@ -401,7 +440,10 @@ fn request_from(received: Received) -> Request {
         reminders: received
             .reminders
             .into_iter()
-            .map(|at| Reminder { at, sent: false })
+            .map(|at| Reminder {
+                at,
+                outcome: ReminderOutcome::Pending,
+            })
             .collect(),
         deadline_rule: received.deadline_rule,
         deadline: received.deadline,
@@ -415,9 +457,23 @@ fn request_from(received: Received) -> Request {
 fn evolve(request: &mut Request, event: Event) {
     match event {
         Event::Received(_) => panic!("Received twice in one stream"),
-        Event::Reminded(Reminded { index, .. }) => {
+        Event::Reminded(Reminded { index, at }) => {
             if let Some(reminder) = request.reminders.get_mut(index as usize) {
-                reminder.sent = true;
+                if reminder.outcome == ReminderOutcome::Pending {
+                    reminder.outcome = ReminderOutcome::Reminded { at };
+                }
+            }
+        }
+        Event::ReminderSent(ReminderSent { index, at, .. }) => {
+            if let Some(reminder) = request.reminders.get_mut(index as usize) {
+                reminder.outcome = ReminderOutcome::Sent { at };
+            }
+        }
+        Event::ReminderNotSent(ReminderNotSent {
+            index, at, reason, ..
+        }) => {
+            if let Some(reminder) = request.reminders.get_mut(index as usize) {
+                reminder.outcome = ReminderOutcome::NotSent { at, reason };
             }
         }
         Event::Cancelled(Cancelled { at, reason }) => {

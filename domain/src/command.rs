@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::event::PlannedCleaner;
+use crate::event::{PlannedCleaner, ReminderNotSentReason};
 use crate::ids::{CleanerName, Jurisdiction, RequestId};
 use crate::policy::{RequestPolicy, Span};
 use crate::subject::SubjectRecord;
@@ -13,9 +13,20 @@ use crate::subject::SubjectRecord;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Receive(Receive),
-    Remind {
+    /// The notifier accepted reminder `index` at `at`, after `calls` calls (the accepted one
+    /// included). Only the notifier's answer may prompt it.
+    RecordReminderSent {
         index: u32,
         at: DateTime<Utc>,
+        calls: u32,
+    },
+    /// Reminder `index` will not be sent: why, after how many unaccepted calls, the last error.
+    RecordReminderNotSent {
+        index: u32,
+        at: DateTime<Utc>,
+        reason: ReminderNotSentReason,
+        calls: u32,
+        last_error: Option<String>,
     },
     Cancel {
         at: DateTime<Utc>,

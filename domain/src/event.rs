@@ -22,6 +22,8 @@ pub const SCHEMA_VERSION: i32 = 1;
 pub enum Event {
     Received(Received),
     Reminded(Reminded),
+    ReminderSent(ReminderSent),
+    ReminderNotSent(ReminderNotSent),
     Cancelled(Cancelled),
     Rejected(Rejected),
     HoldPlaced(HoldPlaced),
@@ -44,6 +46,8 @@ macro_rules! with_event_variants {
         $then!(
             Received,
             Reminded,
+            ReminderSent,
+            ReminderNotSent,
             Cancelled,
             Rejected,
             HoldPlaced,
@@ -67,7 +71,7 @@ macro_rules! names {
 }
 
 /// Every event type's name, as stored in the log's `event_type` column.
-pub const EVENT_TYPES: [&str; 14] = with_event_variants!(names);
+pub const EVENT_TYPES: [&str; 16] = with_event_variants!(names);
 
 impl Event {
     /// The event's type name, as stored in the log.
@@ -116,6 +120,8 @@ impl Event {
         match self {
             Self::Received(e) => e.received_at,
             Self::Reminded(e) => e.at,
+            Self::ReminderSent(e) => e.at,
+            Self::ReminderNotSent(e) => e.at,
             Self::Cancelled(e) => e.at,
             Self::Rejected(e) => e.at,
             Self::HoldPlaced(e) => e.at,
@@ -155,11 +161,81 @@ pub struct Received {
     pub deadline: NaiveDate,
 }
 
+/// Written only by versions before ADR 16, and kept readable with its meaning then: reminder
+/// `index` fell due during the grace period and was handed to the notifier's job. Whether the
+/// notifier accepted it is not in the log. Nothing writes it any more: a reminder now ends in
+/// [`ReminderSent`] or [`ReminderNotSent`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reminded {
     /// Which of the request's reminders this was (0-based).
     pub index: u32,
     pub at: DateTime<Utc>,
+}
+
+/// The notifier accepted reminder `index` (answered 2xx). Recorded only after that answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReminderSent {
+    /// Which of the request's reminders this was (0-based).
+    pub index: u32,
+    /// When the notifier's acceptance was received.
+    pub at: DateTime<Utc>,
+    /// Calls made to the notifier for this reminder, the accepted one included.
+    pub calls: u32,
+}
+
+/// Reminder `index` was not delivered and will not be: why, and what was tried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReminderNotSent {
+    /// Which of the request's reminders this was (0-based).
+    pub index: u32,
+    pub at: DateTime<Utc>,
+    pub reason: ReminderNotSentReason,
+    /// Calls made to the notifier for this reminder, none of them known to be accepted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub calls: u32,
+    /// The notifier's last failure, when it was called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Why a reminder was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReminderNotSentReason {
+    /// The grace period was over (the request had become due, or its due time had passed)
+    /// before the notifier accepted the reminder.
+    GraceOver,
+    /// The request was cancelled during its grace period.
+    Cancelled,
+    /// The request was rejected during its grace period.
+    Rejected,
+    /// The request was on hold: erasure is postponed, so the reminder's date no longer holds.
+    OnHold,
+    /// No `[notifier]` is configured.
+    NoNotifier,
+    /// The subject's identifiers could not be read, so there was no one to address.
+    SubjectUnreadable,
+    /// The notifier did not accept it, and no further try fits before the grace period ends.
+    NotifierFailed,
+}
+
+impl ReminderNotSentReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::GraceOver => "grace_over",
+            Self::Cancelled => "cancelled",
+            Self::Rejected => "rejected",
+            Self::OnHold => "on_hold",
+            Self::NoNotifier => "no_notifier",
+            Self::SubjectUnreadable => "subject_unreadable",
+            Self::NotifierFailed => "notifier_failed",
+        }
+    }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+const fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

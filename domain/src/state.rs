@@ -7,6 +7,7 @@ use std::fmt;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::event::ReminderNotSentReason;
 use crate::ids::{CleanerName, Jurisdiction, RequestId};
 use crate::policy::{DeadlineRule, Span};
 use crate::subject::SubjectRecord;
@@ -126,6 +127,20 @@ impl Request {
         }
     }
 
+    /// Why sending a reminder at `at` would be of no use, if it would: the grace period is
+    /// over (the request became due, or its due time has passed), the request was cancelled
+    /// or rejected, or it is on hold (erasure postponed, so the reminder's date is wrong).
+    pub fn reminder_moot(&self, at: DateTime<Utc>) -> Option<ReminderNotSentReason> {
+        match &self.phase {
+            Phase::Cancelled { .. } => Some(ReminderNotSentReason::Cancelled),
+            Phase::Rejected { .. } => Some(ReminderNotSentReason::Rejected),
+            Phase::Cleaning(_) | Phase::Completed { .. } => Some(ReminderNotSentReason::GraceOver),
+            Phase::Grace if at >= self.due_at => Some(ReminderNotSentReason::GraceOver),
+            Phase::Grace if self.hold.is_some() => Some(ReminderNotSentReason::OnHold),
+            Phase::Grace => None,
+        }
+    }
+
     /// The cleaning progress, once the request has been due.
     pub const fn cleaning(&self) -> Option<&Cleaning> {
         match &self.phase {
@@ -137,8 +152,47 @@ impl Request {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reminder {
+    /// When it is to be sent.
     pub at: DateTime<Utc>,
-    pub sent: bool,
+    pub outcome: ReminderOutcome,
+}
+
+impl Reminder {
+    /// Sent or given up: nothing more is to be done or recorded for it.
+    pub const fn is_resolved(&self) -> bool {
+        matches!(
+            self.outcome,
+            ReminderOutcome::Sent { .. } | ReminderOutcome::NotSent { .. }
+        )
+    }
+}
+
+/// What became of one reminder (ADR 16).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ReminderOutcome {
+    /// Nothing recorded yet: its time has not come, or the notifier has not accepted it yet.
+    Pending,
+    /// A `Reminded` event of a version before ADR 16: handed to the notifier's job, delivery
+    /// not recorded. A later `ReminderSent` or `ReminderNotSent` still settles it.
+    Reminded { at: DateTime<Utc> },
+    /// The notifier accepted it.
+    Sent { at: DateTime<Utc> },
+    NotSent {
+        at: DateTime<Utc>,
+        reason: ReminderNotSentReason,
+    },
+}
+
+impl ReminderOutcome {
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Reminded { .. } => "reminded",
+            Self::Sent { .. } => "sent",
+            Self::NotSent { .. } => "not_sent",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

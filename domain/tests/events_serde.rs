@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use lethe_domain::event::{
     Cancelled, CleanerFailed, CleanerRetried, CleanerSkipped, CleanerSucceeded, Completed,
-    DeadlineExtended, Due, HoldPlaced, HoldReleased, Received, Rejected, Reminded, Shredded,
-    EVENT_TYPES,
+    DeadlineExtended, Due, HoldPlaced, HoldReleased, Received, Rejected, Reminded, ReminderNotSent,
+    ReminderNotSentReason, ReminderSent, Shredded, EVENT_TYPES,
 };
 use lethe_domain::{DeadlineRule, Event, Span};
 use serde_json::{json, Value};
@@ -34,10 +34,12 @@ const fn variant(event: &Event) -> usize {
         Event::CleanerSkipped(_) => 11,
         Event::Completed(_) => 12,
         Event::Shredded(_) => 13,
+        Event::ReminderSent(_) => 14,
+        Event::ReminderNotSent(_) => 15,
     }
 }
 
-const VARIANTS: usize = 14;
+const VARIANTS: usize = 16;
 
 /// The fixture `Received` with every optional field filled in.
 fn received_in_full() -> Event {
@@ -75,6 +77,25 @@ fn examples() -> Vec<Event> {
         received_in_full(),
         received_bare(),
         Event::Reminded(Reminded { index: 1, at }),
+        Event::ReminderSent(ReminderSent {
+            index: 0,
+            at,
+            calls: 2,
+        }),
+        Event::ReminderNotSent(ReminderNotSent {
+            index: 1,
+            at,
+            reason: ReminderNotSentReason::NotifierFailed,
+            calls: 20,
+            last_error: Some("HTTP 503 Service Unavailable".to_owned()),
+        }),
+        Event::ReminderNotSent(ReminderNotSent {
+            index: 0,
+            at,
+            reason: ReminderNotSentReason::NoNotifier,
+            calls: 0,
+            last_error: None,
+        }),
         Event::Cancelled(Cancelled {
             at,
             reason: Some("changed my mind".to_owned()),
@@ -337,6 +358,54 @@ fn a_payload_written_by_hand_reads_as_expected() {
         Event::from_stored("CleanerFailed", &stored).unwrap(),
         failed("billing", 1, after_due(1), true, false)
     );
+}
+
+#[test]
+fn reminder_payloads_read_as_written_by_every_version() {
+    // A Reminded as versions before ADR 16 wrote it: still read, with its fields.
+    let stored = json!({"index": 1, "at": "2025-04-01T09:00:00Z"});
+    assert_eq!(
+        Event::from_stored("Reminded", &stored).unwrap(),
+        Event::Reminded(Reminded {
+            index: 1,
+            at: time(2025, 4, 1, 9, 0)
+        })
+    );
+    let stored = json!({"index": 0, "at": "2025-03-26T09:00:02Z", "calls": 3});
+    assert_eq!(
+        Event::from_stored("ReminderSent", &stored).unwrap(),
+        Event::ReminderSent(ReminderSent {
+            index: 0,
+            at: time(2025, 3, 26, 9, 0) + chrono::TimeDelta::seconds(2),
+            calls: 3
+        })
+    );
+    // The reason is a snake_case name; calls and last_error are left out when there are none.
+    let not_sent = Event::ReminderNotSent(ReminderNotSent {
+        index: 1,
+        at: due_at(),
+        reason: ReminderNotSentReason::GraceOver,
+        calls: 0,
+        last_error: None,
+    });
+    assert_eq!(
+        not_sent.payload(),
+        json!({"index": 1, "at": "2025-04-02T09:00:00Z", "reason": "grace_over"})
+    );
+    let mut unknown = not_sent.payload();
+    unknown["reason"] = json!("forgot");
+    assert!(Event::from_stored("ReminderNotSent", &unknown).is_err());
+    for reason in [
+        ReminderNotSentReason::GraceOver,
+        ReminderNotSentReason::Cancelled,
+        ReminderNotSentReason::Rejected,
+        ReminderNotSentReason::OnHold,
+        ReminderNotSentReason::NoNotifier,
+        ReminderNotSentReason::SubjectUnreadable,
+        ReminderNotSentReason::NotifierFailed,
+    ] {
+        assert_eq!(serde_json::to_value(reason).unwrap(), reason.as_str());
+    }
 }
 
 #[test]

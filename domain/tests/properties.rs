@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use proptest::prelude::*;
 
 use lethe_domain::command::Receive;
-use lethe_domain::event::{PlannedCleaner, Received};
+use lethe_domain::event::{PlannedCleaner, Received, ReminderNotSentReason};
 use lethe_domain::state::{Phase, Request};
 use lethe_domain::{
     Aggregate, Command, DeadlineRule, DeletionRequest, DomainError, Event, RequestPolicy,
@@ -26,6 +26,17 @@ use support::{cleaner, jurisdiction, request_id, subject, time};
 const NAMES: [&str; 4] = ["billing", "crm", "search", "never-planned"];
 const PLANNABLE: usize = 3;
 
+/// Every reason a reminder may not be sent.
+const REASONS: [ReminderNotSentReason; 7] = [
+    ReminderNotSentReason::GraceOver,
+    ReminderNotSentReason::Cancelled,
+    ReminderNotSentReason::Rejected,
+    ReminderNotSentReason::OnHold,
+    ReminderNotSentReason::NoNotifier,
+    ReminderNotSentReason::SubjectUnreadable,
+    ReminderNotSentReason::NotifierFailed,
+];
+
 // ---------------------------------------------------------------------------------------------
 // Generating commands
 // ---------------------------------------------------------------------------------------------
@@ -38,8 +49,14 @@ enum Step {
         grace_hours: i64,
         reminder_hours: Vec<i64>,
     },
-    Remind {
+    ReminderSent {
         index: u32,
+        calls: u32,
+    },
+    ReminderNotSent {
+        index: u32,
+        reason: usize,
+        calls: u32,
     },
     Cancel {
         reason: Option<String>,
@@ -119,7 +136,9 @@ fn step() -> impl Strategy<Value = Step> {
     let attempt = prop_oneof![1 => Just(0_u32), 6 => 1..3_u32, 2 => 3..5_u32];
     prop_oneof![
         1 => receive_step(),
-        4 => (0..3_u32).prop_map(|index| Step::Remind { index }),
+        3 => (0..3_u32, 0..4_u32).prop_map(|(index, calls)| Step::ReminderSent { index, calls }),
+        3 => (0..3_u32, 0..REASONS.len(), 0..3_u32)
+            .prop_map(|(index, reason, calls)| Step::ReminderNotSent { index, reason, calls }),
         1 => prop::option::of(reason()).prop_map(|reason| Step::Cancel { reason }),
         1 => reason().prop_map(|reason| Step::Reject { reason }),
         2 => reason().prop_map(|reason| Step::PlaceHold { reason }),
@@ -193,7 +212,18 @@ fn command(step: &Step, at: DateTime<Utc>) -> Command {
                 },
             },
         }),
-        Step::Remind { index } => Command::Remind { index, at },
+        Step::ReminderSent { index, calls } => Command::RecordReminderSent { index, at, calls },
+        Step::ReminderNotSent {
+            index,
+            reason,
+            calls,
+        } => Command::RecordReminderNotSent {
+            index,
+            at,
+            reason: REASONS[reason],
+            calls,
+            last_error: (calls > 0).then(|| "HTTP 503".to_owned()),
+        },
         Step::Cancel { reason } => Command::Cancel { at, reason },
         Step::Reject { reason } => Command::Reject { at, reason },
         Step::PlaceHold { reason } => Command::PlaceHold { at, reason },
@@ -273,7 +303,8 @@ struct StreamReading {
     received_on: Option<NaiveDate>,
     due_at: Option<DateTime<Utc>>,
     reminder_count: usize,
-    reminded: BTreeSet<u32>,
+    /// Reminders with an outcome (sent, or not sent and why).
+    settled: BTreeSet<u32>,
     on_hold: bool,
     deadline: Option<NaiveDate>,
     deadline_rule: Option<DeadlineRule>,
@@ -318,6 +349,14 @@ impl StreamReading {
         if self.received_on.is_none() {
             return Err("an event before Received".into());
         }
+        // A reminder's outcome may come in any phase, closed and shredded included, once.
+        match event {
+            // A sent reminder counts at least the call the notifier accepted.
+            Event::ReminderSent(sent) => return self.settle(sent.index, sent.calls == 0),
+            Event::ReminderNotSent(not_sent) => return self.settle(not_sent.index, false),
+            Event::Reminded(_) => return Err("Reminded is no longer written".into()),
+            _ => {}
+        }
         if let Some(status) = self.closed {
             return match event {
                 Event::Shredded(_) if self.shredded => Err("shredded twice".into()),
@@ -331,16 +370,8 @@ impl StreamReading {
         match event {
             Event::Received(_) => unreachable!("handled above"),
             Event::Shredded(_) => return Err("shredded while open".into()),
-            Event::Reminded(reminded) => {
-                if self.due || self.on_hold {
-                    return Err("a reminder after Due or while on hold".into());
-                }
-                if reminded.index as usize >= self.reminder_count {
-                    return Err(format!("reminder {} does not exist", reminded.index));
-                }
-                if !self.reminded.insert(reminded.index) {
-                    return Err(format!("reminder {} sent twice", reminded.index));
-                }
+            Event::Reminded(_) | Event::ReminderSent(_) | Event::ReminderNotSent(_) => {
+                unreachable!("handled above")
             }
             Event::Cancelled(_) | Event::Rejected(_) => {
                 if self.due {
@@ -462,6 +493,19 @@ impl StreamReading {
         Ok(())
     }
 
+    fn settle(&mut self, index: u32, sent_without_a_call: bool) -> Result<(), String> {
+        if index as usize >= self.reminder_count {
+            return Err(format!("reminder {index} does not exist"));
+        }
+        if sent_without_a_call {
+            return Err(format!("reminder {index} sent after no call"));
+        }
+        if !self.settled.insert(index) {
+            return Err(format!("reminder {index} settled twice"));
+        }
+        Ok(())
+    }
+
     fn planned(&mut self, name: &str) -> Result<&mut CleanerHistory, String> {
         if !self.due {
             return Err("a cleaner event before Due".into());
@@ -495,7 +539,8 @@ fn handle(state: &RequestState, command: Command) -> Result<Vec<Event>, DomainEr
 fn is_redelivered_by_design(command: &Command) -> bool {
     matches!(
         command,
-        Command::Remind { .. }
+        Command::RecordReminderSent { .. }
+            | Command::RecordReminderNotSent { .. }
             | Command::MarkDue { .. }
             | Command::RecordCleanerSuccess { .. }
             | Command::RecordCleanerFailure { .. }
@@ -582,6 +627,17 @@ fn run(start: DateTime<Utc>, steps: &[(i64, Step)]) -> Result<(), TestCaseError>
         if let Some(request) = request {
             prop_assert_eq!(request.shredded, reading.shredded);
             prop_assert_eq!(Some(request.deadline), reading.deadline);
+            let settled: BTreeSet<u32> = (0_u32..)
+                .zip(&request.reminders)
+                .filter(|(_, reminder)| reminder.is_resolved())
+                .map(|(index, _)| index)
+                .collect();
+            prop_assert_eq!(
+                &settled,
+                &reading.settled,
+                "step {}: reminder outcomes",
+                number
+            );
             if let Phase::Completed { cleaning, .. } = &request.phase {
                 prop_assert!(
                     cleaning.all_done(),

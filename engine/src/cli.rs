@@ -920,8 +920,13 @@ fn render_request(view: &RequestView) -> String {
     let _ = writeln!(out, "  due at:        {}", view.due_at);
     let _ = writeln!(out, "  deadline:      {}", view.deadline);
     for reminder in &view.reminders {
-        let sent = if reminder.sent { "sent" } else { "scheduled" };
-        let _ = writeln!(out, "  reminder:      {} ({sent})", reminder.at);
+        let outcome = match (reminder.status, reminder.reason, reminder.outcome_at) {
+            ("pending", ..) => "scheduled".to_owned(),
+            (_, Some(reason), _) => format!("not sent: {reason}"),
+            (status, None, Some(at)) => format!("{status} at {at}"),
+            (status, None, None) => status.to_owned(),
+        };
+        let _ = writeln!(out, "  reminder:      {} ({outcome})", reminder.at);
     }
     if let Some(hold) = &view.hold {
         let _ = writeln!(out, "  on hold since: {} ({})", hold.since, hold.reason);

@@ -136,6 +136,17 @@ pub enum CleanerKind {
     Manual,
 }
 
+impl CleanerKind {
+    /// The name in lethe.toml (`kind = "..."`), also the `kind` label of the cleaner metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Kafka => "kafka",
+            Self::Manual => "manual",
+        }
+    }
+}
+
 /// One service that holds personal data and is told to erase it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

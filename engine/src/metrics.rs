@@ -8,8 +8,8 @@
 //! | `lethe_events_appended_total` | `type` | events written to the log |
 //! | `lethe_subscription_lag_events` | `subscription` | events between the checkpoint and the log's head |
 //! | `lethe_subscription_lag_seconds` | `subscription` | age of the oldest event not yet processed |
-//! | `lethe_cleaner_attempts_total` | `cleaner`, `outcome` | cleaner calls by outcome (`succeeded`, `accepted`, `failed_retryable`, `failed`) |
-//! | `lethe_cleaner_call_duration_seconds` | `cleaner` | cleaner call latency histogram |
+//! | `lethe_cleaner_attempts_total` | `cleaner`, `kind`, `outcome` | attempts' results as recorded (`succeeded`, `failed_retryable`, `failed`), whichever way they came, and `accepted` for an HTTP 202 |
+//! | `lethe_cleaner_call_duration_seconds` | `cleaner`, `kind` | handing an attempt over: an HTTP call, or a Kafka message until the broker's ack |
 //! | `lethe_jobs_pending` | `kind` | timers and dispatches waiting |
 
 use std::sync::OnceLock;
@@ -76,11 +76,35 @@ pub fn subscription_lag(subscription: &'static str, events: u64, seconds: f64) {
     metrics::gauge!("lethe_subscription_lag_seconds", "subscription" => subscription).set(seconds);
 }
 
-pub fn cleaner_attempt(cleaner: &str, outcome: &'static str, seconds: f64) {
-    metrics::counter!("lethe_cleaner_attempts_total", "cleaner" => cleaner.to_owned(), "outcome" => outcome)
+/// Counts one attempt's outcome for a cleaner of `kind` (`http`, `kafka`, `manual`).
+pub fn cleaner_attempt(cleaner: &str, kind: &'static str, outcome: &'static str) {
+    metrics::counter!("lethe_cleaner_attempts_total", "cleaner" => cleaner.to_owned(), "kind" => kind, "outcome" => outcome)
         .increment(1);
-    metrics::histogram!("lethe_cleaner_call_duration_seconds", "cleaner" => cleaner.to_owned())
+}
+
+/// Times how long handing one attempt to a cleaner took.
+pub fn cleaner_call(cleaner: &str, kind: &'static str, seconds: f64) {
+    metrics::histogram!("lethe_cleaner_call_duration_seconds", "cleaner" => cleaner.to_owned(), "kind" => kind)
         .record(seconds);
+}
+
+/// Counts the attempts' results among events just written, however they were reported: one
+/// place for every cleaner kind and every door (the dispatcher, the result endpoint, the Kafka
+/// results, a missed `callback_timeout`, `lethe confirm`), and only results the log took.
+pub fn cleaner_results(events: &[lethe_domain::Event], config: &crate::config::Config) {
+    use lethe_domain::Event;
+    for event in events {
+        let (cleaner, outcome) = match event {
+            Event::CleanerSucceeded(e) => (&e.cleaner, "succeeded"),
+            Event::CleanerFailed(e) if e.retryable => (&e.cleaner, "failed_retryable"),
+            Event::CleanerFailed(e) => (&e.cleaner, "failed"),
+            _ => continue,
+        };
+        let kind = config
+            .cleaner(cleaner)
+            .map_or("unknown", |c| c.kind.as_str());
+        cleaner_attempt(cleaner.as_str(), kind, outcome);
+    }
 }
 
 pub fn jobs_pending(kind: &'static str, count: i64) {

@@ -918,6 +918,7 @@ impl Requests {
             {
                 Ok(Appended::Written(written)) => {
                     crate::metrics::events_appended(&written);
+                    crate::metrics::cleaner_results(&events, &self.config);
                     // The request after the commands: the state just decided on, without
                     // reading the stream again.
                     let RequestState::Received(request) = state else {

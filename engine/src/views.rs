@@ -2,7 +2,7 @@
 //! `lethe show` / `lethe history --json` print. One shape per question, shared by both doors.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use lethe_domain::state::{CleanerState, Phase, Request};
+use lethe_domain::state::{CleanerState, Phase, Reminder, ReminderOutcome, Request};
 use lethe_domain::{Aggregate, DeletionRequest, RequestId, RequestState, RequestStatus};
 use serde::Serialize;
 use uuid::Uuid;
@@ -70,10 +70,46 @@ pub struct RequestView {
     pub version: i64,
 }
 
+/// One reminder and what became of it (ADR 16).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReminderView {
+    /// When it is to be sent.
     pub at: DateTime<Utc>,
+    /// True once the notifier accepted it; also for a `Reminded` recorded before delivery was
+    /// tracked (`status` = `reminded`).
     pub sent: bool,
+    #[schema(example = "sent")]
+    /// pending, sent, not_sent, or reminded (recorded by a version that did not track
+    /// delivery)
+    pub status: &'static str,
+    /// When the outcome was recorded (for `reminded`: when it was handed to the notifier).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome_at: Option<DateTime<Utc>>,
+    /// Why it was not sent: grace_over, cancelled, rejected, on_hold, no_notifier,
+    /// subject_unreadable or notifier_failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "grace_over")]
+    pub reason: Option<&'static str>,
+}
+
+impl ReminderView {
+    fn new(reminder: &Reminder) -> Self {
+        let (outcome_at, reason) = match &reminder.outcome {
+            ReminderOutcome::Pending => (None, None),
+            ReminderOutcome::Reminded { at } | ReminderOutcome::Sent { at } => (Some(*at), None),
+            ReminderOutcome::NotSent { at, reason } => (Some(*at), Some(reason.as_str())),
+        };
+        Self {
+            at: reminder.at,
+            sent: matches!(
+                reminder.outcome,
+                ReminderOutcome::Sent { .. } | ReminderOutcome::Reminded { .. }
+            ),
+            status: reminder.outcome.as_str(),
+            outcome_at,
+            reason,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -113,14 +149,7 @@ impl RequestView {
             received_at: request.received_at,
             due_at: request.due_at,
             deadline: request.deadline,
-            reminders: request
-                .reminders
-                .iter()
-                .map(|r| ReminderView {
-                    at: r.at,
-                    sent: r.sent,
-                })
-                .collect(),
+            reminders: request.reminders.iter().map(ReminderView::new).collect(),
             hold: request.hold.as_ref().map(|h| HoldView {
                 since: h.since,
                 reason: h.reason.clone(),

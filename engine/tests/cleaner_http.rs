@@ -508,6 +508,7 @@ async fn notify_posts_signed_json_and_accepts_2xx() {
         &url,
         Some(SECRET),
         &body,
+        "r1:reminder:0",
         Duration::from_secs(5),
         now(),
     ))
@@ -516,6 +517,7 @@ async fn notify_posts_signed_json_and_accepts_2xx() {
 
     let received = log.lock().unwrap()[0].clone();
     assert_eq!(header(&received, "content-type"), "application/json");
+    assert_eq!(header(&received, "idempotency-key"), "r1:reminder:0");
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&received.body).unwrap(),
         body
@@ -540,6 +542,7 @@ async fn notify_without_a_secret_sends_no_signature() {
         &url,
         None,
         &serde_json::json!({}),
+        "r1:reminder:0",
         Duration::from_secs(5),
         now(),
     ))
@@ -559,6 +562,7 @@ async fn notify_reports_a_5xx_without_quoting_the_answer() {
         &url,
         None,
         &serde_json::json!({"email": EMAIL}),
+        "r1:reminder:0",
         Duration::from_secs(5),
         now(),
     ))

@@ -140,6 +140,7 @@ async fn configured_events_are_published_once_in_order_per_request() {
         producer: producer(&brokers).unwrap(),
         topics: config.kafka.clone().unwrap().publish,
         workflow: database.workflow.clone(),
+        kafka_cleaners: lethe_engine::kafka::kafka_cleaners(&config),
     };
     let meta = EventMetadata::new("test");
     let mut ids = Vec::new();
@@ -216,6 +217,7 @@ async fn with_the_broker_down_nothing_moves_and_the_backlog_drains_after() {
         producer: producer(&brokers).unwrap(),
         topics: config.kafka.clone().unwrap().publish,
         workflow: database.workflow.clone(),
+        kafka_cleaners: lethe_engine::kafka::kafka_cleaners(&config),
     });
     submit(&requests, 0).await;
     relay_all(&database, &relay).await;
@@ -294,6 +296,7 @@ async fn after_its_producer_failed_for_good_the_relay_publishes_through_a_new_on
         producer: producer(&brokers).unwrap(),
         topics: config.kafka.clone().unwrap().publish,
         workflow: database.workflow.clone(),
+        kafka_cleaners: lethe_engine::kafka::kafka_cleaners(&config),
     };
     submit(&requests, 0).await;
     relay_all(&database, &relay).await;

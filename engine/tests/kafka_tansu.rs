@@ -320,6 +320,7 @@ async fn every_due_reaches_a_consumer_once_in_order_per_key_across_a_broker_rest
         producer: producer(&brokers).unwrap(),
         topics: config.kafka.clone().unwrap().publish,
         workflow: database.workflow.clone(),
+        kafka_cleaners: lethe_engine::kafka::kafka_cleaners(&config),
     };
     let runner = SubscriptionRunner {
         events: database.events.clone(),

@@ -201,7 +201,7 @@ async fn full_lifecycle(store: TestStore) {
         .wait_for(id, RequestStatus::Completed, Duration::from_secs(15))
         .await;
     let kinds = types(&loaded.events);
-    assert_eq!(kinds[..3], ["Received", "Reminded", "Due"]);
+    assert_eq!(kinds[..3], ["Received", "ReminderSent", "Due"]);
     assert_eq!(kinds.last(), Some(&"Completed"));
     assert_eq!(count(&loaded.events, "CleanerSucceeded"), 2);
     // The Due came no earlier than the end of the grace period.
@@ -216,6 +216,7 @@ async fn full_lifecycle(store: TestStore) {
     assert_eq!(reminders.len(), 1, "the notifier got one reminder");
     assert!(reminders[0].signature_ok);
     assert_eq!(reminders[0].body["request_id"], id.to_string());
+    assert_eq!(reminders[0].idempotency_key, format!("{id}:reminder:0"));
     assert_eq!(
         reminders[0].body["cancel_token"].as_str().unwrap().len(),
         64
@@ -802,6 +803,14 @@ async fn a_failing_notifier_is_retried_without_blocking_the_request(store: TestS
     let calls = notifier.calls();
     assert!(calls.iter().all(|c| c.body["request_id"] == id.to_string()));
     assert_eq!(calls.len(), 3, "no call after the notifier accepted");
+    let loaded = engine.load(id).await;
+    assert_eq!(count(&loaded.events, "ReminderSent"), 1);
+    let sent = loaded
+        .events
+        .iter()
+        .find(|e| e.event_type == "ReminderSent")
+        .unwrap();
+    assert_eq!(sent.payload["calls"], 3, "{:?}", sent.payload);
     engine.stop().await;
 }
 
@@ -999,7 +1008,11 @@ async fn job_changes_apply_in_order(store: TestStore) {
     );
     assert_eq!(
         kinds(workflow.jobs_of(c).await.unwrap()),
-        [(JobKind::Shred, String::new(), 0, 8)]
+        [
+            (JobKind::Remind, "0".to_owned(), 0, 3),
+            (JobKind::Shred, String::new(), 0, 8)
+        ],
+        "DeleteAll keeps a reminder's job: it ends by recording an outcome"
     );
 }
 
@@ -1024,7 +1037,17 @@ macro_rules! on_both {
     };
 }
 
+#[path = "workflow/reminders.rs"]
+mod reminders;
+use reminders::*;
+
 on_both!(
+    a_reminder_is_recorded_sent_once_the_notifier_accepts,
+    a_request_that_closes_before_the_notifier_accepts_records_its_reminder_not_sent,
+    a_reminder_whose_lease_outlasts_the_grace_period_still_ends_in_an_outcome,
+    a_crash_during_the_notifier_call_records_nothing_until_a_call_is_accepted,
+    without_a_notifier_or_while_on_hold_a_reminder_is_recorded_not_sent,
+    a_reminded_event_of_an_older_version_is_delivered_or_left_as_it_was,
     full_lifecycle,
     cancel_during_grace_never_calls_cleaners,
     hold_delays_due_until_release,

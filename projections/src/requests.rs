@@ -76,7 +76,11 @@ pub fn apply(row: Option<RequestRow>, event: &Event) -> Option<RequestRow> {
     }
     let mut row = row?;
     match event {
-        Event::Received(_) | Event::Reminded(_) => {}
+        // The row holds no reminder; `show` folds the stream for those.
+        Event::Received(_)
+        | Event::Reminded(_)
+        | Event::ReminderSent(_)
+        | Event::ReminderNotSent(_) => {}
         Event::Cancelled(e) => {
             row.status = RequestStatus::Cancelled;
             row.closed_at = Some(e.at);

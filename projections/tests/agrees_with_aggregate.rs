@@ -18,7 +18,7 @@ const CLEANERS: [&str; 3] = ["billing", "crm", "search"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Remind(u32),
+    Remind(u32, bool),
     Cancel,
     Reject(bool),
     Hold(bool),
@@ -34,7 +34,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0_u32..3).prop_map(Op::Remind),
+        (0_u32..3, any::<bool>()).prop_map(|(index, sent)| Op::Remind(index, sent)),
         Just(Op::Cancel),
         any::<bool>().prop_map(Op::Reject),
         any::<bool>().prop_map(Op::Hold),
@@ -60,7 +60,18 @@ fn reason(present: bool) -> String {
 fn command(op: &Op, at: chrono::DateTime<Utc>) -> Command {
     let cleaner = |i: usize| CleanerName::parse(CLEANERS[i]).unwrap();
     match op.clone() {
-        Op::Remind(index) => Command::Remind { index, at },
+        Op::Remind(index, true) => Command::RecordReminderSent {
+            index,
+            at,
+            calls: 1,
+        },
+        Op::Remind(index, false) => Command::RecordReminderNotSent {
+            index,
+            at,
+            reason: lethe_domain::event::ReminderNotSentReason::GraceOver,
+            calls: 0,
+            last_error: None,
+        },
         Op::Cancel => Command::Cancel { at, reason: None },
         Op::Reject(r) => Command::Reject {
             at,

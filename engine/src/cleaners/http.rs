@@ -491,7 +491,9 @@ fn root_cause(error: &reqwest::Error) -> String {
 }
 
 /// Sends a reminder to the notifier: POST of `body` as JSON, signed like a cleaner call when a
-/// secret is configured. Any 2xx is success; anything else is an error with a short reason:
+/// secret is configured, with `idempotency_key` in `Idempotency-Key` (the same on every call
+/// for one reminder, so that the notifier can drop a repeat: a call whose acceptance was not
+/// recorded before a crash is made again). Any 2xx is success; anything else is an error with a short reason:
 /// the status, or what went wrong on the wire. The notifier's answer is not quoted, since a
 /// notification names the subject and the answer may echo it.
 pub async fn notify(
@@ -499,6 +501,7 @@ pub async fn notify(
     url: &str,
     secret: Option<&str>,
     body: &serde_json::Value,
+    idempotency_key: &str,
     timeout: Duration,
     now: DateTime<Utc>,
 ) -> Result<(), String> {
@@ -506,7 +509,8 @@ pub async fn notify(
     let mut request = client
         .post(url)
         .timeout(timeout)
-        .header(CONTENT_TYPE, "application/json");
+        .header(CONTENT_TYPE, "application/json")
+        .header(IDEMPOTENCY_KEY, idempotency_key);
     if let Some(secret) = secret {
         request = request.header(
             signature::HEADER,

@@ -19,9 +19,13 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
 
+use chrono::Utc;
+use lethe_domain::{CleanerName, Event};
+
 use crate::store::{Checkpoint, RecordedEvent, StoreError};
 use crate::workflow::subscription::Projector;
 use crate::workflow::WorkflowStore;
+use crate::workflow::{micros, Job, JobChange, JobKind};
 
 pub mod message;
 
@@ -169,6 +173,19 @@ pub struct KafkaRelay {
     pub producer: RenewingProducer,
     pub topics: BTreeMap<String, String>,
     pub workflow: Arc<dyn WorkflowStore>,
+    /// The `callback_timeout` of each Kafka cleaner ([`kafka_cleaners`]): attempt 1 of such a
+    /// cleaner is the Due message, and its deadline starts when the broker acknowledges it.
+    pub kafka_cleaners: BTreeMap<CleanerName, Duration>,
+}
+
+/// The Kafka cleaners of `config` and their `callback_timeout`, for [`KafkaRelay`].
+pub fn kafka_cleaners(config: &crate::config::Config) -> BTreeMap<CleanerName, Duration> {
+    config
+        .cleaners
+        .iter()
+        .filter(|c| c.kind == crate::config::CleanerKind::Kafka)
+        .map(|c| (c.name.clone(), c.callback_timeout.0))
+        .collect()
 }
 
 impl std::fmt::Debug for KafkaRelay {
@@ -196,10 +213,12 @@ impl Projector for KafkaRelay {
         let producer = self.producer.current();
         let mut deliveries = Vec::new();
         let mut failure = None;
+        let sent_at = std::time::Instant::now();
         for event in events {
             let Some(topic) = self.topics.get(&event.event_type) else {
                 continue;
             };
+            let waiting = self.kafka_cleaners_due(event)?;
             let message = Message::event(event);
             let value = message.value.to_string();
             let record = FutureRecord::to(topic)
@@ -207,7 +226,7 @@ impl Projector for KafkaRelay {
                 .payload(&value)
                 .headers(message.kafka_headers());
             match producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
+                Ok(delivery) => deliveries.push((delivery, event.stream_id, waiting)),
                 Err((error, _)) => {
                     failure = Some(error.to_string());
                     break;
@@ -216,9 +235,29 @@ impl Projector for KafkaRelay {
         }
         // Every delivery is awaited, failed or not, so that nothing of this batch is left in
         // the producer when it is replaced.
-        for delivery in deliveries {
+        let mut deadlines = Vec::new();
+        for (delivery, request_id, waiting) in deliveries {
             let error = match delivery.await {
-                Ok(Ok(_)) => continue,
+                Ok(Ok(_)) => {
+                    // Acknowledged (no later than now): the Kafka cleaners it names have had
+                    // their attempt 1 handed over, and their `callback_timeout` starts.
+                    let acked = Utc::now();
+                    for (cleaner, timeout) in waiting {
+                        crate::metrics::cleaner_call(
+                            cleaner.as_str(),
+                            "kafka",
+                            sent_at.elapsed().as_secs_f64(),
+                        );
+                        deadlines.push(JobChange::Upsert(Job {
+                            request_id,
+                            kind: JobKind::Callback,
+                            key: cleaner.to_string(),
+                            run_at: acked + micros(timeout),
+                            attempt: 1,
+                        }));
+                    }
+                    continue;
+                }
                 Ok(Err((error, _))) => error.to_string(),
                 Err(_) => "delivery cancelled".to_owned(),
             };
@@ -229,10 +268,35 @@ impl Projector for KafkaRelay {
             self.producer.renew();
             return Err(StoreError::Downstream(format!("kafka: {error}")));
         }
-        // Every message is acknowledged: only now may the checkpoint move.
+        // Every message is acknowledged: only now may the checkpoint move, and the deadlines
+        // start, in the same transaction (a batch published again sets them again).
         self.workflow
-            .commit_subscription(RELAY, owner, checkpoint, &[])
+            .commit_subscription(RELAY, owner, checkpoint, &deadlines)
             .await
+    }
+}
+
+impl KafkaRelay {
+    /// The Kafka cleaners a Due event plans, with their `callback_timeout`; none for any other
+    /// event.
+    fn kafka_cleaners_due(
+        &self,
+        event: &RecordedEvent,
+    ) -> Result<Vec<(CleanerName, Duration)>, StoreError> {
+        if event.event_type != "Due" || self.kafka_cleaners.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Event::Due(due) = event.event()? else {
+            return Ok(Vec::new());
+        };
+        Ok(due
+            .cleaners
+            .into_iter()
+            .filter_map(|planned| {
+                let timeout = *self.kafka_cleaners.get(&planned.name)?;
+                Some((planned.name, timeout))
+            })
+            .collect())
     }
 }
 
@@ -245,7 +309,7 @@ pub async fn publish_retry(
     producer: &FutureProducer,
     topic: &str,
     due: &RecordedEvent,
-    cleaner: &lethe_domain::CleanerName,
+    cleaner: &CleanerName,
     attempt: u32,
 ) -> Result<(), String> {
     let message = Message::retry(due, cleaner, attempt);
@@ -266,7 +330,7 @@ pub async fn publish_retry(
 #[serde(deny_unknown_fields)]
 pub struct ResultMessage {
     pub request_id: lethe_domain::RequestId,
-    pub cleaner: lethe_domain::CleanerName,
+    pub cleaner: CleanerName,
     pub attempt: u32,
     pub outcome: String,
     pub retryable: Option<bool>,
@@ -481,7 +545,7 @@ async fn apply_result(
     // subject's identifiers in its text and cuts it to what the HTTP result endpoint keeps.
     let detail = result.detail.clone();
     let metadata = crate::store::EventMetadata::new(format!("cleaner:{}", result.cleaner));
-    let now = chrono::Utc::now();
+    let now = Utc::now();
     let outcome = requests
         .execute_result(result.request_id, &metadata, |_| {
             if succeeded {

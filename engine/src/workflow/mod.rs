@@ -25,11 +25,13 @@ use crate::store::{Checkpoint, StoreError};
 /// What a job does when it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobKind {
-    /// Send reminder `key` (an index) to the subject.
+    /// Deliver reminder `key` (an index) through the notifier, retried until it accepts or
+    /// the reminder is moot; ends only by recording its outcome (ADR 16).
     Remind,
     /// End of the grace period: make the request due.
     Due,
-    /// Tell the notifier about reminder `key`; retried until the notifier accepts.
+    /// Written by versions before ADR 16 after a `Reminded` (and by the saga for a `Reminded`
+    /// it reads): runs exactly as `Remind` does.
     Notify,
     /// Call cleaner `key` for attempt `attempt`. With an empty key: the first attempt of every
     /// planned cleaner that has had none (the job `Due` sets, one per request; ADR 10).
@@ -66,6 +68,14 @@ impl JobKind {
             .into_iter()
             .find(|kind| kind.as_str() == text)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown job kind {text:?}")))
+    }
+}
+
+impl JobKind {
+    /// A reminder's job: it outlives the request's other jobs, since it ends only by recording
+    /// the reminder's outcome (ADR 16).
+    pub const fn is_reminder(self) -> bool {
+        matches!(self, Self::Remind | Self::Notify)
     }
 }
 
@@ -108,7 +118,8 @@ pub enum JobChange {
         key: String,
         up_to_attempt: u32,
     },
-    /// Remove every job of the request.
+    /// Remove every job of the request but its reminders' ([`JobKind::is_reminder`]): a
+    /// reminder's job ends only by recording what became of it (ADR 16).
     DeleteAll { request_id: RequestId },
 }
 
@@ -292,7 +303,9 @@ mod tests {
                     table.remove(&id);
                 }
             }
-            JobChange::DeleteAll { request_id } => table.retain(|(r, _, _), _| r != request_id),
+            JobChange::DeleteAll { request_id } => {
+                table.retain(|(r, kind, _), _| r != request_id || kind.is_reminder());
+            }
         }
     }
 

@@ -108,10 +108,12 @@ async fn apply_run(
                     _ => None,
                 })
                 .collect();
-            sqlx::query("DELETE FROM jobs WHERE request_id = ANY($1)")
-                .bind(&ids)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "DELETE FROM jobs WHERE request_id = ANY($1) AND kind NOT IN ('remind', 'notify')",
+            )
+            .bind(&ids)
+            .execute(&mut **tx)
+            .await?;
             return Ok(());
         }
     };

@@ -65,6 +65,7 @@ impl Runtime {
                         producer,
                         topics: kafka.publish.clone(),
                         workflow: workflow.clone(),
+                        kafka_cleaners: crate::kafka::kafka_cleaners(&config),
                     };
                     let relay_runner = SubscriptionRunner {
                         poll_interval: runner.poll_interval.max(crate::kafka::RETRY_INTERVAL / 10),

@@ -2,19 +2,22 @@
 //! table; the request's state is always re-read from the log when a job runs.
 //!
 //! - `Received`: a `remind` job per reminder and the `due` job at the end of the grace period.
-//! - `Reminded`: a `notify` job (when a notifier is configured).
+//! - `ReminderSent` / `ReminderNotSent`: that reminder's job goes (ADR 16).
+//! - `Reminded` (written only before ADR 16): a `notify` job, which delivers the reminder as a
+//!   `remind` job does, so a reminder pending at an upgrade still ends in an outcome.
 //! - `Due`: one `dispatch` job for the whole request (key `""`, attempt 1): the first attempt
 //!   of every planned cleaner (ADR 10).
 //! - `CleanerFailed` (not exhausted): the next attempt's `dispatch` job after the backoff.
 //! - `CleanerSucceeded` / `CleanerSkipped`: that cleaner's jobs go.
 //! - `HoldReleased` / `CleanerRetried`: the `due` job again, which re-plans from the state.
-//! - `Cancelled` / `Rejected` / `Completed`: every job of the request goes, and a `shred` job
-//!   is set for the end of `retention_after_completion`.
+//! - `Cancelled` / `Rejected` / `Completed`: every job of the request but its reminders' goes
+//!   (a reminder's job ends by recording its outcome), and a `shred` job is set for the end of
+//!   `retention_after_completion`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use lethe_domain::event::{Cancelled, Completed, Rejected};
+use lethe_domain::event::{Cancelled, Completed, Rejected, ReminderNotSent, ReminderSent};
 use lethe_domain::Event;
 use rand::Rng;
 
@@ -63,22 +66,30 @@ impl Subscriber for Saga {
                 changes.push(job(JobKind::Due, String::new(), received.due_at, 0));
                 changes
             }
-            Event::Reminded(reminded) => {
-                let mut changes = vec![JobChange::Delete {
+            Event::Reminded(reminded) => vec![
+                JobChange::Delete {
                     request_id,
                     kind: JobKind::Remind,
                     key: reminded.index.to_string(),
                     up_to_attempt: u32::MAX,
-                }];
-                if self.config.notifier.is_some() {
-                    changes.push(job(
-                        JobKind::Notify,
-                        reminded.index.to_string(),
-                        recorded.recorded_at,
-                        0,
-                    ));
-                }
-                changes
+                },
+                job(
+                    JobKind::Notify,
+                    reminded.index.to_string(),
+                    recorded.recorded_at,
+                    0,
+                ),
+            ],
+            Event::ReminderSent(ReminderSent { index, .. })
+            | Event::ReminderNotSent(ReminderNotSent { index, .. }) => {
+                [JobKind::Remind, JobKind::Notify]
+                    .map(|kind| JobChange::Delete {
+                        request_id,
+                        kind,
+                        key: index.to_string(),
+                        up_to_attempt: u32::MAX,
+                    })
+                    .to_vec()
             }
             Event::Due(due) => {
                 let mut changes = vec![JobChange::Delete {

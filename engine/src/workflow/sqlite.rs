@@ -87,7 +87,8 @@ async fn apply_changes(
                    WHERE jobs.attempt <= d.value ->> 3)"
             }
             JobChange::DeleteAll { .. } => {
-                "DELETE FROM jobs WHERE request_id IN (SELECT value FROM json_each(?1))"
+                "DELETE FROM jobs WHERE request_id IN (SELECT value FROM json_each(?1)) \
+                 AND kind NOT IN ('remind', 'notify')"
             }
         };
         sqlx::query(sql)

@@ -3,8 +3,9 @@
 //!
 //! A worker claims a job with a lease, re-reads the request from the log, decides through the
 //! aggregate, and only then removes the job. If the process dies in between, the lease runs
-//! out and the job runs again: every step is idempotent (a reminder or Due recorded twice is a
-//! no-op, a cleaner is called again with the same `Idempotency-Key`).
+//! out and the job runs again: every step is idempotent (a reminder's outcome or Due recorded
+//! twice is a no-op, a cleaner or the notifier is called again with the same
+//! `Idempotency-Key`).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -14,9 +15,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use lethe_domain::event::PlannedCleaner;
-use lethe_domain::state::{CleanerState, Phase, Request};
-use lethe_domain::{CleanerName, Command, RequestId};
+use lethe_domain::event::{PlannedCleaner, ReminderNotSentReason};
+use lethe_domain::state::{CleanerState, Phase, ReminderOutcome, Request};
+use lethe_domain::{CleanerName, Command, RequestId, RetryPolicy};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::{micros, Job, JobChange, JobKind, WorkflowStore};
@@ -26,8 +27,16 @@ use crate::requests::{LoadedRequest, RequestError, Requests, SubjectAccess};
 use crate::secrets::MasterKey;
 use crate::store::{EventMetadata, StoreError};
 
-/// A notifier that keeps failing is given up on after this many tries (the request goes on).
-const MAX_NOTIFY_TRIES: u32 = 20;
+/// The backoff between calls to a notifier that failed: doubling from 1 s to at most 5 min,
+/// jittered; tried until the reminder is moot (ADR 16), so `max_attempts` plays no part.
+const NOTIFY_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(300),
+    multiplier: 2.0,
+};
+/// Who records a reminder's outcome.
+const REMINDER_ACTOR: &str = "system:reminders";
 /// Timer jobs claimed at once (one statement), and settled at once when they have all run.
 const CLAIM_BATCH: u32 = 256;
 /// Requests whose timer jobs run at once: their appends share commits (group commit).
@@ -163,61 +172,8 @@ impl Workers {
 
     /// Runs timer jobs until `shutdown`.
     pub async fn run_timers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let kinds = [
-            JobKind::Remind,
-            JobKind::Due,
-            JobKind::Notify,
-            JobKind::Callback,
-            JobKind::Shred,
-        ];
         while !*shutdown.borrow() {
-            let claimed = self
-                .workflow
-                .claim_jobs(&kinds, &self.owner, Utc::now(), self.lease(), CLAIM_BATCH)
-                .await;
-            let jobs = match claimed {
-                Ok(jobs) => jobs,
-                Err(error) => {
-                    tracing::warn!(error = %error, "claiming timer jobs failed");
-                    Vec::new()
-                }
-            };
-            let idle = jobs.is_empty();
-            // Requests side by side, each request's jobs in claim order (a reminder before the
-            // Due of the same request).
-            // The round's requests are read with one query (each request's first job gets
-            // it as read; a later job of the same request reads it again, after the first).
-            let groups = by_request(jobs);
-            let ids: Vec<RequestId> = groups.iter().map(|g| g[0].request_id).collect();
-            let mut preloaded = match self.requests.load_many(&ids).await {
-                Ok(loaded) => loaded,
-                Err(error) => {
-                    tracing::warn!(error = %error, "reading the round's requests failed; reading them one by one");
-                    HashMap::new()
-                }
-            };
-            let done: Vec<(Vec<Job>, Outcomes)> = futures::stream::iter(groups)
-                .map(|group| {
-                    let worker = &self;
-                    let mut first = preloaded.remove(&group[0].request_id);
-                    async move {
-                        let mut outcomes = Vec::with_capacity(group.len());
-                        for job in &group {
-                            outcomes.push(worker.run_timer(job, first.take()).await);
-                        }
-                        (group, outcomes)
-                    }
-                })
-                .buffer_unordered(TIMER_CONCURRENCY)
-                .collect()
-                .await;
-            // The whole round settled at once: one statement for the finished jobs.
-            let (jobs, outcomes): (Vec<Vec<Job>>, Vec<Vec<_>>) = done.into_iter().unzip();
-            self.settle_all(
-                &jobs.into_iter().flatten().collect::<Vec<_>>(),
-                outcomes.into_iter().flatten().collect(),
-            )
-            .await;
+            let idle = self.run_timer_round(Utc::now()).await == 0;
             if idle {
                 self.report_pending().await;
                 tokio::select! {
@@ -226,6 +182,69 @@ impl Workers {
                 }
             }
         }
+    }
+
+    /// Claims the timer jobs due at `now` and runs them as at `now`; returns how many it
+    /// claimed. [`Workers::run_timers`] calls it with the clock; a test may call it with any
+    /// time, to cross a lease or a grace period without waiting for it.
+    pub async fn run_timer_round(&self, now: DateTime<Utc>) -> usize {
+        let kinds = [
+            JobKind::Remind,
+            JobKind::Due,
+            JobKind::Notify,
+            JobKind::Callback,
+            JobKind::Shred,
+        ];
+        let claimed = self
+            .workflow
+            .claim_jobs(&kinds, &self.owner, now, self.lease(), CLAIM_BATCH)
+            .await;
+        let jobs = match claimed {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                tracing::warn!(error = %error, "claiming timer jobs failed");
+                Vec::new()
+            }
+        };
+        let count = jobs.len();
+        // Requests side by side, each request's jobs in claim order (a reminder before the
+        // Due of the same request).
+        // The round's requests are read with one query (each request's first job gets
+        // it as read; a later job of the same request reads it again, after the first).
+        let groups = by_request(jobs);
+        let ids: Vec<RequestId> = groups.iter().map(|g| g[0].request_id).collect();
+        let mut preloaded = match self.requests.load_many(&ids).await {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                tracing::warn!(error = %error, "reading the round's requests failed; reading them one by one");
+                HashMap::new()
+            }
+        };
+        // The round's clock: `now` as it started, plus the time since.
+        let started = std::time::Instant::now();
+        let clock = move || now + micros(started.elapsed());
+        let done: Vec<(Vec<Job>, Outcomes)> = futures::stream::iter(groups)
+            .map(|group| {
+                let mut first = preloaded.remove(&group[0].request_id);
+                async move {
+                    let mut outcomes = Vec::with_capacity(group.len());
+                    for job in &group {
+                        outcomes.push(self.run_timer(job, clock(), first.take()).await);
+                    }
+                    (group, outcomes)
+                }
+            })
+            .buffer_unordered(TIMER_CONCURRENCY)
+            .collect()
+            .await;
+        // The whole round settled at once: one statement for the finished jobs.
+        let (jobs, outcomes): (Vec<Vec<Job>>, Vec<Vec<_>>) = done.into_iter().unzip();
+        self.settle_all(
+            &jobs.into_iter().flatten().collect::<Vec<_>>(),
+            outcomes.into_iter().flatten().collect(),
+        )
+        .await;
+        count
     }
 
     /// Publishes the pending job counts, at most every few seconds.
@@ -399,19 +418,17 @@ impl Workers {
         }
     }
 
-    /// Runs one timer job; `preloaded` is its request as read with the rest of the round.
+    /// Runs one timer job at `now`; `preloaded` is its request as read with the rest of the
+    /// round.
     async fn run_timer(
         &self,
         job: &Job,
+        now: DateTime<Utc>,
         preloaded: Option<LoadedRequest>,
     ) -> Result<Outcome, RequestError> {
-        let now = Utc::now();
         let command = match job.kind {
-            JobKind::Remind => {
-                let Ok(index) = job.key.parse::<u32>() else {
-                    return Ok(Outcome::Finish);
-                };
-                Command::Remind { index, at: now }
+            JobKind::Remind | JobKind::Notify => {
+                return self.run_reminder(job, now, preloaded).await;
             }
             JobKind::Callback => {
                 let Ok(cleaner) = CleanerName::parse(job.key.clone()) else {
@@ -429,7 +446,6 @@ impl Workers {
                 }
             }
             JobKind::Due => return self.run_due(job, now, preloaded).await,
-            JobKind::Notify => return self.run_notify(job, now, preloaded).await,
             JobKind::Shred => {
                 return match self
                     .requests
@@ -525,56 +541,96 @@ impl Workers {
         }
     }
 
-    async fn run_notify(
+    /// Delivers reminder `job.key` (ADR 16). The job's attempt counts the notifier calls made
+    /// for it so far, none accepted. It ends by recording an outcome: `ReminderSent` once the
+    /// notifier accepted (never before: a crash before the append leaves the job to call
+    /// again, with the same `Idempotency-Key`), or `ReminderNotSent` with the reason once the
+    /// reminder can no longer be useful. A failed call is tried again with backoff while a
+    /// try still fits before the grace period ends.
+    async fn run_reminder(
         &self,
         job: &Job,
         now: DateTime<Utc>,
         preloaded: Option<LoadedRequest>,
     ) -> Result<Outcome, RequestError> {
-        let Some(notifier) = &self.config.notifier else {
+        let Ok(index) = job.key.parse::<u32>() else {
             return Ok(Outcome::Finish);
         };
         let Some(loaded) = self.loaded(job.request_id, preloaded).await? else {
             return Ok(Outcome::Finish);
         };
         let request = &loaded.request;
-        if !matches!(request.phase, Phase::Grace) {
+        let Some(reminder) = request.reminders.get(index as usize) else {
+            return Ok(Outcome::Finish);
+        };
+        if reminder.is_resolved() {
             return Ok(Outcome::Finish);
         }
-        let SubjectAccess::Clear(subject) = self.requests.subject_of(request).await? else {
+        let moot = request.reminder_moot(now);
+        if moot.is_some() && matches!(reminder.outcome, ReminderOutcome::Reminded { .. }) {
+            // A `Reminded` of an older version: it may have been delivered, which its log
+            // does not say; claiming "not sent" could be false, so it stays `reminded`.
             return Ok(Outcome::Finish);
+        }
+        let calls = job.attempt;
+        let not_sent = |reason, calls, last_error| Command::RecordReminderNotSent {
+            index,
+            at: now,
+            reason,
+            calls,
+            last_error,
+        };
+        if let Some(reason) = moot {
+            let command = not_sent(reason, calls, None);
+            return self.record(loaded, REMINDER_ACTOR, command).await;
+        }
+        let Some(notifier) = &self.config.notifier else {
+            let command = not_sent(ReminderNotSentReason::NoNotifier, calls, None);
+            return self.record(loaded, REMINDER_ACTOR, command).await;
+        };
+        let SubjectAccess::Clear(subject) = self.requests.subject_of(request).await? else {
+            let command = not_sent(ReminderNotSentReason::SubjectUnreadable, calls, None);
+            return self.record(loaded, REMINDER_ACTOR, command).await;
         };
         let token = self.key.cancel_token(request.id);
         let body = serde_json::json!({
             "request_id": request.id,
-            "reminder": job.key.parse::<u32>().unwrap_or(0),
+            "reminder": index,
             "subject": subject,
             "due_at": request.due_at,
             "deadline": request.deadline,
             "cancel_token": token,
             "cancel_url": format!("{}/v1/requests/{}/cancel?token={token}", self.public_url, request.id),
         });
-        match notify(
+        let started = std::time::Instant::now();
+        let answer = notify(
             &self.client,
             &notifier.url,
             notifier.secret.as_deref(),
             &body,
+            &reminder_idempotency_key(request.id, index),
             notifier.timeout.0,
             now,
         )
-        .await
-        {
-            Ok(()) => Ok(Outcome::Finish),
-            Err(reason) if job.attempt + 1 >= MAX_NOTIFY_TRIES => {
-                tracing::error!(request.id = %request.id, reason = %reason, "the notifier kept failing; giving up on this reminder");
-                Ok(Outcome::Finish)
+        .await;
+        let at = now + micros(started.elapsed());
+        let calls = calls.saturating_add(1);
+        let error = match answer {
+            Ok(()) => {
+                let command = Command::RecordReminderSent { index, at, calls };
+                return self.record(loaded, REMINDER_ACTOR, command).await;
             }
-            Err(reason) => {
-                let backoff = Duration::from_secs(2_u64.saturating_pow(job.attempt).min(3600));
-                tracing::warn!(request.id = %request.id, reason = %reason, retry_in_s = backoff.as_secs(), "the notifier failed; retrying");
-                Ok(Outcome::Reschedule(now + micros(backoff), job.attempt + 1))
-            }
+            Err(error) => error,
+        };
+        let jitter: f64 = rand::random();
+        let next = at + micros(NOTIFY_RETRY.delay_after(calls, jitter, None));
+        if next >= request.due_at {
+            tracing::warn!(request.id = %request.id, reminder = index, calls, error = %error, "the notifier did not accept the reminder, and no try fits before the grace period ends");
+            let command = not_sent(ReminderNotSentReason::NotifierFailed, calls, Some(error));
+            return self.record(loaded, REMINDER_ACTOR, command).await;
         }
+        tracing::warn!(request.id = %request.id, reminder = index, calls, error = %error, retry_at = %next, "the notifier failed; retrying");
+        Ok(Outcome::Reschedule(next, calls))
     }
 
     /// Runs one claim of dispatch jobs, grouped by request, each group holding its slots
@@ -804,10 +860,9 @@ impl Workers {
         match config.kind {
             // A person confirms through the result endpoint or the CLI.
             CleanerKind::Manual => Step::Settled(Ok(Outcome::Finish)),
-            CleanerKind::Kafka => Step::Settled(
-                self.dispatch_kafka(loaded, &cleaner, attempt, now, config)
-                    .await,
-            ),
+            CleanerKind::Kafka => {
+                Step::Settled(self.dispatch_kafka(loaded, &cleaner, attempt, config).await)
+            }
             CleanerKind::Http => {
                 let (Some(url), Some(secret)) = (&config.url, &config.secret) else {
                     return Step::Settled(Ok(Outcome::Finish));
@@ -837,19 +892,15 @@ impl Workers {
                 let started = std::time::Instant::now();
                 let outcome = http.call(&call, now).await;
                 let at = Utc::now();
-                let label = match &outcome {
-                    CallOutcome::Done { .. } => "succeeded",
-                    CallOutcome::Accepted => "accepted",
-                    CallOutcome::Failed {
-                        retryable: true, ..
-                    } => "failed_retryable",
-                    CallOutcome::Failed { .. } => "failed",
-                };
-                crate::metrics::cleaner_attempt(
+                // The result is counted when it is recorded (`metrics::cleaner_results`).
+                crate::metrics::cleaner_call(
                     cleaner.as_str(),
-                    label,
+                    "http",
                     started.elapsed().as_secs_f64(),
                 );
+                if outcome == CallOutcome::Accepted {
+                    crate::metrics::cleaner_attempt(cleaner.as_str(), "http", "accepted");
+                }
                 match outcome {
                     CallOutcome::Done { deleted, detail } => {
                         Step::Record(Command::RecordCleanerSuccess {
@@ -896,18 +947,23 @@ impl Workers {
         }
     }
 
-    /// A Kafka cleaner's attempt: attempt 1 is the Due event the relay publishes; a retry
-    /// publishes the Due message again for this cleaner, with its attempt number. Either way
-    /// the result comes on the results topic, or the attempt fails after `callback_timeout`.
+    /// A Kafka cleaner's attempt: attempt 1 is the Due event the relay publishes, and the
+    /// relay starts its `callback_timeout` once the broker has acknowledged it (ADR 19), so
+    /// there is nothing to do here; a retry publishes the Due message again for this cleaner,
+    /// with its attempt number, and its `callback_timeout` starts at the broker's ack. Either
+    /// way the result comes on the results topic, or the attempt fails after
+    /// `callback_timeout`.
     async fn dispatch_kafka(
         &self,
         loaded: &LoadedRequest,
         cleaner: &CleanerName,
         attempt: u32,
-        now: DateTime<Utc>,
         config: &crate::config::CleanerConfig,
     ) -> Result<Outcome, RequestError> {
-        if attempt > 1 {
+        if attempt == 1 {
+            return Ok(Outcome::Finish);
+        }
+        {
             let topic = self
                 .config
                 .kafka
@@ -928,6 +984,7 @@ impl Workers {
                 .rev()
                 .find(|e| e.event_type == "Due")
                 .ok_or_else(|| StoreError::Corrupt("a cleaning request without Due".to_owned()))?;
+            let started = std::time::Instant::now();
             let sent =
                 crate::kafka::publish_retry(&producer.current(), topic, due, cleaner, attempt)
                     .await;
@@ -937,13 +994,19 @@ impl Workers {
                 producer.renew();
                 return Err(StoreError::Downstream(error).into());
             }
+            crate::metrics::cleaner_call(
+                cleaner.as_str(),
+                "kafka",
+                started.elapsed().as_secs_f64(),
+            );
         }
         self.workflow
             .apply(&[JobChange::Upsert(Job {
                 request_id: loaded.request.id,
                 kind: JobKind::Callback,
                 key: cleaner.to_string(),
-                run_at: now + micros(config.callback_timeout.0),
+                // From the broker's ack of the retry (the publish above waited for it).
+                run_at: Utc::now() + micros(config.callback_timeout.0),
                 attempt,
             })])
             .await?;
@@ -1002,6 +1065,11 @@ fn calls(jobs: &[Job], request: &Request) -> Vec<Call> {
         }));
     }
     calls
+}
+
+/// The `Idempotency-Key` of every notifier call for one reminder.
+pub fn reminder_idempotency_key(request: RequestId, index: u32) -> String {
+    format!("{request}:reminder:{index}")
 }
 
 /// Jobs grouped by request, in order of each request's first job, each group in claim order.

@@ -1,0 +1,285 @@
+//! A Kafka cleaner's attempts on a par with an HTTP cleaner's, on librdkafka's in-process mock
+//! cluster and real databases, with the workflow running as in `lethe serve`:
+//! - attempt 1's `callback_timeout` starts when the broker acknowledges the Due message, not
+//!   when the dispatch job runs, so a relay that lags (here: the broker is down) does not use
+//!   the attempt up (ADR 19);
+//! - every cleaner kind counts in the same cleaner metrics, with a `kind` label, whichever way
+//!   its result came.
+//!
+//! Every wait polls a condition with a deadline.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use lethe_domain::{CleanerName, Command, RequestId};
+use lethe_engine::config::Config;
+use lethe_engine::kafka::producer;
+use lethe_engine::requests::{Requests, Submission};
+use lethe_engine::secrets::MasterKey;
+use lethe_engine::store::EventMetadata;
+use lethe_engine::workflow::runtime::Runtime;
+use lethe_engine::workflow::saga::SAGA;
+use lethe_engine::workflow::worker::plan_cleaners;
+use lethe_engine::workflow::{Job, JobKind};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use support::fake_service::{FakeService, SECRET};
+use support::TestStore;
+
+const TOPICS: [&str; 5] = [
+    "lethe.due",
+    "lethe.completed",
+    "lethe.cancelled",
+    "lethe.cleaner-results",
+    "lethe.dead-letter",
+];
+
+fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let cluster = MockCluster::new(1).unwrap();
+    for topic in TOPICS {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    cluster
+}
+
+/// Waits until `check` gives a value, for at most 60 seconds.
+async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, check: impl Fn() -> F) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A submitted request made due at once, with every configured cleaner planned.
+async fn due_request(requests: &Requests) -> RequestId {
+    let submission = Submission {
+        subject: BTreeMap::from([("user_id".to_owned(), "k-1".to_owned())]),
+        ..Submission::default()
+    };
+    let id = requests
+        .submit(submission, None, "test")
+        .await
+        .unwrap()
+        .loaded
+        .request
+        .id;
+    let config = requests.config().clone();
+    requests
+        .execute(id, &EventMetadata::new("test"), |request| {
+            Command::MarkDue {
+                at: Utc::now(),
+                cleaners: plan_cleaners(&config, request),
+                expedite: true,
+            }
+        })
+        .await
+        .unwrap();
+    id
+}
+
+fn start(store: &TestStore, config: &str) -> (Requests, Runtime) {
+    let config = Arc::new(Config::parse(config).unwrap());
+    let (events, workflow) = store.stores();
+    let requests = Requests::new(events, config.clone());
+    let runtime = Runtime::start(
+        requests.clone(),
+        workflow,
+        config,
+        MasterKey::from_bytes([4; 32]),
+        "http://127.0.0.1:1".to_owned(),
+    );
+    (requests, runtime)
+}
+
+async fn jobs(store: &TestStore, id: RequestId, kind: JobKind) -> Vec<Job> {
+    let (_, workflow) = store.stores();
+    let mut jobs = workflow.jobs_of(id).await.unwrap();
+    jobs.retain(|j| j.kind == kind);
+    jobs
+}
+
+async fn attempt_1_s_deadline_starts_at_the_broker_s_ack(store: TestStore) {
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let (requests, runtime) = start(
+        &store,
+        &format!(
+            "[engine]\npoll_interval = \"50ms\"\n[kafka]\nbrokers = \"{brokers}\"\n\
+             [[cleaners]]\nname = \"search\"\nkind = \"kafka\"\ncallback_timeout = \"1h\"\n"
+        ),
+    );
+    // The relay cannot publish the Due: it lags as long as the broker is down.
+    cluster.broker_down(1).unwrap();
+    let id = due_request(&requests).await;
+    let due = requests
+        .load(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .events
+        .last()
+        .unwrap()
+        .position;
+    let (_, workflow) = store.stores();
+    eventually(
+        "the saga has planned the dispatch and it has run",
+        || async {
+            let saga = workflow.subscription_checkpoint(SAGA).await.unwrap();
+            let planned = saga.is_some_and(|at| at.position >= due);
+            (planned && jobs(&store, id, JobKind::Dispatch).await.is_empty()).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        jobs(&store, id, JobKind::Callback).await,
+        [],
+        "attempt 1's deadline started before the Due was published"
+    );
+
+    let up = Utc::now();
+    cluster.broker_up(1).unwrap();
+    let callback = eventually("the relay has published the Due", || async {
+        jobs(&store, id, JobKind::Callback).await.pop()
+    })
+    .await;
+    assert_eq!(callback.key, "search");
+    assert_eq!(callback.attempt, 1);
+    assert!(
+        callback.run_at >= up + chrono::TimeDelta::hours(1),
+        "the deadline {} starts before the broker came back at {up}",
+        callback.run_at
+    );
+    runtime.stop().await;
+}
+
+/// The value of the first sample of `metric` whose labels include every one of `labels`.
+fn sample(metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    lethe_engine::metrics::render().lines().find_map(|line| {
+        let rest = line.strip_prefix(metric)?.strip_prefix('{')?;
+        let (names, value) = rest.split_once("} ")?;
+        labels
+            .iter()
+            .all(|(k, v)| names.split(',').any(|l| l == format!("{k}=\"{v}\"")))
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+async fn every_cleaner_kind_counts_in_the_cleaner_metrics(store: TestStore) {
+    lethe_engine::metrics::install();
+    // Names of this backend's own: both backends' tests share the process's metrics.
+    let backend = match store {
+        TestStore::Postgres { .. } => "pg",
+        TestStore::Sqlite { .. } => "lite",
+    };
+    let (search, desk, crm) = (
+        format!("search-{backend}"),
+        format!("desk-{backend}"),
+        format!("crm-{backend}"),
+    );
+    let http = FakeService::start(&[500]).await;
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let (requests, runtime) = start(
+        &store,
+        &format!(
+            "[engine]\npoll_interval = \"50ms\"\n[kafka]\nbrokers = \"{brokers}\"\n\
+             [[cleaners]]\nname = \"{search}\"\nkind = \"kafka\"\ncallback_timeout = \"1h\"\n\
+             [[cleaners]]\nname = \"{desk}\"\nkind = \"manual\"\n\
+             [[cleaners]]\nname = \"{crm}\"\nkind = \"http\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
+             retry = {{ max_attempts = 1 }}\n",
+            http.url
+        ),
+    );
+    let id = due_request(&requests).await;
+    // The Kafka cleaner answers on the results topic; a person confirms the manual one.
+    let result = serde_json::json!({
+        "request_id": id, "cleaner": search, "attempt": 1, "outcome": "failed", "retryable": false,
+    })
+    .to_string();
+    producer::<FutureProducer>(&brokers)
+        .unwrap()
+        .send(
+            FutureRecord::to("lethe.cleaner-results")
+                .key(&id.to_string())
+                .payload(&result),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let desk_name = CleanerName::parse(desk.clone()).unwrap();
+    requests
+        .execute_result(id, &EventMetadata::new("cli:test"), |_| {
+            Command::RecordCleanerSuccess {
+                cleaner: desk_name.clone(),
+                attempt: 1,
+                at: Utc::now(),
+                deleted: None,
+                detail: None,
+            }
+        })
+        .await
+        .unwrap();
+
+    let attempts = "lethe_cleaner_attempts_total";
+    for (cleaner, kind, outcome) in [
+        (&search, "kafka", "failed"),
+        (&desk, "manual", "succeeded"),
+        (&crm, "http", "failed_retryable"),
+    ] {
+        let labels = [
+            ("cleaner", cleaner.as_str()),
+            ("kind", kind),
+            ("outcome", outcome),
+        ];
+        let count = eventually(&format!("{cleaner} is counted {outcome}"), || async {
+            sample(attempts, &labels)
+        })
+        .await;
+        assert!((count - 1.0).abs() < f64::EPSILON, "{cleaner}: {count}");
+    }
+    // Handing an attempt over is timed for the kinds that have a call: the HTTP call, and the
+    // Due message until the broker's ack.
+    for (cleaner, kind) in [(&search, "kafka"), (&crm, "http")] {
+        let labels = [("cleaner", cleaner.as_str()), ("kind", kind)];
+        eventually(&format!("{cleaner}'s call is timed"), || async {
+            sample("lethe_cleaner_call_duration_seconds_count", &labels)
+        })
+        .await;
+    }
+    runtime.stop().await;
+}
+
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::support::postgres().await).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::support::sqlite().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    attempt_1_s_deadline_starts_at_the_broker_s_ack,
+    every_cleaner_kind_counts_in_the_cleaner_metrics,
+);
