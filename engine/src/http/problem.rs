@@ -19,6 +19,8 @@ pub struct Problem {
     pub kind: &'static str,
     #[schema(value_type = String)]
     pub title: &'static str,
+    /// The HTTP status, repeated.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
     pub detail: String,
     /// The input field at fault, e.g. `subject.email`.
