@@ -91,10 +91,11 @@ impl Driven {
 
     /// Runs the saga until it has read the whole log as it is now. On Postgres an event is
     /// read only once every transaction older than its own has ended, in the whole cluster
-    /// (other tests' included), so a round may find nothing yet: it waits for the checkpoint.
+    /// (other tests' included), so a round may find nothing yet: it waits for the checkpoint,
+    /// as long as a busy shared server's longest transactions may take.
     async fn catch_up(&self) {
         let head = self.runner.events.head_position().await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
             self.runner.round(&self.saga).await.unwrap();
             let checkpoint = self.workflow.subscription_checkpoint(SAGA).await.unwrap();
