@@ -253,8 +253,8 @@ async fn full_lifecycle(store: TestStore) {
     for expected in [
         "lethe_events_appended_total{type=\"Received\"}",
         "lethe_events_appended_total{type=\"Completed\"}",
-        "lethe_cleaner_attempts_total{cleaner=\"billing\",outcome=\"succeeded\"}",
-        "lethe_cleaner_call_duration_seconds_bucket{cleaner=\"crm\"",
+        "lethe_cleaner_attempts_total{cleaner=\"billing\",kind=\"http\",outcome=\"succeeded\"}",
+        "lethe_cleaner_call_duration_seconds_bucket{cleaner=\"crm\",kind=\"http\"",
         "lethe_subscription_lag_events{subscription=\"saga\"}",
         "lethe_subscription_lag_seconds{subscription=\"saga\"}",
         "lethe_jobs_pending{kind=\"dispatch\"}",

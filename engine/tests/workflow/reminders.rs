@@ -385,6 +385,14 @@ pub async fn without_a_notifier_or_while_on_hold_a_reminder_is_recorded_not_sent
         reasons(driven.outcomes(held.id).await),
         [not_sent("on_hold"), not_sent("on_hold")]
     );
+    // What `show` and `GET /v1/requests/{id}` give for them.
+    let loaded = driven.requests.load(plain.id).await.unwrap().unwrap();
+    let view = serde_json::to_value(lethe_engine::views::RequestView::new(&loaded)).unwrap();
+    let reminder = &view["reminders"][0];
+    assert_eq!(reminder["status"], "not_sent", "{view}");
+    assert_eq!(reminder["sent"], false);
+    assert_eq!(reminder["reason"], "no_notifier");
+    assert!(reminder["outcome_at"].is_string(), "{view}");
 }
 
 /// A log written before ADR 16: `Reminded` was recorded, the notifier's job still pending at
