@@ -1,4 +1,4 @@
-//! Lethe's benchmarks (issue 6): each scenario starts what it needs on 127.0.0.1, is bounded
+//! Lethe's benchmarks: each scenario starts what it needs on 127.0.0.1, is bounded
 //! in time, prints one line per figure, and measures on the same database, in the same run,
 //! the raw baseline — plain single-row `INSERT` transactions into a table of the same shape as
 //! `events`, at the same concurrency — so that every figure comes with its ratio.

@@ -1,4 +1,4 @@
-//! The scenarios of issue 6 whose features exist: `ingest`, `lifecycle`, `replay`, `memory`.
+//! The benchmark scenarios: `ingest`, `lifecycle`, `replay`, `memory`.
 //! Each runs on one fresh database, prints one line per figure, and measures the raw insert
 //! baseline on the same database in the same run.
 
