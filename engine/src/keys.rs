@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use lethe_domain::RequestId;
 use sqlx::Row;
 
-use crate::key_ring::store::KeyRingStore;
+use crate::key_ring::store::{sqlite_key_row, KeyRingStore};
 use crate::store::{PostgresStore, SqliteStore, StoreError};
 
 #[async_trait]
@@ -118,14 +118,7 @@ impl KeyStore for SqliteStore {
         .bind(serde_json::to_string(&ids).map_err(|e| StoreError::Corrupt(e.to_string()))?)
         .fetch_all(self.writer())
         .await?;
-        rows.into_iter()
-            .map(|(id, key)| {
-                let id = id
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("request key id {id:?}")))?;
-                Ok((id, key))
-            })
-            .collect()
+        rows.into_iter().map(sqlite_key_row).collect()
     }
 
     async fn find(&self, indexes: &[String]) -> Result<Vec<(String, RequestId)>, StoreError> {

@@ -36,6 +36,16 @@ pub struct Rekeyed {
     pub cancel_digests: Vec<String>,
 }
 
+/// A `request_keys` row as SQLite returns it (the id as text), with the id parsed.
+pub(crate) fn sqlite_key_row(
+    (id, key): (String, String),
+) -> Result<(RequestId, String), StoreError> {
+    let id = id
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("request key id {id:?}")))?;
+    Ok((id, key))
+}
+
 fn unsupported() -> StoreError {
     StoreError::Downstream("this key store keeps no key ring".to_owned())
 }
@@ -351,13 +361,7 @@ impl KeyRingStore for SqliteStore {
             sqlx::query_as("SELECT request_id, wrapped_key FROM request_keys LIMIT 1")
                 .fetch_optional(self.writer())
                 .await?;
-        row.map(|(id, key)| {
-            let id = id
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("request key id {id:?}")))?;
-            Ok((id, key))
-        })
-        .transpose()
+        row.map(sqlite_key_row).transpose()
     }
 
     async fn begin_rotation(&self, new: &RecordedKey, wraps: &[KeyWrap]) -> Result<(), StoreError> {
@@ -402,14 +406,7 @@ impl KeyRingStore for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(self.writer())
         .await?;
-        rows.into_iter()
-            .map(|(id, key)| {
-                let id = id
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("request key id {id:?}")))?;
-                Ok((id, key))
-            })
-            .collect()
+        rows.into_iter().map(sqlite_key_row).collect()
     }
 
     async fn rekey(&self, batch: &[Rekeyed]) -> Result<u64, StoreError> {
