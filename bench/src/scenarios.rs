@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 use lethe_domain::RequestId;
 use lethe_engine::config::Config;
-use lethe_engine::secrets::MasterKey;
+use lethe_engine::root::Runtime;
+use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::{Appended, EventMetadata};
-use lethe_engine::workflow::runtime::Runtime;
 use rand::Rng as _;
 use uuid::Uuid;
 

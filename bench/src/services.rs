@@ -10,9 +10,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
+use lethe_engine::app::Requests;
 use lethe_engine::http::{router, AppState};
-use lethe_engine::requests::Requests;
-use lethe_engine::secrets::MasterKey;
+use lethe_engine::store::master_key::MasterKey;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -1,25 +1,28 @@
-//! Lethe's engine: everything with IO around the pure domain.
+//! Lethe's engine: everything with IO around the pure domain, in layers (see
+//! `docs/ARCHITECTURE.md`, whose layer table `tests/architecture.rs` enforces). From the bottom:
 //!
-//! - [`store`]: the event log (Postgres, SQLite).
-//! - [`requests`]: runs commands against the log.
-//! - [`http`] and [`cli`]: the two doors.
-//! - [`config`], [`secrets`], [`telemetry`]: what they are configured with.
-//! - [`sealing`], [`keys`], [`key_ring`]: crypto-shredding and the master keys under it.
+//! - [`config`]: `lethe.toml`, typed; data only.
+//! - [`store`]: the event log and the keys (master key, data keys, sealing, blind indexes).
+//! - [`telemetry`]: logs and metrics.
+//! - [`subscriptions`]: checkpointed, leased, fenced consumers of the log.
+//! - [`read_models`]: the persisted views, one subscription.
+//! - [`cleaners`]: the cleaner protocols, one module per kind.
+//! - [`app`]: the application service, the one door for every command and query.
+//! - [`workflow`]: the saga, timers and jobs, dispatch and limits.
+//! - [`kafka`]: the relay of events to Kafka and the consumer of cleaners' results.
+//! - [`http`]: the HTTP edge.
+//! - [`root`]: the composition root that opens the database and wires everything.
+//! - [`cli`]: the `lethe` command.
 
-pub mod audit;
+pub mod app;
 pub mod cleaners;
 pub mod cli;
 pub mod config;
 pub mod http;
 pub mod kafka;
-pub mod key_ring;
-pub mod keys;
-pub mod metrics;
 pub mod read_models;
-pub mod requests;
-pub mod sealing;
-pub mod secrets;
+pub mod root;
 pub mod store;
+pub mod subscriptions;
 pub mod telemetry;
-pub mod views;
 pub mod workflow;

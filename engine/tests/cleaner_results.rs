@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use lethe_domain::{Command, RequestId};
+use lethe_engine::app::{Requests, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::http::{router, AppState};
 use lethe_engine::kafka::producer;
-use lethe_engine::requests::{Requests, Submission};
-use lethe_engine::secrets::MasterKey;
+use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::{EventMetadata, RecordedEvent};
 use lethe_engine::workflow::worker::plan_cleaners;
 use rdkafka::mocking::MockCluster;

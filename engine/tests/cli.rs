@@ -21,7 +21,7 @@ use futures::StreamExt as _;
 use lethe_domain::RequestId;
 use lethe_domain::RequestStatus;
 use lethe_engine::read_models::RequestFilter;
-use lethe_engine::secrets::MasterKey;
+use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::{Checkpoint, SqliteStore};
 use lethe_projections::requests::{CleanerRow, RequestRow};
 use serde_json::Value;
@@ -1169,7 +1169,7 @@ async fn audit_export_streams_requests_with_their_verdicts() {
 }
 
 fn fingerprint(key_file: &Path) -> String {
-    lethe_engine::secrets::KeyMaterial::read(key_file)
+    lethe_engine::store::master_key::KeyMaterial::read(key_file)
         .unwrap()
         .fingerprint()
 }

@@ -26,11 +26,11 @@ use lethe_domain::{
     Aggregate, CleanerName, Command, DeletionRequest, Jurisdiction, RequestId, RequestState,
     Subject,
 };
+use lethe_engine::app::{Requests, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::http::auth::token_hash;
 use lethe_engine::http::{router, AppState};
-use lethe_engine::requests::{Requests, Submission};
-use lethe_engine::secrets::MasterKey;
+use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::{now_micros, Database, EventMetadata};
 use serde_json::Value;
 use support::TestStore;

@@ -5,10 +5,10 @@ mod support;
 
 use std::sync::Arc;
 
+use lethe_engine::app::{RequestError, Requests, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::http::{router, AppState};
-use lethe_engine::requests::{RequestError, Requests, Submission};
-use lethe_engine::secrets::MasterKey;
+use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::EventStore;
 use support::TestStore;
 

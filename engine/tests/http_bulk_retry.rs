@@ -10,10 +10,10 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use lethe_engine::app::Requests;
 use lethe_engine::config::Config;
 use lethe_engine::http::{router, AppState};
-use lethe_engine::requests::Requests;
-use lethe_engine::secrets::MasterKey;
+use lethe_engine::store::master_key::MasterKey;
 use serde_json::Value;
 use support::TestStore;
 

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use lethe_engine::app::{Requests, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::http::auth::token_hash;
 use lethe_engine::http::{router, AppState};
-use lethe_engine::requests::{Requests, Submission};
-use lethe_engine::secrets::MasterKey;
+use lethe_engine::store::master_key::MasterKey;
 use raw::{exchange, request, Reply};
 use serde_json::Value;
 use support::TestStore;

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::Request;
+use lethe_engine::app::Requests;
 use lethe_engine::config::Config;
 use lethe_engine::http::{router, AppState};
-use lethe_engine::requests::Requests;
-use lethe_engine::secrets::MasterKey;
+use lethe_engine::store::master_key::MasterKey;
 use proptest::prelude::*;
 use tower::ServiceExt;
 

@@ -15,11 +15,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use lethe_engine::app::{Requests, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::http::auth::token_hash;
 use lethe_engine::http::{router, AppState};
-use lethe_engine::requests::{Requests, Submission};
-use lethe_engine::secrets::MasterKey;
+use lethe_engine::store::master_key::MasterKey;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use raw::{exchange, request, Reply};

@@ -9,10 +9,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lethe_engine::app::Requests;
 use lethe_engine::config::Config;
 use lethe_engine::http::{router, AppState};
-use lethe_engine::requests::Requests;
-use lethe_engine::secrets::MasterKey;
+use lethe_engine::store::master_key::MasterKey;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use lethe_domain::{CleanerName, Command, RequestId};
+use lethe_engine::app::{Requests, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::kafka::producer;
-use lethe_engine::requests::{Requests, Submission};
-use lethe_engine::secrets::MasterKey;
+use lethe_engine::root::Runtime;
+use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::EventMetadata;
-use lethe_engine::workflow::runtime::Runtime;
 use lethe_engine::workflow::saga::SAGA;
 use lethe_engine::workflow::worker::plan_cleaners;
 use lethe_engine::workflow::{Job, JobKind};
@@ -163,18 +163,20 @@ async fn attempt_1_s_deadline_starts_at_the_broker_s_ack(store: TestStore) {
 
 /// The value of the first sample of `metric` whose labels include every one of `labels`.
 fn sample(metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    lethe_engine::metrics::render().lines().find_map(|line| {
-        let rest = line.strip_prefix(metric)?.strip_prefix('{')?;
-        let (names, value) = rest.split_once("} ")?;
-        labels
-            .iter()
-            .all(|(k, v)| names.split(',').any(|l| l == format!("{k}=\"{v}\"")))
-            .then(|| value.trim().parse().ok())?
-    })
+    lethe_engine::telemetry::metrics::render()
+        .lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(metric)?.strip_prefix('{')?;
+            let (names, value) = rest.split_once("} ")?;
+            labels
+                .iter()
+                .all(|(k, v)| names.split(',').any(|l| l == format!("{k}=\"{v}\"")))
+                .then(|| value.trim().parse().ok())?
+        })
 }
 
 async fn every_cleaner_kind_counts_in_the_cleaner_metrics(store: TestStore) {
-    lethe_engine::metrics::install();
+    lethe_engine::telemetry::metrics::install();
     // Names of this backend's own: both backends' tests share the process's metrics.
     let backend = match store {
         TestStore::Postgres { .. } => "pg",

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lethe_domain::{Command, RequestId};
+use lethe_engine::app::{Requests, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::kafka::{producer, KafkaRelay, RELAY};
-use lethe_engine::requests::{Requests, Submission};
 use lethe_engine::store::{Database, EventMetadata};
-use lethe_engine::workflow::subscription::SubscriptionRunner;
+use lethe_engine::subscriptions::SubscriptionRunner;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
@@ -416,11 +416,11 @@ async fn kafka_cleaners_complete_requests_and_bad_results_go_to_the_dead_letter_
         .unwrap(),
     );
     let requests = Requests::new(database.events.clone(), config.clone());
-    let runtime = lethe_engine::workflow::runtime::Runtime::start(
+    let runtime = lethe_engine::root::Runtime::start(
         requests.clone(),
         database.workflow.clone(),
         config,
-        lethe_engine::secrets::MasterKey::from_bytes([6; 32]),
+        lethe_engine::store::master_key::MasterKey::from_bytes([6; 32]),
         "http://127.0.0.1:1".to_owned(),
     );
     let service = start_search_service(brokers.clone());
@@ -650,11 +650,11 @@ async fn every_retry_reaches_a_deduplicating_cleaner_and_a_repeat_does_not(t: su
         .unwrap(),
     );
     let requests = Requests::new(database.events.clone(), config.clone());
-    let runtime = lethe_engine::workflow::runtime::Runtime::start(
+    let runtime = lethe_engine::root::Runtime::start(
         requests.clone(),
         database.workflow.clone(),
         config,
-        lethe_engine::secrets::MasterKey::from_bytes([6; 32]),
+        lethe_engine::store::master_key::MasterKey::from_bytes([6; 32]),
         "http://127.0.0.1:1".to_owned(),
     );
     let log = Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lethe_domain::{Command, RequestId, RequestStatus};
+use lethe_engine::app::{Requests, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::kafka::{producer, KafkaRelay, RELAY};
-use lethe_engine::requests::{Requests, Submission};
 use lethe_engine::store::{Database, EventMetadata};
-use lethe_engine::workflow::subscription::SubscriptionRunner;
+use lethe_engine::subscriptions::SubscriptionRunner;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -578,11 +578,11 @@ async fn a_kafka_cleaner_completes_requests_across_a_broker_restart_and_poison_i
         .unwrap(),
     );
     let requests = Requests::new(database.events.clone(), config.clone());
-    let runtime = lethe_engine::workflow::runtime::Runtime::start(
+    let runtime = lethe_engine::root::Runtime::start(
         requests.clone(),
         database.workflow.clone(),
         config,
-        lethe_engine::secrets::MasterKey::from_bytes([7; 32]),
+        lethe_engine::store::master_key::MasterKey::from_bytes([7; 32]),
         "http://127.0.0.1:1".to_owned(),
     );
     let (service, answered) = start_search_service(brokers.clone());

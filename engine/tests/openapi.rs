@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use lethe_engine::app::Requests;
 use lethe_engine::config::{Config, TokenConfig};
 use lethe_engine::http::auth::token_hash;
 use lethe_engine::http::{router, AppState};
-use lethe_engine::requests::Requests;
-use lethe_engine::secrets::MasterKey;
+use lethe_engine::store::master_key::MasterKey;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use chrono::Utc;
 use lethe_domain::event::PlannedCleaner;
 use lethe_domain::{CleanerName, Command, RequestId, RequestStatus, Span};
+use lethe_engine::app::{Requests, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::http::queries::compute_stats;
 use lethe_engine::read_models::{rebuild, RequestFilter, RequestsProjector, REQUESTS};
-use lethe_engine::requests::{Requests, Submission};
 use lethe_engine::store::{Database, EventMetadata};
-use lethe_engine::workflow::subscription::SubscriptionRunner;
+use lethe_engine::subscriptions::SubscriptionRunner;
 use lethe_projections::requests::RequestRow;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -455,7 +455,7 @@ async fn list_and_stats_over_http() {
     catch_up(&database, &runner(&database, "live")).await;
     let app = lethe_engine::http::router(lethe_engine::http::AppState {
         requests,
-        key: lethe_engine::secrets::MasterKey::from_bytes([4; 32]),
+        key: lethe_engine::store::master_key::MasterKey::from_bytes([4; 32]),
     });
     let get = |uri: String| {
         let app = app.clone();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use lethe_domain::event::{HoldPlaced, Received, Reminded};
 use lethe_domain::{DeadlineRule, Event, Jurisdiction, RequestId, Subject};
-use lethe_engine::keys::KeyStore;
+use lethe_engine::store::keys::KeyStore;
 use lethe_engine::store::{
     verify_chain, Append, Appended, Checkpoint, EventMetadata, EventStore, NewKey, RecordedEvent,
     StoreError, GENESIS_HASH,

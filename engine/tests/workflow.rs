@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lethe_domain::{RequestId, RequestStatus};
+use lethe_engine::app::{LoadedRequest, Requests, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::http::{router, AppState};
-use lethe_engine::requests::{LoadedRequest, Requests, Submission};
-use lethe_engine::secrets::MasterKey;
+use lethe_engine::root::Runtime;
+use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::{Checkpoint, EventStore, RecordedEvent};
-use lethe_engine::workflow::runtime::Runtime;
 use lethe_engine::workflow::WorkflowStore;
 use support::fake_service::{FakeService, SECRET};
 use support::TestStore;

@@ -1,6 +1,6 @@
 //! Operations on one request after intake: the subject's cancel, an administrator's reject,
 //! hold, release, extend, expedite, cleaner retry and skip, and a cleaner's own result.
-//! Each is one command through [`crate::requests::Requests::execute`]; the answer is the
+//! Each is one command through [`crate::app::Requests::execute`]; the answer is the
 //! request as it stands afterwards.
 
 use std::collections::BTreeMap;
@@ -18,9 +18,9 @@ use super::problem::Problem;
 use super::{auth, idempotency_key, request_id, AppState};
 
 type AdminCaller = Caller<Admin>;
-use crate::requests::text_field;
+use crate::app::text_field;
+use crate::app::views::RequestView;
 use crate::store::EventMetadata;
-use crate::views::RequestView;
 use crate::workflow::worker::plan_cleaners;
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

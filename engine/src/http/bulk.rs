@@ -24,7 +24,7 @@ use super::json::parse;
 use super::problem::Problem;
 use super::schema::BulkResult;
 use super::{idempotency_key, AppState, SubmitBody};
-use crate::requests::{LoadedRequest, Recorded, Submission, Written};
+use crate::app::{LoadedRequest, Recorded, Submission, Written};
 
 /// The longest line accepted; longer lines are answered with an error and skipped.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -293,10 +293,10 @@ struct PreparedChunk {
     answers: Vec<(usize, Option<Result<serde_json::Value, Problem>>)>,
     /// Where each prepared submission's answer goes.
     submitted_at: Vec<usize>,
-    prepared: crate::requests::Prepared,
+    prepared: crate::app::Prepared,
 }
 
-/// Parses a chunk's lines and prepares its submissions ([`crate::requests::Requests::prepare`])
+/// Parses a chunk's lines and prepares its submissions ([`crate::app::Requests::prepare`])
 /// on the blocking pool.
 ///
 /// With an `Idempotency-Key`, line N's command id is `bulk:<actor>:<key>:<N>`: a retried

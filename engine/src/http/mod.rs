@@ -33,9 +33,9 @@ pub use json::parse as parse_json;
 pub use problem::Problem;
 pub use server::serve;
 
-use crate::requests::{Requests, Submission};
-use crate::secrets::MasterKey;
-use crate::views::{HistoryView, RequestView, SubmittedView};
+use crate::app::views::{HistoryView, RequestView, SubmittedView};
+use crate::app::{Requests, Submission};
+use crate::store::master_key::MasterKey;
 use auth::Caller;
 use json::JsonBody;
 
@@ -131,7 +131,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 }
 
 pub fn router(state: AppState) -> Router {
-    crate::metrics::install();
+    crate::telemetry::metrics::install();
     let limits = std::sync::Arc::new(auth::RateLimits::new(&state.requests.config().api));
     let (routes, mut openapi) = api();
     schema::configured_jurisdictions(
@@ -151,7 +151,9 @@ pub fn router(state: AppState) -> Router {
             limits,
             auth::rate_limit,
         ))
-        .layer(axum::middleware::from_fn(crate::metrics::track_http))
+        .layer(axum::middleware::from_fn(
+            crate::telemetry::metrics::track_http,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(
             tower::ServiceBuilder::new()
@@ -339,7 +341,7 @@ async fn history(
 async fn metrics() -> ([(header::HeaderName, &'static str); 1], String) {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(),
+        crate::telemetry::metrics::render(),
     )
 }
 

@@ -8,7 +8,7 @@ use lethe_domain::error::InvalidInput;
 use lethe_domain::DomainError;
 use serde::Serialize;
 
-use crate::requests::RequestError;
+use crate::app::RequestError;
 use crate::store::StoreError;
 
 /// RFC 9457 problem details.

@@ -15,7 +15,7 @@ use utoipa::openapi::{OpenApi, Ref, RefOr, Required, SchemaFormat};
 use utoipa::IntoParams;
 
 use super::admin::MAX_DETAIL_LEN as MAX_OPERATION_REASON_LEN;
-use crate::requests::{MAX_EXTERNAL_ID_LEN, MAX_REASON_LEN, MAX_SOURCE_LEN, MAX_TAGS, MAX_TAG_LEN};
+use crate::app::{MAX_EXTERNAL_ID_LEN, MAX_REASON_LEN, MAX_SOURCE_LEN, MAX_TAGS, MAX_TAG_LEN};
 
 /// Unicode `White_Space`: what `str::trim` removes.
 const SPACE: &str =

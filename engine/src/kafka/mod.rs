@@ -23,7 +23,7 @@ use chrono::Utc;
 use lethe_domain::{CleanerName, Event};
 
 use crate::store::{Checkpoint, RecordedEvent, StoreError};
-use crate::workflow::subscription::Projector;
+use crate::subscriptions::Projector;
 use crate::workflow::WorkflowStore;
 use crate::workflow::{micros, Job, JobChange, JobKind};
 
@@ -243,7 +243,7 @@ impl Projector for KafkaRelay {
                     // their attempt 1 handed over, and their `callback_timeout` starts.
                     let acked = Utc::now();
                     for (cleaner, timeout) in waiting {
-                        crate::metrics::cleaner_call(
+                        crate::telemetry::metrics::cleaner_call(
                             cleaner.as_str(),
                             "kafka",
                             sent_at.elapsed().as_secs_f64(),
@@ -344,7 +344,7 @@ pub struct ResultMessage {
 /// topic with the reason in the `lethe-reason` header; the consumer never stops on it.
 pub async fn run_results_consumer(
     config: KafkaConfig,
-    requests: crate::requests::Requests,
+    requests: crate::app::Requests,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -518,11 +518,8 @@ enum ResultError {
     Store(String),
 }
 
-async fn apply_result(
-    requests: &crate::requests::Requests,
-    payload: &[u8],
-) -> Result<(), ResultError> {
-    use crate::requests::RequestError;
+async fn apply_result(requests: &crate::app::Requests, payload: &[u8]) -> Result<(), ResultError> {
+    use crate::app::RequestError;
     use lethe_domain::Command;
     let result: ResultMessage = serde_json::from_slice(payload)
         .map_err(|e| ResultError::Rejected(format!("malformed result: {e}")))?;

@@ -16,7 +16,7 @@ use lethe_domain::{RequestId, RequestStatus};
 use lethe_projections::requests::RequestRow;
 
 use crate::store::{Checkpoint, RecordedEvent, StoreError};
-use crate::workflow::subscription::Projector;
+use crate::subscriptions::Projector;
 
 /// The subscription name of the `requests` read model.
 pub const REQUESTS: &str = "requests";
@@ -158,7 +158,7 @@ pub async fn rebuild(
             )))
         }
     };
-    let owner = format!("rebuild:{}", crate::workflow::runtime::owner_id());
+    let owner = format!("rebuild:{}", crate::root::owner_id());
     database.read_models.reset(name, &owner).await?;
     let head = database.events.head_position().await?;
     let (batches, mut arriving) = tokio::sync::mpsc::channel(1);
@@ -234,8 +234,8 @@ async fn read_ahead(
 /// CLI uses it before answering from a read model). Where another process owns a projection,
 /// that process keeps it current and this returns at once.
 pub async fn catch_up(database: &crate::store::Database) -> Result<(), StoreError> {
-    let owner = crate::workflow::runtime::owner_id();
-    let runner = crate::workflow::subscription::SubscriptionRunner {
+    let owner = crate::root::owner_id();
+    let runner = crate::subscriptions::SubscriptionRunner {
         events: database.events.clone(),
         workflow: database.workflow.clone(),
         owner: owner.clone(),

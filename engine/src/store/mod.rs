@@ -5,8 +5,12 @@
 
 mod group;
 mod hash;
+pub mod key_ring;
+pub mod keys;
+pub mod master_key;
 mod postgres;
 mod reachability;
+pub mod sealing;
 mod sqlite;
 
 use std::fmt;
@@ -236,7 +240,7 @@ pub struct Append {
 }
 
 /// A request's wrapped data key and the blind indexes of its subject (see
-/// [`crate::sealing`]).
+/// [`crate::store::sealing`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewKey {
     pub wrapped_key: String,
@@ -401,7 +405,7 @@ pub struct Database {
     pub events: std::sync::Arc<dyn EventStore>,
     pub workflow: std::sync::Arc<dyn crate::workflow::WorkflowStore>,
     pub read_models: std::sync::Arc<dyn crate::read_models::ReadModelStore>,
-    pub keys: std::sync::Arc<dyn crate::keys::KeyStore>,
+    pub keys: std::sync::Arc<dyn keys::KeyStore>,
 }
 
 /// Opens the database a URL names: `postgres://...` or `sqlite://...` (the file and its parent

@@ -7,10 +7,8 @@
 //! a job is claimed with a lease that runs out if its worker dies.
 
 mod postgres;
-pub mod runtime;
 pub mod saga;
 mod sqlite;
-pub mod subscription;
 pub mod worker;
 
 use std::fmt;

@@ -21,10 +21,10 @@ use lethe_domain::event::{Cancelled, Completed, Rejected, ReminderNotSent, Remin
 use lethe_domain::Event;
 use rand::Rng;
 
-use super::subscription::Subscriber;
 use super::{Job, JobChange, JobKind};
 use crate::config::Config;
 use crate::store::{RecordedEvent, StoreError};
+use crate::subscriptions::Subscriber;
 
 pub const SAGA: &str = "saga";
 

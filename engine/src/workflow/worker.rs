@@ -21,10 +21,10 @@ use lethe_domain::{CleanerName, Command, RequestId, RetryPolicy};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::{micros, Job, JobChange, JobKind, WorkflowStore};
+use crate::app::{LoadedRequest, RequestError, Requests, SubjectAccess};
 use crate::cleaners::http::{notify, CallOutcome, CleanerCall, HttpCleaner};
 use crate::config::{CleanerKind, Config};
-use crate::requests::{LoadedRequest, RequestError, Requests, SubjectAccess};
-use crate::secrets::MasterKey;
+use crate::store::master_key::MasterKey;
 use crate::store::{EventMetadata, StoreError};
 
 /// The backoff between calls to a notifier that failed: doubling from 1 s to at most 5 min,
@@ -266,7 +266,7 @@ impl Workers {
                     .iter()
                     .find(|(k, _)| *k == kind)
                     .map_or(0, |(_, n)| *n);
-                crate::metrics::jobs_pending(kind.as_str(), count);
+                crate::telemetry::metrics::jobs_pending(kind.as_str(), count);
             }
         }
     }
@@ -893,13 +893,17 @@ impl Workers {
                 let outcome = http.call(&call, now).await;
                 let at = Utc::now();
                 // The result is counted when it is recorded (`metrics::cleaner_results`).
-                crate::metrics::cleaner_call(
+                crate::telemetry::metrics::cleaner_call(
                     cleaner.as_str(),
                     "http",
                     started.elapsed().as_secs_f64(),
                 );
                 if outcome == CallOutcome::Accepted {
-                    crate::metrics::cleaner_attempt(cleaner.as_str(), "http", "accepted");
+                    crate::telemetry::metrics::cleaner_attempt(
+                        cleaner.as_str(),
+                        "http",
+                        "accepted",
+                    );
                 }
                 match outcome {
                     CallOutcome::Done { deleted, detail } => {
@@ -994,7 +998,7 @@ impl Workers {
                 producer.renew();
                 return Err(StoreError::Downstream(error).into());
             }
-            crate::metrics::cleaner_call(
+            crate::telemetry::metrics::cleaner_call(
                 cleaner.as_str(),
                 "kafka",
                 started.elapsed().as_secs_f64(),

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use lethe_domain::{Command, Event, RequestId};
+use lethe_engine::app::{Requests, Submission};
 use lethe_engine::config::Config;
-use lethe_engine::requests::{Requests, Submission};
-use lethe_engine::secrets::MasterKey;
+use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::EventMetadata;
+use lethe_engine::subscriptions::SubscriptionRunner;
 use lethe_engine::workflow::saga::{Saga, SAGA};
-use lethe_engine::workflow::subscription::SubscriptionRunner;
 use lethe_engine::workflow::worker::Workers;
 use lethe_engine::workflow::{Job, JobKind, WorkflowStore};
 use serde_json::json;
@@ -388,7 +388,7 @@ pub async fn without_a_notifier_or_while_on_hold_a_reminder_is_recorded_not_sent
     );
     // What `show` and `GET /v1/requests/{id}` give for them.
     let loaded = driven.requests.load(plain.id).await.unwrap().unwrap();
-    let view = serde_json::to_value(lethe_engine::views::RequestView::new(&loaded)).unwrap();
+    let view = serde_json::to_value(lethe_engine::app::views::RequestView::new(&loaded)).unwrap();
     let reminder = &view["reminders"][0];
     assert_eq!(reminder["status"], "not_sent", "{view}");
     assert_eq!(reminder["sent"], false);

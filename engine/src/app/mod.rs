@@ -2,6 +2,9 @@
 //! append with the expected version, and retry when someone else appended in between.
 //! Both doors (HTTP and CLI) go through here.
 
+pub mod audit;
+pub mod views;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -16,10 +19,10 @@ use lethe_domain::{
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::keys::{FindBatcher, KeyStore};
 use crate::read_models::ReadModelStore;
-use crate::sealing::{DataKey, SealError};
-use crate::secrets::MasterKey;
+use crate::store::keys::{FindBatcher, KeyStore};
+use crate::store::master_key::MasterKey;
+use crate::store::sealing::{DataKey, SealError};
 use crate::store::{
     Append, Appended, EventMetadata, EventStore, NewKey, RecordedEvent, StoreError, StreamHead,
 };
@@ -286,7 +289,7 @@ impl Requests {
         match self.open_subject(request, wrapped.clone()) {
             Err(Opening::UnknownKey(_)) => {
                 if let Some(sealing) = &self.sealing {
-                    crate::key_ring::refresh(sealing.keys.as_ref(), &sealing.master).await?;
+                    crate::store::key_ring::refresh(sealing.keys.as_ref(), &sealing.master).await?;
                 }
                 self.open_subject(request, wrapped)
                     .map_err(Opening::into_error)
@@ -343,9 +346,9 @@ impl Requests {
             return Ok(false);
         };
         let kept = sealing.keys.previous_cancel_tokens(id).await?;
-        Ok(kept
-            .iter()
-            .any(|digest| crate::secrets::matches_previous_cancel_token(id, token, digest)))
+        Ok(kept.iter().any(|digest| {
+            crate::store::master_key::matches_previous_cancel_token(id, token, digest)
+        }))
     }
 
     /// Destroys the request's data key and blind index, then records `Shredded`. Idempotent;
@@ -605,7 +608,7 @@ impl Requests {
         for (index, result) in appended.into_iter().zip(results) {
             answers[index] = Some(match result {
                 Ok(Appended::Written(events)) => {
-                    crate::metrics::events_appended(&events);
+                    crate::telemetry::metrics::events_appended(&events);
                     loaded(events).map(|loaded| Submitted {
                         loaded,
                         created: true,
@@ -917,8 +920,8 @@ impl Requests {
                 .await
             {
                 Ok(Appended::Written(written)) => {
-                    crate::metrics::events_appended(&written);
-                    crate::metrics::cleaner_results(&events, &self.config);
+                    crate::telemetry::metrics::events_appended(&written);
+                    crate::telemetry::metrics::cleaner_results(&events, &self.config);
                     // The request after the commands: the state just decided on, without
                     // reading the stream again.
                     let RequestState::Received(request) = state else {

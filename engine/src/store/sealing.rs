@@ -15,7 +15,7 @@ use lethe_domain::{RequestId, SealedSubject, Subject};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::secrets::{KeyMaterial, MasterKey};
+use crate::store::master_key::{KeyMaterial, MasterKey};
 
 const NONCE_LEN: usize = 12;
 const SEALED_PREFIX: &str = "v1:";
@@ -252,7 +252,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::secrets::Held;
+    use crate::store::master_key::Held;
 
     fn subject() -> Subject {
         Subject::parse(BTreeMap::from([

@@ -1,5 +1,7 @@
 //! Logging: tracing-subscriber to stderr, filtered by `RUST_LOG`, as text or JSON lines.
 
+pub mod metrics;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;

@@ -7,7 +7,7 @@ use lethe_domain::{Aggregate, DeletionRequest, RequestId, RequestState, RequestS
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::requests::{LoadedRequest, SubjectAccess};
+use crate::app::{LoadedRequest, SubjectAccess};
 use crate::store::{verify_chain, StoreError, StreamHead};
 
 /// The answer to a submission.

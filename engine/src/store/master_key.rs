@@ -6,7 +6,7 @@
 //! `--dev-master-key` asks for a development key explicitly (ADR 15).
 //!
 //! Every key has a key check value, `HMAC-SHA256(key, "lethe key check value")`, recorded in
-//! the database ([`crate::key_ring`]) so that a different key is refused at start instead of
+//! the database ([`crate::store::key_ring`]) so that a different key is refused at start instead of
 //! sealing new requests under a key nobody else has. Its first 16 hex digits are the key's
 //! fingerprint and id: they name the key in messages and in every value sealed under it.
 //!
@@ -137,7 +137,7 @@ pub struct Held {
 }
 
 /// The keys this process holds: the one it was configured with and, during a rotation, the
-/// other one. Clones share the ring, so a refresh ([`crate::key_ring::refresh`]) reaches every
+/// other one. Clones share the ring, so a refresh ([`crate::store::key_ring::refresh`]) reaches every
 /// part of the process at once.
 #[derive(Clone)]
 pub struct MasterKey {

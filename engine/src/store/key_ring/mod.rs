@@ -20,8 +20,8 @@ use std::time::Duration;
 use lethe_domain::state::Phase;
 use lethe_domain::{RequestId, SubjectRecord};
 
-use crate::keys::KeyStore;
-use crate::secrets::{previous_cancel_token_digest, Held, KeyMaterial, MasterKey};
+use crate::store::keys::KeyStore;
+use crate::store::master_key::{previous_cancel_token_digest, Held, KeyMaterial, MasterKey};
 use crate::store::{Database, StoreError};
 use store::{KeyWrap, RecordedKey, Rekeyed};
 
@@ -82,7 +82,7 @@ pub async fn open(keys: &dyn KeyStore, master: &MasterKey) -> Result<(), KeyRing
     if recorded.is_empty() {
         if let Some((id, wrapped)) = keys.some_wrapped_key().await? {
             if master.unwrap(id, &wrapped).is_err() {
-                let found = crate::sealing::forms(&wrapped)
+                let found = crate::store::sealing::forms(&wrapped)
                     .find_map(|(fingerprint, _)| fingerprint)
                     .unwrap_or("a key with no recorded fingerprint")
                     .to_owned();
@@ -358,7 +358,9 @@ pub async fn rotate(
                 after = Some(*last);
                 let todo: Vec<(RequestId, String)> = rows
                     .into_iter()
-                    .filter(|(_, wrapped)| !crate::sealing::only_under(wrapped, &new_fingerprint))
+                    .filter(|(_, wrapped)| {
+                        !crate::store::sealing::only_under(wrapped, &new_fingerprint)
+                    })
                     .collect();
                 if todo.is_empty() {
                     continue;
@@ -415,7 +417,7 @@ async fn rekeyed(
                 "request {id} has a data key but no events"
             )));
         };
-        let request = crate::requests::loaded(events)
+        let request = crate::app::loaded(events)
             .map_err(|e| corrupt(format!("request {id}: {e}")))?
             .request;
         let indexes = match &request.subject {

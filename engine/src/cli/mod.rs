@@ -12,17 +12,18 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use lethe_domain::RequestId;
 
+use crate::app::audit;
+use crate::app::views::{HistoryView, RequestView, SubjectView, SubmittedView};
+use crate::app::{LoadedRequest, Requests, Submission};
 use crate::config::{Config, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
 use crate::http::{router, AppState};
-use crate::key_ring;
-use crate::requests::{LoadedRequest, Requests, Submission};
-use crate::secrets::{KeyMaterial, KeySource, MasterKey, MASTER_KEY_ENV};
+use crate::root::Runtime;
 use crate::store;
+use crate::store::key_ring;
+use crate::store::master_key::{KeyMaterial, KeySource, MasterKey, MASTER_KEY_ENV};
 use crate::store::EventMetadata;
-use crate::views::{HistoryView, RequestView, SubjectView, SubmittedView};
-use crate::workflow::runtime::Runtime;
+use crate::telemetry;
 use crate::workflow::worker::plan_cleaners;
-use crate::{audit, telemetry};
 use lethe_domain::state::Request;
 use lethe_domain::Command;
 
@@ -781,7 +782,7 @@ async fn history(requests: &Requests, id: RequestId) -> anyhow::Result<HistoryVi
     if events.is_empty() {
         bail!("no request {id}");
     }
-    let loaded = crate::requests::loaded(events)?;
+    let loaded = crate::app::loaded(events)?;
     let subject = requests.subject_of(&loaded.request).await?;
     Ok(HistoryView::new(&loaded, head.as_ref(), subject)?)
 }

@@ -1,12 +1,12 @@
 //! Where the wrapped data keys and the blind index live (tables `request_keys` and
-//! `subject_index`; see [`crate::sealing`] for what they hold). A new request's key is written
+//! `subject_index`; see [`crate::store::sealing`] for what they hold). A new request's key is written
 //! with its first event ([`crate::store::Append::key`]), in the same transaction.
 
 use async_trait::async_trait;
 use lethe_domain::RequestId;
 use sqlx::Row;
 
-use crate::key_ring::store::{sqlite_key_row, KeyRingStore};
+use crate::store::key_ring::store::{sqlite_key_row, KeyRingStore};
 use crate::store::{PostgresStore, SqliteStore, StoreError};
 
 #[async_trait]
@@ -278,7 +278,7 @@ mod tests {
         batches: Mutex<Vec<usize>>,
     }
 
-    impl crate::key_ring::store::KeyRingStore for Fake {}
+    impl crate::store::key_ring::store::KeyRingStore for Fake {}
 
     #[async_trait]
     impl KeyStore for Fake {

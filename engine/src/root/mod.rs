@@ -6,14 +6,14 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::saga::Saga;
-use super::subscription::SubscriptionRunner;
-use super::worker::Workers;
-use super::WorkflowStore;
+use crate::app::Requests;
 use crate::config::Config;
 use crate::read_models::RequestsProjector;
-use crate::requests::Requests;
-use crate::secrets::MasterKey;
+use crate::store::master_key::MasterKey;
+use crate::subscriptions::SubscriptionRunner;
+use crate::workflow::saga::Saga;
+use crate::workflow::worker::Workers;
+use crate::workflow::WorkflowStore;
 
 /// The running workflow; [`Runtime::stop`] ends it cleanly.
 #[derive(Debug)]

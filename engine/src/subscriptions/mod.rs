@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{JobChange, WorkflowStore};
 use crate::store::{Checkpoint, EventStore, RecordedEvent, StoreError};
+use crate::workflow::{JobChange, WorkflowStore};
 
 /// Events read per round.
 const BATCH: u32 = 500;
@@ -147,7 +147,7 @@ impl SubscriptionRunner {
             let age = batch
                 .first()
                 .map_or(0.0, |e| (now - e.recorded_at).as_seconds_f64().max(0.0));
-            crate::metrics::subscription_lag(projector.name(), behind, age);
+            crate::telemetry::metrics::subscription_lag(projector.name(), behind, age);
             if let Some(hold) = held.as_mut() {
                 hold.lag_reported_at = Some(Instant::now());
             }
