@@ -8,6 +8,7 @@
 //! - [`Command`] is what may be asked of it, [`Event`] what it records.
 //! - [`RequestState`] is the fold of its events; [`RequestStatus`] is the status users see.
 //! - [`policy`] holds the rules that are data: grace period, reminders, legal deadlines, retries.
+//! - [`redact`] keeps the subject's identifiers out of what a cleaner's result records.
 
 pub mod aggregate;
 pub mod command;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod policy;
+pub mod redact;
 pub mod state;
 pub mod subject;
 

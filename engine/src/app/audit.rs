@@ -4,7 +4,12 @@
 
 use lethe_domain::RequestId;
 
-use crate::store::{verify_chain, EventStore, StoreError};
+use chrono::{DateTime, Utc};
+
+use super::queries::RequestRow;
+use super::{RequestError, Requests};
+use crate::read_models::RequestFilter;
+use crate::store::{verify_chain, ChainBreak, EventStore, RecordedEvent, StoreError};
 
 const BATCH: u32 = 1000;
 
@@ -59,118 +64,152 @@ pub enum ExportFormat {
     Csv,
 }
 
-/// Writes every request received in `[from, to)` with its events and verification result,
-/// request by request (one request's events in memory at a time). Returns how many requests
-/// were written and how many failed verification.
-pub async fn export(
-    database: &crate::store::Database,
-    from: chrono::DateTime<chrono::Utc>,
-    to: chrono::DateTime<chrono::Utc>,
-    format: ExportFormat,
-    out: &mut dyn std::io::Write,
-) -> anyhow::Result<(u64, u64)> {
-    let filter = crate::read_models::RequestFilter {
-        received_from: Some(from),
-        received_to: Some(to),
-        ..crate::read_models::RequestFilter::default()
-    };
-    enum Sink<'a> {
-        Jsonl(&'a mut dyn std::io::Write),
-        Csv(csv::Writer<&'a mut dyn std::io::Write>),
+/// Where an export goes, in its format.
+enum Sink<'a> {
+    Jsonl(&'a mut dyn std::io::Write),
+    Csv(csv::Writer<&'a mut dyn std::io::Write>),
+}
+
+/// The columns of a CSV export.
+const CSV_HEADER: [&str; 13] = [
+    "request_id",
+    "verified",
+    "chain_error",
+    "position",
+    "version",
+    "type",
+    "recorded_at",
+    "actor",
+    "command_id",
+    "correlation_id",
+    "data",
+    "prev_hash",
+    "hash",
+];
+
+impl<'a> Sink<'a> {
+    fn new(format: ExportFormat, out: &'a mut dyn std::io::Write) -> Result<Self, RequestError> {
+        Ok(match format {
+            ExportFormat::Jsonl => Self::Jsonl(out),
+            ExportFormat::Csv => {
+                let mut writer = csv::Writer::from_writer(out);
+                writer.write_record(CSV_HEADER)?;
+                Self::Csv(writer)
+            }
+        })
     }
-    let mut sink = match format {
-        ExportFormat::Jsonl => Sink::Jsonl(out),
-        ExportFormat::Csv => Sink::Csv(csv::Writer::from_writer(out)),
-    };
-    if let Sink::Csv(writer) = &mut sink {
-        writer.write_record([
-            "request_id",
-            "verified",
-            "chain_error",
-            "position",
-            "version",
-            "type",
-            "recorded_at",
-            "actor",
-            "command_id",
-            "correlation_id",
-            "data",
-            "prev_hash",
-            "hash",
-        ])?;
-    }
-    let (mut written, mut failed) = (0_u64, 0_u64);
-    let mut after = None;
-    loop {
-        let rows = database
-            .read_models
-            .list_requests(&filter, after, BATCH)
-            .await?;
-        let Some(last) = rows.last() else { break };
-        after = Some(last.id);
-        for row in rows {
-            let head = database.events.stream_head(row.id).await?;
-            let events = database.events.read_stream(row.id, 0).await?;
-            let verdict = verify_chain(&events, head.as_ref());
-            written += 1;
-            failed += u64::from(verdict.is_err());
-            let chain_error = verdict.as_ref().err().map(|b| {
-                format!(
-                    "version {} (position {}): {}",
-                    b.version, b.position, b.problem
-                )
-            });
-            match &mut sink {
-                Sink::Jsonl(out) => {
-                    let line = serde_json::json!({
-                        "request_id": row.id,
-                        "status": row.status,
-                        "received_at": row.received_at,
-                        "verified": verdict.is_ok(),
-                        "chain_error": chain_error,
-                        "events": events.iter().map(|e| serde_json::json!({
-                            "position": e.position,
-                            "version": e.version,
-                            "type": e.event_type,
-                            "recorded_at": e.recorded_at,
-                            "actor": e.actor,
-                            "command_id": e.command_id,
-                            "correlation_id": e.correlation_id,
-                            "data": e.payload,
-                            "prev_hash": e.prev_hash,
-                            "hash": e.hash,
-                        })).collect::<Vec<_>>(),
-                    });
-                    writeln!(out, "{line}")?;
+
+    /// One request: its row, its events and the verdict of their chain.
+    fn request(
+        &mut self,
+        row: &RequestRow,
+        events: &[RecordedEvent],
+        verdict: &Result<(), ChainBreak>,
+    ) -> Result<(), RequestError> {
+        let chain_error = verdict.as_ref().err().map(|b| {
+            format!(
+                "version {} (position {}): {}",
+                b.version, b.position, b.problem
+            )
+        });
+        match self {
+            Self::Jsonl(out) => {
+                let line = serde_json::json!({
+                    "request_id": row.id,
+                    "status": row.status,
+                    "received_at": row.received_at,
+                    "verified": verdict.is_ok(),
+                    "chain_error": chain_error,
+                    "events": events.iter().map(|e| serde_json::json!({
+                        "position": e.position,
+                        "version": e.version,
+                        "type": e.event_type,
+                        "recorded_at": e.recorded_at,
+                        "actor": e.actor,
+                        "command_id": e.command_id,
+                        "correlation_id": e.correlation_id,
+                        "data": e.payload,
+                        "prev_hash": e.prev_hash,
+                        "hash": e.hash,
+                    })).collect::<Vec<_>>(),
+                });
+                writeln!(out, "{line}")?;
+            }
+            Self::Csv(writer) => {
+                for e in events {
+                    writer.write_record([
+                        row.id.to_string(),
+                        verdict.is_ok().to_string(),
+                        chain_error.clone().unwrap_or_default(),
+                        e.position.to_string(),
+                        e.version.to_string(),
+                        e.event_type.clone(),
+                        e.recorded_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                        e.actor.clone(),
+                        e.command_id.clone().unwrap_or_default(),
+                        e.correlation_id.to_string(),
+                        e.payload.to_string(),
+                        e.prev_hash.clone(),
+                        e.hash.clone(),
+                    ])?;
                 }
-                Sink::Csv(writer) => {
-                    for e in &events {
-                        writer.write_record([
-                            row.id.to_string(),
-                            verdict.is_ok().to_string(),
-                            chain_error.clone().unwrap_or_default(),
-                            e.position.to_string(),
-                            e.version.to_string(),
-                            e.event_type.clone(),
-                            e.recorded_at
-                                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                            e.actor.clone(),
-                            e.command_id.clone().unwrap_or_default(),
-                            e.correlation_id.to_string(),
-                            e.payload.to_string(),
-                            e.prev_hash.clone(),
-                            e.hash.clone(),
-                        ])?;
-                    }
-                    // Flush each request's rows so the output streams.
-                    writer.flush()?;
-                }
+                // Flush each request's rows so the output streams.
+                writer.flush()?;
             }
         }
+        Ok(())
     }
-    match &mut sink {
-        Sink::Jsonl(out) => out.flush()?,
-        Sink::Csv(writer) => writer.flush()?,
+
+    fn finish(&mut self) -> Result<(), RequestError> {
+        match self {
+            Self::Jsonl(out) => out.flush()?,
+            Self::Csv(writer) => writer.flush()?,
+        }
+        Ok(())
     }
-    Ok((written, failed))
+}
+
+impl Requests {
+    /// Verifies every stream in the log ([`verify_all`]).
+    pub async fn verify_log(&self) -> Result<Report, RequestError> {
+        Ok(verify_all(self.store().as_ref()).await?)
+    }
+
+    /// Writes every request received in `[from, to)` with its events and verification
+    /// result, request by request (one request's events in memory at a time). Returns how
+    /// many requests were written and how many failed verification.
+    pub async fn export(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        format: ExportFormat,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(u64, u64), RequestError> {
+        let read_models = self.read_models_or_refuse()?;
+        let store = self.store();
+        let filter = RequestFilter {
+            received_from: Some(from),
+            received_to: Some(to),
+            ..RequestFilter::default()
+        };
+        let mut sink = Sink::new(format, out)?;
+        let (mut written, mut failed) = (0_u64, 0_u64);
+        let mut after = None;
+        loop {
+            let rows = read_models.list_requests(&filter, after, BATCH).await?;
+            let Some(last) = rows.last() else { break };
+            after = Some(last.id);
+            for row in rows {
+                let head = store.stream_head(row.id).await?;
+                let events = store.read_stream(row.id, 0).await?;
+                let verdict = verify_chain(&events, head.as_ref());
+                written += 1;
+                failed += u64::from(verdict.is_err());
+                sink.request(&row, &events, &verdict)?;
+            }
+        }
+        sink.finish()?;
+        Ok((written, failed))
+    }
 }

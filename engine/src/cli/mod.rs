@@ -401,7 +401,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::read_models::catch_up(&database).await?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            let (written, failed) = audit::export(&database, from, to, format, &mut out).await?;
+            let requests = Requests::new(database.events.clone(), Arc::new(config))
+                .with_read_models(database.read_models.clone());
+            let (written, failed) = requests.export(from, to, format, &mut out).await?;
             drop(out);
             eprintln!("exported {written} requests; {failed} failed verification");
             Ok(if failed == 0 {

@@ -1,15 +1,14 @@
 //! Operations on one request after intake: the subject's cancel, an administrator's reject,
 //! hold, release, extend, expedite, cleaner retry and skip, and a cleaner's own result.
-//! Each is one command through [`crate::app::Requests::execute`]; the answer is the
-//! request as it stands afterwards.
+//! Each is one command of the application service ([`crate::app::Requests`]); the answer is
+//! the request as it stands afterwards.
 
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use chrono::Utc;
-use lethe_domain::{CleanerName, Command, RequestId, Span};
+use lethe_domain::{CleanerName, RequestId, Span};
 use serde::Deserialize;
 
 use super::auth::{Admin, Caller};
@@ -18,10 +17,8 @@ use super::problem::Problem;
 use super::{auth, idempotency_key, request_id, AppState};
 
 type AdminCaller = Caller<Admin>;
-use crate::app::text_field;
 use crate::app::views::RequestView;
-use crate::store::EventMetadata;
-use crate::workflow::worker::plan_cleaners;
+use crate::app::{text_field, CleanerReport, EventMetadata, LoadedRequest, RequestError};
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -117,25 +114,9 @@ fn cleaner_name(raw: &str) -> Result<CleanerName, Problem> {
     CleanerName::parse(raw).map_err(|e| Problem::invalid("name", e.message))
 }
 
-async fn run(
-    state: &AppState,
-    id: RequestId,
-    metadata: &EventMetadata,
-    make: impl Fn(&lethe_domain::state::Request) -> Command + Send + Sync,
-) -> Result<Json<RequestView>, Problem> {
-    let loaded = state.requests.execute(id, metadata, make).await?;
-    Ok(Json(RequestView::new(&loaded)))
-}
-
-/// As [`run`], for a cleaner's result: its text is scrubbed of the subject's identifiers.
-async fn run_result(
-    state: &AppState,
-    id: RequestId,
-    metadata: &EventMetadata,
-    make: impl Fn(&lethe_domain::state::Request) -> Command + Send + Sync,
-) -> Result<Json<RequestView>, Problem> {
-    let loaded = state.requests.execute_result(id, metadata, make).await?;
-    Ok(Json(RequestView::new(&loaded)))
+/// The request as a command left it.
+fn view(done: Result<LoadedRequest, RequestError>) -> Result<Json<RequestView>, Problem> {
+    Ok(Json(RequestView::new(&done?)))
 }
 
 #[utoipa::path(
@@ -160,11 +141,7 @@ pub async fn cancel(
     let Canceller { id, actor } = canceller;
     let metadata = metadata(&headers, &actor, "cancel", id)?;
     let reason = reason_of(body)?;
-    run(&state, id, &metadata, |_| Command::Cancel {
-        at: Utc::now(),
-        reason: reason.clone(),
-    })
-    .await
+    view(state.requests.cancel(id, &metadata, reason).await)
 }
 
 /// Who may cancel: the subject with the request's `?token=`, or an administrator. Checked
@@ -193,8 +170,10 @@ impl axum::extract::FromRequestParts<AppState> for Canceller {
             Some(token) => {
                 // A token issued under a master key since rotated away is kept as a digest
                 // while its request is in the grace period (ADR 15).
-                if !state.key.verify_cancel_token(id, token)
-                    && !state.requests.previous_cancel_token(id, token).await?
+                if !state
+                    .requests
+                    .cancel_token_matches(&state.key, id, token)
+                    .await?
                 {
                     return Err(Problem::forbidden(
                         "the cancel token does not match this request",
@@ -256,11 +235,7 @@ pub async fn reject(
     let id = request_id(&id)?;
     let metadata = authorized(&caller, &headers, "reject", id)?;
     let reason = required_reason(body)?;
-    run(&state, id, &metadata, |_| Command::Reject {
-        at: Utc::now(),
-        reason: reason.clone(),
-    })
-    .await
+    view(state.requests.reject(id, &metadata, reason).await)
 }
 
 #[utoipa::path(
@@ -286,11 +261,7 @@ pub async fn hold(
     let id = request_id(&id)?;
     let metadata = authorized(&caller, &headers, "hold", id)?;
     let reason = required_reason(body)?;
-    run(&state, id, &metadata, |_| Command::PlaceHold {
-        at: Utc::now(),
-        reason: reason.clone(),
-    })
-    .await
+    view(state.requests.hold(id, &metadata, reason).await)
 }
 
 #[utoipa::path(
@@ -316,11 +287,7 @@ pub async fn release(
     let id = request_id(&id)?;
     let metadata = authorized(&caller, &headers, "release", id)?;
     let reason = reason_of(body)?;
-    run(&state, id, &metadata, |_| Command::ReleaseHold {
-        at: Utc::now(),
-        reason: reason.clone(),
-    })
-    .await
+    view(state.requests.release(id, &metadata, reason).await)
 }
 
 #[utoipa::path(
@@ -351,12 +318,7 @@ pub async fn extend(
         .map_err(|e: String| Problem::invalid("by", e))?;
     // A blank reason is left to the aggregate, which requires one (422).
     let reason = text_field("reason", Some(body.reason), MAX_DETAIL_LEN)?.unwrap_or_default();
-    run(&state, id, &metadata, |_| Command::ExtendDeadline {
-        at: Utc::now(),
-        by,
-        reason: reason.clone(),
-    })
-    .await
+    view(state.requests.extend(id, &metadata, by, reason).await)
 }
 
 #[utoipa::path(
@@ -378,13 +340,7 @@ pub async fn expedite(
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
     let metadata = authorized(&caller, &headers, "expedite", id)?;
-    let config = state.requests.config().clone();
-    run(&state, id, &metadata, |request| Command::MarkDue {
-        at: Utc::now(),
-        cleaners: plan_cleaners(&config, request),
-        expedite: true,
-    })
-    .await
+    view(state.requests.expedite(id, &metadata).await)
 }
 
 #[utoipa::path(
@@ -407,17 +363,7 @@ pub async fn retry_cleaner(
     let id = request_id(&id)?;
     let cleaner = cleaner_name(&name)?;
     let metadata = authorized(&caller, &headers, &format!("retry:{cleaner}"), id)?;
-    let extra = state
-        .requests
-        .config()
-        .cleaner(&cleaner)
-        .map_or(1, |c| c.retry.max_attempts);
-    run(&state, id, &metadata, |_| Command::RetryCleaner {
-        cleaner: cleaner.clone(),
-        at: Utc::now(),
-        extra_attempts: extra,
-    })
-    .await
+    view(state.requests.retry_cleaner(id, &metadata, &cleaner).await)
 }
 
 #[utoipa::path(
@@ -444,12 +390,12 @@ pub async fn skip_cleaner(
     let cleaner = cleaner_name(&name)?;
     let metadata = authorized(&caller, &headers, &format!("skip:{cleaner}"), id)?;
     let reason = required_reason(body)?;
-    run(&state, id, &metadata, |_| Command::SkipCleaner {
-        cleaner: cleaner.clone(),
-        at: Utc::now(),
-        reason: reason.clone(),
-    })
-    .await
+    view(
+        state
+            .requests
+            .skip_cleaner(id, &metadata, &cleaner, reason)
+            .await,
+    )
 }
 
 #[utoipa::path(
@@ -483,34 +429,23 @@ pub async fn cleaner_result(
     if body.attempt == 0 {
         return Err(Problem::invalid("attempt", "must be at least 1"));
     }
-    // Redacted and cut to length when recorded (`run_result`).
-    let detail = body.detail;
-    let attempt = body.attempt;
-    match body.outcome {
-        ResultOutcome::Succeeded => {
-            let deleted = body.deleted;
-            run_result(&state, id, &metadata, |_| Command::RecordCleanerSuccess {
-                cleaner: cleaner.clone(),
-                attempt,
-                at: Utc::now(),
-                deleted: deleted.clone(),
-                detail: detail.clone(),
-            })
-            .await
-        }
-        ResultOutcome::Failed => {
-            let retryable = body.retryable.unwrap_or(true);
-            let error = detail.unwrap_or_else(|| "the cleaner reported a failure".to_owned());
-            run_result(&state, id, &metadata, |_| Command::RecordCleanerFailure {
-                cleaner: cleaner.clone(),
-                attempt,
-                at: Utc::now(),
-                error: error.clone(),
-                status_code: None,
-                retryable,
-                retry_after_seconds: None,
-            })
-            .await
-        }
-    }
+    // Redacted and cut to length when recorded.
+    let report = match body.outcome {
+        ResultOutcome::Succeeded => CleanerReport::Succeeded {
+            deleted: body.deleted,
+            detail: body.detail,
+        },
+        ResultOutcome::Failed => CleanerReport::Failed {
+            error: body
+                .detail
+                .unwrap_or_else(|| "the cleaner reported a failure".to_owned()),
+            retryable: body.retryable.unwrap_or(true),
+        },
+    };
+    view(
+        state
+            .requests
+            .record_result(id, &metadata, &cleaner, body.attempt, report)
+            .await,
+    )
 }

@@ -1,20 +1,17 @@
 //! The HTTP event feed (`GET /v1/events`), for services without Kafka: pages of the global log
-//! in JSON (with long-poll), or Server-Sent Events when asked for `text/event-stream`.
+//! in JSON (with long-poll), or Server-Sent Events when asked for `text/event-stream`. The
+//! reading is the application service's ([`crate::app::feed`]); here the query is checked and
+//! the answer rendered.
 //!
-//! Every event is identified by its checkpoint (`TRANSACTION-POSITION`, see
-//! [`Checkpoint`]), and every read goes through [`EventStore::read_all`], which never returns
-//! an event whose transaction may still be followed by an earlier one committing. So a client
-//! that continues from the last id it saw (`after`, or `Last-Event-ID` on reconnection) misses
-//! nothing and sees nothing twice.
-//!
-//! Filtering by `types` happens here, after the read: skipped events still move the cursor, so
-//! `next` (JSON) is the checkpoint of the last event *read*, and a client never re-reads a run
-//! of events it did not want. (An SSE client resumes from the last event it was sent, so on a
-//! reconnection the skipped events after it are read, and skipped, again.)
+//! Every event is identified by its checkpoint (`TRANSACTION-POSITION`), so a client that
+//! continues from the last id it saw (`after`, or `Last-Event-ID` on reconnection) misses
+//! nothing and sees nothing twice. Skipped events (`types`) still move the cursor, so `next`
+//! (JSON) is the checkpoint of the last event *read*. (An SSE client resumes from the last
+//! event it was sent, so on a reconnection the skipped events after it are read, and skipped,
+//! again.)
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::convert::Infallible;
-use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
@@ -23,48 +20,24 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
-use futures::Stream;
+use futures::StreamExt;
 use lethe_domain::event::EVENT_TYPES;
-use lethe_domain::RequestId;
-use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-use tokio::time::Instant;
-use uuid::Uuid;
+use serde::Deserialize;
 
 use super::problem::Problem;
 use super::{auth, AppState};
-use crate::store::{Checkpoint, EventStore, RecordedEvent, StoreError};
+pub use crate::app::feed::close_streams;
+use crate::app::feed::{Checkpoint, FeedEvent, FeedPage, FeedParams, MAX_LIMIT};
 
 /// Events per page when `limit` is not given.
 const DEFAULT_LIMIT: u32 = 100;
-/// The most events per page, and the batch read from the log when filtering by type.
-const MAX_LIMIT: u32 = 1000;
 /// The longest long-poll a client may ask for, in seconds.
 const MAX_WAIT_SECONDS: u64 = 60;
 /// A long-poll answers at the latest this long before the router's request timeout (408), so
 /// an asked `wait` beyond `REQUEST_TIMEOUT - WAIT_MARGIN` is shortened to it.
 const WAIT_MARGIN: Duration = Duration::from_secs(5);
-/// How often a waiting long-poll or an idle stream looks at the log again.
-const POLL_INTERVAL: Duration = Duration::from_millis(200);
-/// The longest pause after a failed read in a stream (the pause doubles from `POLL_INTERVAL`).
-const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(5);
-/// The most events one JSON request reads while looking for events of the asked types; past
-/// it the page is answered (possibly empty) with `next` moved past what was read.
-const SCAN_BUDGET: usize = 10_000;
 /// How often an idle stream sends a comment, so that proxies keep the connection open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
-/// Turns true when the server shuts down: streams end and long-polls answer at once, so that
-/// graceful shutdown does not wait on them.
-static CLOSING: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::Sender::new(false));
-
-/// Ends every open event stream and wakes every waiting long-poll of this process. Call it when
-/// shutdown begins: graceful shutdown waits for responses in flight, and a stream never ends on
-/// its own. Clients reconnect (elsewhere) with `Last-Event-ID` and miss nothing.
-pub fn close_streams() {
-    CLOSING.send_replace(true);
-}
 
 /// The feed's query parameters. All are read as text and checked here, so that an error names
 /// its parameter.
@@ -89,127 +62,47 @@ pub struct FeedQuery {
     wait: Option<String>,
 }
 
-/// One event of the log, as the feed presents it.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct FeedEvent {
-    /// The event's checkpoint in the global read order: pass it as `after` (or `Last-Event-ID`)
-    /// to continue after this event.
-    #[schema(example = "0-42")]
-    pub id: String,
-    pub event_id: Uuid,
-    #[schema(value_type = String, format = Uuid)]
-    pub request_id: RequestId,
-    #[serde(rename = "type")]
-    #[schema(example = "Due")]
-    pub event_type: String,
-    /// The event's position in the log (increasing, not gap-free).
-    pub position: i64,
-    /// The event's version within its request (1 for `Received`).
-    pub version: i64,
-    pub recorded_at: DateTime<Utc>,
-    /// Who caused it: `token:<name>`, `cli:<user>`, `system:<component>`, `subject`.
-    pub actor: String,
-    pub correlation_id: Uuid,
-    /// The event's payload, as in the request's history.
-    #[schema(value_type = Object)]
-    pub data: serde_json::Value,
-}
-
-impl FeedEvent {
-    pub fn new(event: &RecordedEvent) -> Self {
-        Self {
-            id: event.checkpoint().to_string(),
-            event_id: event.event_id,
-            request_id: event.stream_id,
-            event_type: event.event_type.clone(),
-            position: event.position,
-            version: event.version,
-            recorded_at: event.recorded_at,
-            actor: event.actor.clone(),
-            correlation_id: event.correlation_id,
-            data: event.payload.clone(),
-        }
-    }
-}
-
-/// A page of the feed.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct FeedPage {
-    pub events: Vec<FeedEvent>,
-    /// Pass as `after` for the next page: the checkpoint of the last event read, which is past
-    /// the last event returned when events of other types followed it. Equal to `after` when
-    /// nothing new was found.
-    #[schema(example = "0-42")]
-    pub next: String,
-}
-
 /// The parameters, checked.
-#[derive(Debug)]
-struct Params {
-    start: Checkpoint,
-    types: Option<BTreeSet<&'static str>>,
-    limit: u32,
-    wait: Duration,
-}
-
-impl Params {
-    fn parse(query: &FeedQuery, headers: &HeaderMap) -> Result<Self, Problem> {
-        let after = query
-            .after
-            .as_deref()
-            .map(|text| checkpoint("after", text))
-            .transpose()?;
-        let last_event_id = last_event_id(headers)?;
-        let types = query.types.as_deref().map(types).transpose()?;
-        let limit = match query.limit.as_deref() {
-            None => DEFAULT_LIMIT,
-            Some(text) => text
-                .trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=MAX_LIMIT).contains(n))
-                .ok_or_else(|| {
-                    Problem::invalid("limit", format!("must be an integer 1-{MAX_LIMIT}"))
-                })?,
-        };
-        let wait = match query.wait.as_deref() {
-            None => 0,
-            Some(text) => text
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n <= MAX_WAIT_SECONDS)
-                .ok_or_else(|| {
-                    Problem::invalid(
-                        "wait",
-                        format!("must be a whole number of seconds 0-{MAX_WAIT_SECONDS}"),
-                    )
-                })?,
-        };
-        let longest = super::REQUEST_TIMEOUT.saturating_sub(WAIT_MARGIN);
-        Ok(Self {
-            start: last_event_id.or(after).unwrap_or(Checkpoint::START),
-            types,
-            limit,
-            wait: Duration::from_secs(wait).min(longest),
-        })
-    }
-
-    fn wants(&self, event: &RecordedEvent) -> bool {
-        self.types
-            .as_ref()
-            .is_none_or(|types| types.contains(event.event_type.as_str()))
-    }
-
-    /// How many events to read at once: a page's worth, or a large batch when most of what is
-    /// read may be skipped.
-    fn batch(&self, room: usize) -> u32 {
-        if self.types.is_some() {
-            MAX_LIMIT
-        } else {
-            u32::try_from(room).unwrap_or(MAX_LIMIT).clamp(1, MAX_LIMIT)
-        }
-    }
+fn params(query: &FeedQuery, headers: &HeaderMap) -> Result<FeedParams, Problem> {
+    let after = query
+        .after
+        .as_deref()
+        .map(|text| checkpoint("after", text))
+        .transpose()?;
+    let last_event_id = last_event_id(headers)?;
+    let types = query.types.as_deref().map(types).transpose()?;
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(text) => text
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                Problem::invalid("limit", format!("must be an integer 1-{MAX_LIMIT}"))
+            })?,
+    };
+    let wait = match query.wait.as_deref() {
+        None => 0,
+        Some(text) => text
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= MAX_WAIT_SECONDS)
+            .ok_or_else(|| {
+                Problem::invalid(
+                    "wait",
+                    format!("must be a whole number of seconds 0-{MAX_WAIT_SECONDS}"),
+                )
+            })?,
+    };
+    let longest = super::REQUEST_TIMEOUT.saturating_sub(WAIT_MARGIN);
+    Ok(FeedParams {
+        start: last_event_id.or(after).unwrap_or(Checkpoint::START),
+        types,
+        limit,
+        wait: Duration::from_secs(wait).min(longest),
+    })
 }
 
 fn checkpoint(field: &str, text: &str) -> Result<Checkpoint, Problem> {
@@ -269,147 +162,13 @@ fn wants_stream(headers: &HeaderMap) -> bool {
         .any(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
-/// Pauses until `until`, or until shutdown begins.
-async fn pause(until: Instant, closing: &mut watch::Receiver<bool>) {
-    tokio::select! {
-        () = tokio::time::sleep_until(until) => {}
-        _ = closing.changed() => {}
-    }
-}
-
-/// Reads from `cursor` into `page` until the page holds `limit` events, the log is exhausted
-/// (returns true), or `SCAN_BUDGET` events were read. `cursor` ends at the last event read
-/// into the page or skipped; events read beyond a full page are left for the next request.
-async fn fill(
-    store: &dyn EventStore,
-    params: &Params,
-    cursor: &mut Checkpoint,
-    page: &mut Vec<FeedEvent>,
-) -> Result<bool, StoreError> {
-    let limit = params.limit as usize;
-    let mut scanned = 0;
-    loop {
-        let batch = params.batch(limit - page.len());
-        let events = store.read_all(*cursor, batch).await?;
-        let exhausted = events.len() < batch as usize;
-        for event in &events {
-            *cursor = event.checkpoint();
-            scanned += 1;
-            if params.wants(event) {
-                page.push(FeedEvent::new(event));
-                if page.len() >= limit {
-                    return Ok(false);
-                }
-            }
-        }
-        if exhausted {
-            return Ok(true);
-        }
-        if scanned >= SCAN_BUDGET {
-            return Ok(false);
-        }
-    }
-}
-
-/// A page from `params.start`, waiting up to `params.wait` for the first matching event.
-async fn page(store: &dyn EventStore, params: &Params) -> Result<FeedPage, StoreError> {
-    let deadline = Instant::now() + params.wait;
-    let mut closing = CLOSING.subscribe();
-    let mut cursor = params.start;
-    let mut events = Vec::new();
-    loop {
-        let exhausted = fill(store, params, &mut cursor, &mut events).await?;
-        // Answer once there is something, or progress through skipped events to report.
-        if !events.is_empty() || !exhausted {
-            break;
-        }
-        let now = Instant::now();
-        if now >= deadline || *closing.borrow() {
-            break;
-        }
-        pause((now + POLL_INTERVAL).min(deadline), &mut closing).await;
-    }
-    Ok(FeedPage {
-        events,
-        next: cursor.to_string(),
-    })
-}
-
-/// A stream's state between two messages.
-struct Tail {
-    store: Arc<dyn EventStore>,
-    params: Params,
-    /// The last event read (sent or skipped).
-    cursor: Checkpoint,
-    /// Events read and wanted, not yet sent.
-    pending: VecDeque<RecordedEvent>,
-    closing: watch::Receiver<bool>,
-    failures: u32,
-}
-
-fn message(event: &RecordedEvent) -> SseEvent {
-    let data = serde_json::to_string(&FeedEvent::new(event))
+fn message(event: &FeedEvent) -> SseEvent {
+    let data = serde_json::to_string(event)
         .unwrap_or_else(|e| format!("{{\"error\":\"cannot encode event: {e}\"}}"));
     SseEvent::default()
-        .id(event.checkpoint().to_string())
+        .id(event.id.clone())
         .event(&event.event_type)
         .data(data)
-}
-
-/// The stream of wanted events after `params.start`, tailing the log. It ends only when the
-/// client goes away (the body is dropped) or the server shuts down.
-fn tail(
-    store: Arc<dyn EventStore>,
-    params: Params,
-) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
-    let state = Tail {
-        store,
-        cursor: params.start,
-        params,
-        pending: VecDeque::new(),
-        closing: CLOSING.subscribe(),
-        failures: 0,
-    };
-    futures::stream::unfold(state, |mut tail| async move {
-        loop {
-            if let Some(event) = tail.pending.pop_front() {
-                return Some((Ok(message(&event)), tail));
-            }
-            if *tail.closing.borrow() {
-                return None;
-            }
-            let batch = tail.params.batch(tail.params.limit as usize);
-            match tail.store.read_all(tail.cursor, batch).await {
-                Ok(events) => {
-                    tail.failures = 0;
-                    let exhausted = events.len() < batch as usize;
-                    for event in events {
-                        tail.cursor = event.checkpoint();
-                        if tail.params.wants(&event) {
-                            tail.pending.push_back(event);
-                        }
-                    }
-                    if tail.pending.is_empty() && exhausted {
-                        let until = Instant::now() + POLL_INTERVAL;
-                        pause(until, &mut tail.closing).await;
-                    }
-                }
-                Err(error) => {
-                    tail.failures = tail.failures.saturating_add(1);
-                    let backoff = POLL_INTERVAL
-                        .saturating_mul(2_u32.saturating_pow(tail.failures.min(8)))
-                        .min(MAX_RETRY_INTERVAL);
-                    tracing::warn!(
-                        error = %error,
-                        after = %tail.cursor,
-                        retry_in_ms = backoff.as_millis(),
-                        "event stream cannot read the log; retrying"
-                    );
-                    pause(Instant::now() + backoff, &mut tail.closing).await;
-                }
-            }
-        }
-    })
 }
 
 /// The global event log, in the order a gap-safe reader sees it.
@@ -449,10 +208,12 @@ pub async fn feed(
 ) -> Result<Response, Problem> {
     auth::require(state.requests.config(), &headers, "audit:read")?;
     let Query(query) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
-    let params = Params::parse(&query, &headers)?;
-    let store = state.requests.store().clone();
+    let params = params(&query, &headers)?;
     if wants_stream(&headers) {
-        let stream = tail(store, params);
+        let stream = state
+            .requests
+            .feed_stream(params)
+            .map(|event| Ok::<_, Infallible>(message(&event)));
         let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
         // Asks buffering proxies (nginx) to pass each message on at once.
         let headers = [(
@@ -461,6 +222,6 @@ pub async fn feed(
         )];
         return Ok((headers, sse).into_response());
     }
-    let page = page(store.as_ref(), &params).await?;
+    let page = state.requests.feed_page(&params).await?;
     Ok(Json(page).into_response())
 }

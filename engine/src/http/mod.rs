@@ -34,8 +34,7 @@ pub use problem::Problem;
 pub use server::serve;
 
 use crate::app::views::{HistoryView, RequestView, SubmittedView};
-use crate::app::{Requests, Submission};
-use crate::store::master_key::MasterKey;
+use crate::app::{MasterKey, Requests, Submission};
 use auth::Caller;
 use json::JsonBody;
 
@@ -269,7 +268,7 @@ async fn submit(
         .submit(submission, key, &principal.actor)
         .await?;
     let request = &submitted.loaded.request;
-    let view = SubmittedView::new(request, state.key.cancel_token(request.id));
+    let view = SubmittedView::new(request, state.requests.cancel_token(&state.key, request.id));
     let status = if submitted.created {
         StatusCode::CREATED
     } else {
@@ -296,12 +295,7 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
-    let loaded = state
-        .requests
-        .load(id)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("no request {id}")))?;
-    Ok(Json(RequestView::new(&loaded)))
+    Ok(Json(state.requests.show(id).await?))
 }
 
 #[utoipa::path(
@@ -321,12 +315,7 @@ async fn history(
     Path(id): Path<String>,
 ) -> Result<Json<HistoryView>, Problem> {
     let id = request_id(&id)?;
-    let (head, loaded, subject) = state
-        .requests
-        .history_of(id)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("no request {id}")))?;
-    Ok(Json(HistoryView::new(&loaded, head.as_ref(), subject)?))
+    Ok(Json(state.requests.history(id).await?))
 }
 
 #[utoipa::path(
@@ -357,19 +346,7 @@ async fn metrics() -> ([(header::HeaderName, &'static str); 1], String) {
     )
 )]
 async fn ready(State(state): State<AppState>) -> Result<&'static str, Problem> {
-    // Its own bound, below the pool's: a probe with a 1 s time-out must get an answer, and a
-    // connection that hangs (a network partition rather than a refusal) must not hold it.
-    let bound = state.requests.config().database.ready_timeout.0;
-    match tokio::time::timeout(bound, state.requests.store().ping()).await {
-        Ok(answer) => answer?,
-        Err(_) => {
-            tracing::warn!(
-                timeout_ms = bound.as_millis(),
-                "database did not answer the readiness check in time"
-            );
-            return Err(Problem::database_unavailable());
-        }
-    }
+    state.requests.ready().await?;
     Ok("ready")
 }
 

@@ -9,7 +9,6 @@ use lethe_domain::DomainError;
 use serde::Serialize;
 
 use crate::app::RequestError;
-use crate::store::StoreError;
 
 /// RFC 9457 problem details.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -147,19 +146,17 @@ impl From<RequestError> for Problem {
                 "Conflict",
                 "the request kept changing while the command was decided; try again",
             ),
-            RequestError::Store(e) => e.into(),
-        }
-    }
-}
-
-impl From<StoreError> for Problem {
-    fn from(error: StoreError) -> Self {
-        match &error {
-            StoreError::Unavailable(_) => {
+            RequestError::Unavailable(_) => {
                 tracing::warn!(error = %error, "database unavailable");
                 Self::database_unavailable()
             }
-            _ => {
+            RequestError::NoReadModels => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:lethe:problem:unavailable",
+                "Service unavailable",
+                "this instance serves no read models",
+            ),
+            RequestError::Store(_) | RequestError::Output(_) => {
                 tracing::error!(error = %error, "store failure");
                 Self::internal()
             }

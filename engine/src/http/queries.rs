@@ -1,24 +1,21 @@
 //! Queries over the read models: the request list (`GET /v1/requests`) and the dashboard
 //! figures (`GET /v1/stats`).
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use lethe_domain::{RequestId, RequestStatus};
-use lethe_projections::requests::{days_left, RequestRow};
+use lethe_projections::requests::days_left;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Caller, RequestsRead};
 use super::problem::Problem;
 use super::AppState;
-use crate::read_models::{ReadModelStore, RequestFilter};
+use crate::app::queries::{ListFilter, RequestRow};
+use crate::app::stats::StatsView;
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
-const PAGE: u32 = 1000;
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -66,17 +63,6 @@ pub struct ListItem {
     pub days_left: i64,
 }
 
-fn read_models(state: &AppState) -> Result<&std::sync::Arc<dyn ReadModelStore>, Problem> {
-    state.requests.read_models().ok_or_else(|| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "urn:lethe:problem:unavailable",
-            "Service unavailable",
-            "this instance serves no read models",
-        )
-    })
-}
-
 fn time(field: &str, text: &str) -> Result<DateTime<Utc>, Problem> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&Utc));
@@ -88,8 +74,8 @@ fn time(field: &str, text: &str) -> Result<DateTime<Utc>, Problem> {
         .ok_or_else(|| Problem::invalid(field, "must be an RFC 3339 time or a date (YYYY-MM-DD)"))
 }
 
-fn filter_of(state: &AppState, query: &ListQuery) -> Result<RequestFilter, Problem> {
-    Ok(RequestFilter {
+fn filter_of(query: &ListQuery) -> Result<ListFilter, Problem> {
+    Ok(ListFilter {
         status: query
             .status
             .as_deref()
@@ -112,8 +98,6 @@ fn filter_of(state: &AppState, query: &ListQuery) -> Result<RequestFilter, Probl
             .as_deref()
             .map(|t| time("received_to", t))
             .transpose()?,
-        today: None,
-        at_risk_days: i64::from(state.requests.config().policy.at_risk_days),
     })
 }
 
@@ -136,7 +120,7 @@ pub async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ListView>, Problem> {
     let Query(query) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
-    let filter = filter_of(&state, &query)?;
+    let filter = filter_of(&query)?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(Problem::invalid("limit", format!("must be 1-{MAX_LIMIT}")));
@@ -149,157 +133,19 @@ pub async fn list(
                 .map_err(|_| Problem::invalid("cursor", "is not a cursor from this API"))
         })
         .transpose()?;
-    // One more than asked tells whether another page exists.
-    let mut rows = read_models(&state)?
-        .list_requests(&filter, after, limit + 1)
-        .await?;
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+    let page = state.requests.list(&filter, after, limit).await?;
     let today = Utc::now().date_naive();
-    let next_cursor = if more {
-        rows.last().map(|r| r.id.to_string())
-    } else {
-        None
-    };
     Ok(Json(ListView {
-        items: rows
+        items: page
+            .rows
             .into_iter()
             .map(|row| ListItem {
                 days_left: days_left(row.deadline, today),
                 row,
             })
             .collect(),
-        next_cursor,
+        next_cursor: page.next_cursor.map(|id| id.to_string()),
     }))
-}
-
-/// The dashboard figures, computed over every row of the `requests` read model.
-#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
-pub struct StatsView {
-    pub total: u64,
-    pub by_status: BTreeMap<String, u64>,
-    /// Open requests whose deadline is at most `at_risk_days` away.
-    pub at_risk: u64,
-    pub at_risk_days: u32,
-    /// Open requests past their deadline.
-    pub overdue: u64,
-    pub cleaners: BTreeMap<String, CleanerStats>,
-    /// Time from receipt to completion, by month of completion (`YYYY-MM`).
-    pub completion: BTreeMap<String, CompletionStats>,
-}
-
-#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
-pub struct CleanerStats {
-    /// Attempts made, all requests together.
-    pub attempts: u64,
-    pub succeeded: u64,
-    pub exhausted: u64,
-    pub skipped: u64,
-    /// Succeeded requests per attempt made.
-    pub success_rate: f64,
-    /// Time from Due to this cleaner's success, in seconds.
-    pub p50_seconds: f64,
-    pub p95_seconds: f64,
-}
-
-#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
-pub struct CompletionStats {
-    pub completed: u64,
-    pub median_days: f64,
-    pub mean_days: f64,
-}
-
-#[allow(clippy::cast_precision_loss)] // counts and seconds far below 2^52
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-/// Accumulates the figures row by row (never the whole table in memory at once).
-#[allow(clippy::cast_precision_loss)]
-pub async fn compute_stats(
-    store: &dyn ReadModelStore,
-    at_risk_days: u32,
-    today: NaiveDate,
-) -> Result<StatsView, crate::store::StoreError> {
-    let mut stats = StatsView {
-        at_risk_days,
-        ..StatsView::default()
-    };
-    let mut latencies: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut completions: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .list_requests(&RequestFilter::default(), after, PAGE)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        for row in &page {
-            stats.total += 1;
-            *stats.by_status.entry(row.status.to_string()).or_default() += 1;
-            let left = days_left(row.deadline, today);
-            if row.is_open() && left < 0 {
-                stats.overdue += 1;
-            } else if row.is_open() && left <= i64::from(at_risk_days) {
-                stats.at_risk += 1;
-            }
-            for cleaner in &row.cleaners {
-                let entry = stats.cleaners.entry(cleaner.name.clone()).or_default();
-                entry.attempts += u64::from(cleaner.attempts);
-                match cleaner.status.as_str() {
-                    "succeeded" => {
-                        entry.succeeded += 1;
-                        if let Some(done) = cleaner.finished_at {
-                            let seconds = (done - cleaner.started_at).as_seconds_f64().max(0.0);
-                            latencies
-                                .entry(cleaner.name.clone())
-                                .or_default()
-                                .push(seconds);
-                        }
-                    }
-                    "exhausted" => entry.exhausted += 1,
-                    "skipped" => entry.skipped += 1,
-                    _ => {}
-                }
-            }
-            if row.status == RequestStatus::Completed {
-                if let Some(closed) = row.closed_at {
-                    let month = format!("{:04}-{:02}", closed.year(), closed.month());
-                    let days = (closed - row.received_at).as_seconds_f64() / 86_400.0;
-                    completions.entry(month).or_default().push(days);
-                }
-            }
-        }
-    }
-    for (name, entry) in &mut stats.cleaners {
-        entry.success_rate = if entry.attempts == 0 {
-            0.0
-        } else {
-            entry.succeeded as f64 / entry.attempts as f64
-        };
-        if let Some(values) = latencies.get_mut(name) {
-            values.sort_by(f64::total_cmp);
-            entry.p50_seconds = quantile(values, 0.5);
-            entry.p95_seconds = quantile(values, 0.95);
-        }
-    }
-    for (month, mut values) in completions {
-        values.sort_by(f64::total_cmp);
-        let mean = values.iter().sum::<f64>() / values.len() as f64;
-        stats.completion.insert(
-            month,
-            CompletionStats {
-                completed: values.len() as u64,
-                median_days: quantile(&values, 0.5),
-                mean_days: mean,
-            },
-        );
-    }
-    Ok(stats)
 }
 
 #[utoipa::path(
@@ -317,12 +163,6 @@ pub async fn stats(
     State(state): State<AppState>,
     _: Caller<RequestsRead>,
 ) -> Result<Json<StatsView>, Problem> {
-    let store = read_models(&state)?;
-    let stats = compute_stats(
-        &**store,
-        state.requests.config().policy.at_risk_days,
-        Utc::now().date_naive(),
-    )
-    .await?;
+    let stats = state.requests.stats(Utc::now().date_naive()).await?;
     Ok(Json(stats))
 }

@@ -575,8 +575,6 @@ async fn apply_result(requests: &crate::app::Requests, payload: &[u8]) -> Result
         }
         Err(RequestError::Rejected(e)) => Err(ResultError::Rejected(e.to_string())),
         Err(RequestError::Invalid(e)) => Err(ResultError::Rejected(e.to_string())),
-        Err(e @ (RequestError::Store(_) | RequestError::Contended)) => {
-            Err(ResultError::Store(e.to_string()))
-        }
+        Err(e) => Err(ResultError::Store(e.to_string())),
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use lethe_domain::event::{PlannedCleaner, ReminderNotSentReason};
+use lethe_domain::event::ReminderNotSentReason;
 use lethe_domain::state::{CleanerState, Phase, ReminderOutcome, Request};
 use lethe_domain::{CleanerName, Command, RequestId, RetryPolicy};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -43,24 +43,7 @@ const CLAIM_BATCH: u32 = 256;
 const TIMER_CONCURRENCY: usize = 64;
 const PENDING_REPORT_EVERY: Duration = Duration::from_secs(5);
 
-/// The cleaners that the routing rules select for `request`, in configuration order.
-pub fn plan_cleaners(config: &Config, request: &Request) -> Vec<PlannedCleaner> {
-    config
-        .cleaners
-        .iter()
-        .filter(|c| {
-            c.routing.matches(
-                &request.jurisdiction,
-                request.source.as_deref(),
-                &request.tags,
-            )
-        })
-        .map(|c| PlannedCleaner {
-            name: c.name.clone(),
-            max_attempts: c.retry.max_attempts,
-        })
-        .collect()
-}
+pub use crate::app::planning::plan_cleaners;
 
 /// Per-process limits of each cleaner: calls in flight and calls per second.
 #[derive(Debug, Default)]

@@ -1,0 +1,53 @@
+//! The application layer's one error type: what a command or query can fail with, in terms the
+//! doors (HTTP, CLI) can answer without knowing the store.
+
+use lethe_domain::error::InvalidInput;
+use lethe_domain::{DomainError, RequestId};
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error("no request {0}")]
+    NotFound(RequestId),
+    #[error(transparent)]
+    Rejected(#[from] DomainError),
+    #[error("the request kept changing while the command was decided; try again")]
+    Contended,
+    /// The database cannot be reached now ([`StoreError::Unavailable`]): nothing is wrong
+    /// with the call; try again later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A list, the stats or the dashboard was asked of a process that serves no read models.
+    #[error("this instance serves no read models")]
+    NoReadModels,
+    /// An export could not be written out.
+    #[error("cannot write: {0}")]
+    Output(String),
+    /// Any other failure of the store: a fault, logged and answered generically.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for RequestError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(message) => Self::Unavailable(message),
+            other => Self::Store(other),
+        }
+    }
+}
+
+impl From<std::io::Error> for RequestError {
+    fn from(error: std::io::Error) -> Self {
+        Self::Output(error.to_string())
+    }
+}
+
+impl From<csv::Error> for RequestError {
+    fn from(error: csv::Error) -> Self {
+        Self::Output(error.to_string())
+    }
+}
