@@ -101,6 +101,7 @@ impl SqliteStore {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        super::migration_renumbering::renumber_sqlite(&self.writer, &MIGRATOR).await?;
         MIGRATOR.run(&self.writer).await?;
         Ok(())
     }
