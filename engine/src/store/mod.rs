@@ -8,6 +8,7 @@ mod hash;
 pub mod key_ring;
 pub mod keys;
 pub mod master_key;
+mod migration_renumbering;
 mod open;
 mod postgres;
 mod reachability;

@@ -95,6 +95,7 @@ impl SqliteStore {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        crate::store::migration_renumbering::renumber_sqlite(&self.writer, &MIGRATOR).await?;
         MIGRATOR.run(&self.writer).await?;
         Ok(())
     }
