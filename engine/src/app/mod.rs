@@ -4,7 +4,8 @@
 //! [`Requests`] is the service. Its methods, one concern per file: intake (`intake`, `bulk`),
 //! commands on one request (`commands`, `results`, `execute`), the subject's keys
 //! (`subjects`), queries (`queries`, `history`, `feed`, `dashboard`), the shapes the doors
-//! render (`views`, `stats`), whole-log audits (`audit`), and cleaner planning (`planning`).
+//! render (`views`, `stats`), whole-log audits (`audit`), master-key rotation (`keys`) and
+//! cleaner planning (`planning`).
 
 pub mod audit;
 pub mod bulk;
@@ -15,6 +16,7 @@ mod execute;
 pub mod feed;
 mod history;
 mod intake;
+pub mod keys;
 pub mod planning;
 pub mod queries;
 mod results;
