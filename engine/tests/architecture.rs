@@ -139,11 +139,9 @@ const KNOWN_BREAKS: &[(&str, &str)] = &[
     ("engine/src/http/queries.rs", "read_models"),
     ("engine/src/http/queries.rs", "store"),
     ("engine/src/kafka/mod.rs", "workflow"),
-    ("engine/src/read_models/mod.rs", "root"),
     ("engine/src/store/key_ring/mod.rs", "app"),
     ("engine/src/store/mod.rs", "read_models"),
     ("engine/src/store/mod.rs", "workflow"),
-    ("engine/src/subscriptions/mod.rs", "workflow"),
     ("engine/src/workflow/worker.rs", "kafka"),
 ];
 
