@@ -139,9 +139,6 @@ const KNOWN_BREAKS: &[(&str, &str)] = &[
     ("engine/src/http/queries.rs", "read_models"),
     ("engine/src/http/queries.rs", "store"),
     ("engine/src/kafka/mod.rs", "workflow"),
-    ("engine/src/store/key_ring/mod.rs", "app"),
-    ("engine/src/store/mod.rs", "read_models"),
-    ("engine/src/store/mod.rs", "workflow"),
     ("engine/src/workflow/worker.rs", "kafka"),
 ];
 
@@ -202,7 +199,6 @@ const KNOWN_LONG_FILES: &[&str] = &[
     "engine/src/cli/mod.rs",
     "engine/src/config/mod.rs",
     "engine/src/http/dashboard.rs",
-    "engine/src/store/postgres.rs",
     "engine/src/workflow/worker.rs",
     "engine/tests/cli.rs",
     "engine/tests/crash.rs",
@@ -299,9 +295,6 @@ const KNOWN_LONG_FUNCTIONS: &[&str] = &[
     "engine/src/config/mod.rs::validate",
     "engine/src/http/dashboard.rs::chart",
     "engine/src/kafka/mod.rs::run_results_consumer",
-    "engine/src/store/key_ring/mod.rs::rotate",
-    "engine/src/store/postgres.rs::try_batch",
-    "engine/src/store/sqlite.rs::try_batch",
     "engine/src/workflow/saga.rs::handle",
     "engine/src/workflow/worker.rs::dispatch_step",
     "engine/tests/cli.rs::an_upgrade_keeps_the_log",
