@@ -183,7 +183,7 @@ pub fn kafka_cleaners(config: &crate::config::Config) -> BTreeMap<CleanerName, D
     config
         .cleaners
         .iter()
-        .filter(|c| c.kind == crate::config::CleanerKind::Kafka)
+        .filter(|c| c.kind.is_kafka())
         .map(|c| (c.name.clone(), c.callback_timeout.0))
         .collect()
 }
@@ -531,7 +531,7 @@ async fn apply_result(requests: &crate::app::Requests, payload: &[u8]) -> Result
     let is_kafka_cleaner = requests
         .config()
         .cleaner(&result.cleaner)
-        .is_some_and(|c| c.kind == crate::config::CleanerKind::Kafka);
+        .is_some_and(|c| c.kind.is_kafka());
     if !is_kafka_cleaner {
         return Err(ResultError::Rejected(format!(
             "{} is not a Kafka cleaner",
