@@ -128,8 +128,6 @@ const KNOWN_BREAKS: &[(&str, &str)] = &[
     ("engine/src/cli/mod.rs", "store"),
     ("engine/src/cli/mod.rs", "workflow"),
     ("engine/src/kafka/mod.rs", "workflow"),
-    ("engine/src/read_models/mod.rs", "root"),
-    ("engine/src/subscriptions/mod.rs", "workflow"),
     ("engine/src/workflow/worker.rs", "kafka"),
 ];
 
