@@ -1,7 +1,7 @@
 //! Property tests: random command sequences (every variant, a few cleaner names, attempts 0..5,
 //! time moving forward, empty and real reasons, holds, releases and extensions) run through
 //! `handle_command` and `apply_event` from nothing. After every step the emitted stream and the
-//! state must keep the blueprint's invariants, a replay of the stream from its stored JSON form
+//! state must keep the aggregate's invariants, a replay of the stream from its stored JSON form
 //! must rebuild the same state, and no command may panic (proptest reports a panic as a failure).
 
 mod support;
@@ -297,7 +297,7 @@ struct CleanerHistory {
     failed_attempts: BTreeSet<u32>,
 }
 
-/// What the stream says, checked event by event against the blueprint's invariants.
+/// What the stream says, checked event by event against the aggregate's invariants.
 #[derive(Debug, Default)]
 struct StreamReading {
     received_on: Option<NaiveDate>,
@@ -515,7 +515,7 @@ impl StreamReading {
             .ok_or_else(|| format!("cleaner {name} is not in the plan"))
     }
 
-    /// The status the blueprint gives a request with this history.
+    /// The status docs/ARCHITECTURE.md gives a request with this history.
     fn status(&self) -> RequestStatus {
         match self.closed {
             Some(status) => status,

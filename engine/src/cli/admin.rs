@@ -17,7 +17,7 @@ use super::{cli_actor, parse_id, Context};
 use crate::app::views::RequestView;
 use crate::app::{LoadedRequest, Requests};
 use crate::config::Config;
-use crate::store;
+use crate::root::Database;
 use crate::store::master_key::KeySource;
 use crate::store::EventMetadata;
 use crate::workflow::worker::plan_cleaners;
@@ -91,7 +91,7 @@ pub(super) async fn run(context: Context, command: AdminCommand) -> anyhow::Resu
     let key_source = matches!(command, AdminCommand::Confirm { .. })
         .then(|| KeySource::for_database(&context.database_url, context.dev_master_key))
         .transpose()?;
-    let database = store::open(&context.database_url, true).await?;
+    let database = Database::open(&context.database_url, true).await?;
     let mut requests = Requests::new(database.events.clone(), Arc::new(context.config))
         .with_read_models(database.read_models.clone());
     if let Some(key_source) = key_source {

@@ -11,7 +11,7 @@ use super::requests::history_view;
 use super::{exit_code, parse_id, Context};
 use crate::app::audit;
 use crate::app::Requests;
-use crate::store;
+use crate::root::Database;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -34,7 +34,7 @@ pub enum AuditCommand {
 }
 
 pub(super) async fn verify(context: Context, args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let store = store::open(&context.database_url, true).await?.events;
+    let store = Database::open(&context.database_url, true).await?.events;
     let Some(id) = args.id else {
         let report = audit::verify_all(&*store).await?;
         for f in &report.failures {
@@ -77,11 +77,19 @@ pub(super) async fn run(context: &Context, command: AuditCommand) -> anyhow::Res
     if to <= from {
         bail!("--to must be after --from");
     }
-    let database = store::open(&context.database_url, true).await?;
+    let database = Database::open(&context.database_url, true).await?;
     crate::read_models::catch_up(&database).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let (written, failed) = audit::export(&database, from, to, format, &mut out).await?;
+    let (written, failed) = audit::export(
+        database.events.as_ref(),
+        database.read_models.as_ref(),
+        from,
+        to,
+        format,
+        &mut out,
+    )
+    .await?;
     drop(out);
     eprintln!("exported {written} requests; {failed} failed verification");
     Ok(exit_code(failed == 0))

@@ -8,8 +8,8 @@ use clap::Subcommand;
 
 use super::open::master_key;
 use super::Context;
-use crate::store;
-use crate::store::key_ring;
+use crate::app::keys;
+use crate::root::Database;
 use crate::store::master_key::{KeyMaterial, KeySource, MasterKey, MASTER_KEY_ENV};
 
 #[derive(Debug, Subcommand)]
@@ -34,7 +34,7 @@ pub enum KeysCommand {
 
 pub(super) async fn run(context: &Context, command: KeysCommand) -> anyhow::Result<ExitCode> {
     let source = KeySource::for_database(&context.database_url, context.dev_master_key)?;
-    let database = store::open(&context.database_url, true).await?;
+    let database = Database::open(&context.database_url, true).await?;
     match command {
         KeysCommand::Status => status(&database, &source).await?,
         KeysCommand::Rotate {
@@ -43,14 +43,14 @@ pub(super) async fn run(context: &Context, command: KeysCommand) -> anyhow::Resu
             batch,
         } => {
             let key = master_key(&database, &source).await?;
-            let options = key_ring::RotateOptions { settle, batch };
+            let options = keys::RotateOptions { settle, batch };
             rotate(&database, &key, &new_key_file, options).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn status(database: &store::Database, source: &KeySource) -> anyhow::Result<()> {
+async fn status(database: &Database, source: &KeySource) -> anyhow::Result<()> {
     let (recorded, _) = database.keys.recorded_keys().await?;
     match MasterKey::load(source) {
         Ok(key) => println!(
@@ -75,29 +75,36 @@ async fn status(database: &store::Database, source: &KeySource) -> anyhow::Resul
 }
 
 async fn rotate(
-    database: &store::Database,
+    database: &Database,
     key: &MasterKey,
     new_key_file: &std::path::Path,
-    options: key_ring::RotateOptions,
+    options: keys::RotateOptions,
 ) -> anyhow::Result<()> {
     let new = KeyMaterial::read(new_key_file)?;
     let (old, fingerprint) = (key.fingerprint(), new.fingerprint());
     let settle = options.settle;
-    let outcome = key_ring::rotate(database, key, new, options, |progress| {
-        match progress {
-            key_ring::Progress::Recorded { resumed: false } => println!(
+    let outcome = keys::rotate(
+        database.events.as_ref(),
+        database.keys.as_ref(),
+        key,
+        new,
+        options,
+        |progress| {
+            match progress {
+                keys::Progress::Recorded { resumed: false } => println!(
                 "recorded the new key {fingerprint}; waiting {} for running instances to learn it",
                 humantime::format_duration(settle)
             ),
-            key_ring::Progress::Recorded { resumed: true } => {
-                println!("resuming the rotation to {fingerprint}");
+                keys::Progress::Recorded { resumed: true } => {
+                    println!("resuming the rotation to {fingerprint}");
+                }
+                keys::Progress::Converted(n) => println!("re-wrapped {n} data keys"),
             }
-            key_ring::Progress::Converted(n) => println!("re-wrapped {n} data keys"),
-        }
-        ControlFlow::Continue(())
-    })
+            ControlFlow::Continue(())
+        },
+    )
     .await?;
-    if let key_ring::Rotated::Finished { converted } = outcome {
+    if let keys::Rotated::Finished { converted } = outcome {
         println!(
             "rotated from {old} to {fingerprint}: {converted} data keys re-wrapped and their \
              blind indexes re-keyed; the old key is retired. Set {MASTER_KEY_ENV}={} for every \

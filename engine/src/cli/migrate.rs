@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use super::open::redact;
 use super::Context;
-use crate::store;
+use crate::root::Database;
 
 pub(super) async fn run(context: &Context) -> anyhow::Result<ExitCode> {
-    store::open(&context.database_url, true).await?;
+    Database::open(&context.database_url, true).await?;
     println!("database {} is up to date", redact(&context.database_url));
     Ok(ExitCode::SUCCESS)
 }

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use crate::app::Requests;
 use crate::config::Config;
-use crate::store;
+use crate::root::Database;
 use crate::store::key_ring;
 use crate::store::master_key::{KeySource, MasterKey, MASTER_KEY_ENV};
 
 /// The master key from `source`, checked against the database's (and recorded in a database
 /// that records none yet).
 pub(super) async fn master_key(
-    database: &store::Database,
+    database: &Database,
     source: &KeySource,
 ) -> anyhow::Result<MasterKey> {
     let key = MasterKey::load(source)?;
@@ -23,7 +23,7 @@ pub(super) async fn master_key(
 /// For commands that only read: the master key if there is one and it is the database's;
 /// otherwise a warning, and the subject is shown sealed.
 pub(super) async fn reading_key(
-    database: &store::Database,
+    database: &Database,
     database_url: &str,
     dev_master_key: bool,
 ) -> Option<MasterKey> {
@@ -60,11 +60,7 @@ pub(super) async fn reading_key(
 }
 
 /// The requests service with everything a CLI command may need: read models and sealing.
-pub(super) fn sealed_requests(
-    database: &store::Database,
-    config: Config,
-    key: &MasterKey,
-) -> Requests {
+pub(super) fn sealed_requests(database: &Database, config: Config, key: &MasterKey) -> Requests {
     Requests::new(database.events.clone(), Arc::new(config))
         .with_read_models(database.read_models.clone())
         .with_sealing(key.clone(), database.keys.clone())

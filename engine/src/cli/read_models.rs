@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 
 use super::Context;
-use crate::store;
+use crate::root::Database;
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
@@ -22,7 +22,7 @@ pub(super) async fn run(
     command: ProjectionsCommand,
 ) -> anyhow::Result<ExitCode> {
     let ProjectionsCommand::Rebuild { name } = command;
-    let database = store::open(&context.database_url, true).await?;
+    let database = Database::open(&context.database_url, true).await?;
     let names: Vec<String> = match name {
         Some(name) => vec![name],
         None => crate::read_models::ALL

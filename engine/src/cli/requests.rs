@@ -13,7 +13,7 @@ use super::render::{render_history, render_request};
 use super::{cli_actor, exit_code, parse_id, Context};
 use crate::app::views::{HistoryView, RequestView, SubmittedView};
 use crate::app::{Requests, Submission};
-use crate::store;
+use crate::root::Database;
 use crate::store::master_key::KeySource;
 
 #[derive(Debug, Args)]
@@ -58,7 +58,7 @@ fn parse_identifier(raw: &str) -> Result<(String, String), String> {
 
 pub(super) async fn submit(context: Context, args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let key_source = KeySource::for_database(&context.database_url, context.dev_master_key)?;
-    let database = store::open(&context.database_url, true).await?;
+    let database = Database::open(&context.database_url, true).await?;
     let key = master_key(&database, &key_source).await?;
     let requests = sealed_requests(&database, context.config, &key);
     let submission = Submission {
@@ -90,7 +90,7 @@ pub(super) async fn submit(context: Context, args: SubmitArgs) -> anyhow::Result
 }
 
 pub(super) async fn show(context: Context, args: ShowArgs) -> anyhow::Result<ExitCode> {
-    let store = store::open(&context.database_url, true).await?.events;
+    let store = Database::open(&context.database_url, true).await?.events;
     let requests = Requests::new(store, Arc::new(context.config));
     let id = parse_id(&args.id)?;
     let loaded = requests
@@ -107,7 +107,7 @@ pub(super) async fn show(context: Context, args: ShowArgs) -> anyhow::Result<Exi
 }
 
 pub(super) async fn history(context: Context, args: HistoryArgs) -> anyhow::Result<ExitCode> {
-    let database = store::open(&context.database_url, true).await?;
+    let database = Database::open(&context.database_url, true).await?;
     let requests = Requests::new(database.events.clone(), Arc::new(context.config))
         .with_read_models(database.read_models.clone());
     let requests = match reading_key(&database, &context.database_url, context.dev_master_key).await

@@ -11,8 +11,8 @@ use super::Context;
 use crate::app::Requests;
 use crate::config::DEFAULT_LISTEN;
 use crate::http::{router, AppState};
+use crate::root::Database;
 use crate::root::Runtime;
-use crate::store;
 use crate::store::key_ring;
 use crate::store::master_key::KeySource;
 
@@ -34,7 +34,7 @@ pub(super) async fn run(context: Context, args: ServeArgs) -> anyhow::Result<Exi
         dev_master_key,
     } = context;
     let source = KeySource::for_database(&database_url, dev_master_key)?;
-    let database = store::open_with(&database_url, true, config.database.acquire_timeout.0)
+    let database = Database::open_with(&database_url, true, config.database.acquire_timeout.0)
         .await
         .with_context(|| format!("cannot open the database {}", redact(&database_url)))?;
     let key = master_key(&database, &source).await?;
