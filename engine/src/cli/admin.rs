@@ -11,16 +11,11 @@ use clap::Subcommand;
 use lethe_domain::state::Request;
 use lethe_domain::{CleanerName, Command};
 
-use super::open::master_key;
 use super::render::render_request;
-use super::{cli_actor, parse_id, Context};
+use super::{cli_actor, parse_id, plan_cleaners, Context, EventMetadata};
 use crate::app::views::RequestView;
 use crate::app::{LoadedRequest, Requests};
 use crate::config::Config;
-use crate::root::Database;
-use crate::store::master_key::KeySource;
-use crate::store::EventMetadata;
-use crate::workflow::worker::plan_cleaners;
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -84,21 +79,19 @@ pub enum AdminCommand {
     },
 }
 
-pub(super) async fn run(context: Context, command: AdminCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(context: &Context, command: AdminCommand) -> anyhow::Result<ExitCode> {
     // Commands on a request's state read no personal data: no key needed, except a result
     // typed by hand, which is scrubbed of the subject's identifiers (so the subject must
     // open).
     let key_source = matches!(command, AdminCommand::Confirm { .. })
-        .then(|| KeySource::for_database(&context.database_url, context.dev_master_key))
+        .then(|| context.key_source())
         .transpose()?;
-    let database = Database::open(&context.database_url, true).await?;
-    let mut requests = Requests::new(database.events.clone(), Arc::new(context.config))
-        .with_read_models(database.read_models.clone());
-    if let Some(key_source) = key_source {
-        let key = master_key(&database, &key_source).await?;
-        requests = requests.with_sealing(key, database.keys.clone());
-    }
-    let loaded = operate(&requests, command).await?;
+    let database = context.database().await?;
+    let key = match key_source {
+        Some(source) => Some(database.master_key(&source).await?),
+        None => None,
+    };
+    let loaded = operate(&context.app(&database, key), command).await?;
     print!("{}", render_request(&RequestView::new(&loaded)));
     Ok(ExitCode::SUCCESS)
 }

@@ -1,17 +1,13 @@
 //! `lethe verify` and `lethe audit export`: the hash chains, checked and exported.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{anyhow, bail};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use clap::{Args, Subcommand};
 
-use super::requests::history_view;
 use super::{exit_code, parse_id, Context};
-use crate::app::audit;
-use crate::app::Requests;
-use crate::root::Database;
+use crate::app::audit::ExportFormat;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -28,15 +24,17 @@ pub enum AuditCommand {
         /// Last day (inclusive) or time (exclusive).
         #[arg(long)]
         to: String,
-        #[arg(long, value_enum, default_value_t = audit::ExportFormat::Jsonl)]
-        format: audit::ExportFormat,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
     },
 }
 
-pub(super) async fn verify(context: Context, args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let store = Database::open(&context.database_url, true).await?.events;
+pub(super) async fn verify(context: &Context, args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let database = context.database().await?;
+    // Verification reads no personal data: no keys needed.
+    let requests = context.app(&database, None);
     let Some(id) = args.id else {
-        let report = audit::verify_all(&*store).await?;
+        let report = crate::app::audit::verify_all(requests.store().as_ref()).await?;
         for f in &report.failures {
             println!(
                 "FAILED: request {} at version {} (position {}): {}",
@@ -58,8 +56,7 @@ pub(super) async fn verify(context: Context, args: VerifyArgs) -> anyhow::Result
         return Ok(exit_code(report.failures.is_empty()));
     };
     let id = parse_id(&id)?;
-    // Verification reads no personal data: no keys needed.
-    let view = history_view(&Requests::new(store, Arc::new(context.config)), id).await?;
+    let view = super::requests::history_view(&requests, id).await?;
     match &view.chain_error {
         None => println!("ok: request {id}: {} events verified", view.events.len()),
         Some(e) => println!(
@@ -77,11 +74,11 @@ pub(super) async fn run(context: &Context, command: AuditCommand) -> anyhow::Res
     if to <= from {
         bail!("--to must be after --from");
     }
-    let database = Database::open(&context.database_url, true).await?;
-    crate::read_models::catch_up(&database).await?;
+    let database = context.database().await?;
+    database.catch_up_read_models().await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let (written, failed) = audit::export(
+    let (written, failed) = crate::app::audit::export(
         database.events.as_ref(),
         database.read_models.as_ref(),
         from,

@@ -2,9 +2,8 @@
 
 use std::process::ExitCode;
 
-use super::open::redact;
 use super::Context;
-use crate::root::Database;
+use crate::root::{redact, Database};
 
 pub(super) async fn run(context: &Context) -> anyhow::Result<ExitCode> {
     Database::open(&context.database_url, true).await?;

@@ -4,19 +4,23 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::anyhow;
 use clap::{Args, Parser, Subcommand};
 use lethe_domain::RequestId;
 
+use crate::app::Requests;
 use crate::config::{Config, DEFAULT_DATABASE_URL};
+use crate::root::keys::KeySource;
+use crate::root::keys::MasterKey;
+use crate::root::Database;
 use crate::telemetry;
 
 mod admin;
 mod audit;
 mod keys;
 mod migrate;
-mod open;
 mod read_models;
 mod render;
 mod requests;
@@ -90,10 +94,31 @@ pub enum Commands {
 }
 
 /// What every command is given: the configuration and where the database is.
-pub(crate) struct Context {
-    pub config: Config,
-    pub database_url: String,
-    pub dev_master_key: bool,
+struct Context {
+    config: Arc<Config>,
+    database_url: String,
+    dev_master_key: bool,
+}
+
+impl Context {
+    /// The database, migrated.
+    async fn database(&self) -> anyhow::Result<Database> {
+        Ok(Database::open(&self.database_url, true).await?)
+    }
+
+    /// Where the master key comes from; asked before the database is opened, so that a
+    /// missing key is named first.
+    fn key_source(&self) -> anyhow::Result<KeySource> {
+        Ok(KeySource::for_database(
+            &self.database_url,
+            self.dev_master_key,
+        )?)
+    }
+
+    /// The application service over `database`, sealing and opening subjects with `key`.
+    fn app(&self, database: &Database, key: Option<MasterKey>) -> Requests {
+        database.app(self.config.clone(), key)
+    }
 }
 
 /// Runs the command line; returns the process exit code.
@@ -124,18 +149,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         .or_else(|| config.database_url.clone())
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
     let context = Context {
-        config,
+        config: Arc::new(config),
         database_url,
         dev_master_key: cli.global.dev_master_key,
     };
     match cli.command {
-        Commands::Serve(args) => serve::run(context, args).await,
+        Commands::Serve(args) => serve::run(&context, args).await,
         Commands::Migrate => migrate::run(&context).await,
-        Commands::Submit(args) => requests::submit(context, args).await,
-        Commands::Show(args) => requests::show(context, args).await,
-        Commands::History(args) => requests::history(context, args).await,
-        Commands::Verify(args) => audit::verify(context, args).await,
-        Commands::Admin(command) => admin::run(context, command).await,
+        Commands::Submit(args) => requests::submit(&context, args).await,
+        Commands::Show(args) => requests::show(&context, args).await,
+        Commands::History(args) => requests::history(&context, args).await,
+        Commands::Verify(args) => audit::verify(&context, args).await,
+        Commands::Admin(command) => admin::run(&context, command).await,
         Commands::Audit { command } => audit::run(&context, command).await,
         Commands::Projections { command } => read_models::run(&context, command).await,
         Commands::Token { command } => token::run(command),
@@ -151,6 +176,10 @@ fn exit_code(ok: bool) -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+// Until the application service has the administrative commands as methods.
+use crate::store::EventMetadata;
+use crate::workflow::worker::plan_cleaners;
 
 fn parse_id(raw: &str) -> anyhow::Result<RequestId> {
     raw.parse::<RequestId>()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 
 use super::Context;
-use crate::root::Database;
+use crate::root::READ_MODELS;
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
@@ -22,13 +22,10 @@ pub(super) async fn run(
     command: ProjectionsCommand,
 ) -> anyhow::Result<ExitCode> {
     let ProjectionsCommand::Rebuild { name } = command;
-    let database = Database::open(&context.database_url, true).await?;
+    let database = context.database().await?;
     let names: Vec<String> = match name {
         Some(name) => vec![name],
-        None => crate::read_models::ALL
-            .iter()
-            .map(|n| (*n).to_owned())
-            .collect(),
+        None => READ_MODELS.iter().map(|n| (*n).to_owned()).collect(),
     };
     for name in names {
         let started = Instant::now();
@@ -39,7 +36,7 @@ pub(super) async fn run(
                 last_report = Instant::now();
             }
         };
-        let handled = crate::read_models::rebuild(&database, &name, &mut report).await?;
+        let handled = database.rebuild_read_model(&name, &mut report).await?;
         let seconds = started.elapsed().as_secs_f64();
         #[allow(clippy::cast_precision_loss)]
         let rate = handled as f64 / seconds.max(0.001);

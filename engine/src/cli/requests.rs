@@ -2,19 +2,16 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{anyhow, bail};
 use clap::Args;
 use lethe_domain::RequestId;
 
-use super::open::{master_key, reading_key, sealed_requests};
 use super::render::{render_history, render_request};
 use super::{cli_actor, exit_code, parse_id, Context};
 use crate::app::views::{HistoryView, RequestView, SubmittedView};
 use crate::app::{Requests, Submission};
-use crate::root::Database;
-use crate::store::master_key::KeySource;
+use crate::root::keys::{NoReadingKey, MASTER_KEY_ENV};
 
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
@@ -56,11 +53,11 @@ fn parse_identifier(raw: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{raw:?} is not KIND=VALUE, e.g. user_id=42"))
 }
 
-pub(super) async fn submit(context: Context, args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let key_source = KeySource::for_database(&context.database_url, context.dev_master_key)?;
-    let database = Database::open(&context.database_url, true).await?;
-    let key = master_key(&database, &key_source).await?;
-    let requests = sealed_requests(&database, context.config, &key);
+pub(super) async fn submit(context: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let key_source = context.key_source()?;
+    let database = context.database().await?;
+    let key = database.master_key(&key_source).await?;
+    let requests = context.app(&database, Some(key.clone()));
     let submission = Submission {
         subject: args.subject.into_iter().collect::<BTreeMap<_, _>>(),
         jurisdiction: args.jurisdiction,
@@ -89,11 +86,12 @@ pub(super) async fn submit(context: Context, args: SubmitArgs) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn show(context: Context, args: ShowArgs) -> anyhow::Result<ExitCode> {
-    let store = Database::open(&context.database_url, true).await?.events;
-    let requests = Requests::new(store, Arc::new(context.config));
+pub(super) async fn show(context: &Context, args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let database = context.database().await?;
     let id = parse_id(&args.id)?;
-    let loaded = requests
+    // The state of a request reads no personal data: no key needed.
+    let loaded = context
+        .app(&database, None)
         .load(id)
         .await?
         .ok_or_else(|| anyhow!("no request {id}"))?;
@@ -106,17 +104,15 @@ pub(super) async fn show(context: Context, args: ShowArgs) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn history(context: Context, args: HistoryArgs) -> anyhow::Result<ExitCode> {
-    let database = Database::open(&context.database_url, true).await?;
-    let requests = Requests::new(database.events.clone(), Arc::new(context.config))
-        .with_read_models(database.read_models.clone());
-    let requests = match reading_key(&database, &context.database_url, context.dev_master_key).await
-    {
-        Some(key) => requests.with_sealing(key, database.keys.clone()),
-        None => requests,
-    };
+pub(super) async fn history(context: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode> {
+    let database = context.database().await?;
+    let key = database
+        .reading_key(&context.database_url, context.dev_master_key)
+        .await
+        .map_err(|why| warn_sealed(&why))
+        .ok();
     let id = parse_id(&args.id)?;
-    let view = history_view(&requests, id).await?;
+    let view = history_view(&context.app(&database, key), id).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
@@ -125,6 +121,23 @@ pub(super) async fn history(context: Context, args: HistoryArgs) -> anyhow::Resu
     Ok(exit_code(view.verified))
 }
 
+/// Says why the history shows the subject sealed.
+fn warn_sealed(why: &NoReadingKey) {
+    let sealed = "the subject is shown sealed";
+    match why {
+        NoReadingKey::Unconfigured => {
+            eprintln!("warning: no master key ({MASTER_KEY_ENV} is not set): {sealed}");
+        }
+        NoReadingKey::NoDevelopmentKey(source) => eprintln!(
+            "warning: no master key ({MASTER_KEY_ENV} is not set, and there is no {}): {sealed}",
+            source.path().display()
+        ),
+        NoReadingKey::Unreadable(e) => eprintln!("warning: {e}: {sealed}"),
+        NoReadingKey::NotTheDatabases(e) => eprintln!("warning: {e}; {sealed}"),
+    }
+}
+
+/// The auditor's replay of one request (until the application service has it).
 pub(super) async fn history_view(
     requests: &Requests,
     id: RequestId,

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Subcommand;
+use sha2::{Digest as _, Sha256};
 
 use crate::config::SCOPES;
 
@@ -41,7 +42,11 @@ pub(super) fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
     println!("Add to lethe.toml:\n");
     println!("[[tokens]]");
     println!("name = {name:?}");
-    println!("sha256 = \"{}\"", crate::http::auth::token_hash(&token));
+    // The form `[[tokens]] sha256` takes: lowercase hex SHA-256 of the token.
+    println!(
+        "sha256 = \"{}\"",
+        hex::encode(Sha256::digest(token.as_bytes()))
+    );
     println!("scopes = {scopes:?}");
     Ok(ExitCode::SUCCESS)
 }
