@@ -28,7 +28,7 @@ const TOPIC: &str = "lethe.events";
 fn runner(database: &Database) -> SubscriptionRunner {
     SubscriptionRunner {
         events: database.events.clone(),
-        workflow: database.workflow.clone(),
+        subscriptions: database.workflow.clone(),
         owner: "relay-test".to_owned(),
         lease: Duration::from_secs(60),
         poll_interval: Duration::from_millis(20),
@@ -58,7 +58,7 @@ async fn relay_all(database: &Database, relay: &KafkaRelay) {
     let head = database.events.head_position().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let n = runner.round_with(relay).await.unwrap();
+        let n = runner.round(relay).await.unwrap();
         let at = database
             .workflow
             .subscription_checkpoint(RELAY)
@@ -236,7 +236,7 @@ async fn with_the_broker_down_nothing_moves_and_the_backlog_drains_after() {
     let round = {
         let database = database.clone();
         let relay = relay.clone();
-        tokio::spawn(async move { runner(&database).round_with(&*relay).await })
+        tokio::spawn(async move { runner(&database).round(&*relay).await })
     };
     // While the broker is down the round cannot finish, and the checkpoint stays put.
     let waited = tokio::time::timeout(Duration::from_millis(1500), async {
@@ -313,7 +313,7 @@ async fn after_its_producer_failed_for_good_the_relay_publishes_through_a_new_on
         ],
     );
     submit(&requests, 1).await;
-    let failed = runner(&database).round_with(&relay).await;
+    let failed = runner(&database).round(&relay).await;
     assert!(failed.is_err(), "the round with the fatal error failed");
     assert!(
         broken.client().fatal_error().is_some(),

@@ -26,7 +26,7 @@ impl Database {
 
     /// Brings the read models up to the head of the log.
     pub async fn catch_up_read_models(&self) -> Result<(), StoreError> {
-        crate::read_models::catch_up(self).await
+        crate::read_models::catch_up(&self.events, &self.read_models).await
     }
 
     /// Rebuilds the read model `name` from the log; `progress` is told how many events were
@@ -36,6 +36,6 @@ impl Database {
         name: &str,
         progress: &mut (dyn FnMut(u64, i64) + Send),
     ) -> Result<u64, StoreError> {
-        crate::read_models::rebuild(self, name, progress).await
+        crate::read_models::rebuild(&self.events, &self.read_models, name, progress).await
     }
 }
