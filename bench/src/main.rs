@@ -75,8 +75,8 @@ struct Cli {
     /// Lines of the bulk request (default 100,000; 1,000 with --smoke).
     #[arg(long)]
     bulk_requests: Option<u64>,
-    /// Events in the replay and rebuild logs (default 200,000; 2,000 with --smoke; the target is
-    /// for 1,000,000).
+    /// Events in the replay and rebuild logs (default 200,000; 2,000 with --smoke; the target in
+    /// docs/PERFORMANCE.md is for 1,000,000).
     #[arg(long)]
     events: Option<u64>,
     /// Upper bound in seconds for each long phase (submitting, completing, filling) of a

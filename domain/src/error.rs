@@ -31,7 +31,8 @@ impl InvalidInput {
     }
 }
 
-/// Why the aggregate refused a command. Each variant is one invariant of the blueprint.
+/// Why the aggregate refused a command. Each variant is one invariant of the aggregate (see
+/// docs/ARCHITECTURE.md, "The aggregate's invariants").
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DomainError {
     #[error("the request has already been received")]

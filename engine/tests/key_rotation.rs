@@ -18,10 +18,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::Utc;
 use lethe_domain::{Command, RequestId};
+use lethe_engine::app::keys::{rotate, Progress, RotateOptions, Rotated};
 use lethe_engine::app::{Requests, SubjectAccess, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::http::{router, AppState};
-use lethe_engine::store::key_ring::{self, Progress, RotateOptions, Rotated};
+use lethe_engine::store::key_ring;
 use lethe_engine::store::master_key::{KeyMaterial, MasterKey};
 use lethe_engine::store::EventMetadata;
 use serde_json::Value;
@@ -253,8 +254,9 @@ async fn rotate_one_batch_then_stop(t: &TestStore) {
     let rotating = MasterKey::from_bytes(OLD);
     key_ring::open(keys.as_ref(), &rotating).await.unwrap();
     let mut seen = Vec::new();
-    let first = key_ring::rotate(
-        &database,
+    let first = rotate(
+        database.events.as_ref(),
+        database.keys.as_ref(),
         &rotating,
         KeyMaterial::from_bytes(NEW),
         options,
@@ -288,8 +290,9 @@ async fn resume_and_finish(t: &TestStore) {
     let resuming = MasterKey::from_bytes(NEW);
     key_ring::open(keys.as_ref(), &resuming).await.unwrap();
     let mut seen = Vec::new();
-    let second = key_ring::rotate(
-        &database,
+    let second = rotate(
+        database.events.as_ref(),
+        database.keys.as_ref(),
         &resuming,
         KeyMaterial::from_bytes(NEW),
         options,

@@ -1,7 +1,7 @@
 //! Property tests: random command sequences (every variant, a few cleaner names, attempts 0..5,
 //! time moving forward, empty and real reasons, holds, releases and extensions) run through
 //! `handle_command` and `apply_event` from nothing. After every step the emitted stream and the
-//! state must keep the blueprint's invariants, a replay of the stream from its stored JSON form
+//! state must keep the aggregate's invariants, a replay of the stream from its stored JSON form
 //! must rebuild the same state, and no command may panic (proptest reports a panic as a failure).
 
 #[path = "../support/mod.rs"]

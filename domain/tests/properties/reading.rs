@@ -1,4 +1,4 @@
-//! An independent reading of the stream, checked event by event against the blueprint's
+//! An independent reading of the stream, checked event by event against the aggregate's
 //! invariants.
 
 use super::*;
@@ -13,7 +13,7 @@ pub(crate) struct CleanerHistory {
     pub(crate) failed_attempts: BTreeSet<u32>,
 }
 
-/// What the stream says, checked event by event against the blueprint's invariants.
+/// What the stream says, checked event by event against the aggregate's invariants.
 #[derive(Debug, Default)]
 pub(crate) struct StreamReading {
     pub(crate) received_on: Option<NaiveDate>,
@@ -249,7 +249,7 @@ impl StreamReading {
             .ok_or_else(|| format!("cleaner {name} is not in the plan"))
     }
 
-    /// The status the blueprint gives a request with this history.
+    /// The status docs/ARCHITECTURE.md gives a request with this history.
     pub(crate) fn status(&self) -> RequestStatus {
         match self.closed {
             Some(status) => status,

@@ -63,7 +63,8 @@ pub enum ExportFormat {
 /// request by request (one request's events in memory at a time). Returns how many requests
 /// were written and how many failed verification.
 pub async fn export(
-    database: &crate::store::Database,
+    log: &dyn EventStore,
+    read_models: &dyn crate::read_models::ReadModelStore,
     from: chrono::DateTime<chrono::Utc>,
     to: chrono::DateTime<chrono::Utc>,
     format: ExportFormat,
@@ -102,15 +103,12 @@ pub async fn export(
     let (mut written, mut failed) = (0_u64, 0_u64);
     let mut after = None;
     loop {
-        let rows = database
-            .read_models
-            .list_requests(&filter, after, BATCH)
-            .await?;
+        let rows = read_models.list_requests(&filter, after, BATCH).await?;
         let Some(last) = rows.last() else { break };
         after = Some(last.id);
         for row in rows {
-            let head = database.events.stream_head(row.id).await?;
-            let events = database.events.read_stream(row.id, 0).await?;
+            let head = log.stream_head(row.id).await?;
+            let events = log.read_stream(row.id, 0).await?;
             let verdict = verify_chain(&events, head.as_ref());
             written += 1;
             failed += u64::from(verdict.is_err());

@@ -3,6 +3,7 @@
 //! Both doors (HTTP and CLI) go through here.
 
 pub mod audit;
+pub mod keys;
 pub mod views;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -12,13 +12,12 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use lethe_domain::RequestId;
 
-use crate::app::audit;
 use crate::app::views::{HistoryView, RequestView, SubjectView, SubmittedView};
+use crate::app::{audit, keys};
 use crate::app::{LoadedRequest, Requests, Submission};
 use crate::config::{Config, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
 use crate::http::{router, AppState};
-use crate::root::Runtime;
-use crate::store;
+use crate::root::{Database, Runtime};
 use crate::store::key_ring;
 use crate::store::master_key::{KeyMaterial, KeySource, MasterKey, MASTER_KEY_ENV};
 use crate::store::EventMetadata;
@@ -277,7 +276,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::Migrate => {
-            store::open(&database_url, true).await?;
+            Database::open(&database_url, true).await?;
             println!("database {} is up to date", redact(&database_url));
             Ok(ExitCode::SUCCESS)
         }
@@ -291,7 +290,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let key_source = KeySource::for_database(&database_url, cli.global.dev_master_key)?;
-            let database = store::open(&database_url, true).await?;
+            let database = Database::open(&database_url, true).await?;
             let key = master_key(&database, &key_source).await?;
             let requests = sealed_requests(&database, config, &key);
             let submission = Submission {
@@ -322,7 +321,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::Show { id, json } => {
-            let store = store::open(&database_url, true).await?.events;
+            let store = Database::open(&database_url, true).await?.events;
             let requests = Requests::new(store, Arc::new(config));
             let id = parse_id(&id)?;
             let loaded = requests
@@ -338,7 +337,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::History { id, json } => {
-            let database = store::open(&database_url, true).await?;
+            let database = Database::open(&database_url, true).await?;
             let requests = Requests::new(database.events.clone(), Arc::new(config))
                 .with_read_models(database.read_models.clone());
             let requests =
@@ -397,11 +396,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if to <= from {
                 bail!("--to must be after --from");
             }
-            let database = store::open(&database_url, true).await?;
+            let database = Database::open(&database_url, true).await?;
             crate::read_models::catch_up(&database).await?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            let (written, failed) = audit::export(&database, from, to, format, &mut out).await?;
+            let (written, failed) = audit::export(
+                database.events.as_ref(),
+                database.read_models.as_ref(),
+                from,
+                to,
+                format,
+                &mut out,
+            )
+            .await?;
             drop(out);
             eprintln!("exported {written} requests; {failed} failed verification");
             Ok(if failed == 0 {
@@ -413,7 +420,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Projections {
             command: ProjectionsCommand::Rebuild { name },
         } => {
-            let database = store::open(&database_url, true).await?;
+            let database = Database::open(&database_url, true).await?;
             let names: Vec<String> = match name {
                 Some(name) => vec![name],
                 None => crate::read_models::ALL
@@ -455,7 +462,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let key_source = matches!(cli.command, Commands::Confirm { .. })
                 .then(|| KeySource::for_database(&database_url, cli.global.dev_master_key))
                 .transpose()?;
-            let database = store::open(&database_url, true).await?;
+            let database = Database::open(&database_url, true).await?;
             let mut requests = Requests::new(database.events.clone(), Arc::new(config))
                 .with_read_models(database.read_models.clone());
             if let Some(key_source) = key_source {
@@ -467,7 +474,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::Verify { id } => {
-            let store = store::open(&database_url, true).await?.events;
+            let store = Database::open(&database_url, true).await?.events;
             match id {
                 Some(id) => {
                     let id = parse_id(&id)?;
@@ -654,7 +661,7 @@ async fn operate(requests: &Requests, command: Commands) -> anyhow::Result<Loade
 
 /// The master key from `source`, checked against the database's (and recorded in a database
 /// that records none yet).
-async fn master_key(database: &store::Database, source: &KeySource) -> anyhow::Result<MasterKey> {
+async fn master_key(database: &Database, source: &KeySource) -> anyhow::Result<MasterKey> {
     let key = MasterKey::load(source)?;
     key_ring::open(database.keys.as_ref(), &key).await?;
     Ok(key)
@@ -663,7 +670,7 @@ async fn master_key(database: &store::Database, source: &KeySource) -> anyhow::R
 /// For commands that only read: the master key if there is one and it is the database's;
 /// otherwise a warning, and the subject is shown sealed.
 async fn reading_key(
-    database: &store::Database,
+    database: &Database,
     database_url: &str,
     dev_master_key: bool,
 ) -> Option<MasterKey> {
@@ -705,7 +712,7 @@ async fn keys_command(
     dev_master_key: bool,
 ) -> anyhow::Result<ExitCode> {
     let source = KeySource::for_database(database_url, dev_master_key)?;
-    let database = store::open(database_url, true).await?;
+    let database = Database::open(database_url, true).await?;
     match command {
         KeysCommand::Status => {
             let (recorded, _) = database.keys.recorded_keys().await?;
@@ -738,23 +745,30 @@ async fn keys_command(
             let key = master_key(&database, &source).await?;
             let new = KeyMaterial::read(&new_key_file)?;
             let (old, fingerprint) = (key.fingerprint(), new.fingerprint());
-            let options = key_ring::RotateOptions { settle, batch };
-            let outcome = key_ring::rotate(&database, &key, new, options, |progress| {
-                match progress {
-                    key_ring::Progress::Recorded { resumed: false } => println!(
-                        "recorded the new key {fingerprint}; waiting {} for running instances \
-                         to learn it",
-                        humantime::format_duration(settle)
-                    ),
-                    key_ring::Progress::Recorded { resumed: true } => {
-                        println!("resuming the rotation to {fingerprint}");
+            let options = keys::RotateOptions { settle, batch };
+            let outcome = keys::rotate(
+                database.events.as_ref(),
+                database.keys.as_ref(),
+                &key,
+                new,
+                options,
+                |progress| {
+                    match progress {
+                        keys::Progress::Recorded { resumed: false } => println!(
+                            "recorded the new key {fingerprint}; waiting {} for running \
+                             instances to learn it",
+                            humantime::format_duration(settle)
+                        ),
+                        keys::Progress::Recorded { resumed: true } => {
+                            println!("resuming the rotation to {fingerprint}");
+                        }
+                        keys::Progress::Converted(n) => println!("re-wrapped {n} data keys"),
                     }
-                    key_ring::Progress::Converted(n) => println!("re-wrapped {n} data keys"),
-                }
-                std::ops::ControlFlow::Continue(())
-            })
+                    std::ops::ControlFlow::Continue(())
+                },
+            )
             .await?;
-            if let key_ring::Rotated::Finished { converted } = outcome {
+            if let keys::Rotated::Finished { converted } = outcome {
                 println!(
                     "rotated from {old} to {fingerprint}: {converted} data keys re-wrapped and \
                      their blind indexes re-keyed; the old key is retired. Set \
@@ -768,7 +782,7 @@ async fn keys_command(
 }
 
 /// The requests service with everything a CLI command may need: read models and sealing.
-fn sealed_requests(database: &store::Database, config: Config, key: &MasterKey) -> Requests {
+fn sealed_requests(database: &Database, config: Config, key: &MasterKey) -> Requests {
     Requests::new(database.events.clone(), Arc::new(config))
         .with_read_models(database.read_models.clone())
         .with_sealing(key.clone(), database.keys.clone())
@@ -833,7 +847,7 @@ async fn serve(
     dev_master_key: bool,
 ) -> anyhow::Result<()> {
     let source = KeySource::for_database(database_url, dev_master_key)?;
-    let database = store::open_with(database_url, true, config.database.acquire_timeout.0)
+    let database = Database::open_with(database_url, true, config.database.acquire_timeout.0)
         .await
         .with_context(|| format!("cannot open the database {}", redact(database_url)))?;
     let key = master_key(&database, &source).await?;

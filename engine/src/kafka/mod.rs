@@ -22,6 +22,7 @@ use serde::Deserialize;
 use chrono::Utc;
 use lethe_domain::{CleanerName, Event};
 
+use crate::config::KafkaConfig;
 use crate::store::{Checkpoint, RecordedEvent, StoreError};
 use crate::subscriptions::Projector;
 use crate::workflow::WorkflowStore;
@@ -33,53 +34,6 @@ pub use message::{message_value, Message};
 
 /// The subscription name of the relay.
 pub const RELAY: &str = "kafka-relay";
-
-/// `[kafka]` in lethe.toml, or `LETHE_KAFKA_BROKERS` alone ([`KafkaConfig::with_brokers`]).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// Bootstrap servers; `LETHE_KAFKA_BROKERS` replaces them, so the file may leave them out.
-    #[serde(default)]
-    pub brokers: String,
-    /// Event type → topic. Default: Due, Completed and Cancelled.
-    #[serde(default = "default_publish")]
-    pub publish: BTreeMap<String, String>,
-    #[serde(default = "default_results_topic")]
-    pub results_topic: String,
-    #[serde(default = "default_dead_letter_topic")]
-    pub dead_letter_topic: String,
-}
-
-impl KafkaConfig {
-    /// Kafka with every default: what `LETHE_KAFKA_BROKERS` enables without a `[kafka]` section.
-    pub fn with_brokers(brokers: String) -> Self {
-        Self {
-            brokers,
-            publish: default_publish(),
-            results_topic: default_results_topic(),
-            dead_letter_topic: default_dead_letter_topic(),
-        }
-    }
-}
-
-fn default_publish() -> BTreeMap<String, String> {
-    [
-        ("Due", "lethe.due"),
-        ("Completed", "lethe.completed"),
-        ("Cancelled", "lethe.cancelled"),
-    ]
-    .into_iter()
-    .map(|(t, topic)| (t.to_owned(), topic.to_owned()))
-    .collect()
-}
-
-fn default_results_topic() -> String {
-    "lethe.cleaner-results".to_owned()
-}
-
-fn default_dead_letter_topic() -> String {
-    "lethe.dead-letter".to_owned()
-}
 
 /// Lethe's idempotent producer (`enable.idempotence=true`, `acks=all`, 10 s delivery timeout),
 /// as whichever type the caller needs: a plain [`FutureProducer`], or a [`RenewingProducer`]
@@ -183,7 +137,7 @@ pub fn kafka_cleaners(config: &crate::config::Config) -> BTreeMap<CleanerName, D
     config
         .cleaners
         .iter()
-        .filter(|c| c.kind == crate::config::CleanerKind::Kafka)
+        .filter(|c| c.kind.is_kafka())
         .map(|c| (c.name.clone(), c.callback_timeout.0))
         .collect()
 }
@@ -531,7 +485,7 @@ async fn apply_result(requests: &crate::app::Requests, payload: &[u8]) -> Result
     let is_kafka_cleaner = requests
         .config()
         .cleaner(&result.cleaner)
-        .is_some_and(|c| c.kind == crate::config::CleanerKind::Kafka);
+        .is_some_and(|c| c.kind.is_kafka());
     if !is_kafka_cleaner {
         return Err(ResultError::Rejected(format!(
             "{} is not a Kafka cleaner",

@@ -143,7 +143,7 @@ const REBUILD_LEASE: std::time::Duration = std::time::Duration::from_secs(300);
 /// memory); each batch moves the checkpoint in the transaction that writes its rows, so an
 /// interrupted rebuild resumes where it stopped.
 pub async fn rebuild(
-    database: &crate::store::Database,
+    database: &crate::root::Database,
     name: &str,
     progress: &mut (dyn FnMut(u64, i64) + Send),
 ) -> Result<u64, StoreError> {
@@ -233,7 +233,7 @@ async fn read_ahead(
 /// Brings the read models up to date from this process when no `lethe serve` holds them (the
 /// CLI uses it before answering from a read model). Where another process owns a projection,
 /// that process keeps it current and this returns at once.
-pub async fn catch_up(database: &crate::store::Database) -> Result<(), StoreError> {
+pub async fn catch_up(database: &crate::root::Database) -> Result<(), StoreError> {
     let owner = crate::root::owner_id();
     let runner = crate::subscriptions::SubscriptionRunner {
         events: database.events.clone(),

@@ -1,6 +1,10 @@
 //! Starting and stopping the workflow inside one engine process: the saga subscription, the
 //! timer worker and the dispatch worker, as tasks that stop together on shutdown.
 
+mod database;
+
+pub use database::Database;
+
 use std::sync::Arc;
 
 use tokio::sync::watch;

@@ -24,6 +24,8 @@ use lethe_domain::RequestId;
 use rand::RngCore;
 use sha2::Sha256;
 
+use crate::store::StoreError;
+
 pub const MASTER_KEY_ENV: &str = "LETHE_MASTER_KEY_FILE";
 /// The development key of a Postgres database (`--dev-master-key`), relative to the working
 /// directory; the key check in the database refuses it from another directory.
@@ -152,6 +154,9 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
+/// What goes wrong with the master keys: reading the key file, a key that is not the
+/// database's (checked against the key ring at start), a rotation refused, or the key
+/// store's database.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read the master key file {path}: {source}")]
@@ -172,6 +177,25 @@ pub enum KeyError {
          --dev-master-key to use a development key in {DEV_KEY_PATH} (never in production)"
     )]
     Required,
+    #[error(
+        "the master key (fingerprint {configured}) is not this database's: its data is sealed \
+         under the key with fingerprint {recorded}; set LETHE_MASTER_KEY_FILE to that key's \
+         file (see \"The master key\" in docs/OPERATIONS.md)"
+    )]
+    Mismatch {
+        configured: String,
+        recorded: String,
+    },
+    #[error(
+        "the master key (fingerprint {configured}) does not open the data keys already in this \
+         database (sealed under {found} before key check values were recorded); set \
+         LETHE_MASTER_KEY_FILE to the key they were sealed under"
+    )]
+    Unrecorded { configured: String, found: String },
+    #[error("key rotation: {0}")]
+    Rotation(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Where the master key comes from.

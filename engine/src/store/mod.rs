@@ -8,6 +8,8 @@ mod hash;
 pub mod key_ring;
 pub mod keys;
 pub mod master_key;
+mod migration_renumbering;
+mod open;
 mod postgres;
 mod reachability;
 pub mod sealing;
@@ -25,6 +27,7 @@ use uuid::Uuid;
 
 use hash::chain_hash;
 pub use hash::{verify_chain, ChainBreak, GENESIS_HASH};
+pub use open::{Backend, OpenError};
 pub use postgres::{PostgresStore, TOOL_ACQUIRE_TIMEOUT};
 pub use sqlite::SqliteStore;
 
@@ -397,72 +400,4 @@ pub(crate) fn prepare_rows(
 pub fn now_micros() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
-}
-
-/// Both stores of one database: the event log and the workflow's tables.
-#[derive(Debug, Clone)]
-pub struct Database {
-    pub events: std::sync::Arc<dyn EventStore>,
-    pub workflow: std::sync::Arc<dyn crate::workflow::WorkflowStore>,
-    pub read_models: std::sync::Arc<dyn crate::read_models::ReadModelStore>,
-    pub keys: std::sync::Arc<dyn keys::KeyStore>,
-}
-
-/// Opens the database a URL names: `postgres://...` or `sqlite://...` (the file and its parent
-/// directory are created when missing). Applies pending migrations when `migrate` is set.
-/// Calls wait up to [`TOOL_ACQUIRE_TIMEOUT`] for a Postgres connection.
-pub async fn open(url: &str, migrate: bool) -> Result<Database, OpenError> {
-    open_with(url, migrate, TOOL_ACQUIRE_TIMEOUT).await
-}
-
-/// [`open`], with every call waiting at most `acquire_timeout` for a Postgres connection
-/// before it fails with [`StoreError::Unavailable`] (`lethe serve`: `[database]
-/// acquire_timeout`). SQLite is a local file: its calls wait for the one writing connection,
-/// and for another process's lock up to its busy timeout.
-pub async fn open_with(
-    url: &str,
-    migrate: bool,
-    acquire_timeout: std::time::Duration,
-) -> Result<Database, OpenError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let options = sqlx::postgres::PgConnectOptions::from_str(url).map_err(StoreError::from)?;
-        let store = std::sync::Arc::new(
-            PostgresStore::connect_with_timeout(options, acquire_timeout).await?,
-        );
-        if migrate {
-            store.migrate().await?;
-        }
-        Ok(Database {
-            events: store.clone(),
-            workflow: store.clone(),
-            read_models: store.clone(),
-            keys: store,
-        })
-    } else if let Some(path) = url.strip_prefix("sqlite://") {
-        let store = std::sync::Arc::new(SqliteStore::open(path).await?);
-        if migrate {
-            store.migrate().await?;
-        }
-        Ok(Database {
-            events: store.clone(),
-            workflow: store.clone(),
-            read_models: store.clone(),
-            keys: store,
-        })
-    } else {
-        Err(OpenError::UnsupportedUrl(url.to_owned()))
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("database URL {0:?} is neither postgres://... nor sqlite://...")]
-    UnsupportedUrl(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("cannot create the database directory {path}: {source}")]
-    Directory {
-        path: String,
-        source: std::io::Error,
-    },
 }

@@ -23,7 +23,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use super::{micros, Job, JobChange, JobKind, WorkflowStore};
 use crate::app::{LoadedRequest, RequestError, Requests, SubjectAccess};
 use crate::cleaners::http::{notify, CallOutcome, CleanerCall, HttpCleaner};
-use crate::config::{CleanerKind, Config};
+use crate::config::{CleanerKind, Config, HttpCleanerConfig};
 use crate::store::master_key::MasterKey;
 use crate::store::{EventMetadata, StoreError};
 
@@ -682,16 +682,12 @@ impl Workers {
             .filter(|(group, _)| {
                 group.iter().any(|job| {
                     if job.dispatches_all() {
-                        return self
-                            .config
-                            .cleaners
-                            .iter()
-                            .any(|c| c.kind == CleanerKind::Http);
+                        return self.config.cleaners.iter().any(|c| c.kind.is_http());
                     }
                     CleanerName::parse(job.key.clone())
                         .ok()
                         .and_then(|name| self.config.cleaner(&name))
-                        .is_some_and(|c| c.kind == CleanerKind::Http)
+                        .is_some_and(|c| c.kind.is_http())
                 })
             })
             .filter_map(|(group, _)| loaded.get(&group[0].request_id))
@@ -857,16 +853,13 @@ impl Workers {
                 return Step::Settled(Ok(Outcome::Reschedule(now + micros(wait), attempt)));
             }
         }
-        match config.kind {
+        match &config.kind {
             // A person confirms through the result endpoint or the CLI.
-            CleanerKind::Manual => Step::Settled(Ok(Outcome::Finish)),
-            CleanerKind::Kafka => {
+            CleanerKind::Manual(_) => Step::Settled(Ok(Outcome::Finish)),
+            CleanerKind::Kafka(_) => {
                 Step::Settled(self.dispatch_kafka(loaded, &cleaner, attempt, config).await)
             }
-            CleanerKind::Http => {
-                let (Some(url), Some(secret)) = (&config.url, &config.secret) else {
-                    return Step::Settled(Ok(Outcome::Finish));
-                };
+            CleanerKind::Http(HttpCleanerConfig { url, secret }) => {
                 let subject = match subject {
                     Some(SubjectAccess::Clear(subject)) => subject.clone(),
                     _ => return failure("the subject's identifiers cannot be read".to_owned()),

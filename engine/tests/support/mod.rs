@@ -221,15 +221,15 @@ impl TestStore {
 
 impl TestStore {
     /// All stores of this database, as `lethe serve` holds them.
-    pub fn database(&self) -> lethe_engine::store::Database {
+    pub fn database(&self) -> lethe_engine::root::Database {
         match self {
-            Self::Postgres { store, .. } => lethe_engine::store::Database {
+            Self::Postgres { store, .. } => lethe_engine::root::Database {
                 events: store.clone(),
                 workflow: store.clone(),
                 read_models: store.clone(),
                 keys: store.clone(),
             },
-            Self::Sqlite { store, .. } => lethe_engine::store::Database {
+            Self::Sqlite { store, .. } => lethe_engine::root::Database {
                 events: store.clone(),
                 workflow: store.clone(),
                 read_models: store.clone(),

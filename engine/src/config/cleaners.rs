@@ -1,0 +1,351 @@
+//! `[[cleaners]]`: the services told to erase, each with its kind's own settings (ADR 21).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use lethe_domain::{CleanerName, Jurisdiction};
+use serde::{Deserialize, Deserializer};
+
+use super::duration::default_timeout;
+use super::validate::{check_url, invalid};
+use super::{
+    ConfigDuration, ConfigError, JurisdictionConfig, KafkaConfig, RetryConfig, RoutingRule,
+    WindowConfig, KAFKA_BROKERS_ENV,
+};
+
+/// What a cleaner is and what only its kind needs: `kind = "http"` carries `url` and `secret`,
+/// `kind = "kafka"` and `kind = "manual"` carry nothing more. A key of another kind (a `url` on a
+/// Kafka cleaner) is refused by serde, naming the key (ADR 21).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum CleanerKind {
+    Http(HttpCleanerConfig),
+    Kafka(KafkaCleanerConfig),
+    Manual(ManualCleanerConfig),
+}
+
+impl CleanerKind {
+    /// The name in lethe.toml (`kind = "..."`), also the `kind` label of the cleaner metrics.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Http(_) => "http",
+            Self::Kafka(_) => "kafka",
+            Self::Manual(_) => "manual",
+        }
+    }
+
+    pub const fn is_http(&self) -> bool {
+        matches!(self, Self::Http(_))
+    }
+
+    pub const fn is_kafka(&self) -> bool {
+        matches!(self, Self::Kafka(_))
+    }
+}
+
+/// [`CleanerKind`], with errors that say they are about it (serde's own for an unknown kind
+/// name neither the key nor the line).
+fn kind<'de, D: Deserializer<'de>>(deserializer: D) -> Result<CleanerKind, D::Error> {
+    CleanerKind::deserialize(deserializer)
+        .map_err(|e| serde::de::Error::custom(format!("`kind` or its settings: {e}")))
+}
+
+/// `kind = "http"`: Lethe POSTs a signed call to the cleaner (docs/CLEANERS.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCleanerConfig {
+    /// Where to POST.
+    #[serde(deserialize_with = "url")]
+    pub url: String,
+    /// The HMAC key for the `Lethe-Signature` header.
+    #[serde(deserialize_with = "secret")]
+    pub secret: String,
+}
+
+// The kind's keys reach serde through `flatten`'s buffer, which loses their position: a wrong
+// type names its key itself.
+fn url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    text_named(deserializer, "url")
+}
+
+fn secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    text_named(deserializer, "secret")
+}
+
+fn text_named<'de, D: Deserializer<'de>>(deserializer: D, key: &str) -> Result<String, D::Error> {
+    String::deserialize(deserializer).map_err(|e| serde::de::Error::custom(format!("`{key}`: {e}")))
+}
+
+/// `kind = "kafka"`: the cleaner reads `Due` from Kafka and answers on the results topic
+/// (docs/KAFKA.md); the topics are `[kafka]`'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaCleanerConfig {}
+
+impl<'de> Deserialize<'de> for KafkaCleanerConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        no_settings(deserializer, "kafka").map(|()| Self {})
+    }
+}
+
+/// `kind = "manual"`: a person confirms the erasure through the result endpoint or the CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualCleanerConfig {}
+
+impl<'de> Deserialize<'de> for ManualCleanerConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        no_settings(deserializer, "manual").map(|()| Self {})
+    }
+}
+
+/// The keys left over for a kind that has no settings of its own: each is refused by name.
+fn no_settings<'de, D: Deserializer<'de>>(deserializer: D, kind: &str) -> Result<(), D::Error> {
+    let rest = BTreeMap::<String, serde::de::IgnoredAny>::deserialize(deserializer)?;
+    match rest.keys().next() {
+        None => Ok(()),
+        Some(key) => Err(serde::de::Error::custom(format!(
+            "unknown field `{key}`: a cleaner of kind = \"{kind}\" has no `{key}` \
+             (`url` and `secret` are for kind = \"http\")"
+        ))),
+    }
+}
+
+/// One service that holds personal data and is told to erase it.
+///
+/// Not `deny_unknown_fields` itself: serde cannot combine that with `flatten`. Every key that is
+/// not a common one goes to [`CleanerKind`], whose variants deny what they do not know, so a
+/// misspelt key is still refused.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CleanerConfig {
+    pub name: CleanerName,
+    /// `kind` and the settings only that kind has.
+    #[serde(flatten, deserialize_with = "kind")]
+    pub kind: CleanerKind,
+    #[serde(default = "default_timeout")]
+    pub timeout: ConfigDuration,
+    /// How long a cleaner that answered 202 has to call back before the attempt fails.
+    #[serde(default = "default_callback_timeout")]
+    pub callback_timeout: ConfigDuration,
+    /// Which requests this cleaner is told about; absent: every request.
+    #[serde(rename = "match", default)]
+    pub routing: RoutingRule,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    pub window: Option<WindowConfig>,
+    pub max_in_flight: Option<u32>,
+    pub rate_per_second: Option<f64>,
+}
+
+fn default_callback_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(3600))
+}
+
+/// Checks every `cleaners[i]`: names are unique, and each one's settings (against `[kafka]`
+/// and the configured jurisdictions).
+pub(super) fn check_cleaners(
+    cleaners: &[CleanerConfig],
+    kafka: Option<&KafkaConfig>,
+    jurisdictions: &BTreeMap<Jurisdiction, JurisdictionConfig>,
+) -> Result<(), ConfigError> {
+    let mut names = BTreeSet::new();
+    for (i, cleaner) in cleaners.iter().enumerate() {
+        if !names.insert(&cleaner.name) {
+            return Err(invalid(
+                format!("cleaners[{i}].name"),
+                format!("{} is configured twice", cleaner.name),
+            ));
+        }
+        cleaner.check(i, kafka, jurisdictions)?;
+    }
+    Ok(())
+}
+
+impl CleanerConfig {
+    /// Checks `cleaners[index]`.
+    fn check(
+        &self,
+        index: usize,
+        kafka: Option<&KafkaConfig>,
+        jurisdictions: &BTreeMap<Jurisdiction, JurisdictionConfig>,
+    ) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("cleaners[{index}].{field}");
+        match &self.kind {
+            CleanerKind::Http(http) => {
+                check_url(&key("url"), &http.url)?;
+                if http.secret.is_empty() {
+                    return Err(invalid(key("secret"), "is required for kind = \"http\""));
+                }
+            }
+            CleanerKind::Kafka(_) => {
+                if !kafka.is_some_and(|k| k.publish.contains_key("Due")) {
+                    return Err(invalid(
+                        key("kind"),
+                        format!(
+                            "\"kafka\" cleaners need Kafka enabled ([kafka] or \
+                             {KAFKA_BROKERS_ENV}) and publishing Due"
+                        ),
+                    ));
+                }
+            }
+            CleanerKind::Manual(_) => {}
+        }
+        self.retry
+            .policy()
+            .validate(&key("retry"))
+            .map_err(|e| invalid(e.field, e.message))?;
+        if self.max_in_flight == Some(0) {
+            return Err(invalid(key("max_in_flight"), "must be at least 1"));
+        }
+        if self
+            .rate_per_second
+            .is_some_and(|r| !(r.is_finite() && r > 0.0))
+        {
+            return Err(invalid(key("rate_per_second"), "must be a number above 0"));
+        }
+        if let Some(list) = &self.routing.jurisdictions {
+            if let Some(unknown) = list.iter().find(|j| !jurisdictions.contains_key(*j)) {
+                return Err(invalid(
+                    key("match.jurisdictions"),
+                    format!("{unknown} is not a configured jurisdiction"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Environment};
+
+    #[test]
+    fn cleaners_parse_as_documented() {
+        let config = Config::parse(
+            r#"
+            [notifier]
+            url = "http://127.0.0.1:9000/notify"
+            [[cleaners]]
+            name = "billing"
+            kind = "http"
+            url = "http://127.0.0.1:9101/erase"
+            secret = "s3cret"
+            timeout = "10s"
+            match = { jurisdictions = ["gdpr", "ccpa"] }
+            retry = { max_attempts = 8, initial = "1m", max = "6h", multiplier = 2.0 }
+            window = { start = "01:00", end = "05:00", tz = "Europe/Berlin" }
+            max_in_flight = 4
+            rate_per_second = 10
+            [[cleaners]]
+            name = "archive"
+            kind = "manual"
+            match = { tags = ["archive"] }
+            "#,
+        )
+        .unwrap();
+        let billing = config
+            .cleaner(&CleanerName::parse("billing").unwrap())
+            .unwrap();
+        assert_eq!(billing.retry.policy().max_attempts, 8);
+        assert_eq!(billing.retry.policy().initial, Duration::from_secs(60));
+        assert_eq!(billing.max_in_flight, Some(4));
+        let gdpr = Jurisdiction::parse("gdpr").unwrap();
+        let archive = config
+            .cleaner(&CleanerName::parse("archive").unwrap())
+            .unwrap();
+        assert!(billing.routing.matches(&gdpr, None, &[]));
+        assert!(!archive.routing.matches(&gdpr, None, &[]));
+        assert!(archive
+            .routing
+            .matches(&gdpr, None, &["x".into(), "archive".into()]));
+    }
+
+    #[test]
+    fn each_kind_carries_its_own_settings() {
+        let env = Environment {
+            kafka_brokers: Some("b:9092".to_owned()),
+        };
+        let config = Config::parse_with(
+            r#"
+            [[cleaners]]
+            name = "billing"
+            kind = "http"
+            url = "https://billing.internal/erase"
+            secret = "whsec"
+            [[cleaners]]
+            name = "search"
+            kind = "kafka"
+            callback_timeout = "1h"
+            [[cleaners]]
+            name = "archive"
+            kind = "manual"
+            "#,
+            &env,
+        )
+        .unwrap();
+        let kinds: Vec<&CleanerKind> = config.cleaners.iter().map(|c| &c.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &CleanerKind::Http(HttpCleanerConfig {
+                    url: "https://billing.internal/erase".to_owned(),
+                    secret: "whsec".to_owned(),
+                }),
+                &CleanerKind::Kafka(KafkaCleanerConfig {}),
+                &CleanerKind::Manual(ManualCleanerConfig {}),
+            ]
+        );
+        let labels: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+        assert_eq!(labels, ["http", "kafka", "manual"]);
+        assert_eq!(
+            config.cleaners[1].callback_timeout.0,
+            Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn a_key_of_another_kind_or_a_missing_one_is_refused_by_name() {
+        let env = Environment {
+            kafka_brokers: Some("b:9092".to_owned()),
+        };
+        let http = "[[cleaners]]\nname = \"billing\"\nkind = \"http\"\n";
+        let cases = [
+            (format!("{http}secret = \"s\""), "missing field `url`"),
+            (
+                format!("{http}url = \"http://x\""),
+                "missing field `secret`",
+            ),
+            (
+                format!("{http}url = \"http://x\"\nsecret = \"\""),
+                "cleaners[0].secret",
+            ),
+            (
+                format!("{http}url = \"http://x\"\nsecret = \"s\"\nurll = \"x\""),
+                "unknown field `urll`",
+            ),
+            (
+                format!("{http}url = 5\nsecret = \"s\""),
+                "`url`: invalid type",
+            ),
+            (
+                "[[cleaners]]\nname = \"search\"\nkind = \"kafka\"\nurl = \"http://x\"".to_owned(),
+                "unknown field `url`: a cleaner of kind = \"kafka\"",
+            ),
+            (
+                "[[cleaners]]\nname = \"a\"\nkind = \"manual\"\nsecret = \"s\"".to_owned(),
+                "unknown field `secret`: a cleaner of kind = \"manual\"",
+            ),
+            (
+                "[[cleaners]]\nname = \"a\"\nkind = \"manual\"\ntimeot = \"1s\"".to_owned(),
+                "unknown field `timeot`",
+            ),
+            (
+                "[[cleaners]]\nname = \"a\"".to_owned(),
+                "missing field `kind`",
+            ),
+        ];
+        for (text, wanted) in cases {
+            let message = Config::parse_with(&text, &env).unwrap_err().to_string();
+            assert!(message.contains(wanted), "{text:?} gave {message:?}");
+        }
+    }
+}

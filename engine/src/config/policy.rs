@@ -1,0 +1,174 @@
+//! `[policy]` and `[jurisdictions.*]`: grace period, reminders, retention and deadlines.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lethe_domain::{DeadlineRule, Jurisdiction, Span};
+use serde::{Deserialize, Deserializer};
+
+use super::validate::invalid;
+use super::{Config, ConfigDuration, ConfigError};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default = "default_grace_period")]
+    pub grace_period: ConfigDuration,
+    /// Offsets before the end of the grace period.
+    #[serde(default = "default_reminders")]
+    pub reminders: Vec<ConfigDuration>,
+    #[serde(default = "default_retention")]
+    pub retention_after_completion: ConfigDuration,
+    /// For submissions that name no jurisdiction.
+    #[serde(default = "default_jurisdiction")]
+    pub default_jurisdiction: Jurisdiction,
+    /// An open request whose deadline is this many days away or fewer is "at risk".
+    #[serde(default = "default_at_risk_days")]
+    pub at_risk_days: u32,
+}
+
+const fn default_at_risk_days() -> u32 {
+    7
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            grace_period: default_grace_period(),
+            reminders: default_reminders(),
+            retention_after_completion: default_retention(),
+            default_jurisdiction: default_jurisdiction(),
+            at_risk_days: default_at_risk_days(),
+        }
+    }
+}
+
+const DAY: u64 = 24 * 3600;
+
+fn default_grace_period() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30 * DAY))
+}
+
+fn default_reminders() -> Vec<ConfigDuration> {
+    vec![
+        ConfigDuration(Duration::from_secs(7 * DAY)),
+        ConfigDuration(Duration::from_secs(DAY)),
+    ]
+}
+
+fn default_retention() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(730 * DAY))
+}
+
+fn default_jurisdiction() -> Jurisdiction {
+    Jurisdiction::parse("gdpr").unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JurisdictionConfig {
+    #[serde(deserialize_with = "span")]
+    pub deadline: Span,
+    #[serde(deserialize_with = "span")]
+    pub max_extension: Span,
+}
+
+fn span<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Span, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    pub(super) fn with_builtin_jurisdictions(mut self) -> Self {
+        for (name, rule) in [("gdpr", DeadlineRule::GDPR), ("ccpa", DeadlineRule::CCPA)] {
+            let name = Jurisdiction::parse(name).unwrap_or_else(|e| unreachable!("{e}"));
+            self.jurisdictions
+                .entry(name)
+                .or_insert(JurisdictionConfig {
+                    deadline: rule.base,
+                    max_extension: rule.max_extension,
+                });
+        }
+        self
+    }
+}
+
+impl PolicyConfig {
+    /// Checks `[policy]`, and `[jurisdictions.*]` that it refers to.
+    pub(super) fn check(
+        &self,
+        jurisdictions: &BTreeMap<Jurisdiction, JurisdictionConfig>,
+    ) -> Result<(), ConfigError> {
+        if self.grace_period.0.is_zero() {
+            return Err(invalid("policy.grace_period", "must be longer than zero"));
+        }
+        for (i, reminder) in self.reminders.iter().enumerate() {
+            if reminder.0 >= self.grace_period.0 || reminder.0.is_zero() {
+                return Err(invalid(
+                    format!("policy.reminders[{i}]"),
+                    "must be longer than zero and shorter than policy.grace_period",
+                ));
+            }
+        }
+        if !jurisdictions.contains_key(&self.default_jurisdiction) {
+            return Err(invalid(
+                "policy.default_jurisdiction",
+                "names no configured jurisdiction",
+            ));
+        }
+        for (name, rule) in jurisdictions {
+            if rule.deadline.is_zero() {
+                return Err(invalid(
+                    format!("jurisdictions.{name}.deadline"),
+                    "must be at least one day",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_documented_defaults() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.policy.grace_period.0, Duration::from_secs(30 * DAY));
+        let gdpr = Jurisdiction::parse("gdpr").unwrap();
+        let policy = config.request_policy(&gdpr).unwrap();
+        assert_eq!(policy.deadline, DeadlineRule::GDPR);
+        assert_eq!(policy.reminders.len(), 2);
+        assert!(config
+            .request_policy(&Jurisdiction::parse("ccpa").unwrap())
+            .is_some());
+        assert!(config
+            .request_policy(&Jurisdiction::parse("lgpd").unwrap())
+            .is_none());
+    }
+
+    #[test]
+    fn a_policy_with_an_extra_jurisdiction_parses() {
+        let config = Config::parse(
+            r#"
+            [policy]
+            grace_period = "2s"
+            reminders = ["1s"]
+            retention_after_completion = "730d"
+            [jurisdictions.gdpr]
+            deadline = "1 month"
+            max_extension = "2 months"
+            [jurisdictions.lgpd]
+            deadline = "15d"
+            max_extension = "0d"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.policy.grace_period.0, Duration::from_secs(2));
+        let lgpd = config
+            .request_policy(&Jurisdiction::parse("lgpd").unwrap())
+            .unwrap();
+        assert_eq!(lgpd.deadline.base, Span::days(15));
+    }
+}

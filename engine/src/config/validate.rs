@@ -1,0 +1,40 @@
+//! The checks serde cannot make, run once the file is parsed and the environment applied:
+//! ranges and references between sections. Each section checks its own keys; this runs them
+//! in the order of the file's documentation and stops at the first bad value.
+
+use super::cleaners::check_cleaners;
+use super::{Config, ConfigError};
+
+impl Config {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        self.policy.check(&self.jurisdictions)?;
+        if let Some(kafka) = &self.kafka {
+            kafka.check()?;
+        }
+        if let Some(notifier) = &self.notifier {
+            check_url("notifier.url", &notifier.url)?;
+        }
+        self.database.check()?;
+        self.api.check()?;
+        for (i, token) in self.tokens.iter().enumerate() {
+            token.check(i)?;
+        }
+        check_cleaners(&self.cleaners, self.kafka.as_ref(), &self.jurisdictions)
+    }
+}
+
+/// The error for a bad value at `key`.
+pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// `url` must be an absolute http(s) URL.
+pub(super) fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(()),
+        _ => Err(invalid(key, format!("{url:?} is not an http(s) URL"))),
+    }
+}
