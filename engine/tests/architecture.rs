@@ -138,8 +138,6 @@ const KNOWN_BREAKS: &[(&str, &str)] = &[
     ("engine/src/http/queries.rs", "read_models"),
     ("engine/src/http/queries.rs", "store"),
     ("engine/src/kafka/mod.rs", "workflow"),
-    ("engine/src/read_models/mod.rs", "root"),
-    ("engine/src/subscriptions/mod.rs", "workflow"),
     ("engine/src/workflow/worker.rs", "kafka"),
 ];
 

@@ -30,7 +30,7 @@ fn requests(database: &Database) -> Requests {
 fn runner(database: &Database, owner: &str) -> SubscriptionRunner {
     SubscriptionRunner {
         events: database.events.clone(),
-        workflow: database.workflow.clone(),
+        subscriptions: database.read_models.clone(),
         owner: owner.to_owned(),
         lease: std::time::Duration::from_secs(30),
         poll_interval: std::time::Duration::from_millis(10),
@@ -45,7 +45,7 @@ async fn catch_up(database: &Database, runner: &SubscriptionRunner) {
     let head = database.events.head_position().await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let n = runner.round_with(&projector).await.unwrap();
+        let n = runner.round(&projector).await.unwrap();
         let at = database
             .workflow
             .subscription_checkpoint(REQUESTS)
@@ -206,9 +206,14 @@ async fn rebuild_equals_incremental(store: TestStore) {
         .await
         .unwrap();
     let mut reports = 0;
-    let handled = rebuild(&database, REQUESTS, &mut |_, _| reports += 1)
-        .await
-        .unwrap();
+    let handled = rebuild(
+        &database.events,
+        &database.read_models,
+        REQUESTS,
+        &mut |_, _| reports += 1,
+    )
+    .await
+    .unwrap();
     assert!(reports > 0);
     let head = database.events.head_position().await.unwrap();
     assert!(handled > 0 && i64::try_from(handled).unwrap() <= head);

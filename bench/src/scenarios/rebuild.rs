@@ -24,7 +24,12 @@ pub async fn rebuild(db: &Db, settings: &Settings, checks: &mut Checks) -> anyho
     let mut handled = 0_u64;
     let mut progress = |_: u64, _: i64| {};
     for name in lethe_engine::read_models::ALL {
-        let run = lethe_engine::read_models::rebuild(&database, name, &mut progress);
+        let run = lethe_engine::read_models::rebuild(
+            &database.events,
+            &database.read_models,
+            name,
+            &mut progress,
+        );
         match tokio::time::timeout(settings.time_limit, run).await {
             Ok(result) => handled += result.with_context(|| format!("rebuilding {name}"))?,
             Err(_) => bail!(

@@ -397,7 +397,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 bail!("--to must be after --from");
             }
             let database = Database::open(&database_url, true).await?;
-            crate::read_models::catch_up(&database).await?;
+            crate::read_models::catch_up(&database.events, &database.read_models).await?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             let (written, failed) = audit::export(
@@ -439,7 +439,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         last_report = std::time::Instant::now();
                     }
                 };
-                let handled = crate::read_models::rebuild(&database, &name, &mut report).await?;
+                let handled = crate::read_models::rebuild(
+                    &database.events,
+                    &database.read_models,
+                    &name,
+                    &mut report,
+                )
+                .await?;
                 let seconds = started.elapsed().as_secs_f64();
                 #[allow(clippy::cast_precision_loss)]
                 let rate = handled as f64 / seconds.max(0.001);

@@ -7,7 +7,6 @@
 mod postgres;
 mod sqlite;
 
-use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,8 +14,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use lethe_domain::{RequestId, RequestStatus};
 use lethe_projections::requests::RequestRow;
 
-use crate::store::{Checkpoint, RecordedEvent, StoreError};
-use crate::subscriptions::Projector;
+use crate::store::{Checkpoint, EventStore, RecordedEvent, StoreError};
+use crate::subscriptions::{owner_id, Projector, SubscriptionRunner, SubscriptionStore};
 
 /// The subscription name of the `requests` read model.
 pub const REQUESTS: &str = "requests";
@@ -59,9 +58,10 @@ impl RequestFilter {
     }
 }
 
-/// The tables of the read models.
+/// The tables of the read models. Their subscriptions live in the same database, so a batch's
+/// rows are written in the transaction that moves the checkpoint.
 #[async_trait]
-pub trait ReadModelStore: Send + Sync + fmt::Debug {
+pub trait ReadModelStore: SubscriptionStore {
     /// Folds `events` into the `requests` rows and moves the checkpoint, in one transaction,
     /// if `owner` holds the subscription.
     async fn commit_requests(
@@ -143,13 +143,14 @@ const REBUILD_LEASE: std::time::Duration = std::time::Duration::from_secs(300);
 /// memory); each batch moves the checkpoint in the transaction that writes its rows, so an
 /// interrupted rebuild resumes where it stopped.
 pub async fn rebuild(
-    database: &crate::root::Database,
+    events: &Arc<dyn EventStore>,
+    store: &Arc<dyn ReadModelStore>,
     name: &str,
     progress: &mut (dyn FnMut(u64, i64) + Send),
 ) -> Result<u64, StoreError> {
     let projector: Box<dyn Projector> = match name {
         REQUESTS => Box::new(RequestsProjector {
-            store: database.read_models.clone(),
+            store: store.clone(),
         }),
         other => {
             return Err(StoreError::Corrupt(format!(
@@ -158,19 +159,18 @@ pub async fn rebuild(
             )))
         }
     };
-    let owner = format!("rebuild:{}", crate::root::owner_id());
-    database.read_models.reset(name, &owner).await?;
-    let head = database.events.head_position().await?;
+    let owner = format!("rebuild:{}", owner_id());
+    store.reset(name, &owner).await?;
+    let head = events.head_position().await?;
     let (batches, mut arriving) = tokio::sync::mpsc::channel(1);
-    let reader = tokio::spawn(read_ahead(database.events.clone(), head, batches));
+    let reader = tokio::spawn(read_ahead(events.clone(), head, batches));
     let mut handled = 0_u64;
     let outcome = async {
         while let Some(batch) = arriving.recv().await {
             let batch = batch?;
             let Some(last) = batch.last() else { continue };
             // Renews the hold (and fails if another owner took the read model over).
-            let held = database
-                .workflow
+            let held = store
                 .acquire_subscription(name, &owner, REBUILD_LEASE, Utc::now())
                 .await?
                 .is_some();
@@ -187,14 +187,14 @@ pub async fn rebuild(
     .await;
     reader.abort();
     outcome?;
-    database.workflow.release_subscription(name, &owner).await?;
+    store.release_subscription(name, &owner).await?;
     Ok(handled)
 }
 
 /// Reads the log from the start in rebuild-sized batches into `batches` until every event up
 /// to `head` has been read.
 async fn read_ahead(
-    events: Arc<dyn crate::store::EventStore>,
+    events: Arc<dyn EventStore>,
     head: i64,
     batches: tokio::sync::mpsc::Sender<Result<Vec<RecordedEvent>, StoreError>>,
 ) {
@@ -233,21 +233,21 @@ async fn read_ahead(
 /// Brings the read models up to date from this process when no `lethe serve` holds them (the
 /// CLI uses it before answering from a read model). Where another process owns a projection,
 /// that process keeps it current and this returns at once.
-pub async fn catch_up(database: &crate::root::Database) -> Result<(), StoreError> {
-    let owner = crate::root::owner_id();
-    let runner = crate::subscriptions::SubscriptionRunner {
-        events: database.events.clone(),
-        workflow: database.workflow.clone(),
+pub async fn catch_up(
+    events: &Arc<dyn EventStore>,
+    store: &Arc<dyn ReadModelStore>,
+) -> Result<(), StoreError> {
+    let owner = owner_id();
+    let runner = SubscriptionRunner {
+        events: events.clone(),
+        subscriptions: store.clone(),
         owner: owner.clone(),
         lease: std::time::Duration::from_secs(60),
         poll_interval: std::time::Duration::from_millis(50),
     };
     let projector = RequestsProjector {
-        store: database.read_models.clone(),
+        store: store.clone(),
     };
-    while runner.round_with(&projector).await? > 0 {}
-    database
-        .workflow
-        .release_subscription(REQUESTS, &owner)
-        .await
+    while runner.round(&projector).await? > 0 {}
+    store.release_subscription(REQUESTS, &owner).await
 }

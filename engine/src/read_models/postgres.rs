@@ -9,6 +9,7 @@ use sqlx::{QueryBuilder, Row};
 
 use super::{decode, encode, fold_batch, ReadModelStore, RequestFilter, REQUESTS};
 use crate::store::{Checkpoint, PostgresStore, RecordedEvent, StoreError};
+use crate::subscriptions;
 
 #[async_trait]
 impl ReadModelStore for PostgresStore {
@@ -19,18 +20,9 @@ impl ReadModelStore for PostgresStore {
         events: &[RecordedEvent],
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
-        let owned = sqlx::query(
-            "UPDATE subscriptions SET checkpoint_transaction_id = $3, checkpoint_position = $4, \
-             updated_at = now() WHERE name = $1 AND owner = $2",
-        )
-        .bind(REQUESTS)
-        .bind(owner)
-        .bind(checkpoint.transaction_id)
-        .bind(checkpoint.position)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let owned =
+            subscriptions::postgres::commit_checkpoint(&mut tx, REQUESTS, owner, checkpoint)
+                .await?;
         if !owned {
             tx.rollback().await?;
             return Ok(false);
@@ -155,15 +147,7 @@ impl ReadModelStore for PostgresStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query(
-            "INSERT INTO subscriptions (name, owner, lease_until) VALUES ($1, $2, now() + interval '1 hour') \
-             ON CONFLICT (name) DO UPDATE SET checkpoint_transaction_id = 0, checkpoint_position = 0, \
-             owner = $2, lease_until = now() + interval '1 hour', updated_at = now()",
-        )
-        .bind(name)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?;
+        subscriptions::postgres::restart_checkpoint(&mut tx, name, owner).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -9,6 +9,7 @@ use sqlx::{QueryBuilder, Row};
 
 use super::{decode, encode, fold_batch, ReadModelStore, RequestFilter, REQUESTS};
 use crate::store::{Checkpoint, RecordedEvent, SqliteStore, StoreError};
+use crate::subscriptions;
 
 fn time(at: chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -23,18 +24,8 @@ impl ReadModelStore for SqliteStore {
         events: &[RecordedEvent],
     ) -> Result<bool, StoreError> {
         let mut tx = self.writer().begin().await?;
-        let owned = sqlx::query(
-            "UPDATE subscriptions SET checkpoint_transaction_id = ?3, checkpoint_position = ?4 \
-             WHERE name = ?1 AND owner = ?2",
-        )
-        .bind(REQUESTS)
-        .bind(owner)
-        .bind(checkpoint.transaction_id)
-        .bind(checkpoint.position)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let owned =
+            subscriptions::sqlite::commit_checkpoint(&mut tx, REQUESTS, owner, checkpoint).await?;
         if !owned {
             tx.rollback().await?;
             return Ok(false);
@@ -134,23 +125,13 @@ impl ReadModelStore for SqliteStore {
     }
 
     async fn reset(&self, name: &str, owner: &str) -> Result<(), StoreError> {
-        let lease_until = time(chrono::Utc::now() + chrono::TimeDelta::hours(1));
         let mut tx = self.writer().begin().await?;
         if name == REQUESTS {
             sqlx::query("DELETE FROM request_view")
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query(
-            "INSERT INTO subscriptions (name, owner, lease_until) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (name) DO UPDATE SET checkpoint_transaction_id = 0, \
-             checkpoint_position = 0, owner = ?2, lease_until = ?3",
-        )
-        .bind(name)
-        .bind(owner)
-        .bind(lease_until)
-        .execute(&mut *tx)
-        .await?;
+        subscriptions::sqlite::restart_checkpoint(&mut tx, name, owner).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -14,7 +14,7 @@ use crate::app::Requests;
 use crate::config::Config;
 use crate::read_models::RequestsProjector;
 use crate::store::master_key::MasterKey;
-use crate::subscriptions::SubscriptionRunner;
+use crate::subscriptions::{owner_id, SubscriptionRunner, Writing};
 use crate::workflow::saga::Saga;
 use crate::workflow::worker::Workers;
 use crate::workflow::WorkflowStore;
@@ -24,17 +24,6 @@ use crate::workflow::WorkflowStore;
 pub struct Runtime {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
-}
-
-/// A lease owner id unique to this process.
-pub fn owner_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "lethe".to_owned());
-    let nonce = uuid::Uuid::now_v7().simple().to_string();
-    format!(
-        "{host}:{}:{}",
-        std::process::id(),
-        &nonce[nonce.len() - 8..]
-    )
 }
 
 impl Runtime {
@@ -51,17 +40,20 @@ impl Runtime {
 
         let runner = SubscriptionRunner {
             events: requests.store().clone(),
-            workflow: workflow.clone(),
+            subscriptions: workflow.clone(),
             owner: owner.clone(),
             lease: config.engine.lease.0,
             poll_interval: config.engine.poll_interval.0,
         };
-        let saga = Arc::new(Saga {
-            config: config.clone(),
-        });
+        let saga = Writing {
+            subscriber: Saga {
+                config: config.clone(),
+            },
+            sink: workflow.clone(),
+        };
         let stop = watcher.clone();
         let saga_runner = runner.clone();
-        tasks.spawn(async move { saga_runner.run(saga, stop).await });
+        tasks.spawn(async move { saga_runner.run(&saga, stop).await });
         if let Some(kafka) = &config.kafka {
             match crate::kafka::producer(&kafka.brokers) {
                 Ok(producer) => {
@@ -76,7 +68,7 @@ impl Runtime {
                         ..runner.clone()
                     };
                     let stop = watcher.clone();
-                    tasks.spawn(async move { relay_runner.run_with(&relay, stop).await });
+                    tasks.spawn(async move { relay_runner.run(&relay, stop).await });
                     let results = crate::kafka::run_results_consumer(
                         kafka.clone(),
                         requests.clone(),
@@ -92,7 +84,7 @@ impl Runtime {
         if let Some(read_models) = requests.read_models().cloned() {
             let projector = RequestsProjector { store: read_models };
             let stop = watcher.clone();
-            tasks.spawn(async move { runner.run_with(&projector, stop).await });
+            tasks.spawn(async move { runner.run(&projector, stop).await });
         }
 
         let workers = Arc::new(Workers::new(

@@ -1,209 +1,64 @@
-//! Checkpointed subscriptions: the one way anything downstream follows the log.
+//! Checkpointed subscriptions: the one way anything downstream follows the log (the saga, the
+//! read models, the Kafka relay).
 //!
-//! A subscriber turns events into job changes; the runner reads the log from the
-//! subscription's checkpoint in batches and commits each batch's changes together with the new
-//! checkpoint, in one transaction, so every event's effect happens exactly once. The runner
+//! A subscription is a row of the `subscriptions` table: its checkpoint in the log and a lease.
+//! The runner ([`SubscriptionRunner`]) reads the log from the checkpoint in batches and hands
+//! each batch to a [`Projector`], which writes what the batch calls for and moves the
+//! checkpoint in one transaction, so every event's effect happens exactly once. The runner
 //! holds a lease on the subscription (renewed on every round); with several engine instances
 //! only the lease holder processes, and when it dies another takes over once the lease runs
-//! out. A deposed owner's commit is refused (fencing), so it cannot apply a batch twice.
+//! out. A deposed owner's commit is refused (fencing), so it cannot apply a batch twice: every
+//! commit goes through the one fenced checkpoint update of its backend
+//! ([`postgres::commit_checkpoint`], [`sqlite::commit_checkpoint`]), inside the transaction
+//! that holds the subscriber's own writes.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+pub mod postgres;
+mod runner;
+pub mod sqlite;
+
+use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::watch;
+use chrono::{DateTime, Utc};
 
-use crate::store::{Checkpoint, EventStore, RecordedEvent, StoreError};
-use crate::workflow::{JobChange, WorkflowStore};
+use crate::store::{Checkpoint, StoreError};
 
-/// Events read per round.
-const BATCH: u32 = 500;
+pub use runner::{Projector, Sink, Subscriber, SubscriptionRunner, Writing};
 
-/// Turns events into job changes. Pure apart from reading configuration and randomness.
-pub trait Subscriber: Send + Sync {
-    /// The durable name of the subscription (its checkpoint row).
-    fn name(&self) -> &'static str;
-    fn handle(&self, event: &RecordedEvent) -> Result<Vec<JobChange>, StoreError>;
-}
-
-/// Applies a whole batch of events and moves the checkpoint, in one transaction, if `owner`
-/// still holds the subscription (false, and nothing applied, otherwise). Read models implement
-/// this directly; job-producing subscribers get it through [`Subscriber`].
+/// The `subscriptions` table. A store whose tables a subscriber writes is one of these too:
+/// the subscriber's writes and its checkpoint share a transaction, so a database.
 #[async_trait]
-pub trait Projector: Send + Sync {
-    fn name(&self) -> &'static str;
-    async fn commit(
+pub trait SubscriptionStore: Send + Sync + fmt::Debug {
+    /// Takes or renews the subscription's lease for `owner` and returns its checkpoint, or
+    /// `None` while another owner's lease runs.
+    async fn acquire_subscription(
         &self,
+        name: &str,
         owner: &str,
-        checkpoint: Checkpoint,
-        events: &[RecordedEvent],
-    ) -> Result<bool, StoreError>;
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// Gives the subscription up so another owner can take it at once.
+    async fn release_subscription(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// The subscription's checkpoint, if it ever ran.
+    async fn subscription_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, StoreError>;
 }
 
-/// A [`Subscriber`] as a [`Projector`] over the jobs table.
-struct JobsProjector<'a> {
-    subscriber: &'a dyn Subscriber,
-    workflow: &'a dyn WorkflowStore,
+/// A lease owner id unique to this process: `HOST:PID:NONCE` (`HOSTNAME`, default `lethe`).
+pub fn owner_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "lethe".to_owned());
+    let nonce = uuid::Uuid::now_v7().simple().to_string();
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        &nonce[nonce.len() - 8..]
+    )
 }
 
-#[async_trait]
-impl Projector for JobsProjector<'_> {
-    fn name(&self) -> &'static str {
-        self.subscriber.name()
-    }
-
-    async fn commit(
-        &self,
-        owner: &str,
-        checkpoint: Checkpoint,
-        events: &[RecordedEvent],
-    ) -> Result<bool, StoreError> {
-        let mut changes = Vec::new();
-        for event in events {
-            changes.extend(self.subscriber.handle(event)?);
-        }
-        self.workflow
-            .commit_subscription(self.subscriber.name(), owner, checkpoint, &changes)
-            .await
-    }
-}
-
-/// What a running subscription holds between rounds.
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    /// The last checkpoint this owner committed (or was given with the lease).
-    checkpoint: Checkpoint,
-    /// When to take the lease again (a third of the way through it).
-    renew_at: Instant,
-    lag_reported_at: Option<Instant>,
-}
-
-#[derive(Debug, Clone)]
-pub struct SubscriptionRunner {
-    pub events: Arc<dyn EventStore>,
-    pub workflow: Arc<dyn WorkflowStore>,
-    /// This process's identity as a lease owner.
-    pub owner: String,
-    pub lease: Duration,
-    pub poll_interval: Duration,
-}
-
-impl SubscriptionRunner {
-    /// Processes one round: up to one batch. Returns how many events it handled (0 when the
-    /// subscription is owned elsewhere or caught up).
-    pub async fn round(&self, subscriber: &dyn Subscriber) -> Result<usize, StoreError> {
-        let projector = JobsProjector {
-            subscriber,
-            workflow: &*self.workflow,
-        };
-        self.round_with(&projector).await
-    }
-
-    /// One round of any projector.
-    pub async fn round_with(&self, projector: &dyn Projector) -> Result<usize, StoreError> {
-        self.round_held(projector, &mut None).await
-    }
-
-    /// One round, for a runner that keeps `held` between rounds: while it holds a lease with
-    /// time left, it goes on from the checkpoint it last committed instead of taking the
-    /// lease again (two statements and a commit less per round), and it looks up the log's
-    /// head for the lag figures at most once a second. A commit refused because another owner
-    /// took over drops the hold; the next round asks again.
-    async fn round_held(
-        &self,
-        projector: &dyn Projector,
-        held: &mut Option<Held>,
-    ) -> Result<usize, StoreError> {
-        let now = chrono::Utc::now();
-        let checkpoint = match held {
-            Some(hold) if Instant::now() < hold.renew_at => hold.checkpoint,
-            _ => {
-                let acquired = self
-                    .workflow
-                    .acquire_subscription(projector.name(), &self.owner, self.lease, now)
-                    .await?;
-                let Some(checkpoint) = acquired else {
-                    *held = None;
-                    return Ok(0);
-                };
-                *held = Some(Held {
-                    checkpoint,
-                    // Renewed well before it runs out, so no other owner can take it over
-                    // while this one works.
-                    renew_at: Instant::now() + self.lease / 3,
-                    lag_reported_at: held.as_ref().and_then(|h| h.lag_reported_at),
-                });
-                checkpoint
-            }
-        };
-        let batch = self.events.read_all(checkpoint, BATCH).await?;
-        let report_lag = held.as_ref().is_none_or(|h| {
-            h.lag_reported_at
-                .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
-        });
-        if report_lag {
-            let head = self.events.head_position().await?;
-            let behind = u64::try_from(head - checkpoint.position).unwrap_or(0);
-            let age = batch
-                .first()
-                .map_or(0.0, |e| (now - e.recorded_at).as_seconds_f64().max(0.0));
-            crate::telemetry::metrics::subscription_lag(projector.name(), behind, age);
-            if let Some(hold) = held.as_mut() {
-                hold.lag_reported_at = Some(Instant::now());
-            }
-        }
-        let Some(last) = batch.last() else {
-            return Ok(0);
-        };
-        let committed = projector
-            .commit(&self.owner, last.checkpoint(), &batch)
-            .await?;
-        if committed {
-            if let Some(hold) = held.as_mut() {
-                hold.checkpoint = last.checkpoint();
-            }
-            Ok(batch.len())
-        } else {
-            *held = None;
-            Ok(0)
-        }
-    }
-
-    /// Runs until `shutdown` turns true, then gives the lease up.
-    pub async fn run(&self, subscriber: Arc<dyn Subscriber>, shutdown: watch::Receiver<bool>) {
-        let projector = JobsProjector {
-            subscriber: &*subscriber,
-            workflow: &*self.workflow,
-        };
-        self.run_with(&projector, shutdown).await;
-    }
-
-    /// Runs any projector until `shutdown` turns true, then gives the lease up.
-    pub async fn run_with(&self, projector: &dyn Projector, mut shutdown: watch::Receiver<bool>) {
-        let mut held = None;
-        while !*shutdown.borrow() {
-            let handled = match self.round_held(projector, &mut held).await {
-                Ok(n) => n,
-                Err(error) => {
-                    // What this runner believes it holds may be stale: ask again.
-                    held = None;
-                    tracing::warn!(subscription = projector.name(), error = %error, "subscription round failed");
-                    0
-                }
-            };
-            if handled == 0 {
-                tokio::select! {
-                    () = tokio::time::sleep(self.poll_interval) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-        }
-        if let Err(error) = self
-            .workflow
-            .release_subscription(projector.name(), &self.owner)
-            .await
-        {
-            tracing::warn!(subscription = projector.name(), error = %error, "could not release the subscription");
-        }
-    }
+/// A lease's length as a time span (saturating: a lease too long for one never runs out).
+fn lease_span(lease: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX)
 }

@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use lethe_domain::RequestId;
 
 use crate::store::{Checkpoint, StoreError};
+use crate::subscriptions::{Sink, SubscriptionStore};
 
 /// What a job does when it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -121,19 +122,10 @@ pub enum JobChange {
     DeleteAll { request_id: RequestId },
 }
 
-/// The workflow's tables.
+/// The workflow's tables. Its subscriptions (the saga's) live in the same database, so the
+/// jobs a batch calls for are written in the transaction that moves the checkpoint.
 #[async_trait]
-pub trait WorkflowStore: Send + Sync + fmt::Debug {
-    /// Takes or renews the subscription's lease for `owner` and returns its checkpoint, or
-    /// `None` while another owner's lease runs.
-    async fn acquire_subscription(
-        &self,
-        name: &str,
-        owner: &str,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Checkpoint>, StoreError>;
-
+pub trait WorkflowStore: SubscriptionStore {
     /// Applies `changes` and moves the checkpoint to `checkpoint`, in one transaction, if
     /// `owner` still holds the subscription; returns false (and applies nothing) otherwise.
     async fn commit_subscription(
@@ -143,12 +135,6 @@ pub trait WorkflowStore: Send + Sync + fmt::Debug {
         checkpoint: Checkpoint,
         changes: &[JobChange],
     ) -> Result<bool, StoreError>;
-
-    /// Gives the subscription up so another owner can take it at once.
-    async fn release_subscription(&self, name: &str, owner: &str) -> Result<(), StoreError>;
-
-    /// The subscription's checkpoint, if it ever ran.
-    async fn subscription_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, StoreError>;
 
     /// Claims up to `limit` jobs of these kinds whose time has come and whose lease (if any)
     /// ran out, leasing them to `owner` until `now + lease`. Earliest first.
@@ -185,6 +171,21 @@ pub trait WorkflowStore: Send + Sync + fmt::Debug {
 
     /// How many jobs wait, by kind.
     async fn pending_jobs(&self) -> Result<Vec<(JobKind, i64)>, StoreError>;
+}
+
+/// The jobs table as where a subscriber's job changes go (the saga's).
+#[async_trait]
+impl<T: WorkflowStore + ?Sized> Sink<JobChange> for T {
+    async fn commit(
+        &self,
+        name: &str,
+        owner: &str,
+        checkpoint: Checkpoint,
+        writes: &[JobChange],
+    ) -> Result<bool, StoreError> {
+        self.commit_subscription(name, owner, checkpoint, writes)
+            .await
+    }
 }
 
 /// Orders `changes` into runs that can each be one multi-row statement: every run holds

@@ -11,6 +11,7 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::{micros, Job, JobChange, JobKind, WorkflowStore};
 use crate::store::{Checkpoint, PostgresStore, StoreError};
+use crate::subscriptions;
 
 fn decode_job(row: &PgRow) -> Result<Job, StoreError> {
     let attempt: i32 = row.try_get("attempt")?;
@@ -134,37 +135,6 @@ async fn apply_run(
 
 #[async_trait]
 impl WorkflowStore for PostgresStore {
-    async fn acquire_subscription(
-        &self,
-        name: &str,
-        owner: &str,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Checkpoint>, StoreError> {
-        sqlx::query("INSERT INTO subscriptions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .execute(self.pool())
-            .await?;
-        let row = sqlx::query(
-            "UPDATE subscriptions SET owner = $2, lease_until = $3, updated_at = now() \
-             WHERE name = $1 AND (owner IS NULL OR owner = $2 OR lease_until < $4) \
-             RETURNING checkpoint_transaction_id, checkpoint_position",
-        )
-        .bind(name)
-        .bind(owner)
-        .bind(now + micros(lease))
-        .bind(now)
-        .fetch_optional(self.pool())
-        .await?;
-        row.map(|row| {
-            Ok(Checkpoint {
-                transaction_id: row.try_get("checkpoint_transaction_id")?,
-                position: row.try_get("checkpoint_position")?,
-            })
-        })
-        .transpose()
-    }
-
     async fn commit_subscription(
         &self,
         name: &str,
@@ -173,20 +143,9 @@ impl WorkflowStore for PostgresStore {
         changes: &[JobChange],
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
-        // Fencing: the row lock taken here serializes with any takeover, and the owner check
-        // makes a deposed owner's batch a no-op.
-        let owned = sqlx::query(
-            "UPDATE subscriptions SET checkpoint_transaction_id = $3, checkpoint_position = $4, \
-             updated_at = now() WHERE name = $1 AND owner = $2",
-        )
-        .bind(name)
-        .bind(owner)
-        .bind(checkpoint.transaction_id)
-        .bind(checkpoint.position)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        // Fencing: a deposed owner's batch is a no-op.
+        let owned =
+            subscriptions::postgres::commit_checkpoint(&mut tx, name, owner, checkpoint).await?;
         if !owned {
             tx.rollback().await?;
             return Ok(false);
@@ -194,33 +153,6 @@ impl WorkflowStore for PostgresStore {
         apply_changes(&mut tx, changes).await?;
         tx.commit().await?;
         Ok(true)
-    }
-
-    async fn release_subscription(&self, name: &str, owner: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE subscriptions SET owner = NULL, lease_until = NULL WHERE name = $1 AND owner = $2",
-        )
-        .bind(name)
-        .bind(owner)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    async fn subscription_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, StoreError> {
-        let row = sqlx::query(
-            "SELECT checkpoint_transaction_id, checkpoint_position FROM subscriptions WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(self.pool())
-        .await?;
-        row.map(|row| {
-            Ok(Checkpoint {
-                transaction_id: row.try_get("checkpoint_transaction_id")?,
-                position: row.try_get("checkpoint_position")?,
-            })
-        })
-        .transpose()
     }
 
     async fn claim_jobs(

@@ -34,6 +34,8 @@ pub struct Saga {
 }
 
 impl Subscriber for Saga {
+    type Write = JobChange;
+
     fn name(&self) -> &'static str {
         SAGA
     }

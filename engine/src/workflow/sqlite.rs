@@ -11,6 +11,7 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::{micros, Job, JobChange, JobKind, WorkflowStore};
 use crate::store::{Checkpoint, SqliteStore, StoreError};
+use crate::subscriptions;
 
 fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -99,42 +100,8 @@ async fn apply_changes(
     Ok(())
 }
 
-fn checkpoint_of(row: &SqliteRow) -> Result<Checkpoint, StoreError> {
-    Ok(Checkpoint {
-        transaction_id: row.try_get("checkpoint_transaction_id")?,
-        position: row.try_get("checkpoint_position")?,
-    })
-}
-
 #[async_trait]
 impl WorkflowStore for SqliteStore {
-    async fn acquire_subscription(
-        &self,
-        name: &str,
-        owner: &str,
-        lease: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Checkpoint>, StoreError> {
-        let mut tx = self.writer().begin().await?;
-        sqlx::query("INSERT INTO subscriptions (name) VALUES (?1) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query(
-            "UPDATE subscriptions SET owner = ?2, lease_until = ?3 \
-             WHERE name = ?1 AND (owner IS NULL OR owner = ?2 OR lease_until < ?4) \
-             RETURNING checkpoint_transaction_id, checkpoint_position",
-        )
-        .bind(name)
-        .bind(owner)
-        .bind(time(now + micros(lease)))
-        .bind(time(now))
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        row.as_ref().map(checkpoint_of).transpose()
-    }
-
     async fn commit_subscription(
         &self,
         name: &str,
@@ -143,18 +110,8 @@ impl WorkflowStore for SqliteStore {
         changes: &[JobChange],
     ) -> Result<bool, StoreError> {
         let mut tx = self.writer().begin().await?;
-        let owned = sqlx::query(
-            "UPDATE subscriptions SET checkpoint_transaction_id = ?3, checkpoint_position = ?4 \
-             WHERE name = ?1 AND owner = ?2",
-        )
-        .bind(name)
-        .bind(owner)
-        .bind(checkpoint.transaction_id)
-        .bind(checkpoint.position)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let owned =
+            subscriptions::sqlite::commit_checkpoint(&mut tx, name, owner, checkpoint).await?;
         if !owned {
             tx.rollback().await?;
             return Ok(false);
@@ -162,27 +119,6 @@ impl WorkflowStore for SqliteStore {
         apply_changes(&mut tx, changes).await?;
         tx.commit().await?;
         Ok(true)
-    }
-
-    async fn release_subscription(&self, name: &str, owner: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE subscriptions SET owner = NULL, lease_until = NULL WHERE name = ?1 AND owner = ?2",
-        )
-        .bind(name)
-        .bind(owner)
-        .execute(self.writer())
-        .await?;
-        Ok(())
-    }
-
-    async fn subscription_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, StoreError> {
-        let row = sqlx::query(
-            "SELECT checkpoint_transaction_id, checkpoint_position FROM subscriptions WHERE name = ?1",
-        )
-        .bind(name)
-        .fetch_optional(self.writer())
-        .await?;
-        row.as_ref().map(checkpoint_of).transpose()
     }
 
     async fn claim_jobs(

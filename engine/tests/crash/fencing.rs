@@ -30,6 +30,8 @@ impl Counting {
 }
 
 impl Subscriber for Counting {
+    type Write = JobChange;
+
     fn name(&self) -> &'static str {
         self.saga.name()
     }
@@ -62,7 +64,11 @@ async fn read_log(events: &dyn EventStore, n: usize) -> Vec<RecordedEvent> {
 
 /// Runs rounds until `runner` has committed `n` events (at most 20 s); returns how many
 /// rounds committed nothing on the way (owned elsewhere or not yet visible).
-async fn drain(runner: &SubscriptionRunner, subscriber: &Counting, n: usize) -> usize {
+async fn drain(
+    runner: &SubscriptionRunner,
+    subscriber: &Writing<Counting, dyn WorkflowStore>,
+    n: usize,
+) -> usize {
     let deadline = Instant::now() + Duration::from_secs(20);
     let (mut committed, mut idle) = (0, 0);
     while committed < n {
@@ -209,16 +215,22 @@ async fn resume_at_the_checkpoint(
     // B runs on as a subscription runner: from its checkpoint, so only the two events after it.
     let runner = |owner: &str| SubscriptionRunner {
         events: events.clone(),
-        workflow: workflow.clone(),
+        subscriptions: workflow.clone(),
         owner: owner.to_owned(),
         lease: Duration::from_millis(300),
         poll_interval: Duration::from_millis(20),
     };
     let b = runner("owner-b");
-    let b_saga = Counting::new(saga);
+    let b_saga = Writing {
+        subscriber: Counting::new(saga),
+        sink: workflow.clone(),
+    };
     drain(&b, &b_saga, 2).await;
-    assert_eq!(b_saga.handled(), [log[1].position, log[2].position]);
-    assert_eq!(b_saga.changes(), 4);
+    assert_eq!(
+        b_saga.subscriber.handled(),
+        [log[1].position, log[2].position]
+    );
+    assert_eq!(b_saga.subscriber.changes(), 4);
     for event in log {
         assert_eq!(jobs(event.stream_id).await, 2);
     }
@@ -229,23 +241,26 @@ async fn resume_at_the_checkpoint(
     drop(b);
     let fresh = submit_requests(requests, 3, 2).await;
     let c = runner("owner-c");
-    let c_saga = Counting::new(saga);
+    let c_saga = Writing {
+        subscriber: Counting::new(saga),
+        sink: workflow.clone(),
+    };
     drain(&c, &c_saga, 2).await;
     let mut expected = Vec::new();
     for id in &fresh {
         expected.push(events.read_stream(*id, 0).await.unwrap()[0].position);
     }
-    let mut handled = c_saga.handled();
+    let mut handled = c_saga.subscriber.handled();
     handled.sort_unstable();
     expected.sort_unstable();
     assert_eq!(handled, expected, "only the events after the checkpoint");
     assert_eq!(
-        c_saga.changes(),
+        c_saga.subscriber.changes(),
         4,
         "two jobs for each fresh request, no more"
     );
     assert_eq!(c.round(&c_saga).await.unwrap(), 0, "C is caught up");
-    assert_eq!(c_saga.handled().len(), 2);
+    assert_eq!(c_saga.subscriber.handled().len(), 2);
     let all = read_log(&**events, 5).await;
     assert_eq!(
         workflow.subscription_checkpoint(SAGA).await.unwrap(),

@@ -68,7 +68,7 @@ use lethe_domain::RequestId;
 use lethe_engine::app::{Requests, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::store::{Checkpoint, EventStore, RecordedEvent, StoreError};
-use lethe_engine::subscriptions::{Subscriber, SubscriptionRunner};
+use lethe_engine::subscriptions::{Subscriber, SubscriptionRunner, Writing};
 use lethe_engine::workflow::saga::{Saga, SAGA};
 use lethe_engine::workflow::{JobChange, WorkflowStore};
 use rand::rngs::StdRng;

@@ -222,7 +222,7 @@ pub(crate) async fn seeded(store: &TestStore, config: Config) -> (axum::Router, 
     let database = store.database();
     let requests = engine(&database, config);
     let seeded = seed(&requests).await;
-    lethe_engine::read_models::catch_up(&database)
+    lethe_engine::read_models::catch_up(&database.events, &database.read_models)
         .await
         .unwrap();
     let app = router(AppState {

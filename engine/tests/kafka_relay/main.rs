@@ -33,7 +33,7 @@ const TOPIC: &str = "lethe.events";
 fn runner(database: &Database) -> SubscriptionRunner {
     SubscriptionRunner {
         events: database.events.clone(),
-        workflow: database.workflow.clone(),
+        subscriptions: database.workflow.clone(),
         owner: "relay-test".to_owned(),
         lease: Duration::from_secs(60),
         poll_interval: Duration::from_millis(20),
@@ -63,7 +63,7 @@ async fn relay_all(database: &Database, relay: &KafkaRelay) {
     let head = database.events.head_position().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let n = runner.round_with(relay).await.unwrap();
+        let n = runner.round(relay).await.unwrap();
         let at = database
             .workflow
             .subscription_checkpoint(RELAY)

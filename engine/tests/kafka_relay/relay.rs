@@ -111,7 +111,7 @@ async fn with_the_broker_down_nothing_moves_and_the_backlog_drains_after() {
     let round = {
         let database = database.clone();
         let relay = relay.clone();
-        tokio::spawn(async move { runner(&database).round_with(&*relay).await })
+        tokio::spawn(async move { runner(&database).round(&*relay).await })
     };
     // While the broker is down the round cannot finish, and the checkpoint stays put.
     let waited = tokio::time::timeout(Duration::from_millis(1500), async {
@@ -188,7 +188,7 @@ async fn after_its_producer_failed_for_good_the_relay_publishes_through_a_new_on
         ],
     );
     submit(&requests, 1).await;
-    let failed = runner(&database).round_with(&relay).await;
+    let failed = runner(&database).round(&relay).await;
     assert!(failed.is_err(), "the round with the fatal error failed");
     assert!(
         broken.client().fatal_error().is_some(),

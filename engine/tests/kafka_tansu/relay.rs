@@ -26,13 +26,13 @@ async fn every_due_reaches_a_consumer_once_in_order_per_key_across_a_broker_rest
     };
     let runner = SubscriptionRunner {
         events: database.events.clone(),
-        workflow: database.workflow.clone(),
+        subscriptions: database.workflow.clone(),
         owner: "tansu-test".to_owned(),
         lease: Duration::from_secs(60),
         poll_interval: Duration::from_millis(100),
     };
     let (shutdown, stop) = tokio::sync::watch::channel(false);
-    let relay_task = tokio::spawn(async move { runner.run_with(&relay, stop).await });
+    let relay_task = tokio::spawn(async move { runner.run(&relay, stop).await });
     let observer = Collector::start(&brokers, &[EVENTS]);
 
     // Before the outage: everything published, acknowledged and consumed.

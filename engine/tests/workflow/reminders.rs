@@ -12,7 +12,7 @@ use lethe_engine::app::{Requests, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::EventMetadata;
-use lethe_engine::subscriptions::SubscriptionRunner;
+use lethe_engine::subscriptions::{SubscriptionRunner, Writing};
 use lethe_engine::workflow::saga::{Saga, SAGA};
 use lethe_engine::workflow::worker::Workers;
 use lethe_engine::workflow::{Job, JobKind, WorkflowStore};
@@ -27,7 +27,7 @@ struct Driven {
     workflow: Arc<dyn WorkflowStore>,
     workers: Arc<Workers>,
     runner: SubscriptionRunner,
-    saga: Saga,
+    saga: Writing<Saga, dyn WorkflowStore>,
     _store: TestStore,
 }
 
@@ -53,17 +53,21 @@ impl Driven {
         ));
         let runner = SubscriptionRunner {
             events,
-            workflow: workflow.clone(),
+            subscriptions: workflow.clone(),
             owner: "test-saga".to_owned(),
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(50),
+        };
+        let saga = Writing {
+            subscriber: Saga { config },
+            sink: workflow.clone(),
         };
         Self {
             requests,
             workflow,
             workers,
             runner,
-            saga: Saga { config },
+            saga,
             _store: store,
         }
     }

@@ -1,0 +1,119 @@
+//! The `subscriptions` table on SQLite. Times are RFC 3339 UTC text, as the migration's
+//! default for `updated_at` writes them.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use super::{lease_span, SubscriptionStore};
+use crate::store::{Checkpoint, SqliteStore, StoreError};
+
+fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn checkpoint_of(row: &SqliteRow) -> Result<Checkpoint, StoreError> {
+    Ok(Checkpoint {
+        transaction_id: row.try_get("checkpoint_transaction_id")?,
+        position: row.try_get("checkpoint_position")?,
+    })
+}
+
+/// The fenced checkpoint commit, in the caller's open transaction: moves subscription
+/// `name`'s checkpoint to `checkpoint` if `owner` still holds it. False means another owner
+/// took over: the caller rolls back and applies nothing.
+pub async fn commit_checkpoint(
+    tx: &mut SqliteConnection,
+    name: &str,
+    owner: &str,
+    checkpoint: Checkpoint,
+) -> Result<bool, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE subscriptions SET checkpoint_transaction_id = ?3, checkpoint_position = ?4, \
+         updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE name = ?1 AND owner = ?2",
+    )
+    .bind(name)
+    .bind(owner)
+    .bind(checkpoint.transaction_id)
+    .bind(checkpoint.position)
+    .execute(tx)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Puts subscription `name` back to the start of the log, held by `owner` for an hour, in the
+/// caller's open transaction (a read model's rebuild, with emptying its table).
+pub async fn restart_checkpoint(
+    tx: &mut SqliteConnection,
+    name: &str,
+    owner: &str,
+) -> Result<(), StoreError> {
+    let lease_until = time(Utc::now() + chrono::TimeDelta::hours(1));
+    sqlx::query(
+        "INSERT INTO subscriptions (name, owner, lease_until) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET checkpoint_transaction_id = 0, \
+         checkpoint_position = 0, owner = ?2, lease_until = ?3, \
+         updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+    )
+    .bind(name)
+    .bind(owner)
+    .bind(lease_until)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl SubscriptionStore for SqliteStore {
+    async fn acquire_subscription(
+        &self,
+        name: &str,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        let mut tx = self.writer().begin().await?;
+        sqlx::query("INSERT INTO subscriptions (name) VALUES (?1) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(
+            "UPDATE subscriptions SET owner = ?2, lease_until = ?3, \
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+             WHERE name = ?1 AND (owner IS NULL OR owner = ?2 OR lease_until < ?4) \
+             RETURNING checkpoint_transaction_id, checkpoint_position",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(time(now + lease_span(lease)))
+        .bind(time(now))
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.as_ref().map(checkpoint_of).transpose()
+    }
+
+    async fn release_subscription(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE subscriptions SET owner = NULL, lease_until = NULL WHERE name = ?1 AND owner = ?2",
+        )
+        .bind(name)
+        .bind(owner)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    async fn subscription_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let row = sqlx::query(
+            "SELECT checkpoint_transaction_id, checkpoint_position FROM subscriptions WHERE name = ?1",
+        )
+        .bind(name)
+        .fetch_optional(self.writer())
+        .await?;
+        row.as_ref().map(checkpoint_of).transpose()
+    }
+}
