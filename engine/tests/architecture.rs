@@ -124,8 +124,6 @@ fn crate_paths(source: &str) -> BTreeSet<String> {
 /// only shrinks: an entry that no longer breaks the table fails the test too.
 const KNOWN_BREAKS: &[(&str, &str)] = &[
     ("engine/src/app/mod.rs", "cleaners"),
-    ("engine/src/cli/mod.rs", "http"),
-    ("engine/src/cli/mod.rs", "read_models"),
     ("engine/src/cli/mod.rs", "store"),
     ("engine/src/cli/mod.rs", "workflow"),
     ("engine/src/http/admin.rs", "store"),
@@ -191,7 +189,6 @@ fn every_layer_imports_only_what_the_table_allows() {
 const KNOWN_LONG_FILES: &[&str] = &[
     "engine/src/app/mod.rs",
     "engine/src/cleaners/http.rs",
-    "engine/src/cli/mod.rs",
     "engine/src/http/dashboard.rs",
     "engine/src/workflow/worker.rs",
 ];
@@ -269,8 +266,6 @@ impl<'ast> Visit<'ast> for LongFunctions<'_> {
 /// Functions over 100 lines not yet split or explained. Only shrinks.
 const KNOWN_LONG_FUNCTIONS: &[&str] = &[
     "engine/src/app/audit.rs::export",
-    "engine/src/cli/mod.rs::dispatch",
-    "engine/src/cli/mod.rs::operate",
     "engine/src/http/dashboard.rs::chart",
     "engine/src/kafka/mod.rs::run_results_consumer",
     "engine/src/workflow/saga.rs::handle",

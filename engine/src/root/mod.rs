@@ -2,8 +2,13 @@
 //! timer worker and the dispatch worker, as tasks that stop together on shutdown.
 
 mod database;
+pub mod keys;
+mod serve;
+mod service;
 
 pub use database::Database;
+pub use serve::{redact, serve, Serve, ServeError};
+pub use service::READ_MODELS;
 
 use std::sync::Arc;
 

@@ -1,0 +1,173 @@
+//! `lethe submit`, `lethe show` and `lethe history`: intake and what a request looks like.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail};
+use clap::Args;
+use lethe_domain::RequestId;
+
+use super::render::{render_history, render_request};
+use super::{cli_actor, exit_code, parse_id, Context};
+use crate::app::views::{HistoryView, RequestView, SubmittedView};
+use crate::app::{Requests, Submission};
+use crate::root::keys::{NoReadingKey, MASTER_KEY_ENV};
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// An identifier of the subject, e.g. --subject user_id=42 --subject email=a@example.com
+    #[arg(long = "subject", value_name = "KIND=VALUE", required = true, value_parser = parse_identifier)]
+    subject: Vec<(String, String)>,
+    #[arg(long)]
+    jurisdiction: Option<String>,
+    #[arg(long)]
+    source: Option<String>,
+    #[arg(long)]
+    reason: Option<String>,
+    /// Your own id for the request; submitting it again returns the first request.
+    #[arg(long)]
+    external_id: Option<String>,
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    id: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    id: String,
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_identifier(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{raw:?} is not KIND=VALUE, e.g. user_id=42"))
+}
+
+pub(super) async fn submit(context: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let key_source = context.key_source()?;
+    let database = context.database().await?;
+    let key = database.master_key(&key_source).await?;
+    let requests = context.app(&database, Some(key.clone()));
+    let submission = Submission {
+        subject: args.subject.into_iter().collect::<BTreeMap<_, _>>(),
+        jurisdiction: args.jurisdiction,
+        source: args.source,
+        reason: args.reason,
+        external_id: args.external_id,
+        tags: args.tags,
+    };
+    let submitted = requests.submit(submission, None, &cli_actor()).await?;
+    let request = &submitted.loaded.request;
+    let view = SubmittedView::new(request, key.cancel_token(request.id));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        let verb = if submitted.created {
+            "submitted"
+        } else {
+            "already submitted"
+        };
+        println!("{} {verb}", view.id);
+        println!("  status:       {}", view.status);
+        println!("  due at:       {}", view.due_at);
+        println!("  deadline:     {}", view.deadline);
+        println!("  cancel token: {}", view.cancel_token);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn show(context: &Context, args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let database = context.database().await?;
+    let id = parse_id(&args.id)?;
+    // The state of a request reads no personal data: no key needed.
+    let loaded = context
+        .app(&database, None)
+        .load(id)
+        .await?
+        .ok_or_else(|| anyhow!("no request {id}"))?;
+    let view = RequestView::new(&loaded);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", render_request(&view));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn history(context: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode> {
+    let database = context.database().await?;
+    let key = database
+        .reading_key(&context.database_url, context.dev_master_key)
+        .await
+        .map_err(|why| warn_sealed(&why))
+        .ok();
+    let id = parse_id(&args.id)?;
+    let view = history_view(&context.app(&database, key), id).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", render_history(&view));
+    }
+    Ok(exit_code(view.verified))
+}
+
+/// Says why the history shows the subject sealed.
+fn warn_sealed(why: &NoReadingKey) {
+    let sealed = "the subject is shown sealed";
+    match why {
+        NoReadingKey::Unconfigured => {
+            eprintln!("warning: no master key ({MASTER_KEY_ENV} is not set): {sealed}");
+        }
+        NoReadingKey::NoDevelopmentKey(source) => eprintln!(
+            "warning: no master key ({MASTER_KEY_ENV} is not set, and there is no {}): {sealed}",
+            source.path().display()
+        ),
+        NoReadingKey::Unreadable(e) => eprintln!("warning: {e}: {sealed}"),
+        NoReadingKey::NotTheDatabases(e) => eprintln!("warning: {e}; {sealed}"),
+    }
+}
+
+/// The auditor's replay of one request (until the application service has it).
+pub(super) async fn history_view(
+    requests: &Requests,
+    id: RequestId,
+) -> anyhow::Result<HistoryView> {
+    let store = requests.store();
+    // The head first: events appended after it only extend the chain it vouches for.
+    let head = store.stream_head(id).await?;
+    let events = store.read_stream(id, 0).await?;
+    if events.is_empty() {
+        bail!("no request {id}");
+    }
+    let loaded = crate::app::loaded(events)?;
+    let subject = requests.subject_of(&loaded.request).await?;
+    Ok(HistoryView::new(&loaded, head.as_ref(), subject)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_identifiers_parse_as_kind_equals_value() {
+        assert_eq!(
+            parse_identifier("user_id=42").unwrap(),
+            ("user_id".into(), "42".into())
+        );
+        assert_eq!(
+            parse_identifier("note=a=b").unwrap(),
+            ("note".into(), "a=b".into())
+        );
+        assert!(parse_identifier("42").is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! `lethe token create`: a new API token, printed once, with its `[[tokens]]` block.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Subcommand;
+use sha2::{Digest as _, Sha256};
+
+use crate::config::SCOPES;
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new token once, with the `[[tokens]]` block to add to lethe.toml.
+    Create {
+        /// requests:write, requests:read, audit:read, admin or cleaner:<name>; repeatable.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+pub(super) fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let TokenCommand::Create { scopes, name } = command;
+    for scope in &scopes {
+        let known = SCOPES.contains(&scope.as_str())
+            || scope
+                .strip_prefix("cleaner:")
+                .is_some_and(|n| lethe_domain::CleanerName::parse(n).is_ok());
+        if !known {
+            bail!(
+                "{scope:?} is not a scope; use {}, or cleaner:<name>",
+                SCOPES.join(", ")
+            );
+        }
+    }
+    let mut bytes = [0_u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let token = format!("lethe_{}", hex::encode(bytes));
+    let name = name.unwrap_or_else(|| format!("token-{}", &hex::encode(&bytes[..4])));
+    println!("Token (shown once; store it now):\n\n  {token}\n");
+    println!("Add to lethe.toml:\n");
+    println!("[[tokens]]");
+    println!("name = {name:?}");
+    // The form `[[tokens]] sha256` takes: lowercase hex SHA-256 of the token.
+    println!(
+        "sha256 = \"{}\"",
+        hex::encode(Sha256::digest(token.as_bytes()))
+    );
+    println!("scopes = {scopes:?}");
+    Ok(ExitCode::SUCCESS)
+}
