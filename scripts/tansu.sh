@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure the Kafka-compatible broker tansu 0.6.0 is installed for the end-to-end Kafka test
-# (engine/tests/kafka_tansu.rs), and prints the binary's path on stdout.
+# (engine/tests/kafka_tansu/), and prints the binary's path on stdout.
 #
 # Building tansu takes 15-30 minutes on a small machine, so it is installed once into a cache
 # outside the clone, ${LETHE_CACHE_DIR:-$HOME/.cache/lethe}/tansu-0.6.0 (its build directory

@@ -68,7 +68,7 @@ else
   export LETHE_TEST_POSTGRES_URL="$BASE_URL/$db"
 fi
 
-# The dashboard's browser test (engine/tests/dashboard.rs) drives Debian's headless Chromium.
+# The dashboard's browser test (engine/tests/dashboard/) drives Debian's headless Chromium.
 if ! command -v chromium >/dev/null; then
   log "installing Chromium from Debian's packages (for the dashboard's browser test)"
   export DEBIAN_FRONTEND=noninteractive
@@ -76,7 +76,7 @@ if ! command -v chromium >/dev/null; then
   apt-get install -y -qq chromium >/dev/null
 fi
 
-# The end-to-end Kafka test (engine/tests/kafka_tansu.rs) runs the broker tansu 0.6.0, built
+# The end-to-end Kafka test (engine/tests/kafka_tansu/) runs the broker tansu 0.6.0, built
 # once into a cache outside the clone (15-30 minutes the first time, nothing after).
 LETHE_TANSU_BIN=$(scripts/tansu.sh)
 export LETHE_TANSU_BIN

@@ -71,8 +71,16 @@ fn received_bare() -> Event {
     })
 }
 
+/// One of every event, and of every optional field both present and absent.
 fn examples() -> Vec<Event> {
     let at = after_due(3);
+    let mut examples = request_examples(at);
+    examples.extend(cleaner_examples(at));
+    examples
+}
+
+/// Receipt, reminders, cancelling, rejecting, holds, extensions and Due.
+fn request_examples(at: chrono::DateTime<chrono::Utc>) -> Vec<Event> {
     vec![
         received_in_full(),
         received_bare(),
@@ -136,6 +144,12 @@ fn examples() -> Vec<Event> {
             cleaners: vec![],
             expedited: false,
         }),
+    ]
+}
+
+/// Cleaner results, completion and shredding.
+fn cleaner_examples(at: chrono::DateTime<chrono::Utc>) -> Vec<Event> {
+    vec![
         Event::CleanerSucceeded(CleanerSucceeded {
             cleaner: cleaner("billing"),
             attempt: 2,

@@ -288,28 +288,7 @@ async fn results_confirmed_by_hand_are_recorded_without_the_subject() {
     assert_scrubbed(data("CleanerFailed")["error"].as_str().unwrap());
 }
 
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::postgres().await).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::sqlite().await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+support::backends!(
     results_over_http_are_recorded_without_the_subject,
     results_on_kafka_are_recorded_without_the_subject,
 );

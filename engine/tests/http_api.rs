@@ -559,31 +559,7 @@ async fn without_its_database_the_service_is_not_ready() {
     );
 }
 
-/// Runs each test on a fresh Postgres schema and on a fresh SQLite file.
-macro_rules! on_both_backends {
-    ($($(#[$attr:meta])* $test:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                $(#[$attr])*
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::postgres().await).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                $(#[$attr])*
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::sqlite().await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+support::backends!(
     submit_answers_201_with_location_due_date_deadline_and_cancel_token,
     show_answers_the_current_state,
     history_lists_the_received_event_verified,

@@ -237,28 +237,7 @@ async fn a_subject_of_a_chunk_not_yet_written_makes_no_second_request(store: Tes
     assert_eq!(streams.len(), 3, "nothing written for d");
 }
 
-macro_rules! on_both {
-    ($($test:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::postgres().await).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::sqlite().await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+support::backends!(
     mixed_lines_fail_alone,
     a_streamed_body_of_thousands_of_lines,
     a_subject_listed_twice_makes_one_request,

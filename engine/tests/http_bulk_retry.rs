@@ -152,28 +152,7 @@ async fn a_retried_upload_answers_each_line_with_its_first_request(store: TestSt
     assert_eq!(streams(&store).await, 7);
 }
 
-macro_rules! on_both {
-    ($($test:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::postgres().await).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::sqlite().await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+support::backends!(
     a_stalled_upload_is_answered_then_cut_short,
     a_retried_upload_answers_each_line_with_its_first_request,
 );

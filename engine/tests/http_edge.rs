@@ -405,28 +405,7 @@ async fn a_body_that_stops_half_way_is_a_408_problem() {
 
 use futures::StreamExt as _;
 
-macro_rules! on_both {
-    ($($test:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::postgres().await).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::sqlite().await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+support::backends!(
     a_body_is_exactly_one_json_value,
     nul_or_invalid_utf8_in_a_query_or_path_is_a_400_naming_it,
     unknown_routes_wrong_methods_and_header_limits_are_problems,

@@ -260,28 +260,7 @@ async fn every_cleaner_kind_counts_in_the_cleaner_metrics(store: TestStore) {
     runtime.stop().await;
 }
 
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::postgres().await).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::sqlite().await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+support::backends!(
     attempt_1_s_deadline_starts_at_the_broker_s_ack,
     every_cleaner_kind_counts_in_the_cleaner_metrics,
 );

@@ -189,40 +189,7 @@ async fn an_interrupted_rotation_resumes_and_converts_every_key(t: TestStore) {
         .await
         .unwrap();
 
-    // First run, by a process of its own: stopped after its first batch of two.
-    let rotating = MasterKey::from_bytes(OLD);
-    key_ring::open(keys.as_ref(), &rotating).await.unwrap();
-    let options = RotateOptions {
-        settle: Duration::ZERO,
-        batch: 2,
-    };
-    let mut seen = Vec::new();
-    let first = rotate(
-        database.events.as_ref(),
-        database.keys.as_ref(),
-        &rotating,
-        KeyMaterial::from_bytes(NEW),
-        options,
-        |progress| {
-            seen.push(progress);
-            if matches!(progress, Progress::Converted(_)) {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(first, Rotated::Interrupted { converted: 2 });
-    assert_eq!(
-        seen,
-        [
-            Progress::Recorded { resumed: false },
-            Progress::Converted(2)
-        ]
-    );
-    assert_eq!(not_only_under(&t, &fingerprint(NEW)).await, 5, "part-way");
+    rotate_one_batch_then_stop(&t).await;
 
     // The serving process has not re-read the ring: it still opens every subject, learning
     // the new key from the database when it meets a data key wrapped under it.
@@ -250,7 +217,76 @@ async fn an_interrupted_rotation_resumes_and_converts_every_key(t: TestStore) {
     let (stale_id, _) = submit(&requests(&t, &stale), "u-stale", None).await;
     assert_eq!(not_only_under(&t, &fingerprint(NEW)).await, 6);
 
-    // Second run, by a process configured with the new key: it resumes and finishes.
+    resume_and_finish(&t).await;
+    nothing_of_the_old_key_is_left(&t, &serving).await;
+
+    // After the rotation, with the new key only: every subject opens, lookups by subject and
+    // by external id find their requests.
+    let new_key = MasterKey::from_bytes(NEW);
+    key_ring::open(keys.as_ref(), &new_key).await.unwrap();
+    let after = requests(&t, &new_key);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(subject(&after, *id).await, clear(&format!("u{i}")), "{i}");
+    }
+    assert_eq!(subject(&after, during).await, clear("u-during"));
+    assert_eq!(subject(&after, stale_id).await, clear("u-stale"));
+    for i in [0, 1, 2, 4, 6] {
+        assert_eq!(
+            submit(&after, &format!("u{i}"), None).await,
+            (ids[i], false),
+            "{i}"
+        );
+    }
+    assert_eq!(
+        submit(&after, "someone else", Some("crm-3")).await,
+        (ids[3], false)
+    );
+    assert_eq!(submit(&after, "u-stale", None).await, (stale_id, false));
+
+    old_cancel_links_until_due(&after, &new_key, &ids, &old_tokens).await;
+}
+
+/// First run, by a process of its own: stopped after its first batch of two.
+async fn rotate_one_batch_then_stop(t: &TestStore) {
+    let database = t.database();
+    let keys = database.keys.clone();
+    let options = rotate_options();
+    let rotating = MasterKey::from_bytes(OLD);
+    key_ring::open(keys.as_ref(), &rotating).await.unwrap();
+    let mut seen = Vec::new();
+    let first = rotate(
+        database.events.as_ref(),
+        database.keys.as_ref(),
+        &rotating,
+        KeyMaterial::from_bytes(NEW),
+        options,
+        |progress| {
+            seen.push(progress);
+            if matches!(progress, Progress::Converted(_)) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(first, Rotated::Interrupted { converted: 2 });
+    assert_eq!(
+        seen,
+        [
+            Progress::Recorded { resumed: false },
+            Progress::Converted(2)
+        ]
+    );
+    assert_eq!(not_only_under(t, &fingerprint(NEW)).await, 5, "part-way");
+}
+
+/// Second run, by a process configured with the new key: it resumes and finishes.
+async fn resume_and_finish(t: &TestStore) {
+    let database = t.database();
+    let keys = database.keys.clone();
+    let options = rotate_options();
     let resuming = MasterKey::from_bytes(NEW);
     key_ring::open(keys.as_ref(), &resuming).await.unwrap();
     let mut seen = Vec::new();
@@ -269,9 +305,21 @@ async fn an_interrupted_rotation_resumes_and_converts_every_key(t: TestStore) {
     .unwrap();
     assert_eq!(second, Rotated::Finished { converted: 6 });
     assert_eq!(seen[0], Progress::Recorded { resumed: true });
+}
 
-    // Everything under the new key alone; nothing of the old key left.
-    assert_eq!(not_only_under(&t, &fingerprint(NEW)).await, 0);
+/// Two keys a batch, without waiting for processes to learn the new key.
+const fn rotate_options() -> RotateOptions {
+    RotateOptions {
+        settle: Duration::ZERO,
+        batch: 2,
+    }
+}
+
+/// Everything under the new key alone; nothing of the old key left. The serving process
+/// forgets the old key.
+async fn nothing_of_the_old_key_is_left(t: &TestStore, serving: &MasterKey) {
+    let keys = t.database().keys;
+    assert_eq!(not_only_under(t, &fingerprint(NEW)).await, 0);
     assert_eq!(
         t.fetch_integers("SELECT COUNT(*) FROM request_keys").await,
         [9]
@@ -304,38 +352,22 @@ async fn an_interrupted_rotation_resumes_and_converts_every_key(t: TestStore) {
         error.contains(&fingerprint(OLD)) && error.contains(&fingerprint(NEW)),
         "the retired key is refused: {error}"
     );
-    key_ring::refresh(keys.as_ref(), &serving).await.unwrap();
+    key_ring::refresh(keys.as_ref(), serving).await.unwrap();
     assert_eq!(
         serving.held().len(),
         1,
         "the serving process forgot the old key"
     );
     assert_eq!(serving.newest().fingerprint(), fingerprint(NEW));
+}
 
-    // After the rotation, with the new key only: every subject opens, lookups by subject and
-    // by external id find their requests.
-    let new_key = MasterKey::from_bytes(NEW);
-    key_ring::open(keys.as_ref(), &new_key).await.unwrap();
-    let after = requests(&t, &new_key);
-    for (i, id) in ids.iter().enumerate() {
-        assert_eq!(subject(&after, *id).await, clear(&format!("u{i}")), "{i}");
-    }
-    assert_eq!(subject(&after, during).await, clear("u-during"));
-    assert_eq!(subject(&after, stale_id).await, clear("u-stale"));
-    for i in [0, 1, 2, 4, 6] {
-        assert_eq!(
-            submit(&after, &format!("u{i}"), None).await,
-            (ids[i], false),
-            "{i}"
-        );
-    }
-    assert_eq!(
-        submit(&after, "someone else", Some("crm-3")).await,
-        (ids[3], false)
-    );
-    assert_eq!(submit(&after, "u-stale", None).await, (stale_id, false));
-
-    // Cancel links from before the rotation: kept while in the grace period, not once due.
+/// Cancel links from before the rotation: kept while in the grace period, not once due.
+async fn old_cancel_links_until_due(
+    after: &Requests,
+    new_key: &MasterKey,
+    ids: &[RequestId],
+    old_tokens: &[String],
+) {
     assert!(!new_key.verify_cancel_token(ids[1], &old_tokens[1]));
     assert!(after
         .previous_cancel_token(ids[1], &old_tokens[1])
@@ -367,29 +399,7 @@ async fn an_interrupted_rotation_resumes_and_converts_every_key(t: TestStore) {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-/// Runs each test on a fresh database of each backend.
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::postgres().await).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::sqlite().await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+support::backends!(
     a_key_other_than_the_databases_is_refused_naming_both,
     history_without_the_right_key_shows_the_subject_sealed,
     an_interrupted_rotation_resumes_and_converts_every_key,

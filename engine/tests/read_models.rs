@@ -239,41 +239,7 @@ async fn lists_filter_and_page_stably(store: TestStore) {
     for n in 0..12 {
         ids.push(submit(&requests, n, if n < 4 { "ccpa" } else { "gdpr" }).await);
     }
-    let meta = EventMetadata::new("test");
-    requests
-        .execute(ids[5], &meta, |_| Command::PlaceHold {
-            at: Utc::now(),
-            reason: "x".into(),
-        })
-        .await
-        .unwrap();
-    requests
-        .execute(ids[6], &meta, |_| Command::Cancel {
-            at: Utc::now(),
-            reason: None,
-        })
-        .await
-        .unwrap();
-    requests
-        .execute(ids[7], &meta, |_| Command::MarkDue {
-            at: Utc::now(),
-            cleaners: plan(),
-            expedite: true,
-        })
-        .await
-        .unwrap();
-    requests
-        .execute(ids[7], &meta, |_| Command::RecordCleanerFailure {
-            cleaner: CleanerName::parse("crm").unwrap(),
-            attempt: 1,
-            at: Utc::now(),
-            error: "HTTP 400".into(),
-            status_code: Some(400),
-            retryable: false,
-            retry_after_seconds: None,
-        })
-        .await
-        .unwrap();
+    hold_cancel_and_fail(&requests, &ids).await;
     catch_up(&database, &live).await;
 
     let list = |filter: RequestFilter| {
@@ -365,6 +331,45 @@ async fn lists_filter_and_page_stably(store: TestStore) {
     assert_eq!(seen, ids, "every request once, in order of receipt");
 }
 
+/// Puts the sixth request on hold, cancels the seventh, and makes the eighth need attention.
+async fn hold_cancel_and_fail(requests: &Requests, ids: &[RequestId]) {
+    let meta = EventMetadata::new("test");
+    requests
+        .execute(ids[5], &meta, |_| Command::PlaceHold {
+            at: Utc::now(),
+            reason: "x".into(),
+        })
+        .await
+        .unwrap();
+    requests
+        .execute(ids[6], &meta, |_| Command::Cancel {
+            at: Utc::now(),
+            reason: None,
+        })
+        .await
+        .unwrap();
+    requests
+        .execute(ids[7], &meta, |_| Command::MarkDue {
+            at: Utc::now(),
+            cleaners: plan(),
+            expedite: true,
+        })
+        .await
+        .unwrap();
+    requests
+        .execute(ids[7], &meta, |_| Command::RecordCleanerFailure {
+            cleaner: CleanerName::parse("crm").unwrap(),
+            attempt: 1,
+            at: Utc::now(),
+            error: "HTTP 400".into(),
+            status_code: Some(400),
+            retryable: false,
+            retry_after_seconds: None,
+        })
+        .await
+        .unwrap();
+}
+
 async fn stats_add_up(store: TestStore) {
     let database = store.database();
     let requests = requests(&database);
@@ -420,28 +425,7 @@ async fn stats_add_up(store: TestStore) {
     assert!(stats.completion[&month].median_days < 1.0);
 }
 
-macro_rules! on_both {
-    ($($test:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::postgres().await).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::support::sqlite().await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+support::backends!(
     rebuild_equals_incremental,
     lists_filter_and_page_stably,
     stats_add_up

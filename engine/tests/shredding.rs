@@ -160,32 +160,7 @@ async fn a_planted_identifier_disappears_after_shredding(store: TestStore) {
     let again: serde_json::Value = again.json().await.unwrap();
     assert_eq!(again["id"], id);
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let history = loop {
-        let history: serde_json::Value = client
-            .get(format!("{}/v1/requests/{id}/history", server.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let types: Vec<&str> = history["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["type"].as_str().unwrap())
-            .collect();
-        if types.contains(&"Shredded") {
-            break history;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not shredded in time: {types:?}\n{}",
-            server.log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let history = wait_shredded(&client, &server, &id).await;
     assert_eq!(history["verified"], true, "the history still verifies");
     assert_eq!(history["subject"], "shredded");
     assert!(
@@ -229,12 +204,34 @@ async fn a_planted_identifier_disappears_after_shredding(store: TestStore) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_planted_identifier_disappears_after_shredding() {
-    a_planted_identifier_disappears_after_shredding(support::postgres().await).await;
+/// The request's history once it records `Shredded` (at most 30 s).
+async fn wait_shredded(client: &reqwest::Client, server: &Serve, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let history: serde_json::Value = client
+            .get(format!("{}/v1/requests/{id}/history", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let types: Vec<&str> = history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        if types.contains(&"Shredded") {
+            break history;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not shredded in time: {types:?}\n{}",
+            server.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_a_planted_identifier_disappears_after_shredding() {
-    a_planted_identifier_disappears_after_shredding(support::sqlite().await).await;
-}
+support::backends!(a_planted_identifier_disappears_after_shredding);

@@ -7,7 +7,7 @@
 //! the broker is back. A consumer that stays assigned while tansu (memory storage) dies and
 //! comes back empty fetches topic ids the broker no longer knows, and librdkafka 2.12 crashes
 //! on the answer (a NULL topic name in its metadata cache, seen here and in
-//! `engine/tests/kafka_tansu.rs`): no service could run like that, and the test is about
+//! `engine/tests/kafka_tansu/`): no service could run like that, and the test is about
 //! Lethe, not about riding out that crash.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -16,6 +16,38 @@ use std::sync::Arc;
 use lethe_engine::store::{EventStore, PostgresStore, SqliteStore};
 use sqlx::postgres::PgConnectOptions;
 
+/// Runs each listed `async fn(TestStore)` on a fresh database of each backend: expands to
+/// `mod postgres` and `mod sqlite`, each with one `#[tokio::test]` per function that hands it
+/// a migrated store (`support::postgres()` / `support::sqlite()`). `unmigrated:` hands a
+/// store with no migration applied, in `mod postgres_unmigrated` and `mod sqlite_unmigrated`;
+/// `worker_threads = n;` sets the test runtime's threads (2 unless given).
+#[allow(unused_macros)] // not every test binary runs tests on both backends
+macro_rules! backends {
+    (unmigrated: $($test:ident),* $(,)?) => {
+        $crate::support::backends!(@on postgres_unmigrated, 2, $($test),*);
+        $crate::support::backends!(@on sqlite_unmigrated, 2, $($test),*);
+    };
+    (worker_threads = $threads:literal; $($test:ident),* $(,)?) => {
+        $crate::support::backends!(@on postgres, $threads, $($test),*);
+        $crate::support::backends!(@on sqlite, $threads, $($test),*);
+    };
+    (@on $backend:ident, $threads:literal, $($test:ident),*) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+                async fn $test() {
+                    super::$test($crate::support::$backend().await).await;
+                }
+            )*
+        }
+    };
+    ($($test:ident),* $(,)?) => {
+        $crate::support::backends!(worker_threads = 2; $($test),*);
+    };
+}
+#[allow(unused_imports)] // not every test binary runs tests on both backends
+pub(crate) use backends;
+
 pub fn postgres_url() -> String {
     std::env::var("LETHE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())

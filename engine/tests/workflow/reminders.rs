@@ -165,7 +165,7 @@ fn at_ms(base: DateTime<Utc>, ms: i64) -> DateTime<Utc> {
 
 /// The notifier fails twice, then accepts: nothing is recorded until it accepts, then exactly
 /// one `ReminderSent` counting the three calls, each with the same `Idempotency-Key`.
-pub async fn a_reminder_is_recorded_sent_once_the_notifier_accepts(store: TestStore) {
+async fn a_reminder_is_recorded_sent_once_the_notifier_accepts(store: TestStore) {
     let notifier = FakeService::start(&[503, 503]).await;
     let driven = Driven::new(store, &config(Some(&notifier), "[\"30m\"]"));
     let request = driven.submit("1").await;
@@ -217,7 +217,7 @@ pub async fn a_reminder_is_recorded_sent_once_the_notifier_accepts(store: TestSt
 /// A request that completes while its reminder waits for a retry, and one cancelled before its
 /// reminder's time: neither gets a `ReminderSent`, both get a `ReminderNotSent` saying why,
 /// and the notifier is not called for them again.
-pub async fn a_request_that_closes_before_the_notifier_accepts_records_its_reminder_not_sent(
+async fn a_request_that_closes_before_the_notifier_accepts_records_its_reminder_not_sent(
     store: TestStore,
 ) {
     let notifier = FakeService::start(&[503]).await;
@@ -286,7 +286,7 @@ pub async fn a_request_that_closes_before_the_notifier_accepts_records_its_remin
 /// A worker claims the reminder and dies; its lease runs past the end of the grace period.
 /// The request becomes due meanwhile, and the reminder, claimed again once the lease ran out,
 /// is recorded as not sent (grace over) without calling the notifier.
-pub async fn a_reminder_whose_lease_outlasts_the_grace_period_still_ends_in_an_outcome(
+async fn a_reminder_whose_lease_outlasts_the_grace_period_still_ends_in_an_outcome(
     store: TestStore,
 ) {
     let notifier = FakeService::start(&[]).await;
@@ -322,7 +322,7 @@ pub async fn a_reminder_whose_lease_outlasts_the_grace_period_still_ends_in_an_o
 /// The process is killed while the notifier holds the call: nothing is recorded. The job runs
 /// again once its lease is over, calls again with the same `Idempotency-Key`, and records the
 /// acceptance.
-pub async fn a_crash_during_the_notifier_call_records_nothing_until_a_call_is_accepted(
+async fn a_crash_during_the_notifier_call_records_nothing_until_a_call_is_accepted(
     store: TestStore,
 ) {
     let notifier = FakeService::start_slow(Duration::from_millis(300)).await;
@@ -358,7 +358,7 @@ pub async fn a_crash_during_the_notifier_call_records_nothing_until_a_call_is_ac
 
 /// Without a `[notifier]`, and for a request on hold, a reminder's time records why it was
 /// not sent.
-pub async fn without_a_notifier_or_while_on_hold_a_reminder_is_recorded_not_sent(store: TestStore) {
+async fn without_a_notifier_or_while_on_hold_a_reminder_is_recorded_not_sent(store: TestStore) {
     let driven = Driven::new(store, &config(None, "[\"30m\", \"10m\"]"));
     let plain = driven.submit("1").await;
     let held = driven.submit("2").await;
@@ -403,7 +403,7 @@ pub async fn without_a_notifier_or_while_on_hold_a_reminder_is_recorded_not_sent
 /// A log written before ADR 16: `Reminded` was recorded, the notifier's job still pending at
 /// the upgrade. The new version delivers it while it is useful and records the acceptance;
 /// once moot it leaves it `reminded`, since the old version may have delivered it.
-pub async fn a_reminded_event_of_an_older_version_is_delivered_or_left_as_it_was(store: TestStore) {
+async fn a_reminded_event_of_an_older_version_is_delivered_or_left_as_it_was(store: TestStore) {
     let notifier = FakeService::start(&[]).await;
     let driven = Driven::new(store, &config(Some(&notifier), "[\"30m\"]"));
     let useful = driven.submit("1").await;
@@ -465,3 +465,12 @@ pub async fn a_reminded_event_of_an_older_version_is_delivered_or_left_as_it_was
         assert_eq!(kinds(driven.workflow.jobs_of(id).await.unwrap()), []);
     }
 }
+
+super::support::backends!(
+    a_reminder_is_recorded_sent_once_the_notifier_accepts,
+    a_request_that_closes_before_the_notifier_accepts_records_its_reminder_not_sent,
+    a_reminder_whose_lease_outlasts_the_grace_period_still_ends_in_an_outcome,
+    a_crash_during_the_notifier_call_records_nothing_until_a_call_is_accepted,
+    without_a_notifier_or_while_on_hold_a_reminder_is_recorded_not_sent,
+    a_reminded_event_of_an_older_version_is_delivered_or_left_as_it_was,
+);

@@ -1,0 +1,136 @@
+//! In a browser: Debian's headless Chromium sees the statistics.
+
+use super::*;
+
+const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Debian's Chromium: `/usr/bin/chromium`, or `chromium` on the PATH.
+fn chromium() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join("chromium"));
+    std::iter::once(PathBuf::from("/usr/bin/chromium"))
+        .chain(on_path)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "Chromium is needed for the dashboard's browser test and is not installed: run \
+                 scripts/test.sh (which installs Debian's chromium package), or \
+                 `apt-get install -y chromium`"
+            )
+        })
+}
+
+/// Runs headless Chromium with `args` (a fresh profile, no network beyond the page), at most
+/// [`CHROMIUM_TIMEOUT`]: on timeout the browser process is killed (`kill_on_drop`; its helper
+/// processes end with it). Returns its stdout.
+async fn run_chromium(args: &[String]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut command = tokio::process::Command::new(chromium());
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = command.spawn().unwrap();
+    // Dropping the unfinished future drops the child, which kills it.
+    let Ok(output) = tokio::time::timeout(CHROMIUM_TIMEOUT, child.wait_with_output()).await else {
+        panic!("Chromium did not finish within {CHROMIUM_TIMEOUT:?}: {args:?}");
+    };
+    let output = output.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "Chromium failed ({}): {args:?}\n{stderr}",
+        output.status
+    );
+    assert!(
+        !stderr.contains("Content Security Policy"),
+        "the page broke its own CSP:\n{stderr}"
+    );
+    stdout
+}
+
+fn artifacts_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    target.join("test-artifacts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_sees_the_stats() {
+    let browser = chromium();
+    let store = support::sqlite().await;
+    let (app, seeded) = seeded(&store, config_with_tokens()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // The browser opens the address with the token, is redirected, and shows the page with
+    // the cookie: the whole sign-in flow.
+    let url = format!("{base}/dashboard?token={READER}");
+    let dom = run_chromium(&[
+        "--enable-logging=stderr".into(),
+        "--dump-dom".into(),
+        url.clone(),
+    ])
+    .await;
+    assert!(
+        dom.contains("data-stat=\"total\""),
+        "Chromium did not get the dashboard ({}):\n{dom}",
+        browser.display()
+    );
+    let stats: Value = reqwest::Client::new()
+        .get(format!("{base}/v1/stats"))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_known_workload(&stats);
+    assert_page_matches_stats(&dom, &stats);
+    assert_eq!(listed(&dom, "overdue"), [seeded.overdue.to_string()]);
+
+    let dir = artifacts_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = dir.join("dashboard.png");
+    let _ = std::fs::remove_file(&png);
+    run_chromium(&[
+        format!("--screenshot={}", png.display()),
+        "--window-size=1280,1600".into(),
+        url,
+    ])
+    .await;
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 20_000,
+        "not a plausible screenshot: {} bytes",
+        bytes.len()
+    );
+    println!(
+        "dashboard screenshot: {}",
+        png.canonicalize().unwrap_or(png).display()
+    );
+    server.abort();
+}
