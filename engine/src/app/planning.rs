@@ -1,5 +1,5 @@
-//! Cleaner planning: which cleaners erase a request, by the routing rules of the
-//! configuration.
+//! Cleaner planning: which configured cleaners a request is sent to, by their routing rules
+//! (`match` in lethe.toml).
 
 use lethe_domain::event::PlannedCleaner;
 use lethe_domain::state::Request;
