@@ -8,7 +8,7 @@ mod service;
 
 pub use database::Database;
 pub use serve::{redact, serve, Serve, ServeError};
-pub use service::READ_MODELS;
+pub use service::PROJECTIONS;
 
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::app::Requests;
 use crate::config::Config;
-use crate::read_models::RequestsProjector;
+use crate::projections::RequestsProjector;
 use crate::store::master_key::MasterKey;
 use crate::subscriptions::{owner_id, SubscriptionRunner, Writing};
 use crate::workflow::saga::Saga;
@@ -86,8 +86,8 @@ impl Runtime {
                 }
             }
         }
-        if let Some(read_models) = requests.read_models().cloned() {
-            let projector = RequestsProjector { store: read_models };
+        if let Some(projections) = requests.projections().cloned() {
+            let projector = RequestsProjector { store: projections };
             let stop = watcher.clone();
             tasks.spawn(async move { runner.run(&projector, stop).await });
         }
