@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use lethe_domain::{Command, RequestId};
+use lethe_engine::app::planning::plan_cleaners;
 use lethe_engine::app::{Requests, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::http::{router, AppState};
 use lethe_engine::kafka::producer;
 use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::{EventMetadata, RecordedEvent};
-use lethe_engine::workflow::worker::plan_cleaners;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::TestStore;

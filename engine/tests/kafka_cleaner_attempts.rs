@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use lethe_domain::{CleanerName, Command, RequestId};
+use lethe_engine::app::planning::plan_cleaners;
 use lethe_engine::app::{Requests, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::kafka::producer;
@@ -24,7 +25,6 @@ use lethe_engine::root::Runtime;
 use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::EventMetadata;
 use lethe_engine::workflow::saga::SAGA;
-use lethe_engine::workflow::worker::plan_cleaners;
 use lethe_engine::workflow::{Job, JobKind};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod keys;
+pub mod planning;
 pub mod views;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

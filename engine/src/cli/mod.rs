@@ -178,8 +178,8 @@ fn exit_code(ok: bool) -> ExitCode {
 }
 
 // Until the application service has the administrative commands as methods.
+use crate::app::planning::plan_cleaners;
 use crate::store::EventMetadata;
-use crate::workflow::worker::plan_cleaners;
 
 fn parse_id(raw: &str) -> anyhow::Result<RequestId> {
     raw.parse::<RequestId>()

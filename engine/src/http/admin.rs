@@ -18,10 +18,10 @@ use super::problem::Problem;
 use super::{auth, idempotency_key, request_id, AppState};
 
 type AdminCaller = Caller<Admin>;
+use crate::app::planning::plan_cleaners;
 use crate::app::text_field;
 use crate::app::views::RequestView;
 use crate::store::EventMetadata;
-use crate::workflow::worker::plan_cleaners;
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,5 +1,7 @@
 //! Starting and stopping the workflow inside one engine process: the saga subscription, the
-//! timer worker and the dispatch worker, as tasks that stop together on shutdown.
+//! projections' subscription, the Kafka relay and results consumer, the timer worker and the
+//! dispatch worker, as tasks that stop together on shutdown. The cleaners are built here from
+//! the configuration, one per configured cleaner, by kind.
 
 mod database;
 pub mod keys;
@@ -16,13 +18,17 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::app::Requests;
-use crate::config::Config;
+use crate::cleaners::http::HttpCleaner;
+use crate::cleaners::kafka::{KafkaCleaner, RenewingProducer};
+use crate::cleaners::manual::ManualCleaner;
+use crate::cleaners::{Cleaner, Registry};
+use crate::config::{CleanerKind, Config, HttpCleanerConfig};
+use crate::kafka::KafkaRelay;
 use crate::projections::RequestsProjector;
 use crate::store::master_key::MasterKey;
 use crate::subscriptions::{owner_id, SubscriptionRunner, Writing};
 use crate::workflow::saga::Saga;
-use crate::workflow::worker::Workers;
-use crate::workflow::WorkflowStore;
+use crate::workflow::{CallbackJobs, Workers, WorkflowStore};
 
 /// The running workflow; [`Runtime::stop`] ends it cleanly.
 #[derive(Debug)]
@@ -62,10 +68,10 @@ impl Runtime {
         if let Some(kafka) = &config.kafka {
             match crate::kafka::producer(&kafka.brokers) {
                 Ok(producer) => {
-                    let relay = crate::kafka::KafkaRelay {
+                    let relay = KafkaRelay {
                         producer,
                         topics: kafka.publish.clone(),
-                        workflow: workflow.clone(),
+                        sink: Arc::new(CallbackJobs(workflow.clone())),
                         kafka_cleaners: crate::kafka::kafka_cleaners(&config),
                     };
                     let relay_runner = SubscriptionRunner {
@@ -92,6 +98,7 @@ impl Runtime {
             tasks.spawn(async move { runner.run(&projector, stop).await });
         }
 
+        let cleaners = cleaners(&config);
         let workers = Arc::new(Workers::new(
             requests,
             workflow,
@@ -99,6 +106,7 @@ impl Runtime {
             key,
             owner.clone(),
             public_url,
+            cleaners,
         ));
         tasks.spawn(workers.clone().run_timers(watcher.clone()));
         tasks.spawn(workers.run_dispatch(watcher));
@@ -112,4 +120,47 @@ impl Runtime {
         while self.tasks.join_next().await.is_some() {}
         tracing::info!("workflow stopped");
     }
+}
+
+/// Every configured cleaner, by kind. The Kafka cleaners share one producer for their retries
+/// (without one, each retry waits for a later try).
+pub fn cleaners(config: &Config) -> Registry {
+    let client = crate::cleaners::http::client();
+    let kafka_cleaners = config.cleaners.iter().any(|c| c.kind.is_kafka());
+    let producer: Option<Arc<RenewingProducer>> = match &config.kafka {
+        Some(kafka) if kafka_cleaners => crate::kafka::producer(&kafka.brokers)
+            .map(Arc::new)
+            .map_err(|error| {
+                tracing::error!(error = %error, "cannot create the Kafka producer; Kafka cleaners' retries wait for it");
+            })
+            .ok(),
+        _ => None,
+    };
+    let due_topic = config
+        .kafka
+        .as_ref()
+        .and_then(|k| k.publish.get("Due"))
+        .cloned();
+    let mut registry = Registry::default();
+    for cleaner in &config.cleaners {
+        let built: Arc<dyn Cleaner> = match &cleaner.kind {
+            CleanerKind::Http(HttpCleanerConfig { url, secret }) => Arc::new(
+                HttpCleaner::new(
+                    client.clone(),
+                    url.clone(),
+                    secret.clone(),
+                    cleaner.timeout.0,
+                )
+                .with_callback_timeout(cleaner.callback_timeout.0),
+            ),
+            CleanerKind::Kafka(_) => Arc::new(KafkaCleaner::new(
+                producer.clone(),
+                due_topic.clone(),
+                cleaner.callback_timeout.0,
+            )),
+            CleanerKind::Manual(_) => Arc::new(ManualCleaner),
+        };
+        registry.insert(cleaner.name.clone(), built);
+    }
+    registry
 }

@@ -6,10 +6,20 @@
 //! carries on: a subscriber commits its job changes and its checkpoint in one transaction, and
 //! a job is claimed with a lease that runs out if its worker dies.
 
+mod dispatch;
+mod error;
+mod limits;
+mod notifier;
 mod postgres;
 pub mod saga;
 mod sqlite;
-pub mod worker;
+mod timers;
+mod workers;
+
+pub use dispatch::{callback_job, CallbackJobs};
+pub use error::WorkflowError;
+pub use notifier::reminder_idempotency_key;
+pub use workers::Workers;
 
 use std::fmt;
 use std::time::Duration;

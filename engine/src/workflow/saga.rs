@@ -17,8 +17,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lethe_domain::event::{Cancelled, Completed, Rejected, ReminderNotSent, ReminderSent};
-use lethe_domain::Event;
+use chrono::{DateTime, Utc};
+use lethe_domain::event::{
+    Cancelled, CleanerFailed, Completed, Rejected, ReminderNotSent, ReminderSent,
+};
+use lethe_domain::{Event, RequestId};
 use rand::Rng;
 
 use super::{Job, JobChange, JobKind};
@@ -41,41 +44,21 @@ impl Subscriber for Saga {
     }
 
     fn handle(&self, recorded: &RecordedEvent) -> Result<Vec<JobChange>, StoreError> {
-        let request_id = recorded.stream_id;
-        let job = |kind, key: String, run_at, attempt| {
-            JobChange::Upsert(Job {
-                request_id,
-                kind,
-                key,
-                run_at,
-                attempt,
-            })
-        };
-        let cleaner_jobs_gone = |cleaner: &str| {
-            [JobKind::Dispatch, JobKind::Callback].map(|kind| JobChange::Delete {
-                request_id,
-                kind,
-                key: cleaner.to_owned(),
-                up_to_attempt: u32::MAX,
-            })
+        let jobs = Jobs {
+            request_id: recorded.stream_id,
         };
         let changes = match recorded.event()? {
             Event::Received(received) => {
                 let mut changes: Vec<_> = (0_u32..)
                     .zip(&received.reminders)
-                    .map(|(index, at)| job(JobKind::Remind, index.to_string(), *at, 0))
+                    .map(|(index, at)| jobs.set(JobKind::Remind, index.to_string(), *at, 0))
                     .collect();
-                changes.push(job(JobKind::Due, String::new(), received.due_at, 0));
+                changes.push(jobs.set(JobKind::Due, String::new(), received.due_at, 0));
                 changes
             }
             Event::Reminded(reminded) => vec![
-                JobChange::Delete {
-                    request_id,
-                    kind: JobKind::Remind,
-                    key: reminded.index.to_string(),
-                    up_to_attempt: u32::MAX,
-                },
-                job(
+                jobs.gone(JobKind::Remind, reminded.index.to_string()),
+                jobs.set(
                     JobKind::Notify,
                     reminded.index.to_string(),
                     recorded.recorded_at,
@@ -83,72 +66,107 @@ impl Subscriber for Saga {
                 ),
             ],
             Event::ReminderSent(ReminderSent { index, .. })
-            | Event::ReminderNotSent(ReminderNotSent { index, .. }) => {
-                [JobKind::Remind, JobKind::Notify]
-                    .map(|kind| JobChange::Delete {
-                        request_id,
-                        kind,
-                        key: index.to_string(),
-                        up_to_attempt: u32::MAX,
-                    })
-                    .to_vec()
-            }
+            | Event::ReminderNotSent(ReminderNotSent { index, .. }) => [
+                jobs.gone(JobKind::Remind, index.to_string()),
+                jobs.gone(JobKind::Notify, index.to_string()),
+            ]
+            .to_vec(),
             Event::Due(due) => {
-                let mut changes = vec![JobChange::Delete {
-                    request_id,
-                    kind: JobKind::Due,
-                    key: String::new(),
-                    up_to_attempt: u32::MAX,
-                }];
+                let mut changes = vec![jobs.gone(JobKind::Due, String::new())];
                 if !due.cleaners.is_empty() {
-                    changes.push(job(JobKind::Dispatch, String::new(), due.at, 1));
+                    changes.push(jobs.set(JobKind::Dispatch, String::new(), due.at, 1));
                 }
                 changes
             }
-            Event::CleanerFailed(failed) => {
-                let mut changes = vec![JobChange::Delete {
-                    request_id,
-                    kind: JobKind::Callback,
-                    key: failed.cleaner.to_string(),
-                    up_to_attempt: failed.attempt,
-                }];
-                if !failed.exhausted {
-                    let policy = self
-                        .config
-                        .cleaner(&failed.cleaner)
-                        .map(|c| c.retry.policy())
-                        .unwrap_or_default();
-                    let jitter: f64 = rand::rng().random();
-                    let delay = policy.delay_after(
-                        failed.attempt,
-                        jitter,
-                        failed.retry_after_seconds.map(Duration::from_secs),
-                    );
-                    let run_at = failed.at + super::micros(delay);
-                    changes.push(job(
-                        JobKind::Dispatch,
-                        failed.cleaner.to_string(),
-                        run_at,
-                        failed.attempt + 1,
-                    ));
-                }
-                changes
-            }
-            Event::CleanerSucceeded(e) => cleaner_jobs_gone(e.cleaner.as_str()).to_vec(),
-            Event::CleanerSkipped(e) => cleaner_jobs_gone(e.cleaner.as_str()).to_vec(),
-            Event::HoldReleased(e) => vec![job(JobKind::Due, String::new(), e.at, 0)],
-            Event::CleanerRetried(e) => vec![job(JobKind::Due, String::new(), e.at, 0)],
+            Event::CleanerFailed(failed) => self.after_failure(&jobs, &failed),
+            Event::CleanerSucceeded(e) => jobs.cleaner_gone(e.cleaner.as_str()),
+            Event::CleanerSkipped(e) => jobs.cleaner_gone(e.cleaner.as_str()),
+            Event::HoldReleased(e) => vec![jobs.set(JobKind::Due, String::new(), e.at, 0)],
+            Event::CleanerRetried(e) => vec![jobs.set(JobKind::Due, String::new(), e.at, 0)],
             Event::Cancelled(Cancelled { at, .. })
             | Event::Rejected(Rejected { at, .. })
             | Event::Completed(Completed { at }) => {
                 let retention = super::micros(self.config.policy.retention_after_completion.0);
                 vec![
-                    JobChange::DeleteAll { request_id },
-                    job(JobKind::Shred, String::new(), at + retention, 0),
+                    JobChange::DeleteAll {
+                        request_id: jobs.request_id,
+                    },
+                    jobs.set(JobKind::Shred, String::new(), at + retention, 0),
                 ]
             }
             Event::HoldPlaced(_) | Event::DeadlineExtended(_) | Event::Shredded(_) => vec![],
         };
         Ok(changes)
+    }
+}
+
+impl Saga {
+    /// A failed attempt: its callback deadline goes, and unless the cleaner is out of
+    /// attempts, the next attempt's dispatch is set after the cleaner's backoff (at least its
+    /// `Retry-After`).
+    fn after_failure(&self, jobs: &Jobs, failed: &CleanerFailed) -> Vec<JobChange> {
+        let mut changes = vec![JobChange::Delete {
+            request_id: jobs.request_id,
+            kind: JobKind::Callback,
+            key: failed.cleaner.to_string(),
+            up_to_attempt: failed.attempt,
+        }];
+        if !failed.exhausted {
+            let policy = self
+                .config
+                .cleaner(&failed.cleaner)
+                .map(|c| c.retry.policy())
+                .unwrap_or_default();
+            let jitter: f64 = rand::rng().random();
+            let delay = policy.delay_after(
+                failed.attempt,
+                jitter,
+                failed.retry_after_seconds.map(Duration::from_secs),
+            );
+            let run_at = failed.at + super::micros(delay);
+            changes.push(jobs.set(
+                JobKind::Dispatch,
+                failed.cleaner.to_string(),
+                run_at,
+                failed.attempt + 1,
+            ));
+        }
+        changes
+    }
+}
+
+/// The job changes of one request.
+struct Jobs {
+    request_id: RequestId,
+}
+
+impl Jobs {
+    /// Sets job (kind, key) to run at `run_at` for `attempt` (a later attempt wins).
+    fn set(&self, kind: JobKind, key: String, run_at: DateTime<Utc>, attempt: u32) -> JobChange {
+        JobChange::Upsert(Job {
+            request_id: self.request_id,
+            kind,
+            key,
+            run_at,
+            attempt,
+        })
+    }
+
+    /// Removes job (kind, key), whatever its attempt.
+    fn gone(&self, kind: JobKind, key: String) -> JobChange {
+        JobChange::Delete {
+            request_id: self.request_id,
+            kind,
+            key,
+            up_to_attempt: u32::MAX,
+        }
+    }
+
+    /// Removes a cleaner's dispatch and callback jobs.
+    fn cleaner_gone(&self, cleaner: &str) -> Vec<JobChange> {
+        vec![
+            self.gone(JobKind::Dispatch, cleaner.to_owned()),
+            self.gone(JobKind::Callback, cleaner.to_owned()),
+        ]
     }
 }

@@ -22,6 +22,7 @@ use lethe_engine::kafka::{producer, KafkaRelay, RELAY};
 use lethe_engine::root::Database;
 use lethe_engine::store::EventMetadata;
 use lethe_engine::subscriptions::SubscriptionRunner;
+use lethe_engine::workflow::CallbackJobs;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;

@@ -15,7 +15,7 @@ async fn configured_events_are_published_once_in_order_per_request() {
     let relay = KafkaRelay {
         producer: producer(&brokers).unwrap(),
         topics: config.kafka.clone().unwrap().publish,
-        workflow: database.workflow.clone(),
+        sink: Arc::new(CallbackJobs(database.workflow.clone())),
         kafka_cleaners: lethe_engine::kafka::kafka_cleaners(&config),
     };
     let meta = EventMetadata::new("test");
@@ -92,7 +92,7 @@ async fn with_the_broker_down_nothing_moves_and_the_backlog_drains_after() {
     let relay = Arc::new(KafkaRelay {
         producer: producer(&brokers).unwrap(),
         topics: config.kafka.clone().unwrap().publish,
-        workflow: database.workflow.clone(),
+        sink: Arc::new(CallbackJobs(database.workflow.clone())),
         kafka_cleaners: lethe_engine::kafka::kafka_cleaners(&config),
     });
     submit(&requests, 0).await;
@@ -171,7 +171,7 @@ async fn after_its_producer_failed_for_good_the_relay_publishes_through_a_new_on
     let relay = KafkaRelay {
         producer: producer(&brokers).unwrap(),
         topics: config.kafka.clone().unwrap().publish,
-        workflow: database.workflow.clone(),
+        sink: Arc::new(CallbackJobs(database.workflow.clone())),
         kafka_cleaners: lethe_engine::kafka::kafka_cleaners(&config),
     };
     submit(&requests, 0).await;

@@ -21,7 +21,7 @@ async fn every_due_reaches_a_consumer_once_in_order_per_key_across_a_broker_rest
     let relay = KafkaRelay {
         producer: producer(&brokers).unwrap(),
         topics: config.kafka.clone().unwrap().publish,
-        workflow: database.workflow.clone(),
+        sink: Arc::new(CallbackJobs(database.workflow.clone())),
         kafka_cleaners: lethe_engine::kafka::kafka_cleaners(&config),
     };
     let runner = SubscriptionRunner {

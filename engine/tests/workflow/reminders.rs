@@ -14,7 +14,7 @@ use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::EventMetadata;
 use lethe_engine::subscriptions::{SubscriptionRunner, Writing};
 use lethe_engine::workflow::saga::{Saga, SAGA};
-use lethe_engine::workflow::worker::Workers;
+use lethe_engine::workflow::Workers;
 use lethe_engine::workflow::{Job, JobKind, WorkflowStore};
 use serde_json::json;
 
@@ -50,6 +50,7 @@ impl Driven {
             MasterKey::from_bytes([9; 32]),
             "test-worker".to_owned(),
             "http://127.0.0.1:1".to_owned(),
+            lethe_engine::root::cleaners(&config),
         ));
         let runner = SubscriptionRunner {
             events,
