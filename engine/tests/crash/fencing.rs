@@ -1,6 +1,7 @@
 //! In-process: a deposed subscription owner cannot commit, and a restarted runner resumes at
 //! its checkpoint.
 
+use super::support::config::TestConfig;
 use super::*;
 
 /// The saga, counting the events it handles and the job changes it decides.
@@ -119,9 +120,7 @@ async fn submit_requests(requests: &Requests, first: usize, n: usize) -> Vec<Req
 async fn a_deposed_subscription_owner_cannot_commit(store: TestStore) {
     let (events, workflow) = store.stores();
     // One reminder and the end of the grace period: two jobs per `Received`.
-    let config = Arc::new(
-        Config::parse("[policy]\ngrace_period = \"1h\"\nreminders = [\"30m\"]\n").unwrap(),
-    );
+    let config = Arc::new(TestConfig::new().grace("1h").reminders(&["30m"]).build());
     let requests = Requests::new(events.clone(), config.clone());
     submit_requests(&requests, 0, 3).await;
     let log = read_log(&*events, 3).await;

@@ -28,6 +28,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
+use support::config::TestConfig;
 
 const TOPIC: &str = "lethe.events";
 
@@ -127,9 +128,11 @@ async fn consume(brokers: &str, expected: usize) -> Vec<Received> {
 }
 
 fn config() -> Config {
-    Config::parse(
-        "[kafka]\nbrokers = \"unused\"\npublish = { Received = \"lethe.events\", Due = \"lethe.events\", \
-         Completed = \"lethe.events\", Cancelled = \"lethe.events\" }\n",
-    )
-    .unwrap()
+    TestConfig::new()
+        .kafka("unused")
+        .publish(
+            &["Received", "Due", "Completed", "Cancelled"],
+            "lethe.events",
+        )
+        .build()
 }

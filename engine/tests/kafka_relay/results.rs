@@ -1,5 +1,6 @@
 //! A Kafka cleaner's results complete requests; bad results go to the dead letter topic.
 
+use super::support::config::{Cleaner, TestConfig};
 use super::*;
 
 /// A service that erases on Kafka: it reads Due messages and answers on the results topic,
@@ -71,12 +72,13 @@ async fn kafka_cleaners_complete_requests_and_bad_results_go_to_the_dead_letter_
     let store = support::sqlite().await;
     let database = store.database();
     let config = Arc::new(
-        Config::parse(&format!(
-            "[policy]\ngrace_period = \"1s\"\nreminders = []\n[engine]\npoll_interval = \"50ms\"\n\
-             [kafka]\nbrokers = \"{brokers}\"\n\
-             [[cleaners]]\nname = \"search\"\nkind = \"kafka\"\ncallback_timeout = \"60s\"\n"
-        ))
-        .unwrap(),
+        TestConfig::new()
+            .grace("1s")
+            .no_reminders()
+            .poll_interval("50ms")
+            .kafka(&brokers)
+            .cleaner(Cleaner::kafka("search").callback_timeout("60s"))
+            .build(),
     );
     let requests = Requests::new(database.events.clone(), config.clone());
     let runtime = lethe_engine::root::Runtime::start(

@@ -1,5 +1,6 @@
 //! Retries reach a consumer that deduplicates on `lethe-event-id`; a repeat does not.
 
+use super::support::config::{Cleaner, TestConfig};
 use super::*;
 
 /// One message a deduplicating cleaner read, and whether it acted on it.
@@ -114,13 +115,17 @@ async fn every_retry_reaches_a_deduplicating_cleaner_and_a_repeat_does_not(t: su
     // A missing result would fail the attempt only after 10 minutes: the request completes
     // within the deadline only if the cleaner acts on each retry the moment it arrives.
     let config = Arc::new(
-        Config::parse(&format!(
-            "[policy]\ngrace_period = \"1s\"\nreminders = []\n[engine]\npoll_interval = \"50ms\"\n\
-             [kafka]\nbrokers = \"{brokers}\"\n\
-             [[cleaners]]\nname = \"search\"\nkind = \"kafka\"\ncallback_timeout = \"10m\"\n\
-             retry = {{ max_attempts = 4, initial = \"100ms\", max = \"200ms\", multiplier = 2.0 }}\n"
-        ))
-        .unwrap(),
+        TestConfig::new()
+            .grace("1s")
+            .no_reminders()
+            .poll_interval("50ms")
+            .kafka(&brokers)
+            .cleaner(
+                Cleaner::kafka("search")
+                    .callback_timeout("10m")
+                    .retry(4, "100ms", "200ms", 2.0),
+            )
+            .build(),
     );
     let requests = Requests::new(database.events.clone(), config.clone());
     let runtime = lethe_engine::root::Runtime::start(

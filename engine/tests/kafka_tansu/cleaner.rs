@@ -1,5 +1,6 @@
 //! A Kafka cleaner completes requests across a broker restart; poison is dead-lettered.
 
+use super::support::config::{Cleaner, TestConfig};
 use super::*;
 
 /// A service that erases on Kafka, as a service owner would write it: it reads Due messages in
@@ -129,12 +130,13 @@ async fn a_kafka_cleaner_completes_requests_across_a_broker_restart_and_poison_i
     // A callback timeout longer than the test: every result must come from the service, for
     // attempt 1, through the broker.
     let config = Arc::new(
-        Config::parse(&format!(
-            "[policy]\ngrace_period = \"1s\"\nreminders = []\n[engine]\npoll_interval = \"50ms\"\n\
-             [kafka]\nbrokers = \"{brokers}\"\n\
-             [[cleaners]]\nname = \"search\"\nkind = \"kafka\"\ncallback_timeout = \"10m\"\n"
-        ))
-        .unwrap(),
+        TestConfig::new()
+            .grace("1s")
+            .no_reminders()
+            .poll_interval("50ms")
+            .kafka(&brokers)
+            .cleaner(Cleaner::kafka("search").callback_timeout("10m"))
+            .build(),
     );
     let requests = Requests::new(database.events.clone(), config.clone());
     let runtime = lethe_engine::root::Runtime::start(

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use lethe_domain::{Command, RequestId, RequestStatus};
 use lethe_engine::app::{Requests, Submission};
-use lethe_engine::config::Config;
 use lethe_engine::kafka::{producer, KafkaRelay, RELAY};
 use lethe_engine::root::Database;
 use lethe_engine::store::EventMetadata;

@@ -1,5 +1,6 @@
 //! Every Due reaches a consumer once, in order per key, across a broker restart.
 
+use super::support::config::TestConfig;
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -11,11 +12,10 @@ async fn every_due_reaches_a_consumer_once_in_order_per_key_across_a_broker_rest
     let brokers = broker.brokers();
     let store = support::sqlite().await;
     let database = store.database();
-    let config = Config::parse(&format!(
-        "[kafka]\nbrokers = \"{brokers}\"\npublish = {{ Received = \"{EVENTS}\", Due = \"{EVENTS}\", \
-         Completed = \"{EVENTS}\", Cancelled = \"{EVENTS}\" }}\n"
-    ))
-    .unwrap();
+    let config = TestConfig::new()
+        .kafka(&brokers)
+        .publish(&["Received", "Due", "Completed", "Cancelled"], EVENTS)
+        .build();
     let requests = Requests::new(database.events.clone(), Arc::new(config.clone()));
     // The relay as `lethe serve` runs it: a subscription runner that retries by itself.
     let relay = KafkaRelay {

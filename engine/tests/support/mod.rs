@@ -8,6 +8,7 @@
 
 pub mod binary;
 pub mod chaos_proxy;
+pub mod config;
 pub mod fake_service;
 
 use std::str::FromStr;

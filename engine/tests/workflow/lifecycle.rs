@@ -6,14 +6,12 @@ async fn full_lifecycle(store: TestStore) {
     let notifier = FakeService::start(&[]).await;
     let billing = FakeService::start(&[]).await;
     let crm = FakeService::start(&[]).await;
-    let config = format!(
-        "[policy]\ngrace_period = \"2s\"\nreminders = [\"1s\"]\n{}\n[notifier]\nurl = \"{}\"\nsecret = \"{SECRET}\"\n{}{}",
-        engine_section(),
-        notifier.url,
-        cleaner("billing", &billing.url, ""),
-        cleaner("crm", &crm.url, ""),
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("2s")
+        .reminders(&["1s"])
+        .notifier(&notifier.url, Some(SECRET), None)
+        .cleaner(cleaner("billing", &billing.url))
+        .cleaner(cleaner("crm", &crm.url));
+    let engine = Engine::start(store, config).await;
     let id = engine.submit("42", "gdpr").await;
     let loaded = engine
         .wait_for(id, RequestStatus::Completed, Duration::from_secs(15))
@@ -89,12 +87,8 @@ async fn full_lifecycle(store: TestStore) {
 
 async fn cancel_during_grace_never_calls_cleaners(store: TestStore) {
     let billing = FakeService::start(&[]).await;
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
-        engine_section(),
-        cleaner("billing", &billing.url, "")
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("1s").cleaner(cleaner("billing", &billing.url));
+    let engine = Engine::start(store, config).await;
     let id = engine.submit("7", "gdpr").await;
     let token = MasterKey::from_bytes([9; 32]).cancel_token(id);
     let (status, _) = engine
@@ -137,12 +131,8 @@ async fn cancel_during_grace_never_calls_cleaners(store: TestStore) {
 
 async fn hold_delays_due_until_release(store: TestStore) {
     let billing = FakeService::start(&[]).await;
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
-        engine_section(),
-        cleaner("billing", &billing.url, "")
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("1s").cleaner(cleaner("billing", &billing.url));
+    let engine = Engine::start(store, config).await;
     let id = engine.submit("9", "gdpr").await;
     let (status, body) = engine
         .post(
@@ -174,12 +164,8 @@ async fn hold_delays_due_until_release(store: TestStore) {
 
 async fn flaky_cleaner_is_retried_with_growing_delays(store: TestStore) {
     let flaky = FakeService::start(&[503, 503]).await;
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
-        engine_section(),
-        cleaner("flaky", &flaky.url, "")
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("1s").cleaner(cleaner("flaky", &flaky.url));
+    let engine = Engine::start(store, config).await;
     let id = engine.submit("11", "gdpr").await;
     let loaded = engine
         .wait_for(id, RequestStatus::Completed, Duration::from_secs(15))
@@ -211,12 +197,8 @@ async fn flaky_cleaner_is_retried_with_growing_delays(store: TestStore) {
 
 async fn non_retryable_failure_needs_attention_then_admin_retry_completes(store: TestStore) {
     let strict = FakeService::start(&[400]).await;
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
-        engine_section(),
-        cleaner("strict", &strict.url, "")
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("1s").cleaner(cleaner("strict", &strict.url));
+    let engine = Engine::start(store, config).await;
     let id = engine.submit("12", "gdpr").await;
     let loaded = engine
         .wait_for(id, RequestStatus::NeedsAttention, Duration::from_secs(10))
@@ -247,12 +229,8 @@ async fn non_retryable_failure_needs_attention_then_admin_retry_completes(store:
 
 async fn skipping_a_cleaner_with_a_reason_completes(store: TestStore) {
     let broken = FakeService::start(&[400]).await;
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
-        engine_section(),
-        cleaner("broken", &broken.url, "")
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("1s").cleaner(cleaner("broken", &broken.url));
+    let engine = Engine::start(store, config).await;
     let id = engine.submit("13", "gdpr").await;
     engine
         .wait_for(id, RequestStatus::NeedsAttention, Duration::from_secs(10))
@@ -280,12 +258,8 @@ async fn skipping_a_cleaner_with_a_reason_completes(store: TestStore) {
 
 async fn accepted_cleaner_calls_back_once(store: TestStore) {
     let async_cleaner = FakeService::start(&[202]).await;
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
-        engine_section(),
-        cleaner("later", &async_cleaner.url, "callback_timeout = \"30s\"")
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("1s").cleaner(cleaner("later", &async_cleaner.url).callback_timeout("30s"));
+    let engine = Engine::start(store, config).await;
     let id = engine.submit("14", "gdpr").await;
     eventually(Duration::from_secs(10), "the cleaner is called", || {
         !async_cleaner.calls().is_empty()
@@ -318,14 +292,11 @@ async fn routing_rules_select_cleaners(store: TestStore) {
     let everyone = FakeService::start(&[]).await;
     let eu_only = FakeService::start(&[]).await;
     let us_only = FakeService::start(&[]).await;
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}{}{}",
-        engine_section(),
-        cleaner("everyone", &everyone.url, ""),
-        cleaner("eu", &eu_only.url, "match = { jurisdictions = [\"gdpr\"] }"),
-        cleaner("us", &us_only.url, "match = { jurisdictions = [\"ccpa\"] }"),
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("1s")
+        .cleaner(cleaner("everyone", &everyone.url))
+        .cleaner(cleaner("eu", &eu_only.url).jurisdictions(&["gdpr"]))
+        .cleaner(cleaner("us", &us_only.url).jurisdictions(&["ccpa"]));
+    let engine = Engine::start(store, config).await;
     let id = engine.submit("15", "ccpa").await;
     let loaded = engine
         .wait_for(id, RequestStatus::Completed, Duration::from_secs(10))
@@ -354,12 +325,8 @@ async fn routing_rules_select_cleaners(store: TestStore) {
 
 async fn all_events_have_single_due_and_completed(store: TestStore) {
     let billing = FakeService::start(&[503]).await;
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
-        engine_section(),
-        cleaner("billing", &billing.url, "")
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("1s").cleaner(cleaner("billing", &billing.url));
+    let engine = Engine::start(store, config).await;
     let mut ids = Vec::new();
     for n in 0..10 {
         ids.push(engine.submit(&format!("bulk-{n}"), "gdpr").await);

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use lethe_domain::{RequestId, RequestStatus};
 use lethe_engine::app::{LoadedRequest, Requests, Submission};
-use lethe_engine::config::Config;
 use lethe_engine::http::{router, AppState};
 use lethe_engine::root::Runtime;
 use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::{Checkpoint, EventStore, RecordedEvent};
 use lethe_engine::workflow::WorkflowStore;
+use support::config::{Cleaner, TestConfig};
 use support::fake_service::{FakeService, SECRET};
 use support::TestStore;
 
@@ -38,8 +38,8 @@ struct Engine {
 }
 
 impl Engine {
-    async fn start(store: TestStore, config: &str) -> Self {
-        let config = Arc::new(Config::parse(config).unwrap());
+    async fn start(store: TestStore, config: TestConfig) -> Self {
+        let config = Arc::new(config.build());
         let (events, workflow) = store.stores();
         let key = MasterKey::from_bytes([9; 32]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -179,13 +179,19 @@ async fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> boo
     }
 }
 
-fn engine_section() -> &'static str {
-    "[engine]\npoll_interval = \"50ms\"\nlease = \"5s\"\n"
+/// Timers fast enough for whole lifecycles in seconds: the grace period given, no reminders,
+/// workers looking for work every 50 ms.
+fn config(grace: &str) -> TestConfig {
+    TestConfig::new()
+        .grace(grace)
+        .no_reminders()
+        .poll_interval("50ms")
+        .lease("5s")
 }
 
-fn cleaner(name: &str, url: &str, extra: &str) -> String {
-    format!(
-        "[[cleaners]]\nname = \"{name}\"\nkind = \"http\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\ntimeout = \"2s\"\n\
-         retry = {{ max_attempts = 4, initial = \"300ms\", max = \"2s\", multiplier = 2.0 }}\n{extra}\n"
-    )
+/// An HTTP cleaner answering within 2 s, tried 4 times with backoff from 300 ms to 2 s.
+fn cleaner(name: &str, url: &str) -> Cleaner {
+    Cleaner::http(name, url)
+        .timeout("2s")
+        .retry(4, "300ms", "2s", 2.0)
 }

@@ -4,12 +4,10 @@ use super::*;
 
 async fn a_failing_notifier_is_retried_without_blocking_the_request(store: TestStore) {
     let notifier = FakeService::start(&[500, 500]).await;
-    let config = format!(
-        "[policy]\ngrace_period = \"7s\"\nreminders = [\"6s\"]\n{}[notifier]\nurl = \"{}\"\n",
-        engine_section(),
-        notifier.url,
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("7s")
+        .reminders(&["6s"])
+        .notifier(&notifier.url, None, None);
+    let engine = Engine::start(store, config).await;
     let id = engine.submit("18", "gdpr").await;
     // No cleaners: Due completes the request at once.
     engine
@@ -37,12 +35,9 @@ async fn a_failing_notifier_is_retried_without_blocking_the_request(store: TestS
 
 async fn a_missing_callback_times_out_into_a_retry(store: TestStore) {
     let forgetful = FakeService::start(&[202]).await;
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
-        engine_section(),
-        cleaner("forgetful", &forgetful.url, "callback_timeout = \"500ms\"")
-    );
-    let engine = Engine::start(store, &config).await;
+    let config =
+        config("1s").cleaner(cleaner("forgetful", &forgetful.url).callback_timeout("500ms"));
+    let engine = Engine::start(store, config).await;
     let id = engine.submit("19", "gdpr").await;
     let loaded = engine
         .wait_for(id, RequestStatus::Completed, Duration::from_secs(15))
@@ -64,12 +59,8 @@ async fn a_missing_callback_times_out_into_a_retry(store: TestStore) {
 
 async fn admin_operations_over_http(store: TestStore) {
     let billing = FakeService::start(&[]).await;
-    let config = format!(
-        "[policy]\ngrace_period = \"1h\"\nreminders = []\n{}{}",
-        engine_section(),
-        cleaner("billing", &billing.url, "")
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("1h").cleaner(cleaner("billing", &billing.url));
+    let engine = Engine::start(store, config).await;
     let id = engine.submit("20", "gdpr").await;
     let before = engine.load(id).await.request.deadline;
 
@@ -147,11 +138,8 @@ async fn admin_operations_over_http(store: TestStore) {
 }
 
 async fn a_manual_cleaner_waits_for_a_person(store: TestStore) {
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}\n[[cleaners]]\nname = \"archive\"\nkind = \"manual\"\n",
-        engine_section(),
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("1s").cleaner(Cleaner::manual("archive"));
+    let engine = Engine::start(store, config).await;
     let id = engine.submit("22", "gdpr").await;
     let loaded = engine
         .wait_for(id, RequestStatus::Due, Duration::from_secs(10))

@@ -5,26 +5,17 @@ use super::*;
 async fn callbacks_accept_only_the_cleaners_own_token(store: TestStore) {
     use lethe_engine::http::auth::token_hash;
     let async_cleaner = FakeService::start(&[202]).await;
-    let tokens: String = [
+    let mut config =
+        config("1s").cleaner(cleaner("later", &async_cleaner.url).callback_timeout("30s"));
+    for (name, token, scope) in [
         ("later", "tok-later", "cleaner:later"),
         ("other", "tok-other", "cleaner:other"),
         ("ops", "tok-admin", "admin"),
         ("reader", "tok-reader", "requests:read"),
-    ]
-    .iter()
-    .map(|(name, token, scope)| {
-        format!(
-            "[[tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nscopes = [\"{scope}\"]\n",
-            token_hash(token)
-        )
-    })
-    .collect();
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}{tokens}",
-        engine_section(),
-        cleaner("later", &async_cleaner.url, "callback_timeout = \"30s\""),
-    );
-    let engine = Engine::start(store, &config).await;
+    ] {
+        config = config.token(name, &token_hash(token), &[scope]);
+    }
+    let engine = Engine::start(store, config).await;
     let id = engine.submit("16", "gdpr").await;
     eventually(Duration::from_secs(10), "the cleaner is called", || {
         !async_cleaner.calls().is_empty()
@@ -70,12 +61,8 @@ async fn callbacks_accept_only_the_cleaners_own_token(store: TestStore) {
 
 async fn max_in_flight_bounds_concurrent_calls(store: TestStore) {
     let slow = FakeService::start_slow(Duration::from_millis(250)).await;
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
-        engine_section(),
-        cleaner("slow", &slow.url, "max_in_flight = 1")
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("1s").cleaner(cleaner("slow", &slow.url).max_in_flight(1));
+    let engine = Engine::start(store, config).await;
     let mut ids = Vec::new();
     for n in 0..4 {
         ids.push(engine.submit(&format!("slow-{n}"), "gdpr").await);
@@ -96,12 +83,8 @@ async fn max_in_flight_bounds_concurrent_calls(store: TestStore) {
 
 async fn rate_per_second_spaces_calls(store: TestStore) {
     let limited = FakeService::start(&[]).await;
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}",
-        engine_section(),
-        cleaner("limited", &limited.url, "rate_per_second = 2")
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("1s").cleaner(cleaner("limited", &limited.url).rate_per_second(2.0));
+    let engine = Engine::start(store, config).await;
     let mut ids = Vec::new();
     for n in 0..6 {
         ids.push(engine.submit(&format!("rate-{n}"), "gdpr").await);
@@ -127,18 +110,14 @@ async fn a_closed_window_postpones_the_call_to_its_opening(store: TestStore) {
     let day = FakeService::start(&[]).await;
     let opens = chrono::Utc::now() + chrono::TimeDelta::hours(2);
     let closes = opens + chrono::TimeDelta::hours(1);
-    let window = format!(
-        "window = {{ start = \"{}\", end = \"{}\", tz = \"UTC\" }}",
-        opens.format("%H:%M"),
-        closes.format("%H:%M")
+    let (start, end) = (
+        opens.format("%H:%M").to_string(),
+        closes.format("%H:%M").to_string(),
     );
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}{}",
-        engine_section(),
-        cleaner("night", &night.url, &window),
-        cleaner("day", &day.url, ""),
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("1s")
+        .cleaner(cleaner("night", &night.url).window(&start, &end, "UTC"))
+        .cleaner(cleaner("day", &day.url));
+    let engine = Engine::start(store, config).await;
     let id = engine.submit("17", "gdpr").await;
     engine
         .wait_for(id, RequestStatus::Due, Duration::from_secs(10))
@@ -179,14 +158,11 @@ async fn due_makes_one_dispatch_job_for_all_first_calls(store: TestStore) {
         FakeService::start_slow(slow).await,
         FakeService::start_slow(slow).await,
     );
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\n{}{}{}{}",
-        engine_section(),
-        cleaner("a", &a.url, ""),
-        cleaner("b", &b.url, ""),
-        cleaner("c", &c.url, ""),
-    );
-    let engine = Engine::start(store, &config).await;
+    let config = config("1s")
+        .cleaner(cleaner("a", &a.url))
+        .cleaner(cleaner("b", &b.url))
+        .cleaner(cleaner("c", &c.url));
+    let engine = Engine::start(store, config).await;
     let id = engine.submit("18", "gdpr").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let dispatch = loop {
