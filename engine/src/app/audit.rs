@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::queries::RequestRow;
 use super::{RequestError, Requests};
-use crate::read_models::RequestFilter;
+use crate::projections::RequestFilter;
 use crate::store::{verify_chain, ChainBreak, EventStore, RecordedEvent, StoreError};
 
 const BATCH: u32 = 1000;
@@ -186,7 +186,7 @@ impl Requests {
         format: ExportFormat,
         out: &mut dyn std::io::Write,
     ) -> Result<(u64, u64), RequestError> {
-        let read_models = self.read_models_or_refuse()?;
+        let projections = self.projections_or_refuse()?;
         let store = self.store();
         let filter = RequestFilter {
             received_from: Some(from),
@@ -197,7 +197,7 @@ impl Requests {
         let (mut written, mut failed) = (0_u64, 0_u64);
         let mut after = None;
         loop {
-            let rows = read_models.list_requests(&filter, after, BATCH).await?;
+            let rows = projections.list_requests(&filter, after, BATCH).await?;
             let Some(last) = rows.last() else { break };
             after = Some(last.id);
             for row in rows {

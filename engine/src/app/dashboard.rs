@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use super::queries::RequestRow;
 use super::stats::{compute_stats, StatsView};
 use super::{RequestError, Requests};
-use crate::read_models::{ReadModelStore, RequestFilter};
+use crate::projections::{ProjectionStore, RequestFilter};
 use crate::store::StoreError;
 
 /// Rows shown in each of the overdue and at-risk lists.
@@ -14,7 +14,7 @@ pub const LIST_LIMIT: usize = 50;
 /// Rows read at once.
 const PAGE: u32 = 500;
 
-/// What the page shows, read from the read models.
+/// What the page shows, read from the projections.
 #[derive(Debug)]
 pub struct Figures {
     pub stats: StatsView,
@@ -26,7 +26,7 @@ pub struct Figures {
 
 /// Reads the figures: the stats of `GET /v1/stats`, and the overdue and at-risk lists.
 pub async fn gather(
-    store: &dyn ReadModelStore,
+    store: &dyn ProjectionStore,
     at_risk_days: u32,
     today: NaiveDate,
 ) -> Result<Figures, StoreError> {
@@ -63,7 +63,7 @@ pub async fn gather(
 /// The [`LIST_LIMIT`] rows with the earliest deadlines, reading page by page (never more than
 /// a page and the kept rows in memory).
 async fn most_urgent(
-    store: &dyn ReadModelStore,
+    store: &dyn ProjectionStore,
     filter: &RequestFilter,
 ) -> Result<Vec<RequestRow>, StoreError> {
     let mut kept: Vec<RequestRow> = Vec::new();
@@ -84,7 +84,7 @@ async fn most_urgent(
 impl Requests {
     /// The dashboard's figures as of `today`.
     pub async fn dashboard(&self, today: NaiveDate) -> Result<Figures, RequestError> {
-        let store = self.read_models_or_refuse()?;
+        let store = self.projections_or_refuse()?;
         Ok(gather(store, self.config().policy.at_risk_days, today).await?)
     }
 }

@@ -20,9 +20,9 @@ pub enum RequestError {
     /// with the call; try again later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// A list, the stats or the dashboard was asked of a process that serves no read models.
-    #[error("this instance serves no read models")]
-    NoReadModels,
+    /// A list, the stats or the dashboard was asked of a process that serves no projections.
+    #[error("this instance serves no projections")]
+    NoProjections,
     /// An export could not be written out.
     #[error("cannot write: {0}")]
     Output(String),

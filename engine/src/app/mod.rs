@@ -1,5 +1,5 @@
 //! The application service: every command and query, the one door through which the edges
-//! (HTTP, CLI) and the workers reach the log, the keys and the read models.
+//! (HTTP, CLI) and the workers reach the log, the keys and the projections.
 //!
 //! [`Requests`] is the service. Its methods, one concern per file: intake (`intake`, `bulk`),
 //! commands on one request (`commands`, `results`, `execute`), the subject's keys
@@ -36,7 +36,7 @@ pub use results::CleanerReport;
 pub use subjects::SubjectAccess;
 
 use crate::config::Config;
-use crate::read_models::ReadModelStore;
+use crate::projections::ProjectionStore;
 /// The master key: the doors hold it to hand to the service's cancel-token checks.
 pub use crate::store::master_key::MasterKey;
 /// Who asks for a command, and its idempotency key: recorded with the events it appends.
@@ -69,7 +69,7 @@ pub struct Requests {
     store: Arc<dyn EventStore>,
     config: Arc<Config>,
     /// For the list and stats queries; absent in tools that only write.
-    read_models: Option<Arc<dyn ReadModelStore>>,
+    projections: Option<Arc<dyn ProjectionStore>>,
     /// Seals subjects (crypto-shredding) and finds open requests of the same subject. Without
     /// it subjects are recorded in clear (only tests do that).
     sealing: Option<Sealing>,
@@ -80,20 +80,20 @@ impl Requests {
         Self {
             store,
             config,
-            read_models: None,
+            projections: None,
             sealing: None,
         }
     }
 
-    /// Adds the read models that answer list and stats queries.
+    /// Adds the projections that answer list and stats queries.
     #[must_use]
-    pub fn with_read_models(mut self, read_models: Arc<dyn ReadModelStore>) -> Self {
-        self.read_models = Some(read_models);
+    pub fn with_projections(mut self, projections: Arc<dyn ProjectionStore>) -> Self {
+        self.projections = Some(projections);
         self
     }
 
-    pub const fn read_models(&self) -> Option<&Arc<dyn ReadModelStore>> {
-        self.read_models.as_ref()
+    pub const fn projections(&self) -> Option<&Arc<dyn ProjectionStore>> {
+        self.projections.as_ref()
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {

@@ -1,4 +1,4 @@
-//! Queries over the read models and the health of the store: the request list, the stats,
+//! Queries over the projections and the health of the store: the request list, the stats,
 //! and readiness.
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -6,9 +6,9 @@ use lethe_domain::{RequestId, RequestStatus};
 
 use super::stats::{compute_stats, StatsView};
 use super::{RequestError, Requests};
-use crate::read_models::{ReadModelStore, RequestFilter};
+use crate::projections::{ProjectionStore, RequestFilter};
 
-/// A row of the `requests` read model: what a list shows of a request.
+/// A row of the `requests` projection: what a list shows of a request.
 pub use lethe_projections::requests::RequestRow;
 
 /// Which requests a list wants; every condition given must hold.
@@ -36,11 +36,11 @@ pub struct ListPage {
 }
 
 impl Requests {
-    /// The read models, or [`RequestError::NoReadModels`] in a process that serves none.
-    pub(super) fn read_models_or_refuse(&self) -> Result<&dyn ReadModelStore, RequestError> {
-        self.read_models()
+    /// The projections, or [`RequestError::NoProjections`] in a process that serves none.
+    pub(super) fn projections_or_refuse(&self) -> Result<&dyn ProjectionStore, RequestError> {
+        self.projections()
             .map(|r| &**r)
-            .ok_or(RequestError::NoReadModels)
+            .ok_or(RequestError::NoProjections)
     }
 
     /// Up to `limit` requests after `after` that pass `filter`.
@@ -50,7 +50,7 @@ impl Requests {
         after: Option<RequestId>,
         limit: u32,
     ) -> Result<ListPage, RequestError> {
-        let store = self.read_models_or_refuse()?;
+        let store = self.projections_or_refuse()?;
         let filter = RequestFilter {
             status: filter.status,
             jurisdiction: filter.jurisdiction.clone(),
@@ -78,7 +78,7 @@ impl Requests {
 
     /// The dashboard figures as of `today`.
     pub async fn stats(&self, today: NaiveDate) -> Result<StatsView, RequestError> {
-        let store = self.read_models_or_refuse()?;
+        let store = self.projections_or_refuse()?;
         let at_risk_days = self.config().policy.at_risk_days;
         Ok(compute_stats(store, at_risk_days, today).await?)
     }

@@ -1,5 +1,5 @@
 //! The dashboard figures (`GET /v1/stats`, and the page at `/dashboard`), computed over every
-//! row of the `requests` read model.
+//! row of the `requests` projection.
 
 use std::collections::BTreeMap;
 
@@ -8,13 +8,13 @@ use lethe_domain::RequestStatus;
 use lethe_projections::requests::days_left;
 use serde::Serialize;
 
-use crate::read_models::{ReadModelStore, RequestFilter};
+use crate::projections::{ProjectionStore, RequestFilter};
 use crate::store::StoreError;
 
 /// Rows read at once.
 const PAGE: u32 = 1000;
 
-/// The dashboard figures, computed over every row of the `requests` read model.
+/// The dashboard figures, computed over every row of the `requests` projection.
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct StatsView {
     pub total: u64,
@@ -62,7 +62,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// Accumulates the figures row by row (never the whole table in memory at once).
 #[allow(clippy::cast_precision_loss)]
 pub async fn compute_stats(
-    store: &dyn ReadModelStore,
+    store: &dyn ProjectionStore,
     at_risk_days: u32,
     today: NaiveDate,
 ) -> Result<StatsView, StoreError> {

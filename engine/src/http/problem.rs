@@ -150,11 +150,11 @@ impl From<RequestError> for Problem {
                 tracing::warn!(error = %error, "database unavailable");
                 Self::database_unavailable()
             }
-            RequestError::NoReadModels => Self::new(
+            RequestError::NoProjections => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "urn:lethe:problem:unavailable",
                 "Service unavailable",
-                "this instance serves no read models",
+                "this instance serves no projections",
             ),
             RequestError::Store(_) | RequestError::Output(_) => {
                 tracing::error!(error = %error, "store failure");

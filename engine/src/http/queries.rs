@@ -1,4 +1,4 @@
-//! Queries over the read models: the request list (`GET /v1/requests`) and the dashboard
+//! Queries over the projections: the request list (`GET /v1/requests`) and the dashboard
 //! figures (`GET /v1/stats`).
 
 use axum::extract::{Query, State};

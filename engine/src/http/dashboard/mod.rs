@@ -1,4 +1,4 @@
-//! The dashboard page (`GET /dashboard`): server-rendered HTML from the read models, with no
+//! The dashboard page (`GET /dashboard`): server-rendered HTML from the projections, with no
 //! script at all. It shows the same figures as `GET /v1/stats` (computed by the same
 //! application service, [`crate::app::dashboard`]), the overdue and at-risk requests most
 //! urgent first, cleaner health and an inline SVG chart of completion times per month.
@@ -73,7 +73,7 @@ static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
         (status = 401, description = "No valid token: an HTML page explaining how to pass one", body = String, content_type = "text/html"),
         (status = 403, description = "The token lacks the scope requests:read (HTML)", body = String, content_type = "text/html"),
         (status = 500, description = "An internal failure (HTML)", body = String, content_type = "text/html"),
-        (status = 503, description = "The database is unreachable, or this instance serves no read models (HTML)", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unreachable, or this instance serves no projections (HTML)", body = String, content_type = "text/html"),
         super::responses::Service,
     ),
     security(("bearer" = ["requests:read"]))
@@ -93,10 +93,10 @@ pub async fn dashboard(
     let now = Utc::now();
     match state.requests.dashboard(now.date_naive()).await {
         Ok(figures) => html(StatusCode::OK, render(&figures, now)),
-        Err(RequestError::NoReadModels) => message_page(
+        Err(RequestError::NoProjections) => message_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Dashboard unavailable",
-            "This instance serves no read models, so there is nothing to show. The dashboard is \
+            "This instance serves no projections, so there is nothing to show. The dashboard is \
              served by <code>lethe serve</code>.",
         ),
         Err(error) => {
