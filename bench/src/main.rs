@@ -35,7 +35,7 @@ enum Scenario {
     Bulk,
     /// N requests x 5 loopback cleaners (one 10 % flaky), from Due to Completed.
     Lifecycle,
-    /// Every read model rebuilt from a log of --events events.
+    /// Every projection rebuilt from a log of --events events.
     Rebuild,
     /// GET /v1/requests/{id}/history for random requests in a large log.
     Replay,

@@ -5,7 +5,7 @@
 //! - [`store`]: the event log and the keys (master key, data keys, sealing, blind indexes).
 //! - [`telemetry`]: logs and metrics.
 //! - [`subscriptions`]: checkpointed, leased, fenced consumers of the log.
-//! - [`read_models`]: the persisted views, one subscription.
+//! - [`projections`]: the persisted views, one subscription.
 //! - [`cleaners`]: the cleaner protocols, one module per kind.
 //! - [`app`]: the application service, the one door for every command and query.
 //! - [`workflow`]: the saga, timers and jobs, dispatch and limits.
@@ -20,7 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod kafka;
-pub mod read_models;
+pub mod projections;
 pub mod root;
 pub mod store;
 pub mod subscriptions;

@@ -126,12 +126,12 @@ const KNOWN_BREAKS: &[(&str, &str)] = &[
     ("engine/src/app/mod.rs", "cleaners"),
     ("engine/src/cli/mod.rs", "store"),
     ("engine/src/http/admin.rs", "store"),
-    ("engine/src/http/dashboard.rs", "read_models"),
+    ("engine/src/http/dashboard.rs", "projections"),
     ("engine/src/http/dashboard.rs", "store"),
     ("engine/src/http/events.rs", "store"),
     ("engine/src/http/mod.rs", "store"),
     ("engine/src/http/problem.rs", "store"),
-    ("engine/src/http/queries.rs", "read_models"),
+    ("engine/src/http/queries.rs", "projections"),
     ("engine/src/http/queries.rs", "store"),
 ];
 

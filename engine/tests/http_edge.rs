@@ -51,7 +51,7 @@ fn app(store: &TestStore, tokens: bool) -> (axum::Router, Requests) {
     let database = store.database();
     let key = MasterKey::from_bytes([3; 32]);
     let requests = Requests::new(database.events.clone(), Arc::new(config(tokens)))
-        .with_read_models(database.read_models.clone());
+        .with_projections(database.projections.clone());
     let app = router(AppState {
         requests: requests.clone(),
         key,

@@ -39,7 +39,7 @@ fn fingerprint(bytes: [u8; 32]) -> String {
 fn requests(t: &TestStore, key: &MasterKey) -> Requests {
     let database = t.database();
     Requests::new(database.events.clone(), Arc::new(Config::default()))
-        .with_read_models(database.read_models.clone())
+        .with_projections(database.projections.clone())
         .with_sealing(key.clone(), database.keys.clone())
 }
 

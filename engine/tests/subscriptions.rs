@@ -1,5 +1,5 @@
 //! The `subscriptions` table on both backends: every write to a subscription's row (taking or
-//! renewing the lease, each subscriber's fenced checkpoint commit, a read model's restart)
+//! renewing the lease, each subscriber's fenced checkpoint commit, a projection's restart)
 //! stamps `updated_at` with the time of the write, and a refused commit changes nothing.
 
 mod support;
@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use chrono::Utc;
-use lethe_engine::read_models::REQUESTS;
+use lethe_engine::projections::REQUESTS;
 use lethe_engine::store::Checkpoint;
 use lethe_engine::workflow::saga::SAGA;
 use support::TestStore;
@@ -93,17 +93,17 @@ async fn every_write_stamps_updated_at(store: TestStore) {
         assert!(committed);
     })
     .await;
-    stamps(&store, REQUESTS, "the read model's commit", async {
+    stamps(&store, REQUESTS, "the projection's commit", async {
         let committed = database
-            .read_models
+            .projections
             .commit_requests("a", at, &[])
             .await
             .unwrap();
         assert!(committed);
     })
     .await;
-    stamps(&store, REQUESTS, "the read model's restart", async {
-        database.read_models.reset(REQUESTS, "b").await.unwrap();
+    stamps(&store, REQUESTS, "the projection's restart", async {
+        database.projections.reset(REQUESTS, "b").await.unwrap();
     })
     .await;
 
@@ -116,11 +116,11 @@ async fn every_write_stamps_updated_at(store: TestStore) {
         .unwrap();
     assert!(!refused);
     let refused = database
-        .read_models
+        .projections
         .commit_requests("a", at, &[])
         .await
         .unwrap();
-    assert!(!refused, "the restart gave the read model to b");
+    assert!(!refused, "the restart gave the projection to b");
     for name in [SAGA, REQUESTS] {
         assert_eq!(updated_at(&store, name).await, 946_684_800, "{name}");
     }

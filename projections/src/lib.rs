@@ -1,4 +1,4 @@
-//! Read models of Lethe: pure folds from events to the rows that list views and dashboards
+//! Projections of Lethe: pure folds from events to the rows that list views and dashboards
 //! read. Each fold is a function `(Option<Row>, &Event) -> Row`; the engine runs it through a
 //! checkpointed subscription and persists the rows (see `engine/src/projections`), and can
 //! rebuild them from the log at any time.

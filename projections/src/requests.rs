@@ -1,4 +1,4 @@
-//! The `requests` read model: one row per request, for lists, filters and dashboards. It holds
+//! The `requests` projection: one row per request, for lists, filters and dashboards. It holds
 //! no personal data (no subject identifiers), so it never needs shredding.
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -9,7 +9,7 @@ use lethe_domain::event::{
 use lethe_domain::{Event, RequestId, RequestStatus};
 use serde::{Deserialize, Serialize};
 
-/// One request as the read model sees it.
+/// One request as the projection sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestRow {
     pub id: RequestId,

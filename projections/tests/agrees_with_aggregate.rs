@@ -1,4 +1,4 @@
-//! The `requests` read model agrees with the aggregate: for random command sequences run
+//! The `requests` projection agrees with the aggregate: for random command sequences run
 //! through `DeletionRequest`, folding the emitted events with `requests::apply` gives the same
 //! status, deadline and cleaner states as the aggregate's own state.
 
@@ -130,7 +130,7 @@ fn command(op: &Op, at: chrono::DateTime<Utc>) -> Command {
 
 proptest! {
     #[test]
-    fn the_read_model_agrees_with_the_aggregate(ops in prop::collection::vec(op(), 0..40)) {
+    fn the_projection_agrees_with_the_aggregate(ops in prop::collection::vec(op(), 0..40)) {
         let start = Utc.with_ymd_and_hms(2025, 1, 31, 9, 0, 0).unwrap();
         let receive = Command::Receive(Receive {
             request_id: RequestId::from_uuid(uuid::Uuid::from_bytes([7; 16])),

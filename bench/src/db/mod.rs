@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context as _};
 use lethe_domain::RequestId;
 use lethe_engine::app::Requests;
 use lethe_engine::config::Config;
-use lethe_engine::read_models::ReadModelStore;
+use lethe_engine::projections::ProjectionStore;
 use lethe_engine::root::Database;
 use lethe_engine::store::keys::KeyStore;
 use lethe_engine::store::master_key::MasterKey;
@@ -245,7 +245,7 @@ impl Db {
         }
     }
 
-    pub fn read_models(&self) -> Arc<dyn ReadModelStore> {
+    pub fn projections(&self) -> Arc<dyn ProjectionStore> {
         match &self.kind {
             Kind::Postgres { store, .. } => store.clone(),
             Kind::Sqlite { store, .. } => store.clone(),
@@ -264,16 +264,16 @@ impl Db {
         Database {
             events: self.events(),
             workflow: self.workflow(),
-            read_models: self.read_models(),
+            projections: self.projections(),
             keys: self.keys(),
         }
     }
 
-    /// The requests service as `lethe serve` builds it: read models, and subjects sealed under
+    /// The requests service as `lethe serve` builds it: projections, and subjects sealed under
     /// the master key.
     pub fn requests(&self, config: Arc<Config>) -> Requests {
         Requests::new(self.events(), config)
-            .with_read_models(self.read_models())
+            .with_projections(self.projections())
             .with_sealing(MasterKey::from_bytes(MASTER_KEY), self.keys())
     }
 

@@ -12,7 +12,7 @@ use super::lifecycle::baseline_duration;
 use super::replay::fill_log;
 use super::{ratio, yes_no, FILL_CONCURRENCY};
 
-/// `rebuild`: fills a log of N events, then rebuilds every read model from it
+/// `rebuild`: fills a log of N events, then rebuilds every projection from it
 /// (`lethe projections rebuild`'s code path) and times the replay.
 pub async fn rebuild(db: &Db, settings: &Settings, checks: &mut Checks) -> anyhow::Result<()> {
     let backend = db.backend;
@@ -23,10 +23,10 @@ pub async fn rebuild(db: &Db, settings: &Settings, checks: &mut Checks) -> anyho
     let started = Instant::now();
     let mut handled = 0_u64;
     let mut progress = |_: u64, _: i64| {};
-    for name in lethe_engine::read_models::ALL {
-        let run = lethe_engine::read_models::rebuild(
+    for name in lethe_engine::projections::ALL {
+        let run = lethe_engine::projections::rebuild(
             &database.events,
-            &database.read_models,
+            &database.projections,
             name,
             &mut progress,
         );
@@ -44,9 +44,9 @@ pub async fn rebuild(db: &Db, settings: &Settings, checks: &mut Checks) -> anyho
         .baseline(1, baseline_duration(settings, elapsed), u64::MAX)
         .await?;
     println!(
-        "rebuild {backend} read_models={} events={events} handled={handled} seconds={:.2} \
+        "rebuild {backend} projections={} events={events} handled={handled} seconds={:.2} \
          events_per_s={rate:.1} baseline_c=1 baseline_rows_per_s={:.1} ratio={:.2}",
-        lethe_engine::read_models::ALL.join(","),
+        lethe_engine::projections::ALL.join(","),
         elapsed.as_secs_f64(),
         baseline.rate(),
         ratio(rate, baseline.rate()),
@@ -56,7 +56,7 @@ pub async fn rebuild(db: &Db, settings: &Settings, checks: &mut Checks) -> anyho
          events_per_s={rate:.1} met={}",
         yes_no(rate >= 100_000.0 && events >= 1_000_000)
     );
-    let expected = u64::try_from(events)? * lethe_engine::read_models::ALL.len() as u64;
+    let expected = u64::try_from(events)? * lethe_engine::projections::ALL.len() as u64;
     checks.expect(
         handled == expected,
         format!("rebuild {backend}: handled {handled} events, expected {expected}"),

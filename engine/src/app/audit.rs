@@ -64,16 +64,16 @@ pub enum ExportFormat {
 /// were written and how many failed verification.
 pub async fn export(
     log: &dyn EventStore,
-    read_models: &dyn crate::read_models::ReadModelStore,
+    projections: &dyn crate::projections::ProjectionStore,
     from: chrono::DateTime<chrono::Utc>,
     to: chrono::DateTime<chrono::Utc>,
     format: ExportFormat,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<(u64, u64)> {
-    let filter = crate::read_models::RequestFilter {
+    let filter = crate::projections::RequestFilter {
         received_from: Some(from),
         received_to: Some(to),
-        ..crate::read_models::RequestFilter::default()
+        ..crate::projections::RequestFilter::default()
     };
     enum Sink<'a> {
         Jsonl(&'a mut dyn std::io::Write),
@@ -103,7 +103,7 @@ pub async fn export(
     let (mut written, mut failed) = (0_u64, 0_u64);
     let mut after = None;
     loop {
-        let rows = read_models.list_requests(&filter, after, BATCH).await?;
+        let rows = projections.list_requests(&filter, after, BATCH).await?;
         let Some(last) = rows.last() else { break };
         after = Some(last.id);
         for row in rows {

@@ -21,7 +21,7 @@ use lethe_domain::{
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::read_models::ReadModelStore;
+use crate::projections::ProjectionStore;
 use crate::store::keys::{FindBatcher, KeyStore};
 use crate::store::master_key::MasterKey;
 use crate::store::sealing::{DataKey, SealError};
@@ -175,7 +175,7 @@ pub struct Requests {
     store: Arc<dyn EventStore>,
     config: Arc<Config>,
     /// For the list and stats queries; absent in tools that only write.
-    read_models: Option<Arc<dyn ReadModelStore>>,
+    projections: Option<Arc<dyn ProjectionStore>>,
     /// Seals subjects (crypto-shredding) and finds open requests of the same subject. Without
     /// it subjects are recorded in clear (only tests do that).
     sealing: Option<Sealing>,
@@ -221,7 +221,7 @@ impl Requests {
         Self {
             store,
             config,
-            read_models: None,
+            projections: None,
             sealing: None,
         }
     }
@@ -371,15 +371,15 @@ impl Requests {
             .await
     }
 
-    /// Adds the read models that answer list and stats queries.
+    /// Adds the projections that answer list and stats queries.
     #[must_use]
-    pub fn with_read_models(mut self, read_models: Arc<dyn ReadModelStore>) -> Self {
-        self.read_models = Some(read_models);
+    pub fn with_projections(mut self, projections: Arc<dyn ProjectionStore>) -> Self {
+        self.projections = Some(projections);
         self
     }
 
-    pub const fn read_models(&self) -> Option<&Arc<dyn ReadModelStore>> {
-        self.read_models.as_ref()
+    pub const fn projections(&self) -> Option<&Arc<dyn ProjectionStore>> {
+        self.projections.as_ref()
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {

@@ -75,12 +75,12 @@ pub(super) async fn run(context: &Context, command: AuditCommand) -> anyhow::Res
         bail!("--to must be after --from");
     }
     let database = context.database().await?;
-    database.catch_up_read_models().await?;
+    database.catch_up_projections().await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let (written, failed) = crate::app::audit::export(
         database.events.as_ref(),
-        database.read_models.as_ref(),
+        database.projections.as_ref(),
         from,
         to,
         format,

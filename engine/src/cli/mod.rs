@@ -21,7 +21,7 @@ mod admin;
 mod audit;
 mod keys;
 mod migrate;
-mod read_models;
+mod projections;
 mod render;
 mod requests;
 mod serve;
@@ -76,10 +76,10 @@ pub enum Commands {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
-    /// Manage the read models.
+    /// Manage the projections.
     Projections {
         #[command(subcommand)]
-        command: read_models::ProjectionsCommand,
+        command: projections::ProjectionsCommand,
     },
     /// Manage API tokens.
     Token {
@@ -162,7 +162,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Verify(args) => audit::verify(&context, args).await,
         Commands::Admin(command) => admin::run(&context, command).await,
         Commands::Audit { command } => audit::run(&context, command).await,
-        Commands::Projections { command } => read_models::run(&context, command).await,
+        Commands::Projections { command } => projections::run(&context, command).await,
         Commands::Token { command } => token::run(command),
         Commands::Keys { command } => keys::run(&context, command).await,
     }

@@ -1,4 +1,4 @@
-//! The dashboard page (`GET /dashboard`): server-rendered HTML from the read models, with no
+//! The dashboard page (`GET /dashboard`): server-rendered HTML from the projections, with no
 //! script at all. It shows the same figures as `GET /v1/stats` (computed by the same
 //! [`compute_stats`]), the overdue and at-risk requests most urgent first, cleaner health and
 //! an inline SVG chart of completion times per month.
@@ -29,7 +29,7 @@ use super::problem::Problem;
 use super::queries::{compute_stats, StatsView};
 use super::{auth, AppState};
 use crate::config::Config;
-use crate::read_models::{ReadModelStore, RequestFilter};
+use crate::projections::{ProjectionStore, RequestFilter};
 use crate::store::StoreError;
 
 macro_rules! put {
@@ -74,7 +74,7 @@ static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
         (status = 401, description = "No valid token: an HTML page explaining how to pass one", body = String, content_type = "text/html"),
         (status = 403, description = "The token lacks the scope requests:read (HTML)", body = String, content_type = "text/html"),
         (status = 500, description = "An internal failure (HTML)", body = String, content_type = "text/html"),
-        (status = 503, description = "The database is unreachable, or this instance serves no read models (HTML)", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is unreachable, or this instance serves no projections (HTML)", body = String, content_type = "text/html"),
         super::responses::Service,
     ),
     security(("bearer" = ["requests:read"]))
@@ -91,11 +91,11 @@ pub async fn dashboard(
     if let Some(refused) = refusal(config, &headers) {
         return refused;
     }
-    let Some(store) = state.requests.read_models() else {
+    let Some(store) = state.requests.projections() else {
         return message_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Dashboard unavailable",
-            "This instance serves no read models, so there is nothing to show. The dashboard is \
+            "This instance serves no projections, so there is nothing to show. The dashboard is \
              served by <code>lethe serve</code>.",
         );
     };
@@ -316,7 +316,7 @@ fn document_with(title: &str, head: &str, meta: &str, main: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Data
 
-/// What the page shows, read from the read models.
+/// What the page shows, read from the projections.
 #[derive(Debug)]
 pub struct Figures {
     pub stats: StatsView,
@@ -328,7 +328,7 @@ pub struct Figures {
 
 /// Reads the figures: the stats of `GET /v1/stats`, and the overdue and at-risk lists.
 pub async fn gather(
-    store: &dyn ReadModelStore,
+    store: &dyn ProjectionStore,
     at_risk_days: u32,
     today: NaiveDate,
 ) -> Result<Figures, StoreError> {
@@ -365,7 +365,7 @@ pub async fn gather(
 /// The [`LIST_LIMIT`] rows with the earliest deadlines, reading page by page (never more than
 /// a page and the kept rows in memory).
 async fn most_urgent(
-    store: &dyn ReadModelStore,
+    store: &dyn ProjectionStore,
     filter: &RequestFilter,
 ) -> Result<Vec<RequestRow>, StoreError> {
     let mut kept: Vec<RequestRow> = Vec::new();

@@ -1,4 +1,4 @@
-//! Queries over the read models: the request list (`GET /v1/requests`) and the dashboard
+//! Queries over the projections: the request list (`GET /v1/requests`) and the dashboard
 //! figures (`GET /v1/stats`).
 
 use std::collections::BTreeMap;
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::{Caller, RequestsRead};
 use super::problem::Problem;
 use super::AppState;
-use crate::read_models::{ReadModelStore, RequestFilter};
+use crate::projections::{ProjectionStore, RequestFilter};
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
@@ -66,13 +66,13 @@ pub struct ListItem {
     pub days_left: i64,
 }
 
-fn read_models(state: &AppState) -> Result<&std::sync::Arc<dyn ReadModelStore>, Problem> {
-    state.requests.read_models().ok_or_else(|| {
+fn projections(state: &AppState) -> Result<&std::sync::Arc<dyn ProjectionStore>, Problem> {
+    state.requests.projections().ok_or_else(|| {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "urn:lethe:problem:unavailable",
             "Service unavailable",
-            "this instance serves no read models",
+            "this instance serves no projections",
         )
     })
 }
@@ -150,7 +150,7 @@ pub async fn list(
         })
         .transpose()?;
     // One more than asked tells whether another page exists.
-    let mut rows = read_models(&state)?
+    let mut rows = projections(&state)?
         .list_requests(&filter, after, limit + 1)
         .await?;
     let more = rows.len() > limit as usize;
@@ -173,7 +173,7 @@ pub async fn list(
     }))
 }
 
-/// The dashboard figures, computed over every row of the `requests` read model.
+/// The dashboard figures, computed over every row of the `requests` projection.
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct StatsView {
     pub total: u64,
@@ -221,7 +221,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// Accumulates the figures row by row (never the whole table in memory at once).
 #[allow(clippy::cast_precision_loss)]
 pub async fn compute_stats(
-    store: &dyn ReadModelStore,
+    store: &dyn ProjectionStore,
     at_risk_days: u32,
     today: NaiveDate,
 ) -> Result<StatsView, crate::store::StoreError> {
@@ -317,7 +317,7 @@ pub async fn stats(
     State(state): State<AppState>,
     _: Caller<RequestsRead>,
 ) -> Result<Json<StatsView>, Problem> {
-    let store = read_models(&state)?;
+    let store = projections(&state)?;
     let stats = compute_stats(
         &**store,
         state.requests.config().policy.at_risk_days,

@@ -79,7 +79,7 @@ impl IntoResponses for Stored {
             (500, "An internal failure (logged)"),
             (
                 503,
-                "The database is unreachable, or this instance serves no read models",
+                "The database is unreachable, or this instance serves no projections",
             ),
         ])
     }

@@ -1,22 +1,22 @@
 //! The database a process works on, opened once: the event log and the key store (the store
-//! layer's), and the workflow's and the read models' tables, all on the one pool of the
+//! layer's), and the workflow's and the projections' tables, all on the one pool of the
 //! backend the URL names.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::read_models::ReadModelStore;
+use crate::projections::ProjectionStore;
 use crate::store::keys::KeyStore;
 use crate::store::{Backend, EventStore, OpenError, TOOL_ACQUIRE_TIMEOUT};
 use crate::workflow::WorkflowStore;
 
-/// Every store of one database: the event log, the workflow's and read models' tables and the
+/// Every store of one database: the event log, the workflow's and projections' tables and the
 /// keys.
 #[derive(Debug, Clone)]
 pub struct Database {
     pub events: Arc<dyn EventStore>,
     pub workflow: Arc<dyn WorkflowStore>,
-    pub read_models: Arc<dyn ReadModelStore>,
+    pub projections: Arc<dyn ProjectionStore>,
     pub keys: Arc<dyn KeyStore>,
 }
 
@@ -51,13 +51,13 @@ impl From<Backend> for Database {
             Backend::Postgres(store) => Self {
                 events: store.clone(),
                 workflow: store.clone(),
-                read_models: store.clone(),
+                projections: store.clone(),
                 keys: store,
             },
             Backend::Sqlite(store) => Self {
                 events: store.clone(),
                 workflow: store.clone(),
-                read_models: store.clone(),
+                projections: store.clone(),
                 keys: store,
             },
         }

@@ -1,5 +1,5 @@
 //! Starting and stopping the workflow inside one engine process: the saga subscription, the
-//! read models' subscription, the Kafka relay and results consumer, the timer worker and the
+//! projections' subscription, the Kafka relay and results consumer, the timer worker and the
 //! dispatch worker, as tasks that stop together on shutdown. The cleaners are built here from
 //! the configuration, one per configured cleaner, by kind.
 
@@ -10,7 +10,7 @@ mod service;
 
 pub use database::Database;
 pub use serve::{redact, serve, Serve, ServeError};
-pub use service::READ_MODELS;
+pub use service::PROJECTIONS;
 
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ use crate::cleaners::manual::ManualCleaner;
 use crate::cleaners::{Cleaner, Registry};
 use crate::config::{CleanerKind, Config, HttpCleanerConfig};
 use crate::kafka::KafkaRelay;
-use crate::read_models::RequestsProjector;
+use crate::projections::RequestsProjector;
 use crate::store::master_key::MasterKey;
 use crate::subscriptions::{owner_id, SubscriptionRunner, Writing};
 use crate::workflow::saga::Saga;
@@ -92,8 +92,8 @@ impl Runtime {
                 }
             }
         }
-        if let Some(read_models) = requests.read_models().cloned() {
-            let projector = RequestsProjector { store: read_models };
+        if let Some(projections) = requests.projections().cloned() {
+            let projector = RequestsProjector { store: projections };
             let stop = watcher.clone();
             tasks.spawn(async move { runner.run(&projector, stop).await });
         }

@@ -1,5 +1,5 @@
 //! Checkpointed subscriptions: the one way anything downstream follows the log (the saga, the
-//! read models, the Kafka relay).
+//! projections, the Kafka relay).
 //!
 //! A subscription is a row of the `subscriptions` table: its checkpoint in the log and a lease.
 //! The runner ([`SubscriptionRunner`]) reads the log from the checkpoint in batches and hands

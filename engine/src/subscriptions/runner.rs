@@ -14,7 +14,7 @@ use crate::store::{Checkpoint, EventStore, RecordedEvent, StoreError};
 const BATCH: u32 = 500;
 
 /// Applies a whole batch of events and moves the checkpoint, in one transaction, if `owner`
-/// still holds the subscription (false, and nothing applied, otherwise). Read models and the
+/// still holds the subscription (false, and nothing applied, otherwise). Projections and the
 /// Kafka relay implement this directly; a [`Subscriber`] gets it through [`Writing`].
 #[async_trait]
 pub trait Projector: Send + Sync {

@@ -45,7 +45,7 @@ pub async fn commit_checkpoint(
 }
 
 /// Puts subscription `name` back to the start of the log, held by `owner` for an hour, in the
-/// caller's open transaction (a read model's rebuild, with emptying its table).
+/// caller's open transaction (a projection's rebuild, with emptying its table).
 pub async fn restart_checkpoint(
     tx: &mut SqliteConnection,
     name: &str,

@@ -197,8 +197,8 @@ async fn write_a_log_with_a_gap(t: &TestStore) -> Vec<i64> {
     before
 }
 
-/// Writes a read model row under the old schema (as `jsonb` on Postgres, before ADR 12).
-async fn write_a_read_model_row(t: &TestStore) -> RequestRow {
+/// Writes a projection row under the old schema (as `jsonb` on Postgres, before ADR 12).
+async fn write_a_projection_row(t: &TestStore) -> RequestRow {
     let view = RequestRow {
         id: RequestId::from_uuid(uuid::Uuid::from_u128(
             0x0192_e4a0_0000_7000_8000_0000_0000_0001,
@@ -237,12 +237,12 @@ async fn write_a_read_model_row(t: &TestStore) -> RequestRow {
 
 /// Upgrading a database written under the migrations before the log was rewritten (ADR 11),
 /// through every later one, keeps every event and its position, and a later append comes
-/// after the highest position ever given, even one whose event is gone. A read model row
+/// after the highest position ever given, even one whose event is gone. A projection row
 /// written before the upgrade (as `jsonb` on Postgres, before ADR 12) reads back the same.
 async fn an_upgrade_keeps_the_log(t: TestStore) {
     migrate_to_before_the_rewrite(&t).await;
     let before = write_a_log_with_a_gap(&t).await;
-    let view = write_a_read_model_row(&t).await;
+    let view = write_a_projection_row(&t).await;
 
     let dir = tempfile::tempdir().unwrap();
     let url = t.database_url();
@@ -266,11 +266,11 @@ async fn an_upgrade_keeps_the_log(t: TestStore) {
     assert_eq!(versions, [1, 2]);
     let upgraded = t
         .database()
-        .read_models
+        .projections
         .list_requests(&RequestFilter::default(), None, 10)
         .await
         .unwrap();
-    assert_eq!(upgraded, [view], "the read model's row after the upgrade");
+    assert_eq!(upgraded, [view], "the projection's row after the upgrade");
 
     run(
         dir.path(),

@@ -27,7 +27,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt as _;
 use lethe_domain::RequestId;
 use lethe_domain::RequestStatus;
-use lethe_engine::read_models::RequestFilter;
+use lethe_engine::projections::RequestFilter;
 use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::{Checkpoint, SqliteStore};
 use lethe_projections::requests::{CleanerRow, RequestRow};

@@ -5,7 +5,7 @@
 //! - Through the router, on both backends: every `data-stat` figure on the page equals
 //!   `GET /v1/stats` (and the numbers shown agree with it), the lists are right and most urgent
 //!   first; auth by bearer header, by `?token=` moved into a cookie, and by that cookie; 401 and
-//!   403 as HTML pages; 503 without read models; open when no tokens are configured.
+//!   403 as HTML pages; 503 without projections; open when no tokens are configured.
 //! - In a real browser: Debian's headless Chromium opens `/dashboard?token=...` on a live
 //!   engine (following the redirect with the cookie), its DOM is checked against
 //!   `GET /v1/stats`, and a screenshot is saved to `target/test-artifacts/dashboard.png`.

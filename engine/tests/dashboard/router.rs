@@ -1,4 +1,4 @@
-//! Through the router: the page, its tokens, and an engine without read models.
+//! Through the router: the page, its tokens, and an engine without projections.
 
 use super::*;
 
@@ -152,7 +152,7 @@ async fn without_tokens_the_page_is_open() {
 }
 
 #[tokio::test]
-async fn an_empty_engine_and_one_without_read_models() {
+async fn an_empty_engine_and_one_without_projections() {
     let store = support::sqlite().await;
     let database = store.database();
     let app = router(AppState {
@@ -173,6 +173,6 @@ async fn an_empty_engine_and_one_without_read_models() {
     let (status, headers, body) = send(&app, get("/dashboard", None)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
-    assert!(body.contains("no read models"), "{body}");
+    assert!(body.contains("no projections"), "{body}");
 }
 support::backends!(the_page_shows_the_stats);

@@ -215,14 +215,14 @@ pub(crate) async fn seed(requests: &Requests) -> Seeded {
 
 pub(crate) fn engine(database: &Database, config: Config) -> Requests {
     Requests::new(database.events.clone(), Arc::new(config))
-        .with_read_models(database.read_models.clone())
+        .with_projections(database.projections.clone())
 }
 
 pub(crate) async fn seeded(store: &TestStore, config: Config) -> (axum::Router, Seeded) {
     let database = store.database();
     let requests = engine(&database, config);
     let seeded = seed(&requests).await;
-    lethe_engine::read_models::catch_up(&database.events, &database.read_models)
+    lethe_engine::projections::catch_up(&database.events, &database.projections)
         .await
         .unwrap();
     let app = router(AppState {

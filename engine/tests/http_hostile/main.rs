@@ -67,7 +67,7 @@ async fn start(store: &TestStore, tokens: bool) -> Server {
     let database = store.database();
     let key = MasterKey::from_bytes([9; 32]);
     let requests = Requests::new(database.events.clone(), Arc::new(config(tokens)))
-        .with_read_models(database.read_models.clone())
+        .with_projections(database.projections.clone())
         .with_sealing(key.clone(), database.keys.clone());
     let submission = Submission {
         subject: [("user_id".to_owned(), "hostile-1".to_owned())].into(),

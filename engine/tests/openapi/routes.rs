@@ -98,7 +98,7 @@ struct Hostile {
 }
 
 /// Every operation, sent what the hostile suites send (no token, a token without the scope,
-/// a malformed id, an unknown request, a broken or oversized body, and with no read models
+/// a malformed id, an unknown request, a broken or oversized body, and with no projections
 /// behind the API): each answer's status is documented for the operation, with the
 /// documented content type.
 #[tokio::test]
@@ -193,7 +193,7 @@ async fn every_status_a_route_answers_is_documented() {
     reached("post /v1/requests/{id}/hold", &[400, 404, 413]);
     reached("get /v1/requests/{id}/history", &[400, 401, 403, 404]);
     reached("post /v1/requests/{id}/expedite", &[400, 401, 403, 404]);
-    // This API has no read models behind it.
+    // This API has no projections behind it.
     assert!(
         seen["get /v1/stats"].contains(&503),
         "{:?}",

@@ -1,5 +1,5 @@
 //! A database outage is answered fast and honestly, on real Postgres, without touching the
-//! shared server: Lethe (the router, with sealing, read models and the workflow running)
+//! shared server: Lethe (the router, with sealing, projections and the workflow running)
 //! reaches Postgres through a TCP proxy the test controls, while clients keep submitting and,
 //! like real clients, submit the same subject again after a 503.
 //!
@@ -143,7 +143,7 @@ struct Seen {
     landed_anyway: usize,
 }
 
-/// Lethe as `lethe serve` runs it (sealing, read models, the workflow), on `store`.
+/// Lethe as `lethe serve` runs it (sealing, projections, the workflow), on `store`.
 struct Lethe {
     app: Router,
     runtime: Runtime,
@@ -158,7 +158,7 @@ fn config() -> Arc<Config> {
 fn start(store: &Arc<PostgresStore>, config: &Arc<Config>) -> Lethe {
     let key = MasterKey::from_bytes([0x42; 32]);
     let requests = Requests::new(store.clone(), config.clone())
-        .with_read_models(store.clone())
+        .with_projections(store.clone())
         .with_sealing(key.clone(), store.clone());
     let runtime = Runtime::start(
         requests.clone(),

@@ -227,13 +227,13 @@ impl TestStore {
             Self::Postgres { store, .. } => lethe_engine::root::Database {
                 events: store.clone(),
                 workflow: store.clone(),
-                read_models: store.clone(),
+                projections: store.clone(),
                 keys: store.clone(),
             },
             Self::Sqlite { store, .. } => lethe_engine::root::Database {
                 events: store.clone(),
                 workflow: store.clone(),
-                read_models: store.clone(),
+                projections: store.clone(),
                 keys: store.clone(),
             },
         }

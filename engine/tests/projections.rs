@@ -1,4 +1,4 @@
-//! The `requests` read model on both backends: built incrementally by its subscription while a
+//! The `requests` projection on both backends: built incrementally by its subscription while a
 //! random workload runs, it equals the model rebuilt from an empty table; lists filter and page
 //! with a cursor that stays stable while requests keep arriving; the dashboard figures add up.
 
@@ -13,7 +13,7 @@ use lethe_domain::{CleanerName, Command, RequestId, RequestStatus, Span};
 use lethe_engine::app::{Requests, Submission};
 use lethe_engine::config::Config;
 use lethe_engine::http::queries::compute_stats;
-use lethe_engine::read_models::{rebuild, RequestFilter, RequestsProjector, REQUESTS};
+use lethe_engine::projections::{rebuild, RequestFilter, RequestsProjector, REQUESTS};
 use lethe_engine::root::Database;
 use lethe_engine::store::EventMetadata;
 use lethe_engine::subscriptions::SubscriptionRunner;
@@ -24,13 +24,13 @@ use support::TestStore;
 
 fn requests(database: &Database) -> Requests {
     Requests::new(database.events.clone(), Arc::new(Config::default()))
-        .with_read_models(database.read_models.clone())
+        .with_projections(database.projections.clone())
 }
 
 fn runner(database: &Database, owner: &str) -> SubscriptionRunner {
     SubscriptionRunner {
         events: database.events.clone(),
-        subscriptions: database.read_models.clone(),
+        subscriptions: database.projections.clone(),
         owner: owner.to_owned(),
         lease: std::time::Duration::from_secs(30),
         poll_interval: std::time::Duration::from_millis(10),
@@ -40,7 +40,7 @@ fn runner(database: &Database, owner: &str) -> SubscriptionRunner {
 /// Runs the projector until it has caught up with everything appended so far.
 async fn catch_up(database: &Database, runner: &SubscriptionRunner) {
     let projector = RequestsProjector {
-        store: database.read_models.clone(),
+        store: database.projections.clone(),
     };
     let head = database.events.head_position().await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -70,7 +70,7 @@ async fn all_rows(database: &Database) -> Vec<RequestRow> {
     let mut after = None;
     loop {
         let page = database
-            .read_models
+            .projections
             .list_requests(&RequestFilter::default(), after, 7)
             .await
             .unwrap();
@@ -208,7 +208,7 @@ async fn rebuild_equals_incremental(store: TestStore) {
     let mut reports = 0;
     let handled = rebuild(
         &database.events,
-        &database.read_models,
+        &database.projections,
         REQUESTS,
         &mut |_, _| reports += 1,
     )
@@ -246,7 +246,7 @@ async fn lists_filter_and_page_stably(store: TestStore) {
         let database = database.clone();
         async move {
             database
-                .read_models
+                .projections
                 .list_requests(&filter, None, 100)
                 .await
                 .unwrap()
@@ -308,7 +308,7 @@ async fn lists_filter_and_page_stably(store: TestStore) {
 
     // A cursor page, then more arrivals, then the next page: nothing skipped, nothing twice.
     let first = database
-        .read_models
+        .projections
         .list_requests(&RequestFilter::default(), None, 5)
         .await
         .unwrap();
@@ -320,7 +320,7 @@ async fn lists_filter_and_page_stably(store: TestStore) {
     let mut after = first.last().map(|r| r.id);
     loop {
         let page = database
-            .read_models
+            .projections
             .list_requests(&RequestFilter::default(), after, 5)
             .await
             .unwrap();
@@ -409,7 +409,7 @@ async fn stats_add_up(store: TestStore) {
         .await
         .unwrap();
     catch_up(&database, &live).await;
-    let stats = compute_stats(&*database.read_models, 7, Utc::now().date_naive())
+    let stats = compute_stats(&*database.projections, 7, Utc::now().date_naive())
         .await
         .unwrap();
     assert_eq!(stats.total, 5);

@@ -1,4 +1,4 @@
-//! `lethe projections rebuild`: a read model (or all) rebuilt from the log.
+//! `lethe projections rebuild`: a projection (or all) rebuilt from the log.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 
 use super::Context;
-use crate::root::READ_MODELS;
+use crate::root::PROJECTIONS;
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
-    /// Rebuild a read model (or all) from the log.
+    /// Rebuild a projection (or all) from the log.
     Rebuild {
         /// requests; all when absent
         name: Option<String>,
@@ -25,7 +25,7 @@ pub(super) async fn run(
     let database = context.database().await?;
     let names: Vec<String> = match name {
         Some(name) => vec![name],
-        None => READ_MODELS.iter().map(|n| (*n).to_owned()).collect(),
+        None => PROJECTIONS.iter().map(|n| (*n).to_owned()).collect(),
     };
     for name in names {
         let started = Instant::now();
@@ -36,7 +36,7 @@ pub(super) async fn run(
                 last_report = Instant::now();
             }
         };
-        let handled = database.rebuild_read_model(&name, &mut report).await?;
+        let handled = database.rebuild_projection(&name, &mut report).await?;
         let seconds = started.elapsed().as_secs_f64();
         #[allow(clippy::cast_precision_loss)]
         let rate = handled as f64 / seconds.max(0.001);

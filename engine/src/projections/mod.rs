@@ -1,7 +1,7 @@
-//! Read models persisted in the database and kept current by checkpointed subscriptions:
+//! Projections persisted in the database and kept current by checkpointed subscriptions:
 //! the pure folds live in the `lethe-projections` crate, their SQL here.
 //!
-//! - `requests` (table `request_view`): one row per request, behind `GET /v1/requests` and
+//! - `requests` (table `requests_projection`): one row per request, behind `GET /v1/requests` and
 //!   `GET /v1/stats`.
 
 mod postgres;
@@ -17,9 +17,9 @@ use lethe_projections::requests::RequestRow;
 use crate::store::{Checkpoint, EventStore, RecordedEvent, StoreError};
 use crate::subscriptions::{owner_id, Projector, SubscriptionRunner, SubscriptionStore};
 
-/// The subscription name of the `requests` read model.
+/// The subscription name of the `requests` projection.
 pub const REQUESTS: &str = "requests";
-/// Every read model, by name (for `lethe projections rebuild`).
+/// Every projection, by name (for `lethe projections rebuild`).
 pub const ALL: [&str; 1] = [REQUESTS];
 
 /// Which requests a list wants.
@@ -58,10 +58,10 @@ impl RequestFilter {
     }
 }
 
-/// The tables of the read models. Their subscriptions live in the same database, so a batch's
+/// The tables of the projections. Their subscriptions live in the same database, so a batch's
 /// rows are written in the transaction that moves the checkpoint.
 #[async_trait]
-pub trait ReadModelStore: SubscriptionStore {
+pub trait ProjectionStore: SubscriptionStore {
     /// Folds `events` into the `requests` rows and moves the checkpoint, in one transaction,
     /// if `owner` holds the subscription.
     async fn commit_requests(
@@ -80,14 +80,14 @@ pub trait ReadModelStore: SubscriptionStore {
         limit: u32,
     ) -> Result<Vec<RequestRow>, StoreError>;
 
-    /// Empties a read model and puts its subscription back to the start, owned by `owner`.
+    /// Empties a projection and puts its subscription back to the start, owned by `owner`.
     async fn reset(&self, name: &str, owner: &str) -> Result<(), StoreError>;
 }
 
-/// The `requests` read model as a subscription.
+/// The `requests` projection as a subscription.
 #[derive(Debug, Clone)]
 pub struct RequestsProjector {
-    pub store: Arc<dyn ReadModelStore>,
+    pub store: Arc<dyn ProjectionStore>,
 }
 
 #[async_trait]
@@ -135,7 +135,7 @@ const REBUILD_BATCH: u32 = 5_000;
 /// How long a rebuild's hold on its subscription lasts; it is renewed every round.
 const REBUILD_LEASE: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Rebuilds a read model from an empty table: takes its subscription, resets it to the start
+/// Rebuilds a projection from an empty table: takes its subscription, resets it to the start
 /// and replays the log in batches (never the whole log in memory), calling `progress` with the
 /// events handled so far and the log's head position. Returns the events handled.
 ///
@@ -144,7 +144,7 @@ const REBUILD_LEASE: std::time::Duration = std::time::Duration::from_secs(300);
 /// interrupted rebuild resumes where it stopped.
 pub async fn rebuild(
     events: &Arc<dyn EventStore>,
-    store: &Arc<dyn ReadModelStore>,
+    store: &Arc<dyn ProjectionStore>,
     name: &str,
     progress: &mut (dyn FnMut(u64, i64) + Send),
 ) -> Result<u64, StoreError> {
@@ -154,7 +154,7 @@ pub async fn rebuild(
         }),
         other => {
             return Err(StoreError::Corrupt(format!(
-                "no read model named {other:?} (known: {})",
+                "no projection named {other:?} (known: {})",
                 ALL.join(", ")
             )))
         }
@@ -169,14 +169,14 @@ pub async fn rebuild(
         while let Some(batch) = arriving.recv().await {
             let batch = batch?;
             let Some(last) = batch.last() else { continue };
-            // Renews the hold (and fails if another owner took the read model over).
+            // Renews the hold (and fails if another owner took the projection over).
             let held = store
                 .acquire_subscription(name, &owner, REBUILD_LEASE, Utc::now())
                 .await?
                 .is_some();
             if !held || !projector.commit(&owner, last.checkpoint(), &batch).await? {
                 return Err(StoreError::Corrupt(format!(
-                    "another process took over the {name} read model during its rebuild"
+                    "another process took over the {name} projection during its rebuild"
                 )));
             }
             handled += batch.len() as u64;
@@ -230,12 +230,12 @@ async fn read_ahead(
     }
 }
 
-/// Brings the read models up to date from this process when no `lethe serve` holds them (the
-/// CLI uses it before answering from a read model). Where another process owns a projection,
+/// Brings the projections up to date from this process when no `lethe serve` holds them (the
+/// CLI uses it before answering from a projection). Where another process owns a projection,
 /// that process keeps it current and this returns at once.
 pub async fn catch_up(
     events: &Arc<dyn EventStore>,
-    store: &Arc<dyn ReadModelStore>,
+    store: &Arc<dyn ProjectionStore>,
 ) -> Result<(), StoreError> {
     let owner = owner_id();
     let runner = SubscriptionRunner {

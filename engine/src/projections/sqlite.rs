@@ -1,4 +1,4 @@
-//! The read models on SQLite.
+//! The projections on SQLite.
 
 use std::collections::HashMap;
 
@@ -7,7 +7,7 @@ use lethe_domain::RequestId;
 use lethe_projections::requests::RequestRow;
 use sqlx::{QueryBuilder, Row};
 
-use super::{decode, encode, fold_batch, ReadModelStore, RequestFilter, REQUESTS};
+use super::{decode, encode, fold_batch, ProjectionStore, RequestFilter, REQUESTS};
 use crate::store::{Checkpoint, RecordedEvent, SqliteStore, StoreError};
 use crate::subscriptions;
 
@@ -16,7 +16,7 @@ fn time(at: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 #[async_trait]
-impl ReadModelStore for SqliteStore {
+impl ProjectionStore for SqliteStore {
     async fn commit_requests(
         &self,
         owner: &str,
@@ -36,7 +36,7 @@ impl ReadModelStore for SqliteStore {
         let mut rows = HashMap::new();
         for chunk in ids.chunks(500) {
             let mut query =
-                QueryBuilder::new("SELECT row_data FROM request_view WHERE request_id IN (");
+                QueryBuilder::new("SELECT row_data FROM requests_projection WHERE request_id IN (");
             let mut list = query.separated(", ");
             for id in chunk {
                 list.push_bind(id.clone());
@@ -49,7 +49,7 @@ impl ReadModelStore for SqliteStore {
         }
         for row in fold_batch(rows, events)?.values() {
             sqlx::query(
-                "INSERT INTO request_view (request_id, status, jurisdiction, received_at, deadline, \
+                "INSERT INTO requests_projection (request_id, status, jurisdiction, received_at, deadline, \
                  closed_at, row_data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                  ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, \
                  jurisdiction = excluded.jurisdiction, received_at = excluded.received_at, \
@@ -79,7 +79,7 @@ impl ReadModelStore for SqliteStore {
         let today = filter
             .today
             .unwrap_or_else(|| chrono::Utc::now().date_naive());
-        let mut query = QueryBuilder::new("SELECT row_data FROM request_view WHERE 1 = 1");
+        let mut query = QueryBuilder::new("SELECT row_data FROM requests_projection WHERE 1 = 1");
         if let Some(after) = after {
             query
                 .push(" AND request_id > ")
@@ -127,7 +127,7 @@ impl ReadModelStore for SqliteStore {
     async fn reset(&self, name: &str, owner: &str) -> Result<(), StoreError> {
         let mut tx = self.writer().begin().await?;
         if name == REQUESTS {
-            sqlx::query("DELETE FROM request_view")
+            sqlx::query("DELETE FROM requests_projection")
                 .execute(&mut *tx)
                 .await?;
         }

@@ -1,4 +1,4 @@
-//! The read models on Postgres.
+//! The projections on Postgres.
 
 use std::collections::HashMap;
 
@@ -7,12 +7,12 @@ use lethe_domain::RequestId;
 use lethe_projections::requests::RequestRow;
 use sqlx::{QueryBuilder, Row};
 
-use super::{decode, encode, fold_batch, ReadModelStore, RequestFilter, REQUESTS};
+use super::{decode, encode, fold_batch, ProjectionStore, RequestFilter, REQUESTS};
 use crate::store::{Checkpoint, PostgresStore, RecordedEvent, StoreError};
 use crate::subscriptions;
 
 #[async_trait]
-impl ReadModelStore for PostgresStore {
+impl ProjectionStore for PostgresStore {
     async fn commit_requests(
         &self,
         owner: &str,
@@ -30,10 +30,11 @@ impl ReadModelStore for PostgresStore {
         let mut ids: Vec<uuid::Uuid> = events.iter().map(|e| *e.stream_id.as_uuid()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let existing = sqlx::query("SELECT row_data FROM request_view WHERE request_id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?;
+        let existing =
+            sqlx::query("SELECT row_data FROM requests_projection WHERE request_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?;
         let mut rows = HashMap::new();
         for record in &existing {
             let row = decode(record.try_get("row_data")?)?;
@@ -63,7 +64,7 @@ impl ReadModelStore for PostgresStore {
             data.push(encode(row)?);
         }
         sqlx::query(
-            "INSERT INTO request_view (request_id, status, jurisdiction, received_at, deadline, \
+            "INSERT INTO requests_projection (request_id, status, jurisdiction, received_at, deadline, \
              closed_at, row_data) \
              SELECT request_id, status, jurisdiction, received_at, deadline, closed_at, \
              row_data FROM unnest($1::uuid[], $2::text[], $3::text[], \
@@ -97,7 +98,7 @@ impl ReadModelStore for PostgresStore {
         let today = filter
             .today
             .unwrap_or_else(|| chrono::Utc::now().date_naive());
-        let mut query = QueryBuilder::new("SELECT row_data FROM request_view WHERE true");
+        let mut query = QueryBuilder::new("SELECT row_data FROM requests_projection WHERE true");
         if let Some(after) = after {
             query.push(" AND request_id > ").push_bind(*after.as_uuid());
         }
@@ -143,7 +144,7 @@ impl ReadModelStore for PostgresStore {
     async fn reset(&self, name: &str, owner: &str) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         if name == REQUESTS {
-            sqlx::query("DELETE FROM request_view")
+            sqlx::query("DELETE FROM requests_projection")
                 .execute(&mut *tx)
                 .await?;
         }
