@@ -22,6 +22,7 @@ use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::{EventMetadata, RecordedEvent};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use support::config::{Cleaner, TestConfig};
 use support::TestStore;
 use tower::ServiceExt as _;
 
@@ -97,13 +98,15 @@ fn event<'a>(events: &'a [RecordedEvent], event_type: &str) -> &'a RecordedEvent
 }
 
 async fn results_over_http_are_recorded_without_the_subject(store: TestStore) {
-    let config = Config::parse(&format!(
-        "[[cleaners]]\nname = \"archive\"\nkind = \"manual\"\n\
-         [[cleaners]]\nname = \"ledger\"\nkind = \"manual\"\n\
-         [[tokens]]\nname = \"cleaners\"\nsha256 = \"{}\"\nscopes = [\"cleaner:archive\", \"cleaner:ledger\"]\n",
-        lethe_engine::http::auth::token_hash(TOKEN)
-    ))
-    .unwrap();
+    let config = TestConfig::new()
+        .cleaner(Cleaner::manual("archive"))
+        .cleaner(Cleaner::manual("ledger"))
+        .token(
+            "cleaners",
+            &lethe_engine::http::auth::token_hash(TOKEN),
+            &["cleaner:archive", "cleaner:ledger"],
+        )
+        .build();
     let requests = sealed(&store, config);
     let id = due_request(&requests).await;
     let app = router(AppState {
@@ -156,12 +159,11 @@ async fn results_on_kafka_are_recorded_without_the_subject(store: TestStore) {
         cluster.create_topic(topic, 1, 1).unwrap();
     }
     let brokers = cluster.bootstrap_servers();
-    let config = Config::parse(&format!(
-        "[kafka]\nbrokers = \"{brokers}\"\n\
-         [[cleaners]]\nname = \"search\"\nkind = \"kafka\"\n\
-         [[cleaners]]\nname = \"index\"\nkind = \"kafka\"\n"
-    ))
-    .unwrap();
+    let config = TestConfig::new()
+        .kafka(&brokers)
+        .cleaner(Cleaner::kafka("search"))
+        .cleaner(Cleaner::kafka("index"))
+        .build();
     let kafka = config.kafka.clone().unwrap();
     let requests = sealed(&store, config);
     let id = due_request(&requests).await;

@@ -14,6 +14,7 @@ use lethe_engine::config::Config;
 use lethe_engine::http::auth::token_hash;
 use lethe_engine::http::{router, AppState};
 use lethe_engine::store::master_key::MasterKey;
+use support::config::{Cleaner, TestConfig};
 use tower::ServiceExt;
 
 const SCOPES: [&str; 6] = [
@@ -30,16 +31,13 @@ fn token_for(scope: &str) -> String {
 }
 
 fn config_with_tokens() -> Config {
-    let mut text = String::from(
-        "[[cleaners]]\nname = \"billing\"\nkind = \"manual\"\n[[cleaners]]\nname = \"crm\"\nkind = \"manual\"\n",
-    );
+    let mut config = TestConfig::new()
+        .cleaner(Cleaner::manual("billing"))
+        .cleaner(Cleaner::manual("crm"));
     for scope in SCOPES {
-        text.push_str(&format!(
-            "[[tokens]]\nname = \"{scope}\"\nsha256 = \"{}\"\nscopes = [\"{scope}\"]\n",
-            token_hash(&token_for(scope))
-        ));
+        config = config.token(scope, &token_hash(&token_for(scope)), &[scope]);
     }
-    Config::parse(&text).unwrap()
+    config.build()
 }
 
 /// (method, path, the scope it needs or None for public routes, body)

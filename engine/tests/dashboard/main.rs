@@ -40,6 +40,7 @@ use lethe_engine::root::Database;
 use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::{now_micros, EventMetadata};
 use serde_json::Value;
+use support::config::TestConfig;
 use support::TestStore;
 use tower::ServiceExt;
 
@@ -47,13 +48,10 @@ const READER: &str = "lethe_reader-token-0123";
 const ADMIN: &str = "lethe_admin-token-4567";
 
 fn config_with_tokens() -> Config {
-    Config::parse(&format!(
-        "[[tokens]]\nname = \"reader\"\nsha256 = \"{}\"\nscopes = [\"requests:read\"]\n\
-         [[tokens]]\nname = \"admin\"\nsha256 = \"{}\"\nscopes = [\"admin\"]\n",
-        token_hash(READER),
-        token_hash(ADMIN)
-    ))
-    .unwrap()
+    TestConfig::new()
+        .token("reader", &token_hash(READER), &["requests:read"])
+        .token("admin", &token_hash(ADMIN), &["admin"])
+        .build()
 }
 
 use page::*;

@@ -1,6 +1,7 @@
 //! The feed needs `audit:read`, and the OpenAPI document describes it.
 
 use super::sse::parse_frame;
+use super::support::config::TestConfig;
 use super::*;
 
 fn token_for(scope: &str) -> String {
@@ -8,14 +9,11 @@ fn token_for(scope: &str) -> String {
 }
 
 fn config_with_tokens() -> Config {
-    let mut text = String::new();
+    let mut config = TestConfig::new();
     for scope in ["audit:read", "requests:read"] {
-        text.push_str(&format!(
-            "[[tokens]]\nname = \"{scope}\"\nsha256 = \"{}\"\nscopes = [\"{scope}\"]\n",
-            token_hash(&token_for(scope))
-        ));
+        config = config.token(scope, &token_hash(&token_for(scope)), &[scope]);
     }
-    Config::parse(&text).unwrap()
+    config.build()
 }
 
 async fn the_feed_needs_audit_read(t: TestStore) {
