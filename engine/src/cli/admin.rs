@@ -4,18 +4,15 @@
 //! as it stands afterwards.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::anyhow;
 use clap::Subcommand;
-use lethe_domain::state::Request;
-use lethe_domain::{CleanerName, Command};
+use lethe_domain::{CleanerName, Span};
 
 use super::render::render_request;
-use super::{cli_actor, parse_id, plan_cleaners, Context, EventMetadata};
+use super::{cli_actor, parse_id, Context};
 use crate::app::views::RequestView;
-use crate::app::{LoadedRequest, Requests};
-use crate::config::Config;
+use crate::app::{EventMetadata, LoadedRequest, Requests};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -96,131 +93,66 @@ pub(super) async fn run(context: &Context, command: AdminCommand) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds a command from the request's current state.
-type Decide = Box<dyn Fn(&Request) -> Command + Send + Sync>;
-
-/// Runs one administrative command through the same path the HTTP API uses.
+/// Runs one administrative command through the application service, as the HTTP API does.
+/// The arguments are checked before the request id, as they always were.
 async fn operate(requests: &Requests, command: AdminCommand) -> anyhow::Result<LoadedRequest> {
-    let metadata = EventMetadata::new(cli_actor());
-    // A result typed by hand is scrubbed of the subject's identifiers like a cleaner's.
-    let reports_result = matches!(command, AdminCommand::Confirm { .. });
-    let (id, make) = decide(requests.config(), command)?;
-    let id = parse_id(&id)?;
-    if reports_result {
-        return Ok(requests.execute_result(id, &metadata, make).await?);
-    }
-    Ok(requests.execute(id, &metadata, make).await?)
-}
-
-fn cleaner(raw: &str) -> anyhow::Result<CleanerName> {
-    CleanerName::parse(raw).map_err(|e| anyhow!("cleaner {raw:?}: {}", e.message))
-}
-
-/// The request id as typed, and the command to run on it.
-fn decide(config: &Arc<Config>, command: AdminCommand) -> anyhow::Result<(String, Decide)> {
-    let now = chrono::Utc::now;
-    let decided: (String, Decide) = match command {
-        AdminCommand::Cancel { id, reason } => (
-            id,
-            Box::new(move |_| Command::Cancel {
-                at: now(),
-                reason: reason.clone(),
-            }),
-        ),
-        AdminCommand::Reject { id, reason } => (
-            id,
-            Box::new(move |_| Command::Reject {
-                at: now(),
-                reason: reason.clone(),
-            }),
-        ),
-        AdminCommand::Hold { id, reason } => (
-            id,
-            Box::new(move |_| Command::PlaceHold {
-                at: now(),
-                reason: reason.clone(),
-            }),
-        ),
-        AdminCommand::Release { id, reason } => (
-            id,
-            Box::new(move |_| Command::ReleaseHold {
-                at: now(),
-                reason: reason.clone(),
-            }),
-        ),
+    let metadata = &EventMetadata::new(cli_actor());
+    let loaded = match command {
+        AdminCommand::Cancel { id, reason } => {
+            requests.cancel(parse_id(&id)?, metadata, reason).await?
+        }
+        AdminCommand::Reject { id, reason } => {
+            requests.reject(parse_id(&id)?, metadata, reason).await?
+        }
+        AdminCommand::Hold { id, reason } => {
+            requests.hold(parse_id(&id)?, metadata, reason).await?
+        }
+        AdminCommand::Release { id, reason } => {
+            requests.release(parse_id(&id)?, metadata, reason).await?
+        }
         AdminCommand::Extend { id, by, reason } => {
-            let by: lethe_domain::Span = by.parse().map_err(|e: String| anyhow!("--by: {e}"))?;
-            let make = move |_: &Request| Command::ExtendDeadline {
-                at: now(),
-                by,
-                reason: reason.clone(),
-            };
-            (id, Box::new(make))
+            let by: Span = by.parse().map_err(|e: String| anyhow!("--by: {e}"))?;
+            requests
+                .extend(parse_id(&id)?, metadata, by, reason)
+                .await?
         }
-        AdminCommand::Expedite { id } => {
-            let config = config.clone();
-            let make = move |request: &Request| Command::MarkDue {
-                at: now(),
-                cleaners: plan_cleaners(&config, request),
-                expedite: true,
-            };
-            (id, Box::new(make))
-        }
-        AdminCommand::Retry { id, cleaner: name } => {
-            let cleaner = cleaner(&name)?;
-            let extra = config.cleaner(&cleaner).map_or(1, |c| c.retry.max_attempts);
-            let make = move |_: &Request| Command::RetryCleaner {
-                cleaner: cleaner.clone(),
-                at: now(),
-                extra_attempts: extra,
-            };
-            (id, Box::new(make))
+        AdminCommand::Expedite { id } => requests.expedite(parse_id(&id)?, metadata).await?,
+        AdminCommand::Retry { id, cleaner } => {
+            let cleaner = cleaner_name(&cleaner)?;
+            requests
+                .retry_cleaner(parse_id(&id)?, metadata, &cleaner)
+                .await?
         }
         AdminCommand::Skip {
             id,
-            cleaner: name,
+            cleaner,
             reason,
         } => {
-            let cleaner = cleaner(&name)?;
-            let make = move |_: &Request| Command::SkipCleaner {
-                cleaner: cleaner.clone(),
-                at: now(),
-                reason: reason.clone(),
-            };
-            (id, Box::new(make))
+            let cleaner = cleaner_name(&cleaner)?;
+            let id = parse_id(&id)?;
+            requests
+                .skip_cleaner(id, metadata, &cleaner, reason)
+                .await?
         }
         AdminCommand::Confirm {
             id,
-            cleaner: name,
+            cleaner,
             attempt,
             failed,
             detail,
-        } => (id, confirm(cleaner(&name)?, attempt, failed, detail)),
+        } => {
+            let cleaner = cleaner_name(&cleaner)?;
+            let id = parse_id(&id)?;
+            // A result typed by hand is scrubbed of the subject's identifiers like a
+            // cleaner's.
+            requests
+                .confirm(id, metadata, &cleaner, attempt, failed, detail)
+                .await?
+        }
     };
-    Ok(decided)
+    Ok(loaded)
 }
 
-/// A cleaner's result typed by hand.
-fn confirm(cleaner: CleanerName, attempt: u32, failed: bool, detail: Option<String>) -> Decide {
-    let now = chrono::Utc::now;
-    if failed {
-        let error = detail.unwrap_or_else(|| "reported failed by hand".to_owned());
-        Box::new(move |_| Command::RecordCleanerFailure {
-            cleaner: cleaner.clone(),
-            attempt,
-            at: now(),
-            error: error.clone(),
-            status_code: None,
-            retryable: true,
-            retry_after_seconds: None,
-        })
-    } else {
-        Box::new(move |_| Command::RecordCleanerSuccess {
-            cleaner: cleaner.clone(),
-            attempt,
-            at: now(),
-            deleted: None,
-            detail: detail.clone(),
-        })
-    }
+fn cleaner_name(raw: &str) -> anyhow::Result<CleanerName> {
+    CleanerName::parse(raw).map_err(|e| anyhow!("cleaner {raw:?}: {}", e.message))
 }

@@ -34,7 +34,7 @@ pub(super) async fn verify(context: &Context, args: VerifyArgs) -> anyhow::Resul
     // Verification reads no personal data: no keys needed.
     let requests = context.app(&database, None);
     let Some(id) = args.id else {
-        let report = crate::app::audit::verify_all(requests.store().as_ref()).await?;
+        let report = requests.verify_log().await?;
         for f in &report.failures {
             println!(
                 "FAILED: request {} at version {} (position {}): {}",
@@ -56,7 +56,7 @@ pub(super) async fn verify(context: &Context, args: VerifyArgs) -> anyhow::Resul
         return Ok(exit_code(report.failures.is_empty()));
     };
     let id = parse_id(&id)?;
-    let view = super::requests::history_view(&requests, id).await?;
+    let view = requests.history(id).await?;
     match &view.chain_error {
         None => println!("ok: request {id}: {} events verified", view.events.len()),
         Some(e) => println!(

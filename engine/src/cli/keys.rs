@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::Context;
-use crate::root::keys::MasterKey;
+use crate::app::MasterKey;
 use crate::root::keys::{KeyMaterial, Progress, RotateOptions, Rotated, MASTER_KEY_ENV};
 use crate::root::Database;
 

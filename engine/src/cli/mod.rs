@@ -177,10 +177,6 @@ fn exit_code(ok: bool) -> ExitCode {
     }
 }
 
-// Until the application service has the administrative commands as methods.
-use crate::app::planning::plan_cleaners;
-use crate::store::EventMetadata;
-
 fn parse_id(raw: &str) -> anyhow::Result<RequestId> {
     raw.parse::<RequestId>()
         .map_err(|_| anyhow!("{raw:?} is not a request id (a UUID)"))

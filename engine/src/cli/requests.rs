@@ -3,14 +3,12 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail};
 use clap::Args;
-use lethe_domain::RequestId;
 
 use super::render::{render_history, render_request};
 use super::{cli_actor, exit_code, parse_id, Context};
-use crate::app::views::{HistoryView, RequestView, SubmittedView};
-use crate::app::{Requests, Submission};
+use crate::app::views::SubmittedView;
+use crate::app::Submission;
 use crate::root::keys::{NoReadingKey, MASTER_KEY_ENV};
 
 #[derive(Debug, Args)]
@@ -90,12 +88,7 @@ pub(super) async fn show(context: &Context, args: ShowArgs) -> anyhow::Result<Ex
     let database = context.database().await?;
     let id = parse_id(&args.id)?;
     // The state of a request reads no personal data: no key needed.
-    let loaded = context
-        .app(&database, None)
-        .load(id)
-        .await?
-        .ok_or_else(|| anyhow!("no request {id}"))?;
-    let view = RequestView::new(&loaded);
+    let view = context.app(&database, None).show(id).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
@@ -112,7 +105,7 @@ pub(super) async fn history(context: &Context, args: HistoryArgs) -> anyhow::Res
         .map_err(|why| warn_sealed(&why))
         .ok();
     let id = parse_id(&args.id)?;
-    let view = history_view(&context.app(&database, key), id).await?;
+    let view = context.app(&database, key).history(id).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
@@ -135,23 +128,6 @@ fn warn_sealed(why: &NoReadingKey) {
         NoReadingKey::Unreadable(e) => eprintln!("warning: {e}: {sealed}"),
         NoReadingKey::NotTheDatabases(e) => eprintln!("warning: {e}; {sealed}"),
     }
-}
-
-/// The auditor's replay of one request (until the application service has it).
-pub(super) async fn history_view(
-    requests: &Requests,
-    id: RequestId,
-) -> anyhow::Result<HistoryView> {
-    let store = requests.store();
-    // The head first: events appended after it only extend the chain it vouches for.
-    let head = store.stream_head(id).await?;
-    let events = store.read_stream(id, 0).await?;
-    if events.is_empty() {
-        bail!("no request {id}");
-    }
-    let loaded = crate::app::loaded(events)?;
-    let subject = requests.subject_of(&loaded.request).await?;
-    Ok(HistoryView::new(&loaded, head.as_ref(), subject)?)
 }
 
 #[cfg(test)]
