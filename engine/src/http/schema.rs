@@ -1,7 +1,7 @@
 //! JSON Schema for the inputs whose rules utoipa's attributes cannot state alone: patterns
 //! written from the validators' own rules (what `str::trim` removes, what `char::is_control`
 //! refuses, the grammar of a span or an event id), so that `/openapi.json` tells a client
-//! every rule the server enforces. `engine/tests/openapi.rs` holds each pattern to its
+//! every rule the server enforces. `engine/tests/openapi/` holds each pattern to its
 //! validator on generated strings.
 //!
 //! Patterns use only what ECMA-262 and Python's `re` read alike (`\uXXXX` escapes, classes,

@@ -188,7 +188,7 @@ fn settle(consumer: &StreamConsumer, message: &BorrowedMessage<'_>, done: bool) 
 /// fetching the partitions it had, from a broker that may have come back without them: tansu
 /// with memory storage forgets its topics on a restart, and librdkafka 2.12 can crash on
 /// tansu's answer to a fetch for a topic id it no longer knows (seen in the end-to-end test,
-/// `engine/tests/kafka_tansu.rs`).
+/// `engine/tests/kafka_tansu/`).
 async fn wait_for_topic(consumer: &Arc<StreamConsumer>, topic: &str) {
     // The errors librdkafka reports meanwhile (the broker is still down) are read and dropped
     // here, or they would be taken for a new outage once back in the group.

@@ -1,7 +1,7 @@
 //! The event log: one [`EventStore`] trait and two implementations on sqlx, Postgres for
 //! production and SQLite as the embedded default. Both keep the same schema (see
 //! `migrations/`), the same per-stream hash chain and the same idempotency rules; the
-//! conformance suite in `engine/tests/store_conformance.rs` runs against both.
+//! conformance suite in `engine/tests/store_conformance/` runs against both.
 
 mod group;
 mod hash;
