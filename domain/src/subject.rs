@@ -90,13 +90,18 @@ impl From<Subject> for SubjectRecord {
     }
 }
 
-fn check_kind(kind: &str) -> Result<(), InvalidInput> {
-    let well_formed = kind.len() <= MAX_KIND_LEN
+/// Whether `kind` is an identifier kind as subjects write them (`user_id`, `email`): 1 to
+/// [`MAX_KIND_LEN`] characters of `a-z`, `0-9` and `_`, starting with a letter.
+pub fn is_identifier_kind(kind: &str) -> bool {
+    kind.len() <= MAX_KIND_LEN
         && kind.starts_with(|c: char| c.is_ascii_lowercase())
         && kind
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if well_formed {
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn check_kind(kind: &str) -> Result<(), InvalidInput> {
+    if is_identifier_kind(kind) {
         Ok(())
     } else {
         Err(InvalidInput::new(

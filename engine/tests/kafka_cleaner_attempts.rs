@@ -96,7 +96,8 @@ fn start(store: &TestStore, config: &str) -> (Requests, Runtime) {
         config,
         MasterKey::from_bytes([4; 32]),
         "http://127.0.0.1:1".to_owned(),
-    );
+    )
+    .unwrap();
     (requests, runtime)
 }
 

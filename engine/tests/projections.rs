@@ -87,7 +87,14 @@ async fn submit(requests: &Requests, n: usize, jurisdiction: &str) -> RequestId 
             Submission {
                 subject: BTreeMap::from([("user_id".to_owned(), format!("u{n}"))]),
                 jurisdiction: Some(jurisdiction.to_owned()),
-                source: Some(if n % 2 == 0 { "app" } else { "support" }.to_owned()),
+                source: Some(
+                    if n.is_multiple_of(2) {
+                        "app"
+                    } else {
+                        "support"
+                    }
+                    .to_owned(),
+                ),
                 ..Submission::default()
             },
             None,

@@ -51,7 +51,7 @@ pub async fn lifecycle(db: &Db, settings: &Settings, checks: &mut Checks) -> any
         config,
         MasterKey::from_bytes(MASTER_KEY),
         api.base.clone(),
-    );
+    )?;
     let expected = i64::try_from(submitted)?;
     let poll = if settings.smoke {
         Duration::from_millis(50)

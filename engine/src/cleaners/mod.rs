@@ -6,11 +6,17 @@
 //! The workflow calls cleaners through a [`Registry`] the composition root builds from the
 //! configuration, so adding a kind touches nothing in the workflow.
 
+mod dry_run;
 pub mod http;
 pub mod kafka;
 pub mod manual;
+pub mod object_store;
 pub mod redact;
+pub mod redis;
 pub mod signature;
+pub mod sql;
+
+pub use dry_run::{DryRun, DryRunItem};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -143,6 +149,33 @@ pub trait Cleaner: Send + Sync + fmt::Debug {
     /// Makes one attempt. Any answer of the cleaner is an [`Outcome`]; an error means the
     /// attempt was not made.
     async fn attempt(&self, attempt: Attempt<'_>) -> Result<Outcome, CleanerError>;
+
+    /// Makes the attempts of several requests in one call (`batch` in lethe.toml), and answers
+    /// for each of them, in order: every request keeps its own outcome, and a batch that partly
+    /// fails fails only the requests that failed. Kinds that can do better than one call per
+    /// request (one signed POST, one transaction, one bulk delete) override it.
+    async fn attempt_batch(&self, attempts: &[Attempt<'_>]) -> Vec<Result<Outcome, CleanerError>> {
+        futures::future::join_all(attempts.iter().map(|attempt| self.attempt(*attempt))).await
+    }
+
+    /// What an attempt for `subject` (already narrowed to the cleaner's `identifiers`) would
+    /// erase, changing nothing: `lethe cleaners test`.
+    async fn dry_run(&self, subject: &BTreeMap<String, String>) -> Result<DryRun, CleanerError> {
+        let _ = subject;
+        Ok(DryRun::note(format!(
+            "a cleaner of kind \"{}\" erases in its own service; a dry run can only call it",
+            self.kind()
+        )))
+    }
+}
+
+/// A cleaner that cannot be built from its settings (a secret that cannot be read, an
+/// endpoint the client refuses): `serve` stops at start, naming it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cleaner {cleaner}: {message}")]
+pub struct BuildError {
+    pub cleaner: CleanerName,
+    pub message: String,
 }
 
 /// The configured cleaners by name, built by the composition root.

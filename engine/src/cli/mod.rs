@@ -19,6 +19,7 @@ use crate::telemetry;
 
 mod admin;
 mod audit;
+mod cleaners;
 mod keys;
 mod migrate;
 mod projections;
@@ -85,6 +86,11 @@ pub enum Commands {
     Token {
         #[command(subcommand)]
         command: token::TokenCommand,
+    },
+    /// The configured cleaners: `test` shows what one would erase, changing nothing.
+    Cleaners {
+        #[command(subcommand)]
+        command: cleaners::CleanersCommand,
     },
     /// The master key: its fingerprint, and rotation.
     Keys {
@@ -164,6 +170,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Audit { command } => audit::run(&context, command).await,
         Commands::Projections { command } => projections::run(&context, command).await,
         Commands::Token { command } => token::run(command),
+        Commands::Cleaners { command } => cleaners::run(&context, command).await,
         Commands::Keys { command } => keys::run(&context, command).await,
     }
 }

@@ -20,6 +20,7 @@ mod notifier;
 mod policy;
 mod retry;
 mod routing;
+mod secret;
 mod validate;
 mod window;
 
@@ -34,7 +35,8 @@ use serde::Deserialize;
 
 pub use api::{ApiConfig, TokenConfig, SCOPES};
 pub use cleaners::{
-    CleanerConfig, CleanerKind, HttpCleanerConfig, KafkaCleanerConfig, ManualCleanerConfig,
+    BatchConfig, CleanerConfig, CleanerKind, HttpCleanerConfig, KafkaCleanerConfig,
+    ManualCleanerConfig, ObjectStoreCleanerConfig, RedisCleanerConfig, SqlCleanerConfig,
 };
 pub use database::DatabaseConfig;
 pub use duration::ConfigDuration;
@@ -47,6 +49,7 @@ pub use notifier::NotifierConfig;
 pub use policy::{JurisdictionConfig, PolicyConfig};
 pub use retry::RetryConfig;
 pub use routing::RoutingRule;
+pub use secret::SecretSource;
 pub use window::WindowConfig;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./lethe-data/lethe.db";

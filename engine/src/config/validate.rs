@@ -24,7 +24,10 @@ impl Config {
 }
 
 /// The error for a bad value at `key`.
-pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(in crate::config) fn invalid(
+    key: impl Into<String>,
+    message: impl Into<String>,
+) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
@@ -32,7 +35,7 @@ pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Con
 }
 
 /// `url` must be an absolute http(s) URL.
-pub(super) fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+pub(in crate::config) fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(url) {
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(()),
         _ => Err(invalid(key, format!("{url:?} is not an http(s) URL"))),

@@ -4,6 +4,7 @@
 //! the configuration, one per configured cleaner, by kind.
 
 mod database;
+pub mod dry_run;
 pub mod keys;
 mod serve;
 mod service;
@@ -21,7 +22,10 @@ use crate::app::Requests;
 use crate::cleaners::http::HttpCleaner;
 use crate::cleaners::kafka::{KafkaCleaner, RenewingProducer};
 use crate::cleaners::manual::ManualCleaner;
-use crate::cleaners::{Cleaner, Registry};
+use crate::cleaners::object_store::ObjectStoreCleaner;
+use crate::cleaners::redis::RedisCleaner;
+use crate::cleaners::sql::SqlCleaner;
+use crate::cleaners::{BuildError, Cleaner, Registry};
 use crate::config::{CleanerKind, Config, HttpCleanerConfig};
 use crate::kafka::KafkaRelay;
 use crate::projections::RequestsProjector;
@@ -44,7 +48,9 @@ impl Runtime {
         config: Arc<Config>,
         key: MasterKey,
         public_url: String,
-    ) -> Self {
+    ) -> Result<Self, BuildError> {
+        // First, so that a cleaner that cannot be built stops everything before it starts.
+        let cleaners = cleaners(&config)?;
         let owner = owner_id();
         let (shutdown, watcher) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -98,7 +104,6 @@ impl Runtime {
             tasks.spawn(async move { runner.run(&projector, stop).await });
         }
 
-        let cleaners = cleaners(&config);
         let workers = Arc::new(Workers::new(
             requests,
             workflow,
@@ -111,7 +116,7 @@ impl Runtime {
         tasks.spawn(workers.clone().run_timers(watcher.clone()));
         tasks.spawn(workers.run_dispatch(watcher));
         tracing::info!(owner = %owner, "workflow started");
-        Self { shutdown, tasks }
+        Ok(Self { shutdown, tasks })
     }
 
     /// Signals every task to stop and waits for them (cleaner calls in flight finish first).
@@ -123,8 +128,9 @@ impl Runtime {
 }
 
 /// Every configured cleaner, by kind. The Kafka cleaners share one producer for their retries
-/// (without one, each retry waits for a later try).
-pub fn cleaners(config: &Config) -> Registry {
+/// (without one, each retry waits for a later try). A cleaner that cannot be built from its
+/// settings (a secret that cannot be read) is an error naming it.
+pub fn cleaners(config: &Config) -> Result<Registry, BuildError> {
     let client = crate::cleaners::http::client();
     let kafka_cleaners = config.cleaners.iter().any(|c| c.kind.is_kafka());
     let producer: Option<Arc<RenewingProducer>> = match &config.kafka {
@@ -159,8 +165,13 @@ pub fn cleaners(config: &Config) -> Registry {
                 cleaner.callback_timeout.0,
             )),
             CleanerKind::Manual(_) => Arc::new(ManualCleaner),
+            CleanerKind::Sql(settings) => Arc::new(SqlCleaner::new(cleaner, settings)?),
+            CleanerKind::ObjectStore(settings) => {
+                Arc::new(ObjectStoreCleaner::new(cleaner, settings)?)
+            }
+            CleanerKind::Redis(settings) => Arc::new(RedisCleaner::new(cleaner, settings)?),
         };
         registry.insert(cleaner.name.clone(), built);
     }
-    registry
+    Ok(registry)
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::{Database, Runtime};
+use crate::cleaners::BuildError;
 use crate::config::Config;
 use crate::http::{router, AppState};
 use crate::store::key_ring;
@@ -45,6 +46,8 @@ pub enum ServeError {
          a loopback address (create a token with `lethe token create`)"
     )]
     PublicWithoutTokens(SocketAddr),
+    #[error(transparent)]
+    Cleaner(#[from] BuildError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -100,7 +103,7 @@ pub async fn serve(serve: Serve) -> Result<(), ServeError> {
         config,
         key.clone(),
         public_url,
-    );
+    )?;
     let state = AppState { requests, key };
     tracing::info!(listen = %address, database = %redact(&database_url), "lethe is serving");
     crate::http::serve(listener, router(state), shutdown_signal()).await?;

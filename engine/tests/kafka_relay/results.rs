@@ -87,7 +87,8 @@ async fn kafka_cleaners_complete_requests_and_bad_results_go_to_the_dead_letter_
         config,
         lethe_engine::store::master_key::MasterKey::from_bytes([6; 32]),
         "http://127.0.0.1:1".to_owned(),
-    );
+    )
+    .unwrap();
     let service = start_search_service(brokers.clone());
     let mut ids = Vec::new();
     for n in 0..4 {

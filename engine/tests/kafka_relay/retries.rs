@@ -134,7 +134,8 @@ async fn every_retry_reaches_a_deduplicating_cleaner_and_a_repeat_does_not(t: su
         config,
         lethe_engine::store::master_key::MasterKey::from_bytes([6; 32]),
         "http://127.0.0.1:1".to_owned(),
-    );
+    )
+    .unwrap();
     let log = Arc::new(std::sync::Mutex::new(Vec::new()));
     let cleaner = start_deduplicating_cleaner(brokers.clone(), 3, log.clone());
     let id = submit(&requests, 0).await;

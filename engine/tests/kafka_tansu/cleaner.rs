@@ -145,7 +145,8 @@ async fn a_kafka_cleaner_completes_requests_across_a_broker_restart_and_poison_i
         config,
         lethe_engine::store::master_key::MasterKey::from_bytes([7; 32]),
         "http://127.0.0.1:1".to_owned(),
-    );
+    )
+    .unwrap();
     let (service, answered) = start_search_service(brokers.clone());
 
     let mut first = Vec::new();

@@ -166,7 +166,8 @@ fn start(store: &Arc<PostgresStore>, config: &Arc<Config>) -> Lethe {
         config.clone(),
         key.clone(),
         "http://127.0.0.1:9".to_owned(),
-    );
+    )
+    .unwrap();
     let app = router(AppState { requests, key });
     Lethe { app, runtime }
 }

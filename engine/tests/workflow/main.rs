@@ -51,7 +51,8 @@ impl Engine {
             config,
             key.clone(),
             base.clone(),
-        );
+        )
+        .unwrap();
         let app = router(AppState {
             requests: requests.clone(),
             key,

@@ -50,7 +50,7 @@ impl Driven {
             MasterKey::from_bytes([9; 32]),
             "test-worker".to_owned(),
             "http://127.0.0.1:1".to_owned(),
-            lethe_engine::root::cleaners(&config),
+            lethe_engine::root::cleaners(&config).unwrap(),
         ));
         let runner = SubscriptionRunner {
             events,

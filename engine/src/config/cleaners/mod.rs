@@ -1,27 +1,47 @@
-//! `[[cleaners]]`: the services told to erase, each with its kind's own settings (ADR 21).
+//! `[[cleaners]]`: the services and stores erased, each with its kind's own settings (ADR 21):
+//! one file per kind that has settings (`sql.rs`, `object_store.rs`, `redis.rs`), the settings
+//! every kind shares here (`order.rs` checks `after`, `batch.rs` is `batch`).
+
+mod batch;
+mod object_store;
+mod order;
+mod redis;
+mod sql;
+
+pub use batch::BatchConfig;
+pub use object_store::ObjectStoreCleanerConfig;
+pub use redis::RedisCleanerConfig;
+pub use sql::SqlCleanerConfig;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use lethe_domain::subject::is_identifier_kind;
 use lethe_domain::{CleanerName, Jurisdiction};
 use serde::{Deserialize, Deserializer};
 
-use super::duration::default_timeout;
-use super::validate::{check_url, invalid};
 use super::{
     ConfigDuration, ConfigError, JurisdictionConfig, KafkaConfig, RetryConfig, RoutingRule,
     WindowConfig, KAFKA_BROKERS_ENV,
 };
+use crate::config::duration::default_timeout;
+use crate::config::validate::{check_url, invalid};
 
 /// What a cleaner is and what only its kind needs: `kind = "http"` carries `url` and `secret`,
 /// `kind = "kafka"` and `kind = "manual"` carry nothing more. A key of another kind (a `url` on a
 /// Kafka cleaner) is refused by serde, naming the key (ADR 21).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CleanerKind {
     Http(HttpCleanerConfig),
     Kafka(KafkaCleanerConfig),
     Manual(ManualCleanerConfig),
+    /// Lethe runs SQL statements against a database itself.
+    Sql(SqlCleanerConfig),
+    /// Lethe deletes objects from an S3-compatible store itself.
+    ObjectStore(ObjectStoreCleanerConfig),
+    /// Lethe deletes keys and hash fields from Redis itself.
+    Redis(RedisCleanerConfig),
 }
 
 impl CleanerKind {
@@ -31,6 +51,9 @@ impl CleanerKind {
             Self::Http(_) => "http",
             Self::Kafka(_) => "kafka",
             Self::Manual(_) => "manual",
+            Self::Sql(_) => "sql",
+            Self::ObjectStore(_) => "object_store",
+            Self::Redis(_) => "redis",
         }
     }
 
@@ -133,6 +156,29 @@ pub struct CleanerConfig {
     pub window: Option<WindowConfig>,
     pub max_in_flight: Option<u32>,
     pub rate_per_second: Option<f64>,
+    /// Which of the subject's identifiers this cleaner receives (data minimisation); absent:
+    /// every identifier of the subject. Whatever its kind, a cleaner sees no other.
+    pub identifiers: Option<BTreeSet<String>>,
+    /// Cleaners of the same request that must have succeeded or been skipped before this one
+    /// is called (a cleaner the request is not routed to does not hold it back).
+    #[serde(default)]
+    pub after: Vec<CleanerName>,
+    /// Due requests collected and sent to the cleaner together, in one call.
+    pub batch: Option<BatchConfig>,
+}
+
+impl CleanerConfig {
+    /// The identifiers of `subject` this cleaner may receive.
+    pub fn identifiers_of(&self, subject: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        match &self.identifiers {
+            None => subject.clone(),
+            Some(wanted) => subject
+                .iter()
+                .filter(|(kind, _)| wanted.contains(*kind))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
 }
 
 fn default_callback_timeout() -> ConfigDuration {
@@ -156,7 +202,7 @@ pub(super) fn check_cleaners(
         }
         cleaner.check(i, kafka, jurisdictions)?;
     }
-    Ok(())
+    order::check_after(cleaners)
 }
 
 impl CleanerConfig {
@@ -187,6 +233,29 @@ impl CleanerConfig {
                 }
             }
             CleanerKind::Manual(_) => {}
+            CleanerKind::Sql(sql) => sql.check(&key)?,
+            CleanerKind::ObjectStore(store) => store.check(&key)?,
+            CleanerKind::Redis(redis) => redis.check(&key)?,
+        }
+        if let Some(identifiers) = &self.identifiers {
+            if identifiers.is_empty() {
+                return Err(invalid(
+                    key("identifiers"),
+                    "must name at least one identifier kind (leave it out for all of them)",
+                ));
+            }
+            if let Some(bad) = identifiers.iter().find(|kind| !is_identifier_kind(kind)) {
+                return Err(invalid(
+                    key("identifiers"),
+                    format!(
+                        "{bad:?} is not an identifier kind (lowercase letters, digits and `_`, \
+                         starting with a letter, at most 32)"
+                    ),
+                ));
+            }
+        }
+        if let Some(batch) = &self.batch {
+            batch.check(&key("batch"))?;
         }
         self.retry
             .policy()

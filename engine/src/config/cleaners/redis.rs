@@ -1,0 +1,19 @@
+//! `kind = "redis"`: Lethe deletes keys and hash fields from Redis itself (docs/CLEANERS.md).
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisCleanerConfig {
+    /// The server, `redis://host:port/db`, without its password.
+    pub url: String,
+}
+
+impl RedisCleanerConfig {
+    /// Checks the settings; `key` names a field of this cleaner (`cleaners[2].url`).
+    pub(super) fn check(&self, _key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
