@@ -12,6 +12,9 @@ pub enum RequestError {
     Invalid(#[from] InvalidInput),
     #[error("no request {0}")]
     NotFound(RequestId),
+    /// The request exists but had not been received at the point of its history asked for.
+    #[error("request {id} had not been received at {at}")]
+    NotYet { id: RequestId, at: String },
     #[error(transparent)]
     Rejected(#[from] DomainError),
     #[error("the request kept changing while the command was decided; try again")]

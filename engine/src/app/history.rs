@@ -15,14 +15,15 @@ impl Requests {
         Ok(RequestView::new(&loaded))
     }
 
-    /// Every event of the request, the status after each, the verdict of its hash chain and
-    /// its subject as far as this process can read it ([`Self::history_of`]).
-    pub async fn history(&self, id: RequestId) -> Result<HistoryView, RequestError> {
+    /// Every event of the request, the status after each (with `states`, the whole request
+    /// after each), the verdict of its hash chain and its subject as far as this process can
+    /// read it ([`Self::history_of`]).
+    pub async fn history(&self, id: RequestId, states: bool) -> Result<HistoryView, RequestError> {
         let (head, loaded, subject) = self
             .history_of(id)
             .await?
             .ok_or(RequestError::NotFound(id))?;
-        Ok(HistoryView::new(&loaded, head.as_ref(), subject)?)
+        Ok(HistoryView::new(&loaded, head.as_ref(), subject, states)?)
     }
 
     /// What an auditor's history shows: the stream's head, the request and its subject. The

@@ -19,6 +19,7 @@ mod intake;
 pub mod keys;
 pub mod planning;
 pub mod queries;
+pub mod replay;
 mod results;
 pub mod stats;
 mod subjects;

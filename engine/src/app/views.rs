@@ -131,7 +131,11 @@ pub struct CleanerView {
 
 impl RequestView {
     pub fn new(loaded: &LoadedRequest) -> Self {
-        let request = &loaded.request;
+        Self::of(&loaded.request, loaded.version())
+    }
+
+    /// The view of `request` as folded from the first `version` events of its stream.
+    pub fn of(request: &Request, version: i64) -> Self {
         let (closed_at, close_reason) = match &request.phase {
             Phase::Completed { completed_at, .. } => (Some(*completed_at), None),
             Phase::Cancelled { at, reason } => (Some(*at), reason.clone()),
@@ -175,7 +179,7 @@ impl RequestView {
             closed_at,
             close_reason,
             shredded: request.shredded,
-            version: loaded.version(),
+            version,
         }
     }
 }
@@ -219,6 +223,10 @@ pub struct HistoryEntry {
     pub data: serde_json::Value,
     #[schema(value_type = String, example = "due")]
     pub status_after: RequestStatus,
+    /// The whole request as it was after this event (asked for with `?states=true`): what
+    /// `GET /v1/requests/{id}?at=<position>` rebuilds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_after: Option<RequestView>,
     pub hash: String,
     pub prev_hash: String,
 }
@@ -243,10 +251,13 @@ impl From<SubjectAccess> for SubjectView {
 }
 
 impl HistoryView {
+    /// The history of `loaded`; with `states`, each entry carries the whole request as it was
+    /// after its event.
     pub fn new(
         loaded: &LoadedRequest,
         head: Option<&StreamHead>,
         subject: SubjectAccess,
+        states: bool,
     ) -> Result<Self, StoreError> {
         let chain = verify_chain(&loaded.events, head);
         let mut state = RequestState::NotReceived;
@@ -256,6 +267,10 @@ impl HistoryView {
             let status_after = state
                 .request()
                 .map_or(RequestStatus::Pending, Request::status);
+            let state_after = state
+                .request()
+                .filter(|_| states)
+                .map(|request| RequestView::of(request, event.version));
             events.push(HistoryEntry {
                 position: event.position,
                 version: event.version,
@@ -269,6 +284,7 @@ impl HistoryView {
                 schema_version: event.schema_version,
                 data: event.payload.clone(),
                 status_after,
+                state_after,
                 hash: event.hash.clone(),
                 prev_hash: event.prev_hash.clone(),
             });

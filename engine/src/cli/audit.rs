@@ -56,7 +56,7 @@ pub(super) async fn verify(context: &Context, args: VerifyArgs) -> anyhow::Resul
         return Ok(exit_code(report.failures.is_empty()));
     };
     let id = parse_id(&id)?;
-    let view = requests.history(id).await?;
+    let view = requests.history(id, false).await?;
     match &view.chain_error {
         None => println!("ok: request {id}: {} events verified", view.events.len()),
         Some(e) => println!(

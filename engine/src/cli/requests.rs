@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::render::{render_history, render_request};
 use super::{cli_actor, exit_code, parse_id, Context};
+use crate::app::replay::At;
 use crate::app::views::SubmittedView;
 use crate::app::Submission;
 use crate::root::keys::{NoReadingKey, MASTER_KEY_ENV};
@@ -34,6 +35,10 @@ pub struct SubmitArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     id: String,
+    /// The request as it was at this point of its history: a log position, an RFC 3339 time
+    /// or a date.
+    #[arg(long, value_name = "POSITION|TIME|DATE")]
+    at: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -41,6 +46,9 @@ pub struct ShowArgs {
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     id: String,
+    /// With --json: every entry also carries the whole request as it was after its event.
+    #[arg(long)]
+    states: bool,
     #[arg(long)]
     json: bool,
 }
@@ -88,7 +96,11 @@ pub(super) async fn show(context: &Context, args: ShowArgs) -> anyhow::Result<Ex
     let database = context.database().await?;
     let id = parse_id(&args.id)?;
     // The state of a request reads no personal data: no key needed.
-    let view = context.app(&database, None).show(id).await?;
+    let requests = context.app(&database, None);
+    let view = match args.at.as_deref() {
+        None => requests.show(id).await?,
+        Some(at) => requests.show_at(id, At::parse("--at", at)?).await?,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
@@ -105,7 +117,7 @@ pub(super) async fn history(context: &Context, args: HistoryArgs) -> anyhow::Res
         .map_err(|why| warn_sealed(&why))
         .ok();
     let id = parse_id(&args.id)?;
-    let view = context.app(&database, key).history(id).await?;
+    let view = context.app(&database, key).history(id, args.states).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {

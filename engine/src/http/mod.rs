@@ -17,7 +17,8 @@ mod whole;
 
 use std::collections::BTreeMap;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -33,6 +34,7 @@ pub use json::parse as parse_json;
 pub use problem::Problem;
 pub use server::serve;
 
+use crate::app::replay::At;
 use crate::app::views::{HistoryView, RequestView, SubmittedView};
 use crate::app::{MasterKey, Requests, Submission};
 use auth::Caller;
@@ -282,9 +284,9 @@ async fn submit(
     get,
     path = "/v1/requests/{id}",
     tag = "requests",
-    params(schema::RequestPath),
+    params(schema::RequestPath, ShowQuery),
     responses(
-        (status = 200, description = "The request's current state", body = RequestView),
+        (status = 200, description = "The request's current state, or its state at `at`", body = RequestView),
         responses::OneRequest,
     ),
     security(("bearer" = ["requests:read"]))
@@ -293,18 +295,44 @@ async fn show(
     State(state): State<AppState>,
     _: Caller<auth::RequestsRead>,
     Path(id): Path<String>,
+    query: Result<Query<ShowQuery>, QueryRejection>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
-    Ok(Json(state.requests.show(id).await?))
+    let Query(query) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
+    let view = match query.at.as_deref() {
+        None => state.requests.show(id).await?,
+        Some(at) => state.requests.show_at(id, At::parse("at", at)?).await?,
+    };
+    Ok(Json(view))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ShowQuery {
+    /// The request as it was at this point of its history: a log position (every event at or
+    /// before it), an RFC 3339 time or a date (every event recorded by then). 404 when the
+    /// request had not been received by then.
+    #[param(schema_with = schema::position_time_or_date)]
+    at: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// With `true`, every entry also carries `state_after`: the whole request as it was after
+    /// its event.
+    states: Option<bool>,
 }
 
 #[utoipa::path(
     get,
     path = "/v1/requests/{id}/history",
     tag = "audit",
-    params(schema::RequestPath),
+    params(schema::RequestPath, HistoryQuery),
     responses(
-        (status = 200, description = "Every event, the status after it, and the hash-chain verdict", body = HistoryView),
+        (status = 200, description = "Every event, the status (or, with `states`, the whole request) after it, and the hash-chain verdict", body = HistoryView),
         responses::OneRequest,
     ),
     security(("bearer" = ["audit:read"]))
@@ -313,9 +341,12 @@ async fn history(
     State(state): State<AppState>,
     _: Caller<auth::AuditRead>,
     Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Json<HistoryView>, Problem> {
     let id = request_id(&id)?;
-    Ok(Json(state.requests.history(id).await?))
+    let Query(query) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
+    let states = query.states.unwrap_or(false);
+    Ok(Json(state.requests.history(id, states).await?))
 }
 
 #[utoipa::path(

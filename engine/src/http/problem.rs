@@ -139,6 +139,7 @@ impl From<RequestError> for Problem {
         match error {
             RequestError::Invalid(e) => e.into(),
             RequestError::NotFound(id) => Self::not_found(format!("no request {id}")),
+            RequestError::NotYet { .. } => Self::not_found(error.to_string()),
             RequestError::Rejected(e) => rejected(&e),
             RequestError::Contended => Self::new(
                 StatusCode::CONFLICT,

@@ -276,6 +276,28 @@ pub fn time_or_date() -> Schema {
         .into()
 }
 
+/// `at` of a request's state: a log position, an RFC 3339 time or a date.
+pub fn position_time_or_date() -> Schema {
+    let format = |f| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(f)))
+            .build()
+    };
+    let position = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Int64,
+        )))
+        .minimum(Some(0))
+        .build();
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(position)
+        .item(format(utoipa::openapi::KnownFormat::DateTime))
+        .item(format(utoipa::openapi::KnownFormat::Date))
+        .into()
+}
+
 /// `status` of the request list: one of the statuses.
 pub fn status() -> Schema {
     ObjectBuilder::new()
