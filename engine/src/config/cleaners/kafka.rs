@@ -192,3 +192,113 @@ pub(super) fn check_own_topics_distinct(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CleanerKind, Config, Environment};
+
+    fn parse(cleaners: &str) -> Result<Config, ConfigError> {
+        let env = Environment {
+            kafka_brokers: Some("b:9092".to_owned()),
+        };
+        Config::parse_with(cleaners, &env)
+    }
+
+    const SEARCH: &str = "[[cleaners]]\nname = \"search\"\nkind = \"kafka\"\n";
+
+    #[test]
+    fn a_cleaner_with_its_own_topic_parses() {
+        let config = parse(&format!(
+            "{SEARCH}topic = \"lethe.erase.search\"\npartition_key = \"subject\"\n\
+             identifiers = [\"email\"]\n"
+        ))
+        .unwrap();
+        let CleanerKind::Kafka(kafka) = &config.cleaners[0].kind else {
+            panic!("not kafka");
+        };
+        assert_eq!(kafka.topic.as_deref(), Some("lethe.erase.search"));
+        assert_eq!(kafka.partition_key, PartitionKey::Subject);
+        let plain = parse(SEARCH).unwrap();
+        assert_eq!(
+            plain.cleaners[0].kind,
+            CleanerKind::Kafka(KafkaCleanerConfig::default())
+        );
+    }
+
+    #[test]
+    fn what_only_an_own_topic_may_carry_is_refused_without_one_naming_the_key() {
+        let own = "topic = \"lethe.erase.search\"\n";
+        let cases = [
+            (
+                format!("{SEARCH}identifiers = [\"email\"]"),
+                "cleaners[0].identifiers: needs `topic`",
+            ),
+            (
+                format!("{SEARCH}batch = {{ max = 10 }}"),
+                "cleaners[0].batch: needs `topic`",
+            ),
+            (
+                format!("{SEARCH}partition_key = \"subject\""),
+                "cleaners[0].partition_key: needs `topic`",
+            ),
+            (
+                format!("{SEARCH}{own}partition_key = \"subject\"\nbatch = {{ max = 10 }}"),
+                "cleaners[0].partition_key: \"subject\" cannot key a batch",
+            ),
+            (
+                format!("{SEARCH}topic = \"lethe.due\""),
+                "cleaners[0].topic: \"lethe.due\" is also [kafka].publish's Due topic",
+            ),
+            (
+                format!("{SEARCH}topic = \"lethe.cleaner-results\""),
+                "is also [kafka].results_topic",
+            ),
+            (
+                format!("{SEARCH}topic = \"a topic\""),
+                "cleaners[0].topic: \"a topic\" is not a Kafka topic name",
+            ),
+            (format!("{SEARCH}topic = \"\""), "cleaners[0].topic"),
+            (
+                format!("{SEARCH}{own}[[cleaners]]\nname = \"crm\"\nkind = \"kafka\"\n{own}"),
+                "cleaners[1].topic: \"lethe.erase.search\" is already cleaners[0]'s topic",
+            ),
+            (format!("{SEARCH}topic = 5"), "`topic`: invalid type"),
+            (
+                format!("{SEARCH}partition_key = \"person\""),
+                "`partition_key`: unknown variant `person`",
+            ),
+            (
+                format!("{SEARCH}url = \"http://x\""),
+                "unknown field `url`: a cleaner of kind = \"kafka\"",
+            ),
+            (format!("{SEARCH}topik = \"t\""), "unknown field `topik`"),
+        ];
+        for (text, wanted) in cases {
+            let message = parse(&text).unwrap_err().to_string();
+            assert!(message.contains(wanted), "{text:?} gave {message:?}");
+        }
+    }
+
+    #[test]
+    fn an_own_topic_needs_kafka_but_not_the_due_topic() {
+        let text = format!(
+            "[kafka]\nbrokers = \"b:9092\"\npublish = {{ Completed = \"lethe.completed\" }}\n\
+             {SEARCH}topic = \"lethe.erase.search\"\n"
+        );
+        Config::parse_with(&text, &Environment::default()).unwrap();
+        let without = format!("{SEARCH}topic = \"lethe.erase.search\"\n");
+        let message = Config::parse_with(&without, &Environment::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("cleaners[0].kind") && message.contains("Kafka enabled"),
+            "{message}"
+        );
+        let on_due = text.replace("topic = \"lethe.erase.search\"\n", "");
+        let message = Config::parse_with(&on_due, &Environment::default())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("publishing Due"), "{message}");
+    }
+}
