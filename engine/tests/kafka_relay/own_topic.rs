@@ -252,43 +252,7 @@ async fn own_topic_cleaners_get_every_attempt_with_only_their_identifiers(t: sup
         let submitted = requests.submit(submission, None, "test").await.unwrap();
         ids.push(submitted.loaded.request.id);
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for id in &ids {
-        loop {
-            let loaded = requests.load(*id).await.unwrap().unwrap();
-            if loaded.request.status() == lethe_domain::RequestStatus::Completed {
-                let attempts = |event_type: &str| -> Vec<(String, u64)> {
-                    loaded
-                        .events
-                        .iter()
-                        .filter(|e| e.event_type == event_type)
-                        .map(|e| {
-                            let cleaner = e.payload["cleaner"].as_str().unwrap().to_owned();
-                            (cleaner, e.payload["attempt"].as_u64().unwrap())
-                        })
-                        .collect()
-                };
-                assert_eq!(attempts("CleanerFailed"), [("search".to_owned(), 1)]);
-                let mut succeeded = attempts("CleanerSucceeded");
-                succeeded.sort();
-                assert_eq!(
-                    succeeded,
-                    [
-                        ("crm".into(), 1),
-                        ("legacy".into(), 1),
-                        ("search".into(), 2)
-                    ]
-                );
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not completed: {:?}",
-                loaded.request.status()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    every_request_completes_as_its_cleaners_answered(&requests, &ids).await;
 
     let search = logs[0].lock().unwrap().clone();
     search_got_its_attempts_with_only_the_email(&search, &ids);
@@ -324,6 +288,48 @@ async fn own_topic_cleaners_get_every_attempt_with_only_their_identifiers(t: sup
         service.abort();
     }
     runtime.stop().await;
+}
+
+/// Waits for every request to complete, and checks its history: `search` failed attempt 1
+/// and succeeded on 2, `crm` and `legacy` succeeded on 1.
+async fn every_request_completes_as_its_cleaners_answered(requests: &Requests, ids: &[RequestId]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in ids {
+        loop {
+            let loaded = requests.load(*id).await.unwrap().unwrap();
+            if loaded.request.status() == lethe_domain::RequestStatus::Completed {
+                let attempts = |event_type: &str| -> Vec<(String, u64)> {
+                    loaded
+                        .events
+                        .iter()
+                        .filter(|e| e.event_type == event_type)
+                        .map(|e| {
+                            let cleaner = e.payload["cleaner"].as_str().unwrap().to_owned();
+                            (cleaner, e.payload["attempt"].as_u64().unwrap())
+                        })
+                        .collect()
+                };
+                assert_eq!(attempts("CleanerFailed"), [("search".to_owned(), 1)]);
+                let mut succeeded = attempts("CleanerSucceeded");
+                succeeded.sort();
+                assert_eq!(
+                    succeeded,
+                    [
+                        ("crm".into(), 1),
+                        ("legacy".into(), 1),
+                        ("search".into(), 2)
+                    ]
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not completed: {:?}",
+                loaded.request.status()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// `search`'s messages: attempts 1 and 2 of every request, each with its own id and headers,
