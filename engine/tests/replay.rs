@@ -207,7 +207,6 @@ async fn every_prefix_replays_as_the_aggregate_folds_it(store: TestStore) {
     );
 }
 
-
 async fn the_api_answers_a_request_as_it_was(store: TestStore) {
     let engine = support::engine::TestEngine::spawn(
         &store,
