@@ -9,7 +9,7 @@ mod support;
 
 mod cleaner;
 mod keyspace;
-// mod lifecycle;
+mod lifecycle;
 
 /// The server's URL, or `None` (said loudly) when `LETHE_TEST_REDIS_URL` is unset: the only
 /// case in which these tests do not run.
