@@ -46,6 +46,8 @@ struct Engine {
     poll_interval: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lease: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -289,6 +291,12 @@ impl TestConfig {
     /// `[engine] lease`.
     pub fn lease(mut self, lease: &str) -> Self {
         self.engine().lease = Some(lease.to_owned());
+        self
+    }
+
+    /// `[engine] public_url`: the base of the callback URLs cleaners are given.
+    pub fn public_url(mut self, url: &str) -> Self {
+        self.engine().public_url = Some(url.to_owned());
         self
     }
 

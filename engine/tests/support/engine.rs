@@ -110,6 +110,15 @@ impl TestEngine {
         }
     }
 
+    /// The engine's HTTP API as a router, for calls in-process (`tower::ServiceExt::oneshot`)
+    /// on the same application service as its port.
+    pub fn router(&self) -> axum::Router {
+        router(AppState {
+            requests: self.requests.clone(),
+            key: self.key.clone(),
+        })
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
