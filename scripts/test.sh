@@ -80,6 +80,13 @@ AT_EXIT+=('if [ -s "$REDIS_PIDFILE" ]; then log "stopping the throwaway Redis"; 
 LETHE_TEST_REDIS_URL=$(LETHE_REDIS_PIDFILE="$REDIS_PIDFILE" scripts/services/redis.sh)
 export LETHE_TEST_REDIS_URL
 
+# MariaDB for the sql cleaner's tests (engine/tests/cleaner_sql/): LETHE_TEST_MARIADB_URL if
+# set, else root on 127.0.0.1:3306 if it answers, else a throwaway mariadbd stopped at exit.
+MARIADB_PIDFILE=$(mktemp)
+AT_EXIT+=('if [ -s "$MARIADB_PIDFILE" ]; then log "stopping the throwaway MariaDB"; kill "$(head -n 1 "$MARIADB_PIDFILE")" 2>/dev/null; rm -rf "$(sed -n 2p "$MARIADB_PIDFILE")"; fi; rm -f "$MARIADB_PIDFILE"')
+LETHE_TEST_MARIADB_URL=$(LETHE_MARIADB_PIDFILE="$MARIADB_PIDFILE" scripts/services/mariadb.sh)
+export LETHE_TEST_MARIADB_URL
+
 # The dashboard's browser test (engine/tests/dashboard/) drives Debian's headless Chromium.
 if ! command -v chromium >/dev/null; then
   log "installing Chromium from Debian's packages (for the dashboard's browser test)"

@@ -1,5 +1,5 @@
 //! `kind = "sql"`: Lethe erases the subject's rows itself, with the statements of the cleaner's
-//! settings, in one transaction (docs/CLEANERS.md, ADR 27).
+//! settings, in one transaction (docs/CLEANERS.md, ADR 28).
 //!
 //! `params` converts `:name` parameters to the backend's placeholders, `connect` is the pool
 //! on Postgres, MySQL/MariaDB or SQLite, `run` is one request's statements and what they
