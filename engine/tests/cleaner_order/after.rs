@@ -7,8 +7,9 @@ use std::time::Duration;
 use lethe_domain::event::Event;
 use lethe_domain::RequestId;
 
-use super::engine::{user, Engine};
 use super::flow_service::{Answer, FlowService};
+use super::many::{submit_all, user, wait_completed};
+use super::support::engine::TestEngine;
 use super::support::{self, TestStore};
 use super::{cleaner, config};
 
@@ -32,11 +33,13 @@ async fn a_cleaner_is_called_only_after_the_ones_it_names(store: TestStore) {
         .cleaner(cleaner("replica", &replica.url).after(&["primary", "archive"]))
         .cleaner(cleaner("search", &search.url))
         .cleaner(cleaner("archive", &archive.url).jurisdictions(&["ccpa"]));
-    let engine = Engine::start(store, &config).await;
-    let ids = engine
-        .submit_all((0..80).map(|i| user(&i.to_string())).collect())
-        .await;
-    let loaded = engine.wait_completed(&ids, Duration::from_secs(60)).await;
+    let engine = TestEngine::spawn(&store, config).await;
+    let ids = submit_all(
+        &engine.requests,
+        (0..80).map(|i| user(&i.to_string())).collect(),
+    )
+    .await;
+    let loaded = wait_completed(&engine.requests, &ids, Duration::from_secs(60)).await;
 
     let replica_calls: HashMap<String, _> = replica
         .items()

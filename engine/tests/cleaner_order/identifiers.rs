@@ -6,8 +6,9 @@ use std::time::Duration;
 use lethe_domain::event::Event;
 use serde_json::json;
 
-use super::engine::{user, Engine};
 use super::flow_service::FlowService;
+use super::many::{submit_all, user, wait_completed};
+use super::support::engine::TestEngine;
 use super::support::{self, TestStore};
 use super::{cleaner, config};
 
@@ -17,13 +18,13 @@ async fn each_cleaner_receives_only_its_identifiers(store: TestStore) {
     let config = config()
         .cleaner(cleaner("billing", &billing.url).identifiers(&["email"]))
         .cleaner(cleaner("crm", &crm.url));
-    let engine = Engine::start(store, &config).await;
+    let engine = TestEngine::spawn(&store, config).await;
     let both = BTreeMap::from([
         ("user_id".to_owned(), "42".to_owned()),
         ("email".to_owned(), "ada@example.com".to_owned()),
     ]);
-    let ids = engine.submit_all(vec![both, user("43")]).await;
-    let loaded = engine.wait_completed(&ids, Duration::from_secs(20)).await;
+    let ids = submit_all(&engine.requests, vec![both, user("43")]).await;
+    let loaded = wait_completed(&engine.requests, &ids, Duration::from_secs(20)).await;
 
     // billing: the email alone, and no call at all for the subject without one.
     let calls = billing.items();

@@ -7,8 +7,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-#[path = "../support/engine.rs"]
-mod engine;
+#[path = "../support/many.rs"]
+mod many;
 
 #[path = "../support/flow_service.rs"]
 mod flow_service;
