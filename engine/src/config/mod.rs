@@ -36,7 +36,8 @@ use serde::Deserialize;
 pub use api::{token_hash, ApiConfig, TokenConfig, SCOPES};
 pub use cleaners::{
     BatchConfig, CleanerConfig, CleanerKind, HttpCleanerConfig, KafkaCleanerConfig,
-    ManualCleanerConfig, ObjectStoreCleanerConfig, RedisCleanerConfig, SqlCleanerConfig,
+    ManualCleanerConfig, ObjectStoreCleanerConfig, PartitionKey, RedisCleanerConfig,
+    SqlCleanerConfig,
 };
 pub use database::DatabaseConfig;
 pub use duration::ConfigDuration;
