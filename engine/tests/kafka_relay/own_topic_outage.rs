@@ -75,8 +75,26 @@ async fn an_attempt_the_broker_did_not_take_is_made_again_once_it_is_back(
     assert_eq!((callback.key.as_str(), callback.attempt), ("search", 1));
     assert!(callback.run_at >= up + chrono::TimeDelta::hours(1));
 
+    let (key, value) = first_message(&brokers).await;
+    assert_eq!(value["request_id"], id.to_string());
+    assert_eq!(value["attempt"], 1);
+    assert_eq!(
+        value["subject"],
+        serde_json::json!({"email": "ada@example.com"})
+    );
+    assert_eq!(key, id.to_string());
+
+    answer_succeeded(&brokers, id).await;
+    engine
+        .wait_for(id, RequestStatus::Completed, Duration::from_secs(30))
+        .await;
+    engine.stop().await;
+}
+
+/// The first message on the cleaner's topic: its key and value.
+async fn first_message(brokers: &str) -> (String, serde_json::Value) {
     let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", brokers)
         .set("group.id", "search-service")
         .set("auto.offset.reset", "earliest")
         .create()
@@ -87,23 +105,18 @@ async fn an_attempt_the_broker_did_not_take_is_made_again_once_it_is_back(
         .expect("no message on the cleaner's topic")
         .unwrap();
     let value: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
-    assert_eq!(value["request_id"], id.to_string());
-    assert_eq!(value["attempt"], 1);
-    assert_eq!(
-        value["subject"],
-        serde_json::json!({"email": "ada@example.com"})
-    );
-    assert_eq!(
-        String::from_utf8_lossy(message.key().unwrap()),
-        id.to_string()
-    );
+    let key = String::from_utf8_lossy(message.key().unwrap()).into_owned();
+    (key, value)
+}
 
+/// The cleaner's answer: attempt 1 succeeded.
+async fn answer_succeeded(brokers: &str, id: RequestId) {
     let result = serde_json::json!({
         "request_id": id, "cleaner": "search", "attempt": 1, "outcome": "succeeded",
     })
     .to_string();
     let key = id.to_string();
-    producer::<FutureProducer>(&brokers)
+    producer::<FutureProducer>(brokers)
         .unwrap()
         .send(
             rdkafka::producer::FutureRecord::to("lethe.cleaner-results")
@@ -113,10 +126,6 @@ async fn an_attempt_the_broker_did_not_take_is_made_again_once_it_is_back(
         )
         .await
         .unwrap();
-    engine
-        .wait_for(id, RequestStatus::Completed, Duration::from_secs(30))
-        .await;
-    engine.stop().await;
 }
 
 support::backends!(an_attempt_the_broker_did_not_take_is_made_again_once_it_is_back);
