@@ -12,7 +12,9 @@ mod sql;
 pub use batch::BatchConfig;
 pub use kafka::{KafkaCleanerConfig, PartitionKey};
 pub use object_store::ObjectStoreCleanerConfig;
-pub use redis::RedisCleanerConfig;
+pub use redis::{
+    RedisCleanerConfig, RedisHashField, RedisTemplate, RedisTemplatePart, REDIS_GLOB_CHARACTERS,
+};
 pub use sql::SqlCleanerConfig;
 
 use std::collections::{BTreeMap, BTreeSet};
