@@ -38,6 +38,7 @@ pub use cleaners::{
     BatchConfig, CleanerConfig, CleanerKind, HttpCleanerConfig, KafkaCleanerConfig,
     ManualCleanerConfig, ObjectStoreCleanerConfig, RedisCleanerConfig, SqlCleanerConfig,
 };
+pub use cleaners::{KeyTemplate, KeysFromConfig, TemplatePart};
 pub use database::DatabaseConfig;
 pub use duration::ConfigDuration;
 pub use engine::EngineConfig;

@@ -3,13 +3,15 @@
 //! every kind shares here (`order.rs` checks `after`, `batch.rs` is `batch`).
 
 mod batch;
+mod key_template;
 mod object_store;
 mod order;
 mod redis;
 mod sql;
 
 pub use batch::BatchConfig;
-pub use object_store::ObjectStoreCleanerConfig;
+pub use key_template::{KeyTemplate, TemplatePart};
+pub use object_store::{KeysFromConfig, ObjectStoreCleanerConfig};
 pub use redis::RedisCleanerConfig;
 pub use sql::SqlCleanerConfig;
 
