@@ -35,6 +35,8 @@ enum Scenario {
     Bulk,
     /// N requests x 5 loopback cleaners (one 10 % flaky), from Due to Completed.
     Lifecycle,
+    /// N requests erased from Postgres by two built-in `sql` cleaners, without and with batches.
+    LifecycleSql,
     /// Every projection rebuilt from a log of --events events.
     Rebuild,
     /// GET /v1/requests/{id}/history for random requests in a large log.
@@ -246,6 +248,7 @@ async fn run_one(scenario: Scenario, backend: Backend, settings: &Settings, chec
     let result = match scenario {
         Scenario::Ingest => scenarios::ingest(&db, settings, checks).await,
         Scenario::Lifecycle => scenarios::lifecycle(&db, settings, checks).await,
+        Scenario::LifecycleSql => scenarios::lifecycle_sql(&db, settings, checks).await,
         Scenario::Replay => scenarios::replay(&db, settings, checks).await,
         Scenario::Memory => scenarios::memory(&db, settings, checks).await,
         Scenario::Bulk => scenarios::bulk(&db, settings, checks).await,

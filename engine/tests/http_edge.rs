@@ -21,6 +21,7 @@ use lethe_engine::http::{router, AppState};
 use lethe_engine::store::master_key::MasterKey;
 use raw::{exchange, request, Reply};
 use serde_json::Value;
+use support::config::{Cleaner, TestConfig};
 use support::TestStore;
 use tower::ServiceExt as _;
 
@@ -34,17 +35,17 @@ struct Server {
 }
 
 fn config(tokens: bool) -> Config {
-    let mut text = String::from("[[cleaners]]\nname = \"billing\"\nkind = \"manual\"\n");
+    let mut config = TestConfig::new().cleaner(Cleaner::manual("billing"));
     if tokens {
-        text.push_str(&format!(
-            "[[tokens]]\nname = \"admin\"\nsha256 = \"{}\"\nscopes = [\"requests:write\", \
-             \"admin\", \"cleaner:billing\"]\n[[tokens]]\nname = \"reader\"\nsha256 = \"{}\"\n\
-             scopes = [\"requests:read\"]\n",
-            token_hash(ADMIN),
-            token_hash(READER)
-        ));
+        config = config
+            .token(
+                "admin",
+                &token_hash(ADMIN),
+                &["requests:write", "admin", "cleaner:billing"],
+            )
+            .token("reader", &token_hash(READER), &["requests:read"]);
     }
-    Config::parse(&text).unwrap()
+    config.build()
 }
 
 fn app(store: &TestStore, tokens: bool) -> (axum::Router, Requests) {

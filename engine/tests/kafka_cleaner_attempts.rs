@@ -12,23 +12,21 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use lethe_domain::{CleanerName, Command, RequestId};
 use lethe_engine::app::planning::plan_cleaners;
 use lethe_engine::app::{Requests, Submission};
-use lethe_engine::config::Config;
 use lethe_engine::kafka::producer;
-use lethe_engine::root::Runtime;
-use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::EventMetadata;
 use lethe_engine::workflow::saga::SAGA;
 use lethe_engine::workflow::{Job, JobKind};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use support::fake_service::{FakeService, SECRET};
+use support::config::{Cleaner, TestConfig};
+use support::engine::TestEngine;
+use support::fake_service::FakeService;
 use support::TestStore;
 
 const TOPICS: [&str; 5] = [
@@ -86,19 +84,9 @@ async fn due_request(requests: &Requests) -> RequestId {
     id
 }
 
-fn start(store: &TestStore, config: &str) -> (Requests, Runtime) {
-    let config = Arc::new(Config::parse(config).unwrap());
-    let (events, workflow) = store.stores();
-    let requests = Requests::new(events, config.clone());
-    let runtime = Runtime::start(
-        requests.clone(),
-        workflow,
-        config,
-        MasterKey::from_bytes([4; 32]),
-        "http://127.0.0.1:1".to_owned(),
-    )
-    .unwrap();
-    (requests, runtime)
+/// The workflow's settings here: workers looking for work every 50 ms, Kafka on `brokers`.
+fn config(brokers: &str) -> TestConfig {
+    TestConfig::new().poll_interval("50ms").kafka(brokers)
 }
 
 async fn jobs(store: &TestStore, id: RequestId, kind: JobKind) -> Vec<Job> {
@@ -111,16 +99,12 @@ async fn jobs(store: &TestStore, id: RequestId, kind: JobKind) -> Vec<Job> {
 async fn attempt_1_s_deadline_starts_at_the_broker_s_ack(store: TestStore) {
     let cluster = cluster();
     let brokers = cluster.bootstrap_servers();
-    let (requests, runtime) = start(
-        &store,
-        &format!(
-            "[engine]\npoll_interval = \"50ms\"\n[kafka]\nbrokers = \"{brokers}\"\n\
-             [[cleaners]]\nname = \"search\"\nkind = \"kafka\"\ncallback_timeout = \"1h\"\n"
-        ),
-    );
+    let config = config(&brokers).cleaner(Cleaner::kafka("search").callback_timeout("1h"));
+    let engine = TestEngine::spawn(&store, config).await;
+    let requests = &engine.requests;
     // The relay cannot publish the Due: it lags as long as the broker is down.
     cluster.broker_down(1).unwrap();
-    let id = due_request(&requests).await;
+    let id = due_request(requests).await;
     let due = requests
         .load(id)
         .await
@@ -159,7 +143,7 @@ async fn attempt_1_s_deadline_starts_at_the_broker_s_ack(store: TestStore) {
         "the deadline {} starts before the broker came back at {up}",
         callback.run_at
     );
-    runtime.stop().await;
+    engine.stop().await;
 }
 
 /// The value of the first sample of `metric` whose labels include every one of `labels`.
@@ -191,18 +175,13 @@ async fn every_cleaner_kind_counts_in_the_cleaner_metrics(store: TestStore) {
     let http = FakeService::start(&[500]).await;
     let cluster = cluster();
     let brokers = cluster.bootstrap_servers();
-    let (requests, runtime) = start(
-        &store,
-        &format!(
-            "[engine]\npoll_interval = \"50ms\"\n[kafka]\nbrokers = \"{brokers}\"\n\
-             [[cleaners]]\nname = \"{search}\"\nkind = \"kafka\"\ncallback_timeout = \"1h\"\n\
-             [[cleaners]]\nname = \"{desk}\"\nkind = \"manual\"\n\
-             [[cleaners]]\nname = \"{crm}\"\nkind = \"http\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
-             retry = {{ max_attempts = 1 }}\n",
-            http.url
-        ),
-    );
-    let id = due_request(&requests).await;
+    let config = config(&brokers)
+        .cleaner(Cleaner::kafka(&search).callback_timeout("1h"))
+        .cleaner(Cleaner::manual(&desk))
+        .cleaner(Cleaner::http(&crm, &http.url).extra("retry = { max_attempts = 1 }"));
+    let engine = TestEngine::spawn(&store, config).await;
+    let requests = &engine.requests;
+    let id = due_request(requests).await;
     // The Kafka cleaner answers on the results topic; a person confirms the manual one.
     let result = serde_json::json!({
         "request_id": id, "cleaner": search, "attempt": 1, "outcome": "failed", "retryable": false,
@@ -258,7 +237,7 @@ async fn every_cleaner_kind_counts_in_the_cleaner_metrics(store: TestStore) {
         })
         .await;
     }
-    runtime.stop().await;
+    engine.stop().await;
 }
 
 support::backends!(

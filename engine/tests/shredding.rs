@@ -11,7 +11,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::fake_service::{FakeService, SECRET};
+use support::config::{Cleaner, TestConfig};
+use support::fake_service::FakeService;
 use support::TestStore;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Child;
@@ -119,12 +120,13 @@ async fn dump(store: &TestStore) -> String {
 async fn a_planted_identifier_disappears_after_shredding(store: TestStore) {
     let cleaner = FakeService::start(&[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[policy]\ngrace_period = \"1s\"\nreminders = []\nretention_after_completion = \"2s\"\n\
-         [engine]\npoll_interval = \"50ms\"\n\
-         [[cleaners]]\nname = \"billing\"\nkind = \"http\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
-        cleaner.url
-    );
+    let config = TestConfig::new()
+        .grace("1s")
+        .no_reminders()
+        .retention("2s")
+        .poll_interval("50ms")
+        .cleaner(Cleaner::http("billing", &cleaner.url))
+        .toml();
     let server = serve(dir.path(), &store.database_url(), &config).await;
     let planted = format!("planted-{}", uuid::Uuid::new_v4().simple());
     let client = reqwest::Client::new();

@@ -1,10 +1,11 @@
-//! The benchmark scenarios: `ingest`, `lifecycle`, `replay`, `memory`.
+//! The benchmark scenarios: `ingest`, `bulk`, `lifecycle`, `lifecycle-sql`, `rebuild`, `replay`, `memory`.
 //! Each runs on one fresh database, prints one line per figure, and measures the raw insert
 //! baseline on the same database in the same run.
 
 mod bulk;
 mod ingest;
 mod lifecycle;
+mod lifecycle_sql;
 mod memory;
 mod rebuild;
 mod replay;
@@ -12,6 +13,7 @@ mod replay;
 pub use bulk::bulk;
 pub use ingest::ingest;
 pub use lifecycle::lifecycle;
+pub use lifecycle_sql::lifecycle_sql;
 pub use memory::memory;
 pub use rebuild::rebuild;
 pub use replay::replay;

@@ -34,8 +34,8 @@ async fn http_intake_survives_sigkill_on(seed: u64, store: TestStore, backend: &
     let mut rng = StdRng::seed_from_u64(seed);
     // The reminder falls due 1 s after receipt, the request 1 s later.
     let setup = Setup {
-        grace_period: "\"2s\"",
-        reminders: "[\"1s\"]",
+        grace_period: "2s",
+        reminders: &["1s"],
         notifier: true,
         batch_cleaner: true,
         ..Setup::PLAIN

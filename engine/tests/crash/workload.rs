@@ -6,9 +6,9 @@ use super::*;
 /// What a crash workload runs against, beyond the three HTTP cleaners.
 #[derive(Debug, Clone)]
 pub(crate) struct Setup {
-    /// `[policy]`: the grace period and the reminders (TOML values).
+    /// `[policy]`: the grace period and the reminders.
     pub(crate) grace_period: &'static str,
-    pub(crate) reminders: &'static str,
+    pub(crate) reminders: &'static [&'static str],
     /// A `[notifier]` on 127.0.0.1 that accepts every reminder.
     pub(crate) notifier: bool,
     /// The cleaner [`BATCH`], which answers 202 and reports through the callback URL.
@@ -21,8 +21,8 @@ impl Setup {
     /// Every request submitted up front; no reminders, no notifier, HTTP cleaners that answer
     /// at once.
     pub(crate) const PLAIN: Self = Self {
-        grace_period: "\"1s\"",
-        reminders: "[]",
+        grace_period: "1s",
+        reminders: &[],
         notifier: false,
         batch_cleaner: false,
         kafka: None,
@@ -189,59 +189,46 @@ impl Workload {
             cleaners.push((BATCH, Cleaner::Reporting(service)));
         }
         let gateway = Gateway::start().await;
-        let mut config = format!(
-            "[policy]\ngrace_period = {}\nreminders = {}\n\n\
-             [engine]\npoll_interval = \"50ms\"\nlease = \"2s\"\npublic_url = \"{}\"\n",
-            setup.grace_period, setup.reminders, gateway.url
-        );
+        let mut config = TestConfig::new()
+            .grace(setup.grace_period)
+            .reminders(setup.reminders)
+            .poll_interval("50ms")
+            .lease("2s")
+            .public_url(&gateway.url);
         let notifier = if setup.notifier {
             let service = FakeService::start(&[]).await;
-            let _ = write!(
-                config,
-                "\n[notifier]\nurl = \"{}\"\ntimeout = \"2s\"\nsecret = \"{SECRET}\"\n",
-                service.url
-            );
+            config = config.notifier(&service.url, Some(SECRET), Some("2s"));
             Some(service)
         } else {
             None
         };
         if let Some(brokers) = &setup.kafka {
-            let _ = write!(config, "\n[kafka]\nbrokers = \"{brokers}\"\n");
+            config = config.kafka(brokers);
             let service = KafkaCleaner::start(brokers, SEARCH, KAFKA_TOPICS[0], KAFKA_TOPICS[3]);
             cleaners.push((SEARCH, Cleaner::Reading(service)));
         }
         for (name, cleaner) in &cleaners {
-            let kind = match cleaner {
-                Cleaner::Answering(service) => {
-                    format!(
-                        "kind = \"http\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
-                        service.url
-                    )
-                }
-                Cleaner::Reporting(service) => {
-                    format!(
-                        "kind = \"http\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
-                        service.url
-                    )
-                }
-                Cleaner::Reading(_) => "kind = \"kafka\"\n".to_owned(),
+            let settings = match cleaner {
+                Cleaner::Answering(service) => CleanerSettings::http(name, &service.url),
+                Cleaner::Reporting(service) => CleanerSettings::http(name, &service.url),
+                Cleaner::Reading(_) => CleanerSettings::kafka(name),
             };
-            let _ = write!(
-                config,
-                "\n[[cleaners]]\nname = \"{name}\"\n{kind}timeout = \"2s\"\n\
-                 callback_timeout = \"{CALLBACK_TIMEOUT}\"\n\
-                 retry = {{ max_attempts = 30, initial = \"100ms\", max = \"500ms\", multiplier = 2.0 }}\n"
+            config = config.cleaner(
+                settings
+                    .timeout("2s")
+                    .callback_timeout(CALLBACK_TIMEOUT)
+                    .retry(30, "100ms", "500ms", 2.0),
             );
         }
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("lethe.toml");
-        std::fs::write(&config_path, &config).unwrap();
+        std::fs::write(&config_path, config.toml()).unwrap();
         let key_file = dir.path().join("master.key");
         let key: String = (0..32)
             .map(|_| format!("{:02x}", rng.random::<u8>()))
             .collect();
         std::fs::write(&key_file, format!("{key}\n")).unwrap();
-        let requests = Requests::new(events.clone(), Arc::new(Config::parse(&config).unwrap()));
+        let requests = Requests::new(events.clone(), Arc::new(config.build()));
         Self {
             store,
             events,
@@ -254,8 +241,7 @@ impl Workload {
             config_path,
             key_file,
             ids: Vec::new(),
-            // The reminders are a TOML list of quoted durations.
-            reminder_count: u64::try_from(setup.reminders.matches('"').count() / 2).unwrap(),
+            reminder_count: u64::try_from(setup.reminders.len()).unwrap(),
             kills: 0,
             broker_kills: 0,
             seed,

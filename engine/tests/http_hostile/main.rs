@@ -27,6 +27,7 @@ use lethe_engine::store::master_key::MasterKey;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use raw::{exchange, request, Reply};
+use support::config::{Cleaner, TestConfig};
 use support::TestStore;
 
 /// A token holding every scope the routes ask for.
@@ -50,17 +51,23 @@ struct Server {
 }
 
 fn config(tokens: bool) -> Config {
-    let mut text = String::from(
-        "[api]\nbody_idle_timeout = \"1s\"\n[[cleaners]]\nname = \"billing\"\nkind = \"manual\"\n",
-    );
+    let mut config = TestConfig::new()
+        .body_idle_timeout("1s")
+        .cleaner(Cleaner::manual("billing"));
     if tokens {
-        text.push_str(&format!(
-            "[[tokens]]\nname = \"all\"\nsha256 = \"{}\"\nscopes = [\"requests:write\", \
-             \"requests:read\", \"audit:read\", \"admin\", \"cleaner:billing\"]\n",
-            token_hash(TOKEN)
-        ));
+        config = config.token(
+            "all",
+            &token_hash(TOKEN),
+            &[
+                "requests:write",
+                "requests:read",
+                "audit:read",
+                "admin",
+                "cleaner:billing",
+            ],
+        );
     }
-    Config::parse(&text).unwrap()
+    config.build()
 }
 
 async fn start(store: &TestStore, tokens: bool) -> Server {

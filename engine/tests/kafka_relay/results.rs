@@ -1,6 +1,7 @@
 //! A Kafka cleaner's results complete requests; bad results go to the dead letter topic.
 
 use super::support::config::{Cleaner, TestConfig};
+use super::support::engine::TestEngine;
 use super::*;
 
 /// A service that erases on Kafka: it reads Due messages and answers on the results topic,
@@ -70,31 +71,20 @@ async fn kafka_cleaners_complete_requests_and_bad_results_go_to_the_dead_letter_
     }
     let brokers = cluster.bootstrap_servers();
     let store = support::sqlite().await;
-    let database = store.database();
-    let config = Arc::new(
-        TestConfig::new()
-            .grace("1s")
-            .no_reminders()
-            .poll_interval("50ms")
-            .kafka(&brokers)
-            .cleaner(Cleaner::kafka("search").callback_timeout("60s"))
-            .build(),
-    );
-    let requests = Requests::new(database.events.clone(), config.clone());
-    let runtime = lethe_engine::root::Runtime::start(
-        requests.clone(),
-        database.workflow.clone(),
-        config,
-        lethe_engine::store::master_key::MasterKey::from_bytes([6; 32]),
-        "http://127.0.0.1:1".to_owned(),
-    )
-    .unwrap();
+    let config = TestConfig::new()
+        .grace("1s")
+        .no_reminders()
+        .poll_interval("50ms")
+        .kafka(&brokers)
+        .cleaner(Cleaner::kafka("search").callback_timeout("60s"));
+    let engine = TestEngine::spawn(&store, config).await;
+    let requests = &engine.requests;
     let service = start_search_service(brokers.clone());
     let mut ids = Vec::new();
     for n in 0..4 {
-        ids.push(submit(&requests, n).await);
+        ids.push(submit(requests, n).await);
     }
-    wait_completed_by_search(&requests, ids.clone()).await;
+    wait_completed_by_search(requests, ids.clone()).await;
 
     let bad = send_poison(&brokers, ids[0]).await;
     let reasons = dead_letter_reasons(&brokers, bad).await;
@@ -111,10 +101,10 @@ async fn kafka_cleaners_complete_requests_and_bad_results_go_to_the_dead_letter_
         "{reasons:?}"
     );
     // The consumer goes on after poison: a new request still completes.
-    let later = submit(&requests, 10).await;
-    wait_completed_by_search(&requests, vec![later]).await;
+    let later = submit(requests, 10).await;
+    wait_completed_by_search(requests, vec![later]).await;
     service.abort();
-    runtime.stop().await;
+    engine.stop().await;
 }
 
 /// Waits until every request completed, its success recorded from the search service's result.

@@ -1,6 +1,7 @@
 //! Retries reach a consumer that deduplicates on `lethe-event-id`; a repeat does not.
 
 use super::support::config::{Cleaner, TestConfig};
+use super::support::engine::TestEngine;
 use super::*;
 
 /// One message a deduplicating cleaner read, and whether it acted on it.
@@ -111,34 +112,23 @@ async fn every_retry_reaches_a_deduplicating_cleaner_and_a_repeat_does_not(t: su
         cluster.create_topic(topic, 1, 1).unwrap();
     }
     let brokers = cluster.bootstrap_servers();
-    let database = t.database();
     // A missing result would fail the attempt only after 10 minutes: the request completes
     // within the deadline only if the cleaner acts on each retry the moment it arrives.
-    let config = Arc::new(
-        TestConfig::new()
-            .grace("1s")
-            .no_reminders()
-            .poll_interval("50ms")
-            .kafka(&brokers)
-            .cleaner(
-                Cleaner::kafka("search")
-                    .callback_timeout("10m")
-                    .retry(4, "100ms", "200ms", 2.0),
-            )
-            .build(),
-    );
-    let requests = Requests::new(database.events.clone(), config.clone());
-    let runtime = lethe_engine::root::Runtime::start(
-        requests.clone(),
-        database.workflow.clone(),
-        config,
-        lethe_engine::store::master_key::MasterKey::from_bytes([6; 32]),
-        "http://127.0.0.1:1".to_owned(),
-    )
-    .unwrap();
+    let config = TestConfig::new()
+        .grace("1s")
+        .no_reminders()
+        .poll_interval("50ms")
+        .kafka(&brokers)
+        .cleaner(
+            Cleaner::kafka("search")
+                .callback_timeout("10m")
+                .retry(4, "100ms", "200ms", 2.0),
+        );
+    let engine = TestEngine::spawn(&t, config).await;
+    let requests = &engine.requests;
     let log = Arc::new(std::sync::Mutex::new(Vec::new()));
     let cleaner = start_deduplicating_cleaner(brokers.clone(), 3, log.clone());
-    let id = submit(&requests, 0).await;
+    let id = submit(requests, 0).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let loaded = loop {
         let loaded = requests.load(id).await.unwrap().unwrap();
@@ -186,7 +176,7 @@ async fn every_retry_reaches_a_deduplicating_cleaner_and_a_repeat_does_not(t: su
 
     the_same_attempt_again_is_dropped(&brokers, due, &log).await;
     cleaner.abort();
-    runtime.stop().await;
+    engine.stop().await;
 }
 
 /// Each message the cleaner acted on has an id of its own; the first is the plain Due, and each

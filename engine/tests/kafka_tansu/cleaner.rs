@@ -1,6 +1,7 @@
 //! A Kafka cleaner completes requests across a broker restart; poison is dead-lettered.
 
 use super::support::config::{Cleaner, TestConfig};
+use super::support::engine::TestEngine;
 use super::*;
 
 /// A service that erases on Kafka, as a service owner would write it: it reads Due messages in
@@ -126,34 +127,23 @@ async fn a_kafka_cleaner_completes_requests_across_a_broker_restart_and_poison_i
     broker.create_topics(&CLEANER_TOPICS, 1).await;
     let brokers = broker.brokers();
     let store = support::postgres().await;
-    let database = store.database();
     // A callback timeout longer than the test: every result must come from the service, for
     // attempt 1, through the broker.
-    let config = Arc::new(
-        TestConfig::new()
-            .grace("1s")
-            .no_reminders()
-            .poll_interval("50ms")
-            .kafka(&brokers)
-            .cleaner(Cleaner::kafka("search").callback_timeout("10m"))
-            .build(),
-    );
-    let requests = Requests::new(database.events.clone(), config.clone());
-    let runtime = lethe_engine::root::Runtime::start(
-        requests.clone(),
-        database.workflow.clone(),
-        config,
-        lethe_engine::store::master_key::MasterKey::from_bytes([7; 32]),
-        "http://127.0.0.1:1".to_owned(),
-    )
-    .unwrap();
+    let config = TestConfig::new()
+        .grace("1s")
+        .no_reminders()
+        .poll_interval("50ms")
+        .kafka(&brokers)
+        .cleaner(Cleaner::kafka("search").callback_timeout("10m"));
+    let engine = TestEngine::spawn(&store, config).await;
+    let requests = &engine.requests;
     let (service, answered) = start_search_service(brokers.clone());
 
     let mut first = Vec::new();
     for n in 0..6 {
-        first.push(submit_plain(&requests, n).await);
+        first.push(submit_plain(requests, n).await);
     }
-    wait_completed(&requests, &first, Duration::from_secs(90)).await;
+    wait_completed(requests, &first, Duration::from_secs(90)).await;
     eprintln!(
         "{} requests completed through tansu in {:?}",
         first.len(),
@@ -164,9 +154,9 @@ async fn a_kafka_cleaner_completes_requests_across_a_broker_restart_and_poison_i
     broker.stop();
     let mut second = Vec::new();
     for n in 6..9 {
-        second.push(submit_plain(&requests, n).await);
+        second.push(submit_plain(requests, n).await);
     }
-    wait_due(&requests, &second).await;
+    wait_due(requests, &second).await;
     assert!(
         answered
             .lock()
@@ -180,7 +170,7 @@ async fn a_kafka_cleaner_completes_requests_across_a_broker_restart_and_poison_i
     broker.restart().await;
     broker.create_topics(&CLEANER_TOPICS, 1).await;
     let back = Instant::now();
-    wait_completed(&requests, &second, Duration::from_secs(180)).await;
+    wait_completed(requests, &second, Duration::from_secs(180)).await;
     eprintln!(
         "the requests due during the outage completed {:?} after the broker was back",
         back.elapsed()
@@ -189,8 +179,8 @@ async fn a_kafka_cleaner_completes_requests_across_a_broker_restart_and_poison_i
     poison_is_dead_lettered(&brokers, first[0]).await;
 
     // The results consumer went on after the poison.
-    let later = submit_plain(&requests, 9).await;
-    wait_completed(&requests, &[later], Duration::from_secs(60)).await;
+    let later = submit_plain(requests, 9).await;
+    wait_completed(requests, &[later], Duration::from_secs(60)).await;
     let answered = answered.lock().unwrap().clone();
     for id in first.iter().chain(&second).chain([&later]) {
         assert!(
@@ -200,7 +190,7 @@ async fn a_kafka_cleaner_completes_requests_across_a_broker_restart_and_poison_i
     }
     eprintln!("{:?} in all", started.elapsed());
     service.abort();
-    runtime.stop().await;
+    engine.stop().await;
 }
 
 /// Waits until each request is due (at most 30 s).

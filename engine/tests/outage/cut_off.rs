@@ -20,7 +20,7 @@ async fn a_database_cut_off_is_answered_503_fast_and_recovered_from_without_loss
             .await
             .unwrap(),
     );
-    let lethe = start(&store, &config);
+    let lethe = start(&t, &store, &config).await;
     let (stop, seen) = (Arc::new(AtomicBool::new(false)), Arc::default());
     let clients = clients(&lethe.app, &stop, &seen);
     wait_answered(&seen, 20).await;
@@ -64,7 +64,7 @@ async fn a_database_cut_off_is_answered_503_fast_and_recovered_from_without_loss
         "the clients never met the outage"
     );
     assert_log_matches(&t, &seen).await;
-    lethe.runtime.stop().await;
+    lethe.engine.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +85,7 @@ async fn backends_terminated_under_load_are_answered_2xx_or_503_never_500() {
             .await
             .unwrap(),
     );
-    let lethe = start(&store, &config);
+    let lethe = start(&t, &store, &config).await;
     let (stop, seen) = (Arc::new(AtomicBool::new(false)), Arc::default());
     let clients = clients(&lethe.app, &stop, &seen);
     // Readers too: the request just answered, and the readiness check.
@@ -160,7 +160,7 @@ async fn backends_terminated_under_load_are_answered_2xx_or_503_never_500() {
         "reads answered other than 200 or 503: {reads_wrong:?}"
     );
     assert_log_matches(&t, &seen).await;
-    lethe.runtime.stop().await;
+    lethe.engine.stop().await;
 }
 
 #[tokio::test]

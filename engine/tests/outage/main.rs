@@ -35,16 +35,14 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use lethe_engine::app::Requests;
-use lethe_engine::config::{Config, ConfigDuration};
-use lethe_engine::http::{router, AppState};
-use lethe_engine::root::Runtime;
-use lethe_engine::store::master_key::MasterKey;
+use lethe_engine::config::Config;
 use lethe_engine::store::{PostgresStore, StoreError};
 use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::Connection as _;
 use support::chaos_proxy::{ChaosProxy, Mode};
+use support::config::TestConfig;
+use support::engine::{TestEngine, Wiring};
 use support::TestStore;
 use tokio::time::Instant;
 use tower::ServiceExt as _;
@@ -143,33 +141,32 @@ struct Seen {
     landed_anyway: usize,
 }
 
-/// Lethe as `lethe serve` runs it (sealing, projections, the workflow), on `store`.
+/// Lethe as `lethe serve` runs it (sealing, projections, the workflow), on `store`, called
+/// in-process through `app`.
 struct Lethe {
     app: Router,
-    runtime: Runtime,
+    engine: TestEngine,
 }
 
 fn config() -> Arc<Config> {
-    let mut config = Config::default();
-    config.engine.poll_interval = ConfigDuration(Duration::from_millis(50));
-    Arc::new(config)
+    Arc::new(TestConfig::new().poll_interval("50ms").build())
 }
 
-fn start(store: &Arc<PostgresStore>, config: &Arc<Config>) -> Lethe {
-    let key = MasterKey::from_bytes([0x42; 32]);
-    let requests = Requests::new(store.clone(), config.clone())
-        .with_projections(store.clone())
-        .with_sealing(key.clone(), store.clone());
-    let runtime = Runtime::start(
-        requests.clone(),
-        store.clone(),
-        config.clone(),
-        key.clone(),
-        "http://127.0.0.1:9".to_owned(),
-    )
-    .unwrap();
-    let app = router(AppState { requests, key });
-    Lethe { app, runtime }
+/// Starts Lethe on `store`, a connection of its own to the schema of `t`.
+async fn start(t: &TestStore, store: &Arc<PostgresStore>, config: &Arc<Config>) -> Lethe {
+    let TestStore::Postgres { schema, url, .. } = t else {
+        unreachable!()
+    };
+    let own = TestStore::Postgres {
+        store: store.clone(),
+        schema: schema.clone(),
+        url: url.clone(),
+    };
+    let engine = TestEngine::spawn_with(&own, config.clone(), Wiring::Serve).await;
+    Lethe {
+        app: engine.router(),
+        engine,
+    }
 }
 
 /// Clients submitting new subjects until `stop`, each retrying a subject after a 503 until it

@@ -46,6 +46,8 @@ struct Engine {
     poll_interval: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lease: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -78,7 +80,8 @@ struct Token {
 }
 
 /// One `[[cleaners]]` entry: `Cleaner::http(name, url)` (signed with the fake services'
-/// secret), `Cleaner::kafka(name)` or `Cleaner::manual(name)`, then any of its settings.
+/// secret), `Cleaner::kafka(name)`, `Cleaner::manual(name)` or `Cleaner::raw(name, kind,
+/// lines)`, then any of its settings (`.extra(lines)` for those without a method).
 #[derive(Debug, Clone, Serialize)]
 pub struct Cleaner {
     name: String,
@@ -101,6 +104,9 @@ pub struct Cleaner {
     max_in_flight: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rate_per_second: Option<f64>,
+    /// Settings given as raw TOML lines ([`Cleaner::raw`], [`Cleaner::extra`]).
+    #[serde(flatten)]
+    extra: toml::Table,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,7 +143,25 @@ impl Cleaner {
             window: None,
             max_in_flight: None,
             rate_per_second: None,
+            extra: toml::Table::new(),
         }
+    }
+
+    /// A cleaner of any kind, its settings given as TOML lines (as under `[[cleaners]]`),
+    /// for kinds this builder has no constructor for:
+    /// `Cleaner::raw("db", "sql", r#"url = "postgres://..."\nstatements = ["..."]"#)`.
+    pub fn raw(name: &str, kind: &'static str, lines: &str) -> Self {
+        Self::of(name, kind).extra(lines)
+    }
+
+    /// More settings as TOML lines, e.g. `.extra(r#"after = ["db"]"#)`; a key given twice
+    /// keeps the last value.
+    pub fn extra(mut self, lines: &str) -> Self {
+        let table: toml::Table = lines
+            .parse()
+            .unwrap_or_else(|e| panic!("the cleaner's extra lines are not TOML: {e}\n{lines}"));
+        self.extra.extend(table);
+        self
     }
 
     /// A cleaner called over HTTP at `url`, signing with [`SECRET`].
@@ -267,6 +291,12 @@ impl TestConfig {
     /// `[engine] lease`.
     pub fn lease(mut self, lease: &str) -> Self {
         self.engine().lease = Some(lease.to_owned());
+        self
+    }
+
+    /// `[engine] public_url`: the base of the callback URLs cleaners are given.
+    pub fn public_url(mut self, url: &str) -> Self {
+        self.engine().public_url = Some(url.to_owned());
         self
     }
 

@@ -9,6 +9,7 @@
 pub mod binary;
 pub mod chaos_proxy;
 pub mod config;
+pub mod engine;
 pub mod fake_service;
 
 use std::str::FromStr;

@@ -90,7 +90,7 @@ async fn cancel_during_grace_never_calls_cleaners(store: TestStore) {
     let config = config("1s").cleaner(cleaner("billing", &billing.url));
     let engine = Engine::start(store, config).await;
     let id = engine.submit("7", "gdpr").await;
-    let token = MasterKey::from_bytes([9; 32]).cancel_token(id);
+    let token = engine.key.cancel_token(id);
     let (status, _) = engine
         .post(
             &format!("/v1/requests/{id}/cancel?token=wrong"),
@@ -349,7 +349,35 @@ async fn all_events_have_single_due_and_completed(store: TestStore) {
     engine.stop().await;
 }
 
+/// The shared harness as a new test uses it: a cleaner given as raw TOML lines, a request
+/// submitted over HTTP and expedited past its month-long grace period, a wait on its status.
+async fn a_request_submitted_over_http_and_expedited_completes(store: TestStore) {
+    let crm = FakeService::start(&[]).await;
+    let config = TestConfig::new()
+        .grace("30d")
+        .poll_interval("50ms")
+        .cleaner(Cleaner::raw(
+            "crm",
+            "http",
+            &format!("url = \"{}\"\nsecret = \"{SECRET}\"", crm.url),
+        ));
+    let engine = TestEngine::spawn(&store, config).await;
+    let id = engine.submit_due(&[("email", "a@example.com")]).await;
+    let loaded = engine
+        .wait_for(id, RequestStatus::Completed, Duration::from_secs(15))
+        .await;
+    assert_eq!(count(&loaded.events, "CleanerSucceeded"), 1);
+    let calls = crm.calls();
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].signature_ok);
+    assert_eq!(calls[0].body["subject"]["email"], "a@example.com");
+    let (status, view) = engine.get(&format!("/v1/requests/{id}")).await;
+    assert_eq!((status, view["status"].as_str()), (200, Some("completed")));
+    engine.stop().await;
+}
+
 support::backends!(
+    a_request_submitted_over_http_and_expedited_completes,
     full_lifecycle,
     cancel_during_grace_never_calls_cleaners,
     hold_delays_due_until_release,

@@ -126,7 +126,7 @@ async fn a_closed_window_postpones_the_call_to_its_opening(store: TestStore) {
     // the closed one a job of its own for the window's opening.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let jobs = engine.workflow.jobs_of(id).await.unwrap();
+        let jobs = engine.jobs(id).await;
         let postponed = jobs.iter().any(|j| {
             j.key == "night"
                 && j.attempt == 1
@@ -166,7 +166,7 @@ async fn due_makes_one_dispatch_job_for_all_first_calls(store: TestStore) {
     let id = engine.submit("18", "gdpr").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let dispatch = loop {
-        let jobs = engine.workflow.jobs_of(id).await.unwrap();
+        let jobs = engine.jobs(id).await;
         let dispatch: Vec<_> = jobs
             .into_iter()
             .filter(|j| j.kind == lethe_engine::workflow::JobKind::Dispatch)

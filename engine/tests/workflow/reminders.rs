@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use lethe_domain::{Command, Event, RequestId};
 use lethe_engine::app::{Requests, Submission};
-use lethe_engine::config::Config;
+
 use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::EventMetadata;
 use lethe_engine::subscriptions::{SubscriptionRunner, Writing};
@@ -18,6 +18,7 @@ use lethe_engine::workflow::Workers;
 use lethe_engine::workflow::{Job, JobKind, WorkflowStore};
 use serde_json::json;
 
+use super::support::config::TestConfig;
 use super::support::fake_service::FakeService;
 use super::support::TestStore;
 
@@ -39,8 +40,8 @@ struct Submitted {
 }
 
 impl Driven {
-    fn new(store: TestStore, config: &str) -> Self {
-        let config = Arc::new(Config::parse(config).unwrap());
+    fn new(store: TestStore, config: &TestConfig) -> Self {
+        let config = Arc::new(config.build());
         let (events, workflow) = store.stores();
         let requests = Requests::new(events.clone(), config.clone());
         let workers = Arc::new(Workers::new(
@@ -153,11 +154,12 @@ impl Driven {
     }
 }
 
-fn config(notifier: Option<&FakeService>, reminders: &str) -> String {
-    let notifier = notifier.map_or(String::new(), |n| {
-        format!("[notifier]\nurl = \"{}\"\ntimeout = \"2s\"\n", n.url)
-    });
-    format!("[policy]\ngrace_period = \"1h\"\nreminders = {reminders}\n{notifier}")
+fn config(notifier: Option<&FakeService>, reminders: &[&str]) -> TestConfig {
+    let config = TestConfig::new().grace("1h").reminders(reminders);
+    match notifier {
+        Some(notifier) => config.notifier(&notifier.url, None, Some("2s")),
+        None => config,
+    }
 }
 
 fn at_ms(base: DateTime<Utc>, ms: i64) -> DateTime<Utc> {
@@ -168,7 +170,7 @@ fn at_ms(base: DateTime<Utc>, ms: i64) -> DateTime<Utc> {
 /// one `ReminderSent` counting the three calls, each with the same `Idempotency-Key`.
 async fn a_reminder_is_recorded_sent_once_the_notifier_accepts(store: TestStore) {
     let notifier = FakeService::start(&[503, 503]).await;
-    let driven = Driven::new(store, &config(Some(&notifier), "[\"30m\"]"));
+    let driven = Driven::new(store, &config(Some(&notifier), &["30m"]));
     let request = driven.submit("1").await;
     let reminder_at = request.reminders[0];
 
@@ -222,7 +224,7 @@ async fn a_request_that_closes_before_the_notifier_accepts_records_its_reminder_
     store: TestStore,
 ) {
     let notifier = FakeService::start(&[503]).await;
-    let driven = Driven::new(store, &config(Some(&notifier), "[\"30m\"]"));
+    let driven = Driven::new(store, &config(Some(&notifier), &["30m"]));
     let completed = driven.submit("1").await;
 
     driven.timers_at(completed.reminders[0]).await;
@@ -291,7 +293,7 @@ async fn a_reminder_whose_lease_outlasts_the_grace_period_still_ends_in_an_outco
     store: TestStore,
 ) {
     let notifier = FakeService::start(&[]).await;
-    let driven = Driven::new(store, &config(Some(&notifier), "[\"30m\"]"));
+    let driven = Driven::new(store, &config(Some(&notifier), &["30m"]));
     let request = driven.submit("1").await;
     let reminder_at = request.reminders[0];
     let lease = Duration::from_secs(2 * 3600);
@@ -327,7 +329,7 @@ async fn a_crash_during_the_notifier_call_records_nothing_until_a_call_is_accept
     store: TestStore,
 ) {
     let notifier = FakeService::start_slow(Duration::from_millis(300)).await;
-    let driven = Driven::new(store, &config(Some(&notifier), "[\"30m\"]"));
+    let driven = Driven::new(store, &config(Some(&notifier), &["30m"]));
     let request = driven.submit("1").await;
     let reminder_at = request.reminders[0];
 
@@ -360,7 +362,7 @@ async fn a_crash_during_the_notifier_call_records_nothing_until_a_call_is_accept
 /// Without a `[notifier]`, and for a request on hold, a reminder's time records why it was
 /// not sent.
 async fn without_a_notifier_or_while_on_hold_a_reminder_is_recorded_not_sent(store: TestStore) {
-    let driven = Driven::new(store, &config(None, "[\"30m\", \"10m\"]"));
+    let driven = Driven::new(store, &config(None, &["30m", "10m"]));
     let plain = driven.submit("1").await;
     let held = driven.submit("2").await;
     driven
@@ -406,7 +408,7 @@ async fn without_a_notifier_or_while_on_hold_a_reminder_is_recorded_not_sent(sto
 /// once moot it leaves it `reminded`, since the old version may have delivered it.
 async fn a_reminded_event_of_an_older_version_is_delivered_or_left_as_it_was(store: TestStore) {
     let notifier = FakeService::start(&[]).await;
-    let driven = Driven::new(store, &config(Some(&notifier), "[\"30m\"]"));
+    let driven = Driven::new(store, &config(Some(&notifier), &["30m"]));
     let useful = driven.submit("1").await;
     let moot = driven.submit("2").await;
     for request in [&useful, &moot] {

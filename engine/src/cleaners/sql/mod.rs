@@ -1,6 +1,9 @@
 //! `kind = "sql"`: Lethe erases the subject's rows itself, with the statements of the cleaner's
 //! settings, in one transaction (docs/CLEANERS.md).
 
+pub mod connect;
+pub mod params;
+
 use async_trait::async_trait;
 
 use super::{Attempt, BuildError, Cleaner, CleanerError, Outcome};
