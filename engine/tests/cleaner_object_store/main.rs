@@ -107,7 +107,7 @@ impl Fixture {
         format!(
             "[[cleaners]]\nname = \"uploads\"\nkind = \"object_store\"\nurl = \"s3://{bucket}\"\n\
              endpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id_file = \"{}\"\n\
-             secret_access_key_file = \"{}\"\ntimeout = \"3s\"\n{settings}\n",
+             secret_access_key_file = \"{}\"\ntimeout = \"30s\"\n{settings}\n",
             self.moto.endpoint(),
             self.dir.path().join("key_id").display(),
             self.dir.path().join("secret").display(),
