@@ -36,7 +36,8 @@ use serde::Deserialize;
 pub use api::{ApiConfig, TokenConfig, SCOPES};
 pub use cleaners::{
     BatchConfig, CleanerConfig, CleanerKind, HttpCleanerConfig, KafkaCleanerConfig,
-    ManualCleanerConfig, ObjectStoreCleanerConfig, RedisCleanerConfig, SqlCleanerConfig,
+    ManualCleanerConfig, ObjectStoreCleanerConfig, PartitionKey, RedisCleanerConfig,
+    SqlCleanerConfig,
 };
 pub use cleaners::{KeyTemplate, KeysFromConfig, TemplatePart};
 pub use database::DatabaseConfig;

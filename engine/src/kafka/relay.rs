@@ -12,7 +12,7 @@ use rdkafka::producer::FutureRecord;
 
 use crate::cleaners::kafka::{Message, RenewingProducer};
 use crate::cleaners::AwaitedResult;
-use crate::config::Config;
+use crate::config::{CleanerKind, Config};
 use crate::store::{Checkpoint, RecordedEvent, StoreError};
 use crate::subscriptions::{Projector, Sink};
 
@@ -35,12 +35,14 @@ pub struct KafkaRelay {
     pub kafka_cleaners: BTreeMap<CleanerName, Duration>,
 }
 
-/// The Kafka cleaners of `config` and their `callback_timeout`, for [`KafkaRelay`].
+/// The Kafka cleaners of `config` whose attempt 1 is the relay's Due (those without a topic of
+/// their own), and their `callback_timeout`, for [`KafkaRelay`]. A cleaner with a topic of its
+/// own is sent every attempt by the dispatch worker: the Due does not count for it.
 pub fn kafka_cleaners(config: &Config) -> BTreeMap<CleanerName, Duration> {
     config
         .cleaners
         .iter()
-        .filter(|c| c.kind.is_kafka())
+        .filter(|c| matches!(&c.kind, CleanerKind::Kafka(k) if k.topic.is_none()))
         .map(|c| (c.name.clone(), c.callback_timeout.0))
         .collect()
 }

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use crate::app::Requests;
 use crate::cleaners::http::HttpCleaner;
-use crate::cleaners::kafka::{KafkaCleaner, RenewingProducer};
+use crate::cleaners::kafka::{KafkaCleaner, OwnTopic, RenewingProducer};
 use crate::cleaners::manual::ManualCleaner;
 use crate::cleaners::object_store::ObjectStoreCleaner;
 use crate::cleaners::redis::RedisCleaner;
@@ -50,7 +50,7 @@ impl Runtime {
         public_url: String,
     ) -> Result<Self, BuildError> {
         // First, so that a cleaner that cannot be built stops everything before it starts.
-        let cleaners = cleaners(&config)?;
+        let cleaners = keyed_cleaners(&config, Some(&key))?;
         let owner = owner_id();
         let (shutdown, watcher) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -127,10 +127,17 @@ impl Runtime {
     }
 }
 
-/// Every configured cleaner, by kind. The Kafka cleaners share one producer for their retries
-/// (without one, each retry waits for a later try). A cleaner that cannot be built from its
-/// settings (a secret that cannot be read) is an error naming it.
+/// Every configured cleaner, by kind, without the master key: a Kafka cleaner with
+/// `partition_key = "subject"` cannot publish (what `lethe cleaners test` needs).
 pub fn cleaners(config: &Config) -> Result<Registry, BuildError> {
+    keyed_cleaners(config, None)
+}
+
+/// Every configured cleaner, by kind. The Kafka cleaners share one producer for what they
+/// publish (without one, each attempt waits for a later try), and derive their subject
+/// partition keys from `key`. A cleaner that cannot be built from its settings (a secret
+/// that cannot be read) is an error naming it.
+pub fn keyed_cleaners(config: &Config, key: Option<&MasterKey>) -> Result<Registry, BuildError> {
     let client = crate::cleaners::http::client();
     let kafka_cleaners = config.cleaners.iter().any(|c| c.kind.is_kafka());
     let producer: Option<Arc<RenewingProducer>> = match &config.kafka {
@@ -159,11 +166,24 @@ pub fn cleaners(config: &Config) -> Result<Registry, BuildError> {
                 )
                 .with_callback_timeout(cleaner.callback_timeout.0),
             ),
-            CleanerKind::Kafka(_) => Arc::new(KafkaCleaner::new(
-                producer.clone(),
-                due_topic.clone(),
-                cleaner.callback_timeout.0,
-            )),
+            CleanerKind::Kafka(settings) => {
+                let built = KafkaCleaner::new(
+                    producer.clone(),
+                    due_topic.clone(),
+                    cleaner.callback_timeout.0,
+                );
+                Arc::new(match (&settings.topic, &config.kafka) {
+                    (Some(topic), Some(kafka)) => built.with_own_topic(OwnTopic {
+                        topic: topic.clone(),
+                        results_topic: kafka.results_topic.clone(),
+                        partition_key: settings.partition_key,
+                        identifiers: cleaner.identifiers.clone(),
+                        batched: cleaner.batch.is_some(),
+                        keys: key.cloned(),
+                    }),
+                    _ => built,
+                })
+            }
             CleanerKind::Manual(_) => Arc::new(ManualCleaner),
             CleanerKind::Sql(settings) => Arc::new(SqlCleaner::new(cleaner, settings)?),
             CleanerKind::ObjectStore(settings) => {

@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod own_topic;
 mod relay;
 mod results;
 mod retries;

@@ -3,6 +3,7 @@
 //! every kind shares here (`order.rs` checks `after`, `batch.rs` is `batch`).
 
 mod batch;
+mod kafka;
 mod key_template;
 mod object_store;
 mod order;
@@ -10,6 +11,7 @@ mod redis;
 mod sql;
 
 pub use batch::BatchConfig;
+pub use kafka::{KafkaCleanerConfig, PartitionKey};
 pub use key_template::{KeyTemplate, TemplatePart};
 pub use object_store::{KeysFromConfig, ObjectStoreCleanerConfig};
 pub use redis::RedisCleanerConfig;
@@ -24,7 +26,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::{
     ConfigDuration, ConfigError, JurisdictionConfig, KafkaConfig, RetryConfig, RoutingRule,
-    WindowConfig, KAFKA_BROKERS_ENV,
+    WindowConfig,
 };
 use crate::config::duration::default_timeout;
 use crate::config::validate::{check_url, invalid};
@@ -99,17 +101,6 @@ fn secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error
 
 fn text_named<'de, D: Deserializer<'de>>(deserializer: D, key: &str) -> Result<String, D::Error> {
     String::deserialize(deserializer).map_err(|e| serde::de::Error::custom(format!("`{key}`: {e}")))
-}
-
-/// `kind = "kafka"`: the cleaner reads `Due` from Kafka and answers on the results topic
-/// (docs/KAFKA.md); the topics are `[kafka]`'s.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KafkaCleanerConfig {}
-
-impl<'de> Deserialize<'de> for KafkaCleanerConfig {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        no_settings(deserializer, "kafka").map(|()| Self {})
-    }
 }
 
 /// `kind = "manual"`: a person confirms the erasure through the result endpoint or the CLI.
@@ -204,6 +195,10 @@ pub(super) fn check_cleaners(
         }
         cleaner.check(i, kafka, jurisdictions)?;
     }
+    kafka::check_own_topics_distinct(cleaners.iter().enumerate().map(|(i, c)| match &c.kind {
+        CleanerKind::Kafka(settings) => (i, settings.topic.clone()),
+        _ => (i, None),
+    }))?;
     order::check_after(cleaners)
 }
 
@@ -223,16 +218,8 @@ impl CleanerConfig {
                     return Err(invalid(key("secret"), "is required for kind = \"http\""));
                 }
             }
-            CleanerKind::Kafka(_) => {
-                if !kafka.is_some_and(|k| k.publish.contains_key("Due")) {
-                    return Err(invalid(
-                        key("kind"),
-                        format!(
-                            "\"kafka\" cleaners need Kafka enabled ([kafka] or \
-                             {KAFKA_BROKERS_ENV}) and publishing Due"
-                        ),
-                    ));
-                }
+            CleanerKind::Kafka(settings) => {
+                settings.check(&key, self.identifiers.as_ref(), self.batch.as_ref(), kafka)?;
             }
             CleanerKind::Manual(_) => {}
             CleanerKind::Sql(sql) => sql.check(&key)?,
@@ -361,7 +348,7 @@ mod tests {
                     url: "https://billing.internal/erase".to_owned(),
                     secret: "whsec".to_owned(),
                 }),
-                &CleanerKind::Kafka(KafkaCleanerConfig {}),
+                &CleanerKind::Kafka(KafkaCleanerConfig::default()),
                 &CleanerKind::Manual(ManualCleanerConfig {}),
             ]
         );
