@@ -11,6 +11,11 @@ cd "$(dirname "$0")/.."
 
 log() { printf '== %s\n' "$*" >&2; }
 
+# What to undo at exit (throwaway servers), run in order by one EXIT trap.
+AT_EXIT=()
+run_at_exit() { local step; for step in "${AT_EXIT[@]}"; do eval "$step" || true; done; }
+trap run_at_exit EXIT
+
 ensure_postgres_binaries() {
   if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
     log "installing PostgreSQL from Debian's packages"
@@ -47,7 +52,7 @@ start_throwaway_postgres() {
     -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
   PG_STOP=("${runas[@]}" "$(pg_bin pg_ctl)" -D "$dir/data" -m immediate stop)
   PG_DIR="$dir"
-  trap 'log "stopping the throwaway Postgres"; "${PG_STOP[@]}" >/dev/null || true; rm -rf "$PG_DIR"' EXIT
+  AT_EXIT+=('log "stopping the throwaway Postgres"; "${PG_STOP[@]}" >/dev/null || true; rm -rf "$PG_DIR"')
   BASE_URL="postgres://postgres@127.0.0.1:$port"
 }
 
@@ -67,6 +72,13 @@ else
     -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
   export LETHE_TEST_POSTGRES_URL="$BASE_URL/$db"
 fi
+
+# Redis for the redis cleaner's tests (engine/tests/cleaner_redis/): LETHE_TEST_REDIS_URL if
+# set, else 127.0.0.1:6379 if it answers, else a throwaway server stopped at exit.
+REDIS_PIDFILE=$(mktemp)
+AT_EXIT+=('if [ -s "$REDIS_PIDFILE" ]; then log "stopping the throwaway Redis"; kill "$(head -n 1 "$REDIS_PIDFILE")" 2>/dev/null; rm -rf "$(sed -n 2p "$REDIS_PIDFILE")"; fi; rm -f "$REDIS_PIDFILE"')
+LETHE_TEST_REDIS_URL=$(LETHE_REDIS_PIDFILE="$REDIS_PIDFILE" scripts/services/redis.sh)
+export LETHE_TEST_REDIS_URL
 
 # The dashboard's browser test (engine/tests/dashboard/) drives Debian's headless Chromium.
 if ! command -v chromium >/dev/null; then

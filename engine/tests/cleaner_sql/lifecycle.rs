@@ -1,0 +1,1 @@
+//! Requests through an engine: submitted over HTTP, erased by the sql cleaner.
