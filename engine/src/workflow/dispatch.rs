@@ -2,7 +2,7 @@
 //! side through the cleaners (within each cleaner's limits), and records their results in one
 //! append per request.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,6 +11,7 @@ use lethe_domain::state::{CleanerState, Phase, Request};
 use lethe_domain::{CleanerName, Command, RequestId};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use super::order;
 use super::workers::{by_request, JobOutcome, Outcomes, Workers};
 use super::{micros, Job, JobChange, JobKind, WorkflowError, WorkflowStore};
 use crate::app::{LoadedRequest, RequestError, SubjectAccess};
@@ -254,18 +255,33 @@ impl Workers {
     ) -> Step {
         let now = Utc::now();
         let request = &loaded.request;
-        if !still_wanted(request, &cleaner, attempt) {
+        if !still_wanted(request, &cleaner, attempt)
+            || order::blocked(&self.config, request, &cleaner)
+        {
+            // A blocked call is made once what it waits for is done: the saga sets its job.
             return Step::Settled(Ok(JobOutcome::Finish));
         }
+        // Only the identifiers this cleaner receives (data minimisation).
         let subject = match subject {
-            Some(SubjectAccess::Clear(subject)) => Some(subject),
+            Some(SubjectAccess::Clear(subject)) => {
+                Some(order::identifiers_for(&self.config, &cleaner, subject))
+            }
             _ => None,
         };
+        let needs_subject = self.cleaners.needs_subject(&cleaner);
+        if needs_subject && subject.as_ref().is_some_and(BTreeMap::is_empty) {
+            let outcome = Outcome::Succeeded {
+                at: now,
+                deleted: None,
+                detail: Some(order::NO_IDENTIFIERS.to_owned()),
+            };
+            return self.recorded(&cleaner, attempt, request.id, outcome).await;
+        }
         let call = Attempt {
             request,
             cleaner: &cleaner,
             attempt,
-            subject,
+            subject: subject.as_ref(),
             due: loaded.events.iter().rev().find(|e| e.event_type == "Due"),
             public_url: &self.public_url,
             now,

@@ -10,6 +10,7 @@ mod dispatch;
 mod error;
 mod limits;
 mod notifier;
+mod order;
 mod postgres;
 pub mod saga;
 mod sqlite;

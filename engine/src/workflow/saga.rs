@@ -8,7 +8,8 @@
 //! - `Due`: one `dispatch` job for the whole request (key `""`, attempt 1): the first attempt
 //!   of every planned cleaner (ADR 10).
 //! - `CleanerFailed` (not exhausted): the next attempt's `dispatch` job after the backoff.
-//! - `CleanerSucceeded` / `CleanerSkipped`: that cleaner's jobs go.
+//! - `CleanerSucceeded` / `CleanerSkipped`: that cleaner's jobs go, and each cleaner naming it
+//!   in `after` gets a `dispatch` job for its first attempt (ADR 27).
 //! - `HoldReleased` / `CleanerRetried`: the `due` job again, which re-plans from the state.
 //! - `Cancelled` / `Rejected` / `Completed`: every job of the request but its reminders' goes
 //!   (a reminder's job ends by recording its outcome), and a `shred` job is set for the end of
@@ -21,10 +22,10 @@ use chrono::{DateTime, Utc};
 use lethe_domain::event::{
     Cancelled, CleanerFailed, Completed, Rejected, ReminderNotSent, ReminderSent,
 };
-use lethe_domain::{Event, RequestId};
+use lethe_domain::{CleanerName, Event, RequestId};
 use rand::Rng;
 
-use super::{Job, JobChange, JobKind};
+use super::{order, Job, JobChange, JobKind};
 use crate::config::Config;
 use crate::store::{RecordedEvent, StoreError};
 use crate::subscriptions::Subscriber;
@@ -79,8 +80,8 @@ impl Subscriber for Saga {
                 changes
             }
             Event::CleanerFailed(failed) => self.after_failure(&jobs, &failed),
-            Event::CleanerSucceeded(e) => jobs.cleaner_gone(e.cleaner.as_str()),
-            Event::CleanerSkipped(e) => jobs.cleaner_gone(e.cleaner.as_str()),
+            Event::CleanerSucceeded(e) => self.after_done(&jobs, &e.cleaner, e.at),
+            Event::CleanerSkipped(e) => self.after_done(&jobs, &e.cleaner, e.at),
             Event::HoldReleased(e) => vec![jobs.set(JobKind::Due, String::new(), e.at, 0)],
             Event::CleanerRetried(e) => vec![jobs.set(JobKind::Due, String::new(), e.at, 0)],
             Event::Cancelled(Cancelled { at, .. })
@@ -101,6 +102,25 @@ impl Subscriber for Saga {
 }
 
 impl Saga {
+    /// A cleaner succeeded or was skipped: its jobs go, and every cleaner naming it in
+    /// `after` gets its first attempt's job (the dispatch step makes the call if the request
+    /// plans it, nothing holds it back any longer and it has had no attempt; otherwise it
+    /// finishes the job without a call). A batched cleaner's job waits its `batch.wait` for
+    /// others to join.
+    fn after_done(&self, jobs: &Jobs, done: &CleanerName, at: DateTime<Utc>) -> Vec<JobChange> {
+        let mut changes = jobs.cleaner_gone(done.as_str());
+        for waiting in order::waiting_for(&self.config, done) {
+            let wait = waiting.batch.map_or(Duration::ZERO, |b| b.wait.0);
+            changes.push(jobs.set(
+                JobKind::Dispatch,
+                waiting.name.to_string(),
+                at + super::micros(wait),
+                1,
+            ));
+        }
+        changes
+    }
+
     /// A failed attempt: its callback deadline goes, and unless the cleaner is out of
     /// attempts, the next attempt's dispatch is set after the cleaner's backoff (at least its
     /// `Retry-After`).
