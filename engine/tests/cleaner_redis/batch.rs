@@ -1,64 +1,19 @@
 //! A Redis cleaner with `batch` in a running engine: a thousand requests due together, each
 //! completed with its own counts, every subject's keys gone and the neighbours' kept.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::Duration;
 
-use lethe_domain::{RequestId, RequestStatus};
-use lethe_engine::app::{LoadedRequest, Requests, Submission};
 use serde_json::json;
 
 use crate::keyspace::Keyspace;
+use crate::many::{submit_all, user, wait_completed};
 use crate::redis_url;
 use crate::support::config::{Cleaner, TestConfig};
 use crate::support::engine::TestEngine;
 
 const SUBJECTS: usize = 1_000;
 const NEIGHBOURS: usize = 100;
-
-/// Submits one request per subject, 500 to a call; their ids in order.
-async fn submit_all(requests: &Requests, subjects: &[String]) -> Vec<RequestId> {
-    let mut ids = Vec::new();
-    for chunk in subjects.chunks(500) {
-        let submissions = chunk
-            .iter()
-            .map(|id| Submission {
-                subject: BTreeMap::from([("user_id".to_owned(), id.clone())]),
-                jurisdiction: Some("gdpr".to_owned()),
-                ..Submission::default()
-            })
-            .collect();
-        for submitted in requests.submit_many(submissions, "test").await {
-            ids.push(submitted.unwrap().loaded.request.id);
-        }
-    }
-    ids
-}
-
-/// Waits until every request is completed (at most `within`).
-async fn wait_completed(
-    requests: &Requests,
-    ids: &[RequestId],
-    within: Duration,
-) -> Vec<LoadedRequest> {
-    let deadline = Instant::now() + within;
-    loop {
-        let loaded = requests.load_many(ids).await.unwrap();
-        let open = loaded
-            .values()
-            .filter(|l| l.request.status() != RequestStatus::Completed)
-            .count();
-        if open == 0 && loaded.len() == ids.len() {
-            return ids.iter().map(|id| loaded[id].clone()).collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{open} of {} requests not completed after {within:?}",
-            ids.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_due_requests_in_batches_each_erase_their_own_subject() {
@@ -78,7 +33,7 @@ async fn a_thousand_due_requests_in_batches_each_erase_their_own_subject() {
         "redis",
         &format!("url = \"{url}\"\n{}", space.settings()),
     )
-    .extra("batch = { max = 500, wait = \"1s\" }")
+    .batch(500, "1s")
     .retry(8, "200ms", "1s", 2.0);
     let config = TestConfig::new()
         .grace("1s")
@@ -89,7 +44,8 @@ async fn a_thousand_due_requests_in_batches_each_erase_their_own_subject() {
     let store = crate::support::postgres().await;
     let engine = TestEngine::spawn(&store, config).await;
 
-    let requests = submit_all(&engine.requests, &ids[..SUBJECTS]).await;
+    let subjects = ids[..SUBJECTS].iter().map(|id| user(id)).collect();
+    let requests = submit_all(&engine.requests, subjects).await;
     let completed = wait_completed(&engine.requests, &requests, Duration::from_secs(180)).await;
     for loaded in &completed {
         let succeeded: Vec<_> = loaded
