@@ -94,6 +94,13 @@ LETHE_TANSU_BIN=$(scripts/tansu.sh)
 export LETHE_TANSU_BIN
 log "using tansu at $LETHE_TANSU_BIN"
 
+# The object_store cleaner's tests (engine/tests/cleaner_object_store/) start moto's
+# S3-compatible server themselves, one per test; it is installed once, pinned, into a
+# virtualenv outside the clone.
+LETHE_TEST_MOTO_BIN=$(scripts/services/s3.sh)
+export LETHE_TEST_MOTO_BIN
+log "using moto_server at $LETHE_TEST_MOTO_BIN"
+
 log "cargo fmt --check"
 cargo fmt --all --check
 log "cargo clippy"

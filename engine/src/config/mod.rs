@@ -39,6 +39,7 @@ pub use cleaners::{
     ManualCleanerConfig, ObjectStoreCleanerConfig, PartitionKey, RedisCleanerConfig,
     SqlCleanerConfig,
 };
+pub use cleaners::{KeyTemplate, KeysFromConfig, TemplatePart};
 pub use cleaners::{RedisHashField, RedisTemplate, RedisTemplatePart, REDIS_GLOB_CHARACTERS};
 pub use database::DatabaseConfig;
 pub use duration::ConfigDuration;

@@ -7,6 +7,10 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+#[path = "../support/many.rs"]
+mod many;
+
+mod batch;
 mod cleaner;
 mod keyspace;
 mod lifecycle;

@@ -29,6 +29,12 @@ pub(super) fn is_retryable(error: &RedisError) -> bool {
     error.code().is_some_and(|code| PASSING.contains(&code))
 }
 
+/// The connection refused, reset or closed (not a timeout): a reconnection may mend it at once.
+pub(super) fn is_broken_connection(error: &RedisError) -> bool {
+    !error.is_timeout()
+        && (error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped())
+}
+
 /// What happened, in words that carry no key, field or value.
 pub(super) fn describe(error: &RedisError) -> String {
     if error.is_timeout() {

@@ -103,6 +103,25 @@ impl RedisCleaner {
             .cloned()
     }
 
+    /// The connection, checked: a reconnection begun while the server was away fails
+    /// whoever awaits it, even once the server is back, and only then starts a fresh one. A
+    /// `PING` takes that failure, and a second one awaits the fresh reconnection, so that the
+    /// first attempt after an outage finds the server. Any answer of the server will do (a
+    /// user whose ACL forbids `PING` gets `NOPERM`, and the connection is up).
+    async fn ready_connection(&self) -> Result<ConnectionManager, RedisError> {
+        let mut connection = self.connection().await?;
+        let ping = || ::redis::cmd("PING");
+        match ping().query_async::<::redis::Value>(&mut connection).await {
+            Err(error) if failure::is_broken_connection(&error) => {}
+            Err(error) if error.is_timeout() => return Err(error),
+            _ => return Ok(connection),
+        }
+        match ping().query_async::<::redis::Value>(&mut connection).await {
+            Err(error) if failure::is_broken_connection(&error) || error.is_timeout() => Err(error),
+            _ => Ok(connection),
+        }
+    }
+
     /// The attempts' outcomes, in order: what [`Cleaner::attempt_batch`] answers.
     async fn erase_all(&self, attempts: &[Attempt<'_>]) -> Vec<Result<Outcome, CleanerError>> {
         let started = Instant::now();
@@ -111,7 +130,7 @@ impl RedisCleaner {
             .map(|attempt| attempt.subject.map(|subject| self.templates.plan(subject)))
             .collect();
         let planned: Vec<Vec<Target>> = plans.iter().flatten().cloned().collect();
-        let erased = match self.connection().await {
+        let erased = match self.ready_connection().await {
             Ok(mut connection) => erase(&mut connection, &planned, SCAN_COUNT).await,
             Err(error) => Err(error),
         };
@@ -245,7 +264,7 @@ impl Cleaner for RedisCleaner {
 
     async fn dry_run(&self, subject: &BTreeMap<String, String>) -> Result<DryRun, CleanerError> {
         let plan = self.templates.plan(subject);
-        let found = match self.connection().await {
+        let found = match self.ready_connection().await {
             Ok(mut connection) => dry_run::look(&mut connection, &plan).await,
             Err(error) => Err(error),
         };
