@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use lethe_domain::{CleanerName, DeadlineRule, Jurisdiction, RequestPolicy};
 use serde::Deserialize;
 
-pub use api::{ApiConfig, TokenConfig, SCOPES};
+pub use api::{token_hash, ApiConfig, TokenConfig, SCOPES};
 pub use cleaners::{
     BatchConfig, CleanerConfig, CleanerKind, HttpCleanerConfig, KafkaCleanerConfig,
     ManualCleanerConfig, ObjectStoreCleanerConfig, PartitionKey, RedisCleanerConfig,
