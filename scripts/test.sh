@@ -11,6 +11,11 @@ cd "$(dirname "$0")/.."
 
 log() { printf '== %s\n' "$*" >&2; }
 
+# What to undo at exit (throwaway servers), run in order by one EXIT trap.
+AT_EXIT=()
+run_at_exit() { local step; for step in "${AT_EXIT[@]}"; do eval "$step" || true; done; }
+trap run_at_exit EXIT
+
 ensure_postgres_binaries() {
   if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
     log "installing PostgreSQL from Debian's packages"
@@ -47,7 +52,7 @@ start_throwaway_postgres() {
     -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
   PG_STOP=("${runas[@]}" "$(pg_bin pg_ctl)" -D "$dir/data" -m immediate stop)
   PG_DIR="$dir"
-  trap 'log "stopping the throwaway Postgres"; "${PG_STOP[@]}" >/dev/null || true; rm -rf "$PG_DIR"' EXIT
+  AT_EXIT+=('log "stopping the throwaway Postgres"; "${PG_STOP[@]}" >/dev/null || true; rm -rf "$PG_DIR"')
   BASE_URL="postgres://postgres@127.0.0.1:$port"
 }
 
@@ -68,6 +73,20 @@ else
   export LETHE_TEST_POSTGRES_URL="$BASE_URL/$db"
 fi
 
+# Redis for the redis cleaner's tests (engine/tests/cleaner_redis/): LETHE_TEST_REDIS_URL if
+# set, else 127.0.0.1:6379 if it answers, else a throwaway server stopped at exit.
+REDIS_PIDFILE=$(mktemp)
+AT_EXIT+=('if [ -s "$REDIS_PIDFILE" ]; then log "stopping the throwaway Redis"; kill "$(head -n 1 "$REDIS_PIDFILE")" 2>/dev/null; rm -rf "$(sed -n 2p "$REDIS_PIDFILE")"; fi; rm -f "$REDIS_PIDFILE"')
+LETHE_TEST_REDIS_URL=$(LETHE_REDIS_PIDFILE="$REDIS_PIDFILE" scripts/services/redis.sh)
+export LETHE_TEST_REDIS_URL
+
+# MariaDB for the sql cleaner's tests (engine/tests/cleaner_sql/): LETHE_TEST_MARIADB_URL if
+# set, else root on 127.0.0.1:3306 if it answers, else a throwaway mariadbd stopped at exit.
+MARIADB_PIDFILE=$(mktemp)
+AT_EXIT+=('if [ -s "$MARIADB_PIDFILE" ]; then log "stopping the throwaway MariaDB"; kill "$(head -n 1 "$MARIADB_PIDFILE")" 2>/dev/null; rm -rf "$(sed -n 2p "$MARIADB_PIDFILE")"; fi; rm -f "$MARIADB_PIDFILE"')
+LETHE_TEST_MARIADB_URL=$(LETHE_MARIADB_PIDFILE="$MARIADB_PIDFILE" scripts/services/mariadb.sh)
+export LETHE_TEST_MARIADB_URL
+
 # The dashboard's browser test (engine/tests/dashboard/) drives Debian's headless Chromium.
 if ! command -v chromium >/dev/null; then
   log "installing Chromium from Debian's packages (for the dashboard's browser test)"
@@ -81,6 +100,13 @@ fi
 LETHE_TANSU_BIN=$(scripts/tansu.sh)
 export LETHE_TANSU_BIN
 log "using tansu at $LETHE_TANSU_BIN"
+
+# The object_store cleaner's tests (engine/tests/cleaner_object_store/) start moto's
+# S3-compatible server themselves, one per test; it is installed once, pinned, into a
+# virtualenv outside the clone.
+LETHE_TEST_MOTO_BIN=$(scripts/services/s3.sh)
+export LETHE_TEST_MOTO_BIN
+log "using moto_server at $LETHE_TEST_MOTO_BIN"
 
 log "cargo fmt --check"
 cargo fmt --all --check

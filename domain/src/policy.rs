@@ -270,6 +270,45 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// For any valid policy: the delay lies in the upper half of the capped step, never
+        /// shrinks from one attempt to the next or with more jitter, and is at least the
+        /// server's `Retry-After`.
+        #[test]
+        fn backoff_is_within_its_step_and_never_shrinks(
+            initial_ms in 1_u64..600_000,
+            extra_ms in 0_u64..86_400_000,
+            multiplier in 1.0_f64..10.0,
+            attempt in 1_u32..64,
+            jitter in 0.0_f64..1.0,
+            more_jitter in 0.0_f64..1.0,
+            retry_after_s in proptest::option::of(0_u64..100_000),
+        ) {
+            let p = RetryPolicy {
+                max_attempts: 64,
+                initial: Duration::from_millis(initial_ms),
+                max: Duration::from_millis(initial_ms + extra_ms),
+                multiplier,
+            };
+            p.validate("retry").unwrap();
+            let delay = p.delay_after(attempt, jitter, None);
+            let step = (p.initial.as_secs_f64()
+                * multiplier.powi(i32::try_from(attempt - 1).unwrap()))
+            .min(p.max.as_secs_f64());
+            let tolerance = 1e-6;
+            proptest::prop_assert!(delay.as_secs_f64() >= step / 2.0 - tolerance, "{delay:?} < {step}/2");
+            proptest::prop_assert!(delay.as_secs_f64() <= step + tolerance, "{delay:?} > {step}");
+            proptest::prop_assert!(p.delay_after(attempt + 1, jitter, None) >= delay);
+            let (low, high) = (jitter.min(more_jitter), jitter.max(more_jitter));
+            proptest::prop_assert!(p.delay_after(attempt, high, None) >= p.delay_after(attempt, low, None));
+            if let Some(seconds) = retry_after_s {
+                let server = Duration::from_secs(seconds);
+                let honoured = p.delay_after(attempt, jitter, Some(server));
+                proptest::prop_assert_eq!(honoured, delay.max(server));
+            }
+        }
+    }
+
     #[test]
     fn invalid_retry_policies_name_the_key() {
         let bad = RetryPolicy {

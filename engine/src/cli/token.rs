@@ -2,11 +2,9 @@
 
 use std::process::ExitCode;
 
+use crate::config::{token_hash, SCOPES};
 use anyhow::bail;
 use clap::Subcommand;
-use sha2::{Digest as _, Sha256};
-
-use crate::config::SCOPES;
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -42,11 +40,7 @@ pub(super) fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
     println!("Add to lethe.toml:\n");
     println!("[[tokens]]");
     println!("name = {name:?}");
-    // The form `[[tokens]] sha256` takes: lowercase hex SHA-256 of the token.
-    println!(
-        "sha256 = \"{}\"",
-        hex::encode(Sha256::digest(token.as_bytes()))
-    );
+    println!("sha256 = \"{}\"", token_hash(&token));
     println!("scopes = {scopes:?}");
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use lethe_domain::CleanerName;
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 
 use super::validate::invalid;
 use super::{ConfigDuration, ConfigError};
@@ -15,6 +16,11 @@ pub struct TokenConfig {
     /// Lowercase hex SHA-256 of the token.
     pub sha256: String,
     pub scopes: Vec<String>,
+}
+
+/// Lowercase hex SHA-256 of a token: the form `[[tokens]] sha256` takes.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// Limits of the HTTP API.

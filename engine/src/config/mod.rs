@@ -33,12 +33,14 @@ use std::path::{Path, PathBuf};
 use lethe_domain::{CleanerName, DeadlineRule, Jurisdiction, RequestPolicy};
 use serde::Deserialize;
 
-pub use api::{ApiConfig, TokenConfig, SCOPES};
+pub use api::{token_hash, ApiConfig, TokenConfig, SCOPES};
 pub use cleaners::{
     BatchConfig, CleanerConfig, CleanerKind, HttpCleanerConfig, KafkaCleanerConfig,
     ManualCleanerConfig, ObjectStoreCleanerConfig, PartitionKey, RedisCleanerConfig,
     SqlCleanerConfig,
 };
+pub use cleaners::{KeyTemplate, KeysFromConfig, TemplatePart};
+pub use cleaners::{RedisHashField, RedisTemplate, RedisTemplatePart, REDIS_GLOB_CHARACTERS};
 pub use database::DatabaseConfig;
 pub use duration::ConfigDuration;
 pub use engine::EngineConfig;

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::auth::{Admin, Caller};
 use super::json::{JsonBody, OptionalJsonBody};
 use super::problem::Problem;
+use super::schema::MAX_DETAIL_LEN;
 use super::{auth, idempotency_key, request_id, AppState};
 
 type AdminCaller = Caller<Admin>;
@@ -68,8 +69,6 @@ pub struct ResultBody {
     #[schema(schema_with = super::schema::counts)]
     deleted: Option<BTreeMap<String, u64>>,
 }
-
-pub(super) const MAX_DETAIL_LEN: usize = 1024;
 
 /// The command's metadata for an administrator authenticated by [`AdminCaller`].
 fn authorized(

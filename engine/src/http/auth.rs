@@ -4,7 +4,6 @@
 //! `serve` refuses to listen beyond loopback).
 
 use axum::http::{header, HeaderMap, StatusCode};
-use sha2::{Digest, Sha256};
 
 use super::problem::Problem;
 use crate::config::Config;
@@ -25,9 +24,7 @@ impl Principal {
 }
 
 /// Lowercase hex SHA-256 of a token, as configured in `[[tokens]] sha256`.
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
+pub use crate::config::token_hash;
 
 /// Authenticates the request's bearer token; `None` when it carries none.
 pub fn principal(config: &Config, headers: &HeaderMap) -> Result<Option<Principal>, Problem> {

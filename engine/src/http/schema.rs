@@ -14,8 +14,11 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::{OpenApi, Ref, RefOr, Required, SchemaFormat};
 use utoipa::IntoParams;
 
-use super::admin::MAX_DETAIL_LEN as MAX_OPERATION_REASON_LEN;
 use crate::app::{MAX_EXTERNAL_ID_LEN, MAX_REASON_LEN, MAX_SOURCE_LEN, MAX_TAGS, MAX_TAG_LEN};
+
+/// The longest reason of an operation, or detail of a cleaner's result, in characters once
+/// trimmed.
+pub(super) const MAX_DETAIL_LEN: usize = 1024;
 
 /// Unicode `White_Space`: what `str::trim` removes.
 const SPACE: &str =
@@ -201,14 +204,14 @@ pub fn tags() -> Schema {
 
 /// A reason an operation may go without (cancel, release).
 pub fn optional_reason() -> Schema {
-    optional_text(MAX_OPERATION_REASON_LEN, "Why")
+    optional_text(MAX_DETAIL_LEN, "Why")
 }
 
 /// A reason an operation requires (reject, hold, skip, extend).
 pub fn required_reason() -> Schema {
-    text(required_text_pattern(MAX_OPERATION_REASON_LEN), false)
+    text(required_text_pattern(MAX_DETAIL_LEN), false)
         .description(Some(format!(
-            "Why: at most {MAX_OPERATION_REASON_LEN} characters once trimmed, not blank, no control \
+            "Why: at most {MAX_DETAIL_LEN} characters once trimmed, not blank, no control \
              characters."
         )))
         .into()

@@ -10,6 +10,7 @@
 //! | `lethe_subscription_lag_seconds` | `subscription` | age of the oldest event not yet processed |
 //! | `lethe_cleaner_attempts_total` | `cleaner`, `kind`, `outcome` | attempts' results as recorded (`succeeded`, `failed_retryable`, `failed`), whichever way they came, and `accepted` for an HTTP 202 |
 //! | `lethe_cleaner_call_duration_seconds` | `cleaner`, `kind` | handing an attempt over: an HTTP call, or a Kafka message until the broker's ack |
+//! | `lethe_cleaner_batch_size` | `cleaner`, `kind` | requests in each batched call |
 //! | `lethe_jobs_pending` | `kind` | timers and dispatches waiting |
 
 use std::sync::OnceLock;
@@ -86,6 +87,13 @@ pub fn cleaner_attempt(cleaner: &str, kind: &'static str, outcome: &'static str)
 pub fn cleaner_call(cleaner: &str, kind: &'static str, seconds: f64) {
     metrics::histogram!("lethe_cleaner_call_duration_seconds", "cleaner" => cleaner.to_owned(), "kind" => kind)
         .record(seconds);
+}
+
+/// Records the size of one batched call to a cleaner (`batch` in lethe.toml).
+pub fn cleaner_batch(cleaner: &str, kind: &'static str, requests: usize) {
+    #[allow(clippy::cast_precision_loss)]
+    metrics::histogram!("lethe_cleaner_batch_size", "cleaner" => cleaner.to_owned(), "kind" => kind)
+        .record(requests as f64);
 }
 
 /// Counts the attempts' results among events just written, however they were reported: one

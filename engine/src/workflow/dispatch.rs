@@ -2,7 +2,7 @@
 //! side through the cleaners (within each cleaner's limits), and records their results in one
 //! append per request.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,6 +12,7 @@ use lethe_domain::{CleanerName, Command, RequestId};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::workers::{by_request, JobOutcome, Outcomes, Workers};
+use super::{batch, order};
 use super::{micros, Job, JobChange, JobKind, WorkflowError, WorkflowStore};
 use crate::app::{LoadedRequest, RequestError, SubjectAccess};
 use crate::cleaners::{Attempt, AwaitedResult, Outcome};
@@ -58,6 +59,16 @@ impl Workers {
                 }
             };
             let idle = jobs.is_empty();
+            // A batched cleaner's jobs are one call per batch, taking one slot.
+            let (batched, jobs): (Vec<Job>, Vec<Job>) = jobs
+                .into_iter()
+                .partition(|job| self.batch_of(job).is_some());
+            if !batched.is_empty() {
+                if let Ok(slot) = slots.clone().acquire_owned().await {
+                    let this = self.clone();
+                    tokio::spawn(async move { this.run_batches(batched, slot).await });
+                }
+            }
             // A request's cleaners are called side by side and their results recorded in one
             // append: one read of the request, one commit, no append racing another on the
             // same stream. (Claims come earliest first, and a request's dispatches share
@@ -254,18 +265,36 @@ impl Workers {
     ) -> Step {
         let now = Utc::now();
         let request = &loaded.request;
-        if !still_wanted(request, &cleaner, attempt) {
+        if !still_wanted(request, &cleaner, attempt)
+            || order::blocked(&self.config, request, &cleaner)
+        {
+            // A blocked call is made once what it waits for is done: the saga sets its job.
             return Step::Settled(Ok(JobOutcome::Finish));
         }
+        if let Some(batch) = self.config.cleaner(&cleaner).and_then(|c| c.batch) {
+            return batch::first_attempt_later(batch, attempt);
+        }
+        // Only the identifiers this cleaner receives (data minimisation).
         let subject = match subject {
-            Some(SubjectAccess::Clear(subject)) => Some(subject),
+            Some(SubjectAccess::Clear(subject)) => {
+                Some(order::identifiers_for(&self.config, &cleaner, subject))
+            }
             _ => None,
         };
+        let needs_subject = self.cleaners.needs_subject(&cleaner);
+        if needs_subject && subject.as_ref().is_some_and(BTreeMap::is_empty) {
+            let outcome = Outcome::Succeeded {
+                at: now,
+                deleted: None,
+                detail: Some(order::NO_IDENTIFIERS.to_owned()),
+            };
+            return self.recorded(&cleaner, attempt, request.id, outcome).await;
+        }
         let call = Attempt {
             request,
             cleaner: &cleaner,
             attempt,
-            subject,
+            subject: subject.as_ref(),
             due: loaded.events.iter().rev().find(|e| e.event_type == "Due"),
             public_url: &self.public_url,
             now,
@@ -287,7 +316,7 @@ impl Workers {
 
     /// What an attempt's outcome leaves to do: a result to record, or the deadline of a
     /// result awaited.
-    async fn recorded(
+    pub(super) async fn recorded(
         &self,
         cleaner: &CleanerName,
         attempt: u32,
@@ -340,7 +369,7 @@ impl Workers {
 /// Whether `cleaner`'s `attempt` is still to be made: the request is being cleaned and not on
 /// hold (releasing the hold re-plans the cleaners still pending), and the cleaner is pending
 /// with this as its next attempt.
-fn still_wanted(request: &Request, cleaner: &CleanerName, attempt: u32) -> bool {
+pub(super) fn still_wanted(request: &Request, cleaner: &CleanerName, attempt: u32) -> bool {
     let Phase::Cleaning(cleaning) = &request.phase else {
         return false;
     };
@@ -364,7 +393,7 @@ pub fn callback_job(awaited: &AwaitedResult) -> JobChange {
 }
 
 /// What a dispatch job came to before the group's results are recorded.
-enum Step {
+pub(super) enum Step {
     /// Settled without a new event.
     Settled(Result<JobOutcome, WorkflowError>),
     /// Record this result; the job is finished once it is recorded (or refused).

@@ -6,10 +6,12 @@
 //! carries on: a subscriber commits its job changes and its checkpoint in one transaction, and
 //! a job is claimed with a lease that runs out if its worker dies.
 
+mod batch;
 mod dispatch;
 mod error;
 mod limits;
 mod notifier;
+mod order;
 mod postgres;
 pub mod saga;
 mod sqlite;
@@ -153,6 +155,19 @@ pub trait WorkflowStore: SubscriptionStore {
         kinds: &[JobKind],
         owner: &str,
         now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
+
+    /// Claims up to `limit` dispatch jobs of cleaner `key` that are due by `horizon` and whose
+    /// lease (if any) ran out by `now`, leasing them to `owner` until `now + lease`. Earliest
+    /// first: the jobs that join a batch (`batch` in lethe.toml).
+    async fn claim_batch(
+        &self,
+        key: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        horizon: DateTime<Utc>,
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError>;

@@ -190,6 +190,37 @@ impl WorkflowStore for PostgresStore {
         Ok(jobs)
     }
 
+    async fn claim_batch(
+        &self,
+        key: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        horizon: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE jobs SET lease_owner = $2, lease_until = $3 \
+             WHERE (request_id, kind, key) IN ( \
+               SELECT request_id, kind, key FROM jobs \
+               WHERE kind = 'dispatch' AND key = $1 AND run_at <= $5 \
+                 AND (lease_until IS NULL OR lease_until < $4) \
+               ORDER BY run_at LIMIT $6 FOR UPDATE SKIP LOCKED) \
+             RETURNING request_id, kind, key, run_at, attempt",
+        )
+        .bind(key)
+        .bind(owner)
+        .bind(now + micros(lease))
+        .bind(now)
+        .bind(horizon)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        let mut jobs: Vec<Job> = rows.iter().map(decode_job).collect::<Result<_, _>>()?;
+        jobs.sort_by_key(|j| j.run_at);
+        Ok(jobs)
+    }
+
     async fn finish_job(&self, job: &Job, owner: &str) -> Result<(), StoreError> {
         sqlx::query(
             "DELETE FROM jobs WHERE request_id = $1 AND kind = $2 AND key = $3 \

@@ -152,6 +152,36 @@ impl WorkflowStore for SqliteStore {
         Ok(jobs)
     }
 
+    async fn claim_batch(
+        &self,
+        key: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        horizon: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE jobs SET lease_owner = ?1, lease_until = ?2 \
+             WHERE rowid IN ( \
+               SELECT rowid FROM jobs WHERE kind = 'dispatch' AND key = ?3 AND run_at <= ?4 \
+                 AND (lease_until IS NULL OR lease_until < ?5) \
+               ORDER BY run_at LIMIT ?6) \
+             RETURNING request_id, kind, key, run_at, attempt",
+        )
+        .bind(owner)
+        .bind(time(now + micros(lease)))
+        .bind(key)
+        .bind(time(horizon))
+        .bind(time(now))
+        .bind(i64::from(limit))
+        .fetch_all(self.writer())
+        .await?;
+        let mut jobs: Vec<Job> = rows.iter().map(decode_job).collect::<Result<_, _>>()?;
+        jobs.sort_by_key(|j| j.run_at);
+        Ok(jobs)
+    }
+
     async fn finish_job(&self, job: &Job, owner: &str) -> Result<(), StoreError> {
         sqlx::query(
             "DELETE FROM jobs WHERE request_id = ?1 AND kind = ?2 AND key = ?3 \

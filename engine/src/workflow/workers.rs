@@ -39,6 +39,7 @@ pub struct Workers {
     /// The configured cleaners.
     pub(super) cleaners: Registry,
     pub(super) limits: CleanerLimits,
+    pub(super) batching: super::batch::Batching,
     pub(super) last_pending_report: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
@@ -75,6 +76,7 @@ impl Workers {
             public_url,
             cleaners,
             limits,
+            batching: super::batch::Batching::default(),
             last_pending_report: std::sync::Mutex::new(None),
         }
     }

@@ -8,6 +8,7 @@
 mod support;
 
 mod own_topic;
+mod own_topic_outage;
 mod relay;
 mod results;
 mod retries;

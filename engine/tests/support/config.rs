@@ -104,9 +104,21 @@ pub struct Cleaner {
     max_in_flight: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rate_per_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identifiers: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    after: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch: Option<Batch>,
     /// Settings given as raw TOML lines ([`Cleaner::raw`], [`Cleaner::extra`]).
     #[serde(flatten)]
     extra: toml::Table,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Batch {
+    max: u32,
+    wait: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +155,9 @@ impl Cleaner {
             window: None,
             max_in_flight: None,
             rate_per_second: None,
+            identifiers: None,
+            after: Vec::new(),
+            batch: None,
             extra: toml::Table::new(),
         }
     }
@@ -242,6 +257,34 @@ impl Cleaner {
     pub fn rate_per_second(self, rate: f64) -> Self {
         Self {
             rate_per_second: Some(rate),
+            ..self
+        }
+    }
+
+    /// Receives only these identifier kinds of the subject.
+    pub fn identifiers(self, kinds: &[&str]) -> Self {
+        Self {
+            identifiers: Some(kinds.iter().map(|k| (*k).to_owned()).collect()),
+            ..self
+        }
+    }
+
+    /// Called for a request only once these cleaners succeeded or were skipped.
+    pub fn after(self, cleaners: &[&str]) -> Self {
+        Self {
+            after: cleaners.iter().map(|c| (*c).to_owned()).collect(),
+            ..self
+        }
+    }
+
+    /// Due requests sent together, up to `max` in one call, the first waiting `wait`.
+    pub fn batch(self, max: u32, wait: &str) -> Self {
+        let batch = Batch {
+            max,
+            wait: wait.to_owned(),
+        };
+        Self {
+            batch: Some(batch),
             ..self
         }
     }

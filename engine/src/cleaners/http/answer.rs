@@ -115,11 +115,11 @@ fn done_from_body(read: Limited, subject: &BTreeMap<String, String>) -> CallOutc
 /// A response body read up to a cap.
 #[derive(Debug, Default)]
 pub(super) struct Limited {
-    bytes: Vec<u8>,
+    pub(super) bytes: Vec<u8>,
     /// The body went on past the cap (the rest was not read).
-    truncated: bool,
+    pub(super) truncated: bool,
     /// Reading failed part-way (timeout, reset).
-    error: Option<String>,
+    pub(super) error: Option<String>,
 }
 
 pub(super) async fn read_limited(response: &mut reqwest::Response, limit: usize) -> Limited {
@@ -155,7 +155,7 @@ pub(super) fn status_label(status: StatusCode) -> String {
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
-fn truncate_at_char_boundary(text: &str, max: usize) -> &str {
+pub(super) fn truncate_at_char_boundary(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

@@ -15,6 +15,7 @@
 //! The same transport also carries reminder notifications ([`notify`]).
 
 mod answer;
+mod batch;
 mod notify;
 
 use std::collections::BTreeMap;
@@ -268,25 +269,63 @@ impl Cleaner for HttpCleaner {
     /// One signed POST; the call is timed (`lethe_cleaner_call_duration_seconds`), and a 202
     /// counted as accepted. The other results are counted when they are recorded.
     async fn attempt(&self, attempt: Attempt<'_>) -> Result<Outcome, CleanerError> {
-        let Some(subject) = attempt.subject else {
+        let Some(call) = call_of(&attempt) else {
             return Ok(attempt.failed("the subject's identifiers cannot be read"));
-        };
-        let request = attempt.request;
-        let call = CleanerCall {
-            request_id: request.id,
-            cleaner: attempt.cleaner.clone(),
-            attempt: attempt.attempt,
-            subject: subject.clone(),
-            due_at: request.due_at,
-            deadline: request.deadline,
-            callback_url: attempt.callback_url(),
         };
         let started = Instant::now();
         let outcome = self.call(&call, attempt.now).await;
-        let at = Utc::now();
         let name = attempt.cleaner.as_str();
         metrics::cleaner_call(name, self.kind(), started.elapsed().as_secs_f64());
-        Ok(match outcome {
+        Ok(self.outcome(name, outcome))
+    }
+
+    /// One signed POST for them all (docs/CLEANERS.md, "Batches"), timed as one call.
+    async fn attempt_batch(&self, attempts: &[Attempt<'_>]) -> Vec<Result<Outcome, CleanerError>> {
+        let calls: Vec<CleanerCall> = attempts.iter().filter_map(call_of).collect();
+        let started = Instant::now();
+        let mut outcomes = if calls.is_empty() {
+            Vec::new()
+        } else {
+            let now = attempts.first().map_or_else(Utc::now, |a| a.now);
+            self.call_batch(&calls, now).await
+        }
+        .into_iter();
+        if let Some(first) = attempts.first() {
+            let seconds = started.elapsed().as_secs_f64();
+            metrics::cleaner_call(first.cleaner.as_str(), self.kind(), seconds);
+        }
+        attempts
+            .iter()
+            .map(|attempt| match attempt.subject {
+                None => Ok(attempt.failed("the subject's identifiers cannot be read")),
+                Some(_) => Ok(match outcomes.next() {
+                    Some(outcome) => self.outcome(attempt.cleaner.as_str(), outcome),
+                    None => attempt.failed("the batch gave no outcome for this request"),
+                }),
+            })
+            .collect()
+    }
+}
+
+/// The body of one attempt's call, if the subject's identifiers could be read.
+fn call_of(attempt: &Attempt<'_>) -> Option<CleanerCall> {
+    let request = attempt.request;
+    Some(CleanerCall {
+        request_id: request.id,
+        cleaner: attempt.cleaner.clone(),
+        attempt: attempt.attempt,
+        subject: attempt.subject?.clone(),
+        due_at: request.due_at,
+        deadline: request.deadline,
+        callback_url: attempt.callback_url(),
+    })
+}
+
+impl HttpCleaner {
+    /// A call's outcome as the workflow records it; a 202 counted as accepted.
+    fn outcome(&self, name: &str, outcome: CallOutcome) -> Outcome {
+        let at = Utc::now();
+        match outcome {
             CallOutcome::Done { deleted, detail } => Outcome::Succeeded {
                 at,
                 deleted,
@@ -312,7 +351,7 @@ impl Cleaner for HttpCleaner {
                 retryable,
                 retry_after,
             },
-        })
+        }
     }
 }
 

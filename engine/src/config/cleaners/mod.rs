@@ -4,6 +4,7 @@
 
 mod batch;
 mod kafka;
+mod key_template;
 mod object_store;
 mod order;
 mod redis;
@@ -11,8 +12,11 @@ mod sql;
 
 pub use batch::BatchConfig;
 pub use kafka::{KafkaCleanerConfig, PartitionKey};
-pub use object_store::ObjectStoreCleanerConfig;
-pub use redis::RedisCleanerConfig;
+pub use key_template::{KeyTemplate, TemplatePart};
+pub use object_store::{KeysFromConfig, ObjectStoreCleanerConfig};
+pub use redis::{
+    RedisCleanerConfig, RedisHashField, RedisTemplate, RedisTemplatePart, REDIS_GLOB_CHARACTERS,
+};
 pub use sql::SqlCleanerConfig;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -8,9 +8,10 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::columns::{insert_events, insert_keys};
 use super::intake::{start_streams, try_new_streams};
+use super::outcome::{count, Outcome};
 use super::read::{find_command, stream_version};
 use crate::store::group::{self, WriteBatch};
-use crate::store::{prepare_rows, Append, Appended, RecordedEvent, StoreError};
+use crate::store::{prepare_rows, Append, Appended, StoreError};
 
 pub(super) fn batch_writer(pool: PgPool) -> WriteBatch {
     std::sync::Arc::new(move |appends| {
@@ -23,18 +24,6 @@ pub(super) fn batch_writer(pool: PgPool) -> WriteBatch {
 /// transaction (see [`group::with_fallback`] for when that transaction fails).
 async fn write_batch(pool: &PgPool, appends: Vec<Append>) -> Vec<Result<Appended, StoreError>> {
     group::with_fallback(&appends, |some| try_batch(pool, some)).await
-}
-
-/// What became of one append of a batch while it is being written.
-pub(super) enum Outcome {
-    /// Its events will be written (rows prepared, positions filled in after the insert).
-    Write(Vec<RecordedEvent>),
-    /// Its command id was taken: answered with the first result after the transaction.
-    Duplicate(String),
-    /// The stream was not at the expected version (`None`: look the version up afterwards).
-    Conflict(Option<i64>),
-    /// Nothing to write.
-    Empty,
 }
 
 type Tx<'c> = Transaction<'c, Postgres>;
@@ -277,8 +266,4 @@ async fn answer(
         });
     }
     Ok(results)
-}
-
-pub(super) fn count(events: &[lethe_domain::Event]) -> i64 {
-    i64::try_from(events.len()).unwrap_or(i64::MAX)
 }

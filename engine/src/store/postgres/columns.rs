@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row, Transaction};
 
-use super::append::Outcome;
+use super::outcome::Outcome;
 use crate::store::{Append, RecordedEvent, StoreError};
 
 /// The columns of events to insert, as the arrays `unnest` takes.

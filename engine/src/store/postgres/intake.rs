@@ -5,10 +5,10 @@ use std::sync::LazyLock;
 
 use sqlx::PgPool;
 
-use super::append::{count, Outcome};
 use super::columns::{
     place_written, rows_to_write, unnest_events, EventColumns, KeyColumns, EVENT_INSERT_COLUMNS,
 };
+use super::outcome::{count, Outcome};
 use super::read::stream_version;
 use crate::store::{prepare_rows, Append, Appended, StoreError, GENESIS_HASH};
 

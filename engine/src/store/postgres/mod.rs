@@ -11,6 +11,7 @@
 mod append;
 mod columns;
 mod intake;
+mod outcome;
 mod read;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -84,6 +84,10 @@ impl SqliteStore {
         })
     }
 
+    fn group_writer(&self) -> super::group::WriteBatch {
+        batch_writer(self.writer.clone())
+    }
+
     /// The pool that writes; use it for anything that must see the latest commit.
     pub const fn writer(&self) -> &SqlitePool {
         &self.writer

@@ -10,7 +10,6 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
-use super::append::batch_writer;
 use super::{SqliteStore, EVENT_COLUMNS, MAX_BATCH};
 use crate::store::group;
 use crate::store::{
@@ -118,7 +117,7 @@ impl EventStore for SqliteStore {
 
     async fn append_batch(&self, appends: Vec<Append>) -> Vec<Result<Appended, StoreError>> {
         // One writing connection: one transaction at a time.
-        group::write_all(&batch_writer(self.writer.clone()), appends, MAX_BATCH, 1).await
+        group::write_all(&self.group_writer(), appends, MAX_BATCH, 1).await
     }
 
     async fn caught_up(

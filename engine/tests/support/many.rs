@@ -1,0 +1,70 @@
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+//! Many requests at once: submitted together, waited for together.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use lethe_domain::{RequestId, RequestStatus};
+use lethe_engine::app::{LoadedRequest, Requests, Submission};
+
+/// Submits one request per subject, 500 to a call; their ids in order.
+pub async fn submit_all(
+    requests: &Requests,
+    subjects: Vec<BTreeMap<String, String>>,
+) -> Vec<RequestId> {
+    let mut ids = Vec::new();
+    for chunk in subjects.chunks(500) {
+        let submissions = chunk
+            .iter()
+            .map(|subject| Submission {
+                subject: subject.clone(),
+                jurisdiction: Some("gdpr".to_owned()),
+                ..Submission::default()
+            })
+            .collect();
+        for submitted in requests.submit_many(submissions, "test").await {
+            ids.push(submitted.unwrap().loaded.request.id);
+        }
+    }
+    ids
+}
+
+/// Waits until every request is completed (at most `within`); returns them as loaded, in order.
+pub async fn wait_completed(
+    requests: &Requests,
+    ids: &[RequestId],
+    within: Duration,
+) -> Vec<LoadedRequest> {
+    let deadline = Instant::now() + within;
+    loop {
+        let loaded = requests.load_many(ids).await.unwrap();
+        let open: Vec<&LoadedRequest> = loaded
+            .values()
+            .filter(|l| l.request.status() != RequestStatus::Completed)
+            .collect();
+        if open.is_empty() && loaded.len() == ids.len() {
+            return ids.iter().map(|id| loaded[id].clone()).collect();
+        }
+        if let Some(first) = open.first() {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} requests not completed after {within:?}; one is {}: {:?}",
+                open.len(),
+                ids.len(),
+                first.request.status(),
+                first
+                    .events
+                    .iter()
+                    .map(|e| e.event_type.as_str())
+                    .collect::<Vec<_>>()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `{"user_id": id}`.
+pub fn user(id: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("user_id".to_owned(), id.to_owned())])
+}
