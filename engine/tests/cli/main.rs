@@ -11,6 +11,7 @@
 mod support;
 
 mod admin;
+mod cleaners;
 mod config;
 mod integrity;
 mod keys;
