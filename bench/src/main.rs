@@ -212,6 +212,7 @@ async fn main() -> ExitCode {
             Scenario::Ingest,
             Scenario::Bulk,
             Scenario::Lifecycle,
+            Scenario::LifecycleSql,
             Scenario::Rebuild,
             Scenario::Replay,
             Scenario::Memory,

@@ -35,7 +35,7 @@ pub async fn lifecycle_sql(
         .max_connections(4)
         .connect(&settings.postgres_url)
         .await?;
-    sqlx::query(&format!(
+    sqlx::raw_sql(&format!(
         "CREATE SCHEMA {schema}; \
          CREATE TABLE {schema}.users (user_id text PRIMARY KEY, email text NOT NULL); \
          CREATE TABLE {schema}.sessions (user_id text NOT NULL, n int NOT NULL); \
