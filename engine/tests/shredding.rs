@@ -1,8 +1,9 @@
 //! Crypto-shredding, black box: `lethe serve` (a child process, with its logs captured at
 //! debug level) runs a request whose subject carries a planted unique identifier through the
 //! whole lifecycle to `Shredded`. The cleaner really received the identifier; afterwards the
-//! history still verifies and shows the subject as shredded, and the identifier appears
-//! nowhere: not in a full dump of the database, not in the logs. Also: a second submission for
+//! history still verifies and shows the subject as shredded, an export verifies from the file
+//! alone, and the identifier appears nowhere: not in a full dump of the database, not in the
+//! export, not in the logs. Also: a second submission for
 //! a subject with an open request returns that request.
 
 mod support;
@@ -186,6 +187,8 @@ async fn a_planted_identifier_disappears_after_shredding(store: TestStore) {
     let log = server.log.lock().unwrap().clone();
     drop(server);
 
+    export_verifies_alone(dir.path(), &store, &id, &planted).await;
+
     let dump = dump(&store).await;
     assert!(
         dump.contains(&id),
@@ -204,6 +207,36 @@ async fn a_planted_identifier_disappears_after_shredding(store: TestStore) {
         !log.contains(&planted),
         "the planted identifier appears in the logs"
     );
+}
+
+/// The export still carries every event the chain covers: it verifies from the file alone, and
+/// holds the request but not the identifier.
+async fn export_verifies_alone(dir: &std::path::Path, store: &TestStore, id: &str, planted: &str) {
+    let today = chrono::Utc::now().date_naive().to_string();
+    let export = support::binary::lethe(dir)
+        .args(["audit", "export", "--from", &today, "--to", &today])
+        .args(["--database-url", &store.database_url()])
+        .output()
+        .await
+        .unwrap();
+    assert!(export.status.success(), "{export:?}");
+    let jsonl = String::from_utf8(export.stdout).unwrap();
+    assert!(
+        jsonl.contains("\"Shredded\"") && jsonl.contains(id),
+        "{jsonl}"
+    );
+    assert!(
+        !jsonl.contains(planted),
+        "the planted identifier is in the export"
+    );
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::write(copy.path().join("export.jsonl"), &jsonl).unwrap();
+    let verified = support::binary::lethe(copy.path())
+        .args(["audit", "verify-export", "export.jsonl"])
+        .output()
+        .await
+        .unwrap();
+    assert!(verified.status.success(), "{verified:?}");
 }
 
 /// The request's history once it records `Shredded` (at most 30 s).

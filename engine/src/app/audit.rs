@@ -6,10 +6,12 @@ use lethe_domain::RequestId;
 
 use chrono::{DateTime, Utc};
 
-use super::queries::RequestRow;
+use super::export_file::{ExportedRequest, Sink};
 use super::{RequestError, Requests};
 use crate::projections::RequestFilter;
-use crate::store::{verify_chain, ChainBreak, EventStore, RecordedEvent, StoreError};
+use crate::store::{verify_chain, EventStore, StoreError};
+
+pub use super::export_file::ExportFormat;
 
 const BATCH: u32 = 1000;
 
@@ -55,121 +57,6 @@ pub async fn verify_all(store: &dyn EventStore) -> Result<Report, StoreError> {
     Ok(report)
 }
 
-/// The format of `lethe audit export`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExportFormat {
-    /// One JSON object per request: its events and the verdict of its hash chain.
-    Jsonl,
-    /// One row per event, with the request's verdict on every row.
-    Csv,
-}
-
-/// Where an export goes, in its format.
-enum Sink<'a> {
-    Jsonl(&'a mut dyn std::io::Write),
-    Csv(csv::Writer<&'a mut dyn std::io::Write>),
-}
-
-/// The columns of a CSV export.
-const CSV_HEADER: [&str; 13] = [
-    "request_id",
-    "verified",
-    "chain_error",
-    "position",
-    "version",
-    "type",
-    "recorded_at",
-    "actor",
-    "command_id",
-    "correlation_id",
-    "data",
-    "prev_hash",
-    "hash",
-];
-
-impl<'a> Sink<'a> {
-    fn new(format: ExportFormat, out: &'a mut dyn std::io::Write) -> Result<Self, RequestError> {
-        Ok(match format {
-            ExportFormat::Jsonl => Self::Jsonl(out),
-            ExportFormat::Csv => {
-                let mut writer = csv::Writer::from_writer(out);
-                writer.write_record(CSV_HEADER)?;
-                Self::Csv(writer)
-            }
-        })
-    }
-
-    /// One request: its row, its events and the verdict of their chain.
-    fn request(
-        &mut self,
-        row: &RequestRow,
-        events: &[RecordedEvent],
-        verdict: &Result<(), ChainBreak>,
-    ) -> Result<(), RequestError> {
-        let chain_error = verdict.as_ref().err().map(|b| {
-            format!(
-                "version {} (position {}): {}",
-                b.version, b.position, b.problem
-            )
-        });
-        match self {
-            Self::Jsonl(out) => {
-                let line = serde_json::json!({
-                    "request_id": row.id,
-                    "status": row.status,
-                    "received_at": row.received_at,
-                    "verified": verdict.is_ok(),
-                    "chain_error": chain_error,
-                    "events": events.iter().map(|e| serde_json::json!({
-                        "position": e.position,
-                        "version": e.version,
-                        "type": e.event_type,
-                        "recorded_at": e.recorded_at,
-                        "actor": e.actor,
-                        "command_id": e.command_id,
-                        "correlation_id": e.correlation_id,
-                        "data": e.payload,
-                        "prev_hash": e.prev_hash,
-                        "hash": e.hash,
-                    })).collect::<Vec<_>>(),
-                });
-                writeln!(out, "{line}")?;
-            }
-            Self::Csv(writer) => {
-                for e in events {
-                    writer.write_record([
-                        row.id.to_string(),
-                        verdict.is_ok().to_string(),
-                        chain_error.clone().unwrap_or_default(),
-                        e.position.to_string(),
-                        e.version.to_string(),
-                        e.event_type.clone(),
-                        e.recorded_at
-                            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                        e.actor.clone(),
-                        e.command_id.clone().unwrap_or_default(),
-                        e.correlation_id.to_string(),
-                        e.payload.to_string(),
-                        e.prev_hash.clone(),
-                        e.hash.clone(),
-                    ])?;
-                }
-                // Flush each request's rows so the output streams.
-                writer.flush()?;
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<(), RequestError> {
-        match self {
-            Self::Jsonl(out) => out.flush()?,
-            Self::Csv(writer) => writer.flush()?,
-        }
-        Ok(())
-    }
-}
-
 impl Requests {
     /// Verifies every stream in the log ([`verify_all`]).
     pub async fn verify_log(&self) -> Result<Report, RequestError> {
@@ -195,19 +82,33 @@ impl Requests {
         };
         let mut sink = Sink::new(format, out)?;
         let (mut written, mut failed) = (0_u64, 0_u64);
+        // Each request is written once the next is known, for its link to it.
+        let mut pending: Option<ExportedRequest> = None;
         let mut after = None;
         loop {
             let rows = projections.list_requests(&filter, after, BATCH).await?;
             let Some(last) = rows.last() else { break };
             after = Some(last.id);
             for row in rows {
-                let head = store.stream_head(row.id).await?;
-                let events = store.read_stream(row.id, 0).await?;
+                let (head, events) = store.read_stream_with_head(row.id).await?;
                 let verdict = verify_chain(&events, head.as_ref());
                 written += 1;
                 failed += u64::from(verdict.is_err());
-                sink.request(&row, &events, &verdict)?;
+                let previous = pending.as_ref().map(|p| p.row.id);
+                if let Some(done) = pending.take() {
+                    sink.request(&done, Some(row.id))?;
+                }
+                pending = Some(ExportedRequest {
+                    row,
+                    head,
+                    events,
+                    verdict,
+                    previous,
+                });
             }
+        }
+        if let Some(done) = pending {
+            sink.request(&done, None)?;
         }
         sink.finish()?;
         Ok((written, failed))

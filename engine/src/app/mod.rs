@@ -13,6 +13,7 @@ mod commands;
 pub mod dashboard;
 mod error;
 mod execute;
+mod export_file;
 pub mod feed;
 mod history;
 mod intake;
@@ -23,6 +24,7 @@ pub mod replay;
 mod results;
 pub mod stats;
 mod subjects;
+pub mod verify_export;
 pub mod views;
 
 use std::sync::Arc;

@@ -1,5 +1,7 @@
-//! `lethe verify` and `lethe audit export`: the hash chains, checked and exported.
+//! `lethe verify`, `lethe audit export` and `lethe audit verify-export`: the hash chains,
+//! checked in the database, exported, and checked again in an export with no database.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail};
@@ -8,6 +10,7 @@ use clap::{Args, Subcommand};
 
 use super::{exit_code, parse_id, Context};
 use crate::app::audit::ExportFormat;
+use crate::app::verify_export::verify_export as verify_export_file;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -26,6 +29,12 @@ pub enum AuditCommand {
         to: String,
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
         format: ExportFormat,
+    },
+    /// Recompute every hash chain of an export (JSONL or CSV) from the file alone, with no
+    /// database; exit 1 naming the line, request and position of each break.
+    VerifyExport {
+        /// The export (`-` for stdin).
+        file: PathBuf,
     },
 }
 
@@ -68,7 +77,10 @@ pub(super) async fn verify(context: &Context, args: VerifyArgs) -> anyhow::Resul
 }
 
 pub(super) async fn run(context: &Context, command: AuditCommand) -> anyhow::Result<ExitCode> {
-    let AuditCommand::Export { from, to, format } = command;
+    let (from, to, format) = match command {
+        AuditCommand::Export { from, to, format } => (from, to, format),
+        AuditCommand::VerifyExport { file } => return verify_export(&file),
+    };
     let from = export_bound(&from, false)?;
     let to = export_bound(&to, true)?;
     if to <= from {
@@ -85,6 +97,37 @@ pub(super) async fn run(context: &Context, command: AuditCommand) -> anyhow::Res
     drop(out);
     eprintln!("exported {written} requests; {failed} failed verification");
     Ok(exit_code(failed == 0))
+}
+
+/// `lethe audit verify-export FILE`: opens no database and reads no configuration of one.
+fn verify_export(file: &Path) -> anyhow::Result<ExitCode> {
+    let check = if file == Path::new("-") {
+        verify_export_file(std::io::stdin().lock())?
+    } else {
+        let opened = std::fs::File::open(file)
+            .map_err(|e| anyhow!("cannot open {}: {e}", file.display()))?;
+        verify_export_file(std::io::BufReader::new(opened))?
+    };
+    for finding in &check.findings {
+        println!("FAILED: {finding}");
+    }
+    let what = format!(
+        "{} requests, {} events ({})",
+        check.requests,
+        check.events,
+        match check.format {
+            ExportFormat::Jsonl => "JSONL",
+            ExportFormat::Csv => "CSV",
+        }
+    );
+    if check.findings.is_empty() {
+        println!("ok: {what}, every hash chain verified from the file alone");
+    } else {
+        let n = check.findings.len();
+        let findings = if n == 1 { "finding" } else { "findings" };
+        println!("{n} {findings} in {what}");
+    }
+    Ok(exit_code(check.findings.is_empty()))
 }
 
 /// A `--from`/`--to` bound: an RFC 3339 time, or a date (a `--to` date includes that day).
