@@ -12,17 +12,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use lethe_domain::{Command, RequestId};
-use lethe_engine::app::planning::plan_cleaners;
-use lethe_engine::app::{Requests, Submission};
+use lethe_engine::app::Requests;
 use lethe_engine::config::Config;
 use lethe_engine::http::{router, AppState};
 use lethe_engine::kafka::producer;
 use lethe_engine::store::master_key::MasterKey;
-use lethe_engine::store::{EventMetadata, RecordedEvent};
+use lethe_engine::store::RecordedEvent;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::config::{Cleaner, TestConfig};
+use support::due::due_request;
 use support::TestStore;
 use tower::ServiceExt as _;
 
@@ -56,34 +55,6 @@ fn assert_scrubbed(text: &str) {
     );
 }
 
-/// A submitted request with `config`'s cleaners, made due at once.
-async fn due_request(requests: &Requests) -> RequestId {
-    let submission = Submission {
-        subject: subject(),
-        jurisdiction: Some("gdpr".to_owned()),
-        ..Submission::default()
-    };
-    let id = requests
-        .submit(submission, None, "test")
-        .await
-        .unwrap()
-        .loaded
-        .request
-        .id;
-    let config = requests.config().clone();
-    requests
-        .execute(id, &EventMetadata::new("test"), |request| {
-            Command::MarkDue {
-                at: chrono::Utc::now(),
-                cleaners: plan_cleaners(&config, request),
-                expedite: true,
-            }
-        })
-        .await
-        .unwrap();
-    id
-}
-
 fn sealed(store: &TestStore, config: Config) -> Requests {
     let database = store.database();
     Requests::new(database.events.clone(), Arc::new(config))
@@ -108,7 +79,7 @@ async fn results_over_http_are_recorded_without_the_subject(store: TestStore) {
         )
         .build();
     let requests = sealed(&store, config);
-    let id = due_request(&requests).await;
+    let id = due_request(&requests, subject()).await;
     let app = router(AppState {
         requests: requests.clone(),
         key: MasterKey::from_bytes([5; 32]),
@@ -166,7 +137,7 @@ async fn results_on_kafka_are_recorded_without_the_subject(store: TestStore) {
         .build();
     let kafka = config.kafka.clone().unwrap();
     let requests = sealed(&store, config);
-    let id = due_request(&requests).await;
+    let id = due_request(&requests, subject()).await;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let consumer = tokio::spawn(lethe_engine::kafka::run_results_consumer(
         kafka,

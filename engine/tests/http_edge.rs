@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use lethe_engine::app::{Requests, Submission};
+use lethe_engine::app::Requests;
 use lethe_engine::config::Config;
 use lethe_engine::http::auth::token_hash;
 use lethe_engine::http::{router, AppState};
@@ -62,17 +62,9 @@ fn app(store: &TestStore, tokens: bool) -> (axum::Router, Requests) {
 
 async fn start(store: TestStore, tokens: bool) -> Server {
     let (app, requests) = app(&store, tokens);
-    let submission = Submission {
-        subject: [("user_id".to_owned(), "edge-1".to_owned())].into(),
-        ..Submission::default()
-    };
-    let id = requests
-        .submit(submission, None, "test")
+    let subject = [("user_id".to_owned(), "edge-1".to_owned())].into();
+    let id = support::due::submitted(&requests, subject)
         .await
-        .unwrap()
-        .loaded
-        .request
-        .id
         .to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

@@ -11,13 +11,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use lethe_domain::{CleanerName, Command, RequestId};
-use lethe_engine::app::planning::plan_cleaners;
-use lethe_engine::app::{Requests, Submission};
+
 use lethe_engine::kafka::producer;
 use lethe_engine::store::EventMetadata;
 use lethe_engine::workflow::saga::SAGA;
@@ -25,9 +23,14 @@ use lethe_engine::workflow::{Job, JobKind};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::config::{Cleaner, TestConfig};
-use support::engine::TestEngine;
+use support::due::due_request;
+use support::engine::{eventually, TestEngine};
 use support::fake_service::FakeService;
+use support::metrics::sample;
 use support::TestStore;
+
+/// How long any wait for a condition may take.
+const WITHIN: Duration = Duration::from_secs(60);
 
 const TOPICS: [&str; 5] = [
     "lethe.due",
@@ -43,45 +46,6 @@ fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> 
         cluster.create_topic(topic, 1, 1).unwrap();
     }
     cluster
-}
-
-/// Waits until `check` gives a value, for at most 60 seconds.
-async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, check: impl Fn() -> F) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A submitted request made due at once, with every configured cleaner planned.
-async fn due_request(requests: &Requests) -> RequestId {
-    let submission = Submission {
-        subject: BTreeMap::from([("user_id".to_owned(), "k-1".to_owned())]),
-        ..Submission::default()
-    };
-    let id = requests
-        .submit(submission, None, "test")
-        .await
-        .unwrap()
-        .loaded
-        .request
-        .id;
-    let config = requests.config().clone();
-    requests
-        .execute(id, &EventMetadata::new("test"), |request| {
-            Command::MarkDue {
-                at: Utc::now(),
-                cleaners: plan_cleaners(&config, request),
-                expedite: true,
-            }
-        })
-        .await
-        .unwrap();
-    id
 }
 
 /// The workflow's settings here: workers looking for work every 50 ms, Kafka on `brokers`.
@@ -104,7 +68,11 @@ async fn attempt_1_s_deadline_starts_at_the_broker_s_ack(store: TestStore) {
     let requests = &engine.requests;
     // The relay cannot publish the Due: it lags as long as the broker is down.
     cluster.broker_down(1).unwrap();
-    let id = due_request(requests).await;
+    let id = due_request(
+        requests,
+        BTreeMap::from([("user_id".to_owned(), "k-1".to_owned())]),
+    )
+    .await;
     let due = requests
         .load(id)
         .await
@@ -116,6 +84,7 @@ async fn attempt_1_s_deadline_starts_at_the_broker_s_ack(store: TestStore) {
         .position;
     let (_, workflow) = store.stores();
     eventually(
+        WITHIN,
         "the saga has planned the dispatch and it has run",
         || async {
             let saga = workflow.subscription_checkpoint(SAGA).await.unwrap();
@@ -132,7 +101,7 @@ async fn attempt_1_s_deadline_starts_at_the_broker_s_ack(store: TestStore) {
 
     let up = Utc::now();
     cluster.broker_up(1).unwrap();
-    let callback = eventually("the relay has published the Due", || async {
+    let callback = eventually(WITHIN, "the relay has published the Due", || async {
         jobs(&store, id, JobKind::Callback).await.pop()
     })
     .await;
@@ -144,20 +113,6 @@ async fn attempt_1_s_deadline_starts_at_the_broker_s_ack(store: TestStore) {
         callback.run_at
     );
     engine.stop().await;
-}
-
-/// The value of the first sample of `metric` whose labels include every one of `labels`.
-fn sample(metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    lethe_engine::telemetry::metrics::render()
-        .lines()
-        .find_map(|line| {
-            let rest = line.strip_prefix(metric)?.strip_prefix('{')?;
-            let (names, value) = rest.split_once("} ")?;
-            labels
-                .iter()
-                .all(|(k, v)| names.split(',').any(|l| l == format!("{k}=\"{v}\"")))
-                .then(|| value.trim().parse().ok())?
-        })
 }
 
 async fn every_cleaner_kind_counts_in_the_cleaner_metrics(store: TestStore) {
@@ -181,7 +136,11 @@ async fn every_cleaner_kind_counts_in_the_cleaner_metrics(store: TestStore) {
         .cleaner(Cleaner::http(&crm, &http.url).extra("retry = { max_attempts = 1 }"));
     let engine = TestEngine::spawn(&store, config).await;
     let requests = &engine.requests;
-    let id = due_request(requests).await;
+    let id = due_request(
+        requests,
+        BTreeMap::from([("user_id".to_owned(), "k-1".to_owned())]),
+    )
+    .await;
     // The Kafka cleaner answers on the results topic; a person confirms the manual one.
     let result = serde_json::json!({
         "request_id": id, "cleaner": search, "attempt": 1, "outcome": "failed", "retryable": false,
@@ -222,9 +181,11 @@ async fn every_cleaner_kind_counts_in_the_cleaner_metrics(store: TestStore) {
             ("kind", kind),
             ("outcome", outcome),
         ];
-        let count = eventually(&format!("{cleaner} is counted {outcome}"), || async {
-            sample(attempts, &labels)
-        })
+        let count = eventually(
+            WITHIN,
+            &format!("{cleaner} is counted {outcome}"),
+            || async { sample(attempts, &labels) },
+        )
         .await;
         assert!((count - 1.0).abs() < f64::EPSILON, "{cleaner}: {count}");
     }
@@ -232,7 +193,7 @@ async fn every_cleaner_kind_counts_in_the_cleaner_metrics(store: TestStore) {
     // Due message until the broker's ack.
     for (cleaner, kind) in [(&search, "kafka"), (&crm, "http")] {
         let labels = [("cleaner", cleaner.as_str()), ("kind", kind)];
-        eventually(&format!("{cleaner}'s call is timed"), || async {
+        eventually(WITHIN, &format!("{cleaner}'s call is timed"), || async {
             sample("lethe_cleaner_call_duration_seconds_count", &labels)
         })
         .await;

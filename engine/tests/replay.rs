@@ -14,11 +14,12 @@ use lethe_domain::{Aggregate, CleanerName, Command, DeletionRequest, RequestId, 
 use lethe_engine::app::planning::plan_cleaners;
 use lethe_engine::app::replay::At;
 use lethe_engine::app::views::RequestView;
-use lethe_engine::app::{RequestError, Requests, Submission};
+use lethe_engine::app::{RequestError, Requests};
 use lethe_engine::store::{EventMetadata, RecordedEvent};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use support::config::{Cleaner, TestConfig};
+use support::due::submitted;
 use support::TestStore;
 
 /// Histories generated per backend, and commands tried on each.
@@ -109,17 +110,8 @@ fn random_command(
 /// Submits a request and drives it with random commands; returns its id.
 async fn generated_history(requests: &Requests, seed: u64) -> RequestId {
     let mut rng = StdRng::seed_from_u64(seed);
-    let submission = Submission {
-        subject: BTreeMap::from([("user_id".to_owned(), format!("replay-{seed}"))]),
-        ..Submission::default()
-    };
-    let id = requests
-        .submit(submission, None, "test")
-        .await
-        .unwrap()
-        .loaded
-        .request
-        .id;
+    let subject = BTreeMap::from([("user_id".to_owned(), format!("replay-{seed}"))]);
+    let id = submitted(requests, subject).await;
     let config = requests.config().clone();
     for _ in 0..COMMANDS {
         let loaded = requests.load(id).await.unwrap().unwrap();

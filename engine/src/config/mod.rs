@@ -40,7 +40,7 @@ pub use cleaners::{
     SqlCleanerConfig,
 };
 pub use cleaners::{KeyTemplate, KeysFromConfig, TemplatePart};
-pub use cleaners::{RedisHashField, RedisTemplate, RedisTemplatePart, REDIS_GLOB_CHARACTERS};
+pub use cleaners::{RedisHashField, RedisTemplate, REDIS_GLOB_CHARACTERS};
 pub use database::DatabaseConfig;
 pub use duration::ConfigDuration;
 pub use engine::EngineConfig;

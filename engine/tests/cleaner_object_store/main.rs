@@ -8,13 +8,25 @@
 //!   to `42`, `../`, `*`, `/`, empty) delete only the subject's own objects.
 //! - `keys_from.rs`: the keys named in the application's rows, in three shapes, and a URL of
 //!   another bucket that is never deleted.
+//! - `lifecycle.rs` and `batch.rs`: requests through a running engine, from the grace period to
+//!   `Completed` with the server killed while they are due; a thousand requests in batches.
 
+#[path = "../support/child.rs"]
+mod child;
 #[path = "../support/moto.rs"]
 mod moto;
 
+#[path = "../support/mod.rs"]
+mod support;
+
+#[path = "../support/many.rs"]
+mod many;
+
+mod batch;
 mod cleaner;
 mod hostile;
 mod keys_from;
+mod lifecycle;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -105,10 +117,24 @@ impl Fixture {
     /// beyond the bucket, the endpoint and the credentials.
     pub fn config(&self, bucket: &str, settings: &str) -> String {
         format!(
-            "[[cleaners]]\nname = \"uploads\"\nkind = \"object_store\"\nurl = \"s3://{bucket}\"\n\
-             endpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id_file = \"{}\"\n\
-             secret_access_key_file = \"{}\"\ntimeout = \"30s\"\n{settings}\n",
-            self.moto.endpoint(),
+            "[[cleaners]]\nname = \"uploads\"\nkind = \"object_store\"\n{}",
+            self.lines(bucket, settings)
+        )
+    }
+
+    /// The settings of an object_store cleaner on `bucket` of this server, as TOML lines:
+    /// the endpoint, the credentials' files, a 30 s time-out, then `settings`.
+    pub fn lines(&self, bucket: &str, settings: &str) -> String {
+        self.lines_at(&self.moto.endpoint(), bucket, settings)
+    }
+
+    /// [`Fixture::lines`] with the server reached at `endpoint` (a proxy in front of it).
+    pub fn lines_at(&self, endpoint: &str, bucket: &str, settings: &str) -> String {
+        format!(
+            "url = \"s3://{bucket}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
+             access_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"\n\
+             timeout = \"30s\"\n{settings}\n",
+            endpoint,
             self.dir.path().join("key_id").display(),
             self.dir.path().join("secret").display(),
         )

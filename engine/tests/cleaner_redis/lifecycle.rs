@@ -12,7 +12,7 @@ use crate::keyspace::{seeded_without, Keyspace, EMAIL, SUBJECT};
 use crate::redis_url;
 use crate::support::chaos_proxy::{ChaosProxy, Mode};
 use crate::support::config::{Cleaner, TestConfig};
-use crate::support::engine::{eventually, TestEngine};
+use crate::support::engine::TestEngine;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -88,17 +88,9 @@ async fn a_server_cut_off_while_the_request_is_due_is_retried_until_it_is_back()
     let id = engine
         .submit_due(&[("user_id", SUBJECT), ("email", EMAIL)])
         .await;
-    let failure = eventually(WITHIN, "a failed attempt", || async {
-        let events = engine.load(id).await.events;
-        events.into_iter().find(|e| e.event_type == "CleanerFailed")
-    })
-    .await;
-    assert_eq!(failure.payload["retryable"], true, "{}", failure.payload);
-    let error = failure.payload["error"].as_str().unwrap_or_default();
-    assert!(
-        !error.contains(SUBJECT) && !error.contains(EMAIL),
-        "{error}"
-    );
+    engine
+        .first_retryable_failure(id, WITHIN, &[SUBJECT, EMAIL])
+        .await;
     assert_eq!(
         space.dump().await,
         seeded_without(&[]),

@@ -1,11 +1,16 @@
 //! `kind = "sql"` against real servers: Postgres (a fresh schema), MariaDB (a fresh database;
 //! `LETHE_TEST_MARIADB_URL`, the MariaDB half skipped loudly when it is unset) and SQLite (a
 //! fresh file). `cleaner` calls the cleaner itself (`attempt`, `attempt_batch`, `dry_run`);
-//! `lifecycle` runs requests through an engine submitted over HTTP.
+//! `lifecycle` runs requests through an engine submitted over HTTP, `batch` a thousand
+//! of them in batches.
 
 #[path = "../support/mod.rs"]
 mod support;
 
+#[path = "../support/many.rs"]
+mod many;
+
+mod batch;
 mod cleaner;
 mod lifecycle;
 mod target;

@@ -131,6 +131,31 @@ impl Target {
         }
     }
 
+    /// Users with these ids (plain ASCII, written into the text) and the email `<id>@example.com`,
+    /// two sessions each, a few hundred rows to a statement.
+    pub async fn insert_many(&self, ids: &[String]) {
+        for chunk in ids.chunks(250) {
+            let users: Vec<String> = chunk
+                .iter()
+                .map(|id| format!("('{id}', '{id}@example.com')"))
+                .collect();
+            let sessions: Vec<String> = chunk
+                .iter()
+                .flat_map(|id| [format!("('{id}', 't0')"), format!("('{id}', 't1')")])
+                .collect();
+            self.run(&format!(
+                "INSERT INTO users (id, email) VALUES {}",
+                users.join(", ")
+            ))
+            .await;
+            self.run(&format!(
+                "INSERT INTO sessions (user_id, token) VALUES {}",
+                sessions.join(", ")
+            ))
+            .await;
+        }
+    }
+
     fn placeholders(&self, sql: &str) -> String {
         if self.kind != Kind::Postgres {
             return sql.to_owned();

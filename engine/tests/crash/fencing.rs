@@ -96,19 +96,8 @@ async fn drain(
 async fn submit_requests(requests: &Requests, first: usize, n: usize) -> Vec<RequestId> {
     let mut ids = Vec::new();
     for index in first..first + n {
-        let submission = Submission {
-            subject: BTreeMap::from([("user_id".to_owned(), format!("fenced-{index}"))]),
-            ..Submission::default()
-        };
-        ids.push(
-            requests
-                .submit(submission, None, "test")
-                .await
-                .unwrap()
-                .loaded
-                .request
-                .id,
-        );
+        let subject = BTreeMap::from([("user_id".to_owned(), format!("fenced-{index}"))]);
+        ids.push(support::due::submitted(requests, subject).await);
     }
     ids
 }

@@ -27,6 +27,8 @@
 //! with a deadline, and every spawned process is killed even when an assertion fails.
 #[path = "../support/async_cleaner.rs"]
 mod async_cleaner;
+#[path = "../support/child.rs"]
+mod child;
 #[path = "../support/gateway.rs"]
 mod gateway;
 #[path = "../support/intake.rs"]

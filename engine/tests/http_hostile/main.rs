@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use lethe_engine::app::{Requests, Submission};
+use lethe_engine::app::Requests;
 use lethe_engine::config::Config;
 use lethe_engine::http::auth::token_hash;
 use lethe_engine::http::{router, AppState};
@@ -76,17 +76,9 @@ async fn start(store: &TestStore, tokens: bool) -> Server {
     let requests = Requests::new(database.events.clone(), Arc::new(config(tokens)))
         .with_projections(database.projections.clone())
         .with_sealing(key.clone(), database.keys.clone());
-    let submission = Submission {
-        subject: [("user_id".to_owned(), "hostile-1".to_owned())].into(),
-        ..Submission::default()
-    };
-    let id = requests
-        .submit(submission, None, "test")
+    let subject = [("user_id".to_owned(), "hostile-1".to_owned())].into();
+    let id = support::due::submitted(&requests, subject)
         .await
-        .unwrap()
-        .loaded
-        .request
-        .id
         .to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

@@ -7,17 +7,22 @@
 //! - A Kafka cleaner service written here answers on the results topic and the requests
 //!   complete, before and after a broker restart; poisoned results land on the dead-letter
 //!   topic and the results consumer carries on.
+//! - A Kafka cleaner with a topic of its own gets every attempt there with only its
+//!   identifiers, one person's attempts on one partition (`own_topic.rs`).
 //!
 //! tansu's memory storage forgets everything on a restart, so the tests recreate the topics,
 //! and only kill the broker once every acknowledged message has been consumed (a message the
 //! broker acknowledged and then forgot is the storage's loss, not Lethe's).
 
+#[path = "../support/child.rs"]
+mod child;
 #[path = "../support/mod.rs"]
 mod support;
 #[path = "../support/tansu.rs"]
 mod tansu;
 
 mod cleaner;
+mod own_topic;
 mod relay;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

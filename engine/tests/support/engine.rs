@@ -223,6 +223,28 @@ impl TestEngine {
         self.database.workflow.jobs_of(id).await.unwrap()
     }
 
+    /// Waits until the request has a failed cleaner attempt (at most `within`) and returns
+    /// the first, having checked that it is retryable and that its error names none of
+    /// `identifiers`.
+    pub async fn first_retryable_failure(
+        &self,
+        id: RequestId,
+        within: Duration,
+        identifiers: &[&str],
+    ) -> RecordedEvent {
+        let failure = eventually(within, "a failed attempt", || async {
+            let events = self.load(id).await.events;
+            events.into_iter().find(|e| e.event_type == "CleanerFailed")
+        })
+        .await;
+        assert_eq!(failure.payload["retryable"], true, "{}", failure.payload);
+        let error = failure.payload["error"].as_str().unwrap_or_default();
+        for identifier in identifiers {
+            assert!(!error.contains(identifier), "{identifier} in {error}");
+        }
+        failure
+    }
+
     /// Every event of the log (up to 10,000).
     pub async fn all_events(&self) -> Vec<RecordedEvent> {
         self.database

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use lethe_domain::{RequestId, RequestStatus};
 use lethe_engine::app::{LoadedRequest, Requests, Submission};
+use serde_json::Value;
+
+use crate::support::config::{Cleaner, TestConfig};
 
 /// Submits one request per subject, 500 to a call; their ids in order.
 pub async fn submit_all(
@@ -67,4 +70,42 @@ pub async fn wait_completed(
 /// `{"user_id": id}`.
 pub fn user(id: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("user_id".to_owned(), id.to_owned())])
+}
+
+/// The settings of a run of many requests through `cleaner`: due a second after submission,
+/// no reminders, workers looking for work every 50 ms with a lease of a minute.
+pub fn many_config(cleaner: Cleaner) -> TestConfig {
+    TestConfig::new()
+        .grace("1s")
+        .no_reminders()
+        .poll_interval("50ms")
+        .lease("60s")
+        .cleaner(cleaner)
+}
+
+/// Each request succeeded once, with `deleted[count]` as given: every request kept its own
+/// outcome, also in a batch.
+pub fn assert_each_erased_once(completed: &[LoadedRequest], count: &str, expected: &Value) {
+    for loaded in completed {
+        let succeeded: Vec<_> = loaded
+            .events
+            .iter()
+            .filter(|e| e.event_type == "CleanerSucceeded")
+            .collect();
+        assert_eq!(succeeded.len(), 1, "one attempt: {}", loaded.request.id);
+        assert_eq!(
+            &succeeded[0].payload["deleted"][count], expected,
+            "each request counts its own: {}",
+            succeeded[0].payload
+        );
+    }
+}
+
+/// `name` made 2 to 4 batched calls for `requests` requests (500 to a call).
+pub fn assert_few_calls(name: &str, requests: usize) {
+    let calls = crate::support::metrics::batched_calls(name);
+    assert!(
+        (2.0..=4.0).contains(&calls),
+        "{calls} calls for {requests} requests"
+    );
 }

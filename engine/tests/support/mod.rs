@@ -9,8 +9,10 @@
 pub mod binary;
 pub mod chaos_proxy;
 pub mod config;
+pub mod due;
 pub mod engine;
 pub mod fake_service;
+pub mod metrics;
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The Apache-Kafka-compatible broker tansu 0.6.0 as a child process, for end-to-end tests.
 //!
-//! Each [`Tansu`] runs in an empty temp dir (tansu reads a `.env` from its working directory)
-//! on a free 127.0.0.1 port, with in-memory storage. [`Tansu::stop`] kills it like a crash and
+//! Each [`Tansu`] runs as a [`Child`] (`support/child.rs`): in an empty temp dir (tansu reads a
+//! `.env` from its working directory) on a free 127.0.0.1 port, with in-memory storage. [`Tansu::stop`] kills it like a crash and
 //! [`Tansu::restart`] starts it again on the same port; memory storage forgets every topic,
 //! message, producer id and consumer group on a restart, so topics must be created again. The
 //! child is killed when the value drops, so a failed test leaves no broker behind.
@@ -11,13 +11,15 @@
 //! and say how to install it: they are never skipped silently.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
+
+use crate::child::{cached_binary, listening, Child};
 
 pub const VERSION: &str = "0.6.0";
 
@@ -26,45 +28,24 @@ const START_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The tansu binary to run; panics with the way to install it when there is none.
 pub fn binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("LETHE_TANSU_BIN") {
-        let bin = PathBuf::from(bin);
-        assert!(
-            bin.is_file(),
-            "LETHE_TANSU_BIN={} is not a file; install tansu {VERSION} with scripts/tansu.sh",
+    let relative = format!("tansu-{VERSION}/bin/tansu");
+    cached_binary("LETHE_TANSU_BIN", &relative).unwrap_or_else(|bin| {
+        panic!(
+            "this test needs the Kafka-compatible broker tansu {VERSION}, and {} does not exist. \
+             Install it once (15-30 minutes) with scripts/tansu.sh, which runs \
+             `cargo install tansu --version {VERSION} --locked --no-default-features --features \
+             dynostore --root <cache>/tansu-{VERSION}`, or point LETHE_TANSU_BIN at a tansu \
+             {VERSION} binary. scripts/test.sh does this by itself.",
             bin.display()
-        );
-        return bin;
-    }
-    let cache = std::env::var_os("LETHE_CACHE_DIR").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache")
-                .join("lethe")
-        },
-        PathBuf::from,
-    );
-    let bin = cache.join(format!("tansu-{VERSION}/bin/tansu"));
-    assert!(
-        bin.is_file(),
-        "this test needs the Kafka-compatible broker tansu {VERSION}, and {} does not exist. \
-         Install it once (15-30 minutes) with scripts/tansu.sh, which runs \
-         `cargo install tansu --version {VERSION} --locked --no-default-features --features \
-         dynostore --root <cache>/tansu-{VERSION}`, or point LETHE_TANSU_BIN at a tansu {VERSION} \
-         binary. scripts/test.sh does this by itself.",
-        bin.display()
-    );
-    bin
+        )
+    })
 }
 
 /// A running (or deliberately stopped) tansu broker.
 #[derive(Debug)]
 pub struct Tansu {
     bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-    /// How many times the broker was started, to name its log files.
-    starts: u32,
+    child: Child,
 }
 
 impl Tansu {
@@ -79,17 +60,9 @@ impl Tansu {
             "{} is not tansu {VERSION}",
             bin.display()
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut tansu = Self {
             bin,
-            dir: tempfile::tempdir().unwrap(),
-            port,
-            child: None,
-            starts: 0,
+            child: Child::new("tansu"),
         };
         tansu.launch().await;
         tansu
@@ -97,19 +70,12 @@ impl Tansu {
 
     /// `bootstrap.servers` for clients.
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.child.port())
     }
 
     /// Kills the broker at once (like a crash) and waits until its port is closed.
     pub fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            kill(child);
-        }
-        assert!(
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err(),
-            "port {} still answers after the broker was killed",
-            self.port
-        );
+        self.child.stop();
     }
 
     /// Starts the broker again on the same port. With memory storage it starts empty.
@@ -146,35 +112,15 @@ impl Tansu {
         }
     }
 
-    /// Everything the broker wrote to stdout and stderr so far, for failure messages.
+    /// The last lines the broker wrote, for failure messages.
     pub fn logs(&self) -> String {
-        let mut logs = String::new();
-        for start in 1..=self.starts {
-            let path = self.dir.path().join(format!("tansu-{start}.log"));
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let tail: Vec<_> = text.lines().rev().take(40).collect();
-            logs.push_str(&format!("--- tansu start {start}, last lines ---\n"));
-            for line in tail.into_iter().rev() {
-                logs.push_str(line);
-                logs.push('\n');
-            }
-        }
-        logs
+        self.child.logs()
     }
 
     async fn launch(&mut self) {
-        self.starts += 1;
-        let log = std::fs::File::create(self.dir.path().join(format!("tansu-{}.log", self.starts)))
-            .unwrap();
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        // A watchdog shell between the test and tansu kills the broker when its stdin closes:
-        // on `stop`, and when the test process dies without running `Drop` (a crash, a
-        // signal), so that no broker outlives its test.
-        let mut command = Command::new("sh");
+        let url = format!("tcp://127.0.0.1:{}", self.child.port());
+        let mut command = Command::new(&self.bin);
         command
-            .current_dir(self.dir.path())
-            .args(["-c", WATCHDOG, "tansu-watchdog"])
-            .arg(&self.bin)
             .arg("broker")
             .args(["--listener-url", &url])
             .args(["--advertised-listener-url", &url])
@@ -182,10 +128,7 @@ impl Tansu {
             .env(
                 "RUST_LOG",
                 std::env::var("LETHE_TANSU_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            )
-            .stdin(Stdio::piped())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
+            );
         // Settings tansu would otherwise take from the test's environment.
         for variable in [
             "CLUSTER_ID",
@@ -197,62 +140,9 @@ impl Tansu {
         ] {
             command.env_remove(variable);
         }
-        let child = command.spawn().unwrap_or_else(|e| {
-            panic!("cannot start {}: {e}", self.bin.display());
-        });
-        // Held by `self` from here on, so that a failed start still kills it.
-        self.child = Some(child);
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            let child = self.child.as_mut().unwrap();
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "tansu exited during start-up with {status}\n{}",
-                    self.logs()
-                );
-            }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on port {} within {START_DEADLINE:?}\n{}",
-                self.port,
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let port = self.child.port();
+        self.child
+            .launch(&command, START_DEADLINE, || listening(port))
+            .await;
     }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.take() {
-            kill(child);
-        }
-    }
-}
-
-/// `sh -c` script: runs its arguments as the broker, kills it with SIGKILL once stdin closes,
-/// and exits with the broker's status (so an early exit of tansu is seen as the shell's).
-/// (A background job reads /dev/null unless told otherwise, hence the explicit `<&3`.)
-const WATCHDOG: &str = r#"
-exec 3<&0
-"$@" </dev/null 3<&- &
-broker=$!
-(read -r _; kill -9 "$broker" 2>/dev/null) <&3 &
-reader=$!
-wait "$broker"
-status=$?
-kill "$reader" 2>/dev/null
-exit "$status"
-"#;
-
-/// Closes the watchdog's stdin, so that it kills the broker, and waits for both to be gone.
-fn kill(mut watchdog: Child) {
-    drop(watchdog.stdin.take());
-    let _ = watchdog.wait();
 }

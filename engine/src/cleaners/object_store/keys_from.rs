@@ -11,15 +11,13 @@ use serde_json_path::JsonPath;
 use super::bucket_url::{Bucket, Named};
 use super::failure::StoreFailure;
 use super::rows::{Cell, Database};
+use crate::cleaners::sql::params::{NamedQuery, ParamError};
 
 #[derive(Debug)]
 pub struct KeysFrom {
     database: Database,
-    /// The query as written, for a dry run.
-    query: String,
-    /// The query with positional parameters, and the identifier each one takes.
-    sql: String,
-    parameters: Vec<String>,
+    /// The query, as written and with the database's placeholders.
+    query: NamedQuery,
     paths: Vec<JsonPath>,
     bucket: Bucket,
 }
@@ -60,39 +58,49 @@ impl Found {
 }
 
 impl KeysFrom {
-    pub fn new(database: Database, query: &str, paths: Vec<JsonPath>, bucket: Bucket) -> Self {
-        let (sql, parameters) = database.positional(query);
-        Self {
+    /// The error is the query's, converted as the sql cleaner converts its statements.
+    pub fn new(
+        database: Database,
+        query: &str,
+        paths: Vec<JsonPath>,
+        bucket: Bucket,
+    ) -> Result<Self, ParamError> {
+        let query = NamedQuery::parse(query, database.backend())?;
+        Ok(Self {
             database,
-            query: query.to_owned(),
-            sql,
-            parameters,
+            query,
             paths,
             bucket,
-        }
+        })
     }
 
     pub fn query(&self) -> &str {
-        &self.query
+        self.query.text()
     }
 
     /// The keys `subject`'s rows name.
     pub async fn keys(&self, subject: &BTreeMap<String, String>) -> Result<Found, StoreFailure> {
-        let mut values = Vec::with_capacity(self.parameters.len());
-        for name in &self.parameters {
-            match subject.get(name) {
-                Some(value) if !value.is_empty() => values.push(value.as_str()),
-                _ => {
-                    return Ok(Found {
-                        lacking: Some(name.clone()),
-                        ..Found::default()
-                    })
-                }
-            }
+        let lacking = |name: &str| Found {
+            lacking: Some(name.to_owned()),
+            ..Found::default()
+        };
+        let values = match self.query.values(subject) {
+            Ok(values) => values,
+            Err(missing) => return Ok(lacking(&missing.0[0])),
+        };
+        // An empty value would match rows of no one, or of everyone with an empty column.
+        if let Some((name, _)) = self
+            .query
+            .binds()
+            .iter()
+            .zip(&values)
+            .find(|(_, v)| v.is_empty())
+        {
+            return Ok(lacking(name));
         }
         let rows = self
             .database
-            .rows(&self.sql, &values)
+            .rows(self.query.sql(), &values)
             .await
             .map_err(|f| StoreFailure {
                 message: f.message,

@@ -74,12 +74,10 @@ impl ObjectStoreCleaner {
                         .as_deref()
                         .and_then(|e| reqwest::Url::parse(e).ok()),
                 };
-                Some(KeysFrom::new(
-                    database,
-                    &keys_from.query,
-                    keys_from.json_paths(),
-                    bucket,
-                ))
+                let keys_from =
+                    KeysFrom::new(database, &keys_from.query, keys_from.json_paths(), bucket)
+                        .map_err(|e| error(format!("keys_from.query: {e}")))?;
+                Some(keys_from)
             }
         };
         Ok(Self {

@@ -1,6 +1,8 @@
 //! The database `keys_from` reads: a small lazy pool on Postgres, MySQL/MariaDB or SQLite,
-//! a query with named parameters (`:user_id`) bound as text, and each row's cells read as text
-//! or JSON, whatever the column's type.
+//! a query whose named parameters (`:user_id`) the sql cleaner's converter turned into the
+//! backend's placeholders, bound as text, and each row's cells read as text or JSON, whatever
+//! the column's type. (The sql cleaner's `Any` pool cannot decode JSON columns, hence typed
+//! pools here.)
 
 use std::str::FromStr as _;
 
@@ -8,6 +10,8 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::Row as _;
+
+use crate::cleaners::sql::params::Backend;
 
 /// One cell of a row.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,10 +76,13 @@ impl Database {
         })
     }
 
-    /// `query` with its named parameters turned into this database's placeholders.
-    pub fn positional(&self, query: &str) -> (String, Vec<String>) {
-        let numbered = matches!(self, Self::Postgres(_));
-        positional(query, numbered)
+    /// The dialect its queries are written in.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::MySql(_) => Backend::MySql,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
     }
 
     /// The cells of every row of `sql` (already positional), with `values` bound in order.
@@ -136,73 +143,5 @@ fn kind(error: &sqlx::Error) -> String {
         sqlx::Error::PoolTimedOut => "no connection to the database in time".to_owned(),
         sqlx::Error::Configuration(_) => "bad settings".to_owned(),
         _ => "unexpected answer".to_owned(),
-    }
-}
-
-/// `query` with each `:name` (outside quotes, not a `::` cast) replaced by `$1`, `$2`… or `?`,
-/// and the names in order.
-fn positional(query: &str, numbered: bool) -> (String, Vec<String>) {
-    let mut out = String::with_capacity(query.len());
-    let mut names = Vec::new();
-    let mut quote: Option<char> = None;
-    let mut chars = query.char_indices().peekable();
-    let mut previous = ' ';
-    while let Some((_, c)) = chars.next() {
-        match quote {
-            Some(q) => {
-                if c == q {
-                    quote = None;
-                }
-                out.push(c);
-            }
-            None if c == '\'' || c == '"' || c == '`' => {
-                quote = Some(c);
-                out.push(c);
-            }
-            None if c == ':'
-                && previous != ':'
-                && chars.peek().is_some_and(|(_, n)| n.is_ascii_lowercase()) =>
-            {
-                let mut name = String::new();
-                while let Some((_, n)) = chars.peek() {
-                    if n.is_ascii_lowercase() || n.is_ascii_digit() || *n == '_' {
-                        name.push(*n);
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
-                names.push(name);
-                if numbered {
-                    out.push_str(&format!("${}", names.len()));
-                } else {
-                    out.push('?');
-                }
-            }
-            None => out.push(c),
-        }
-        previous = c;
-    }
-    (out, names)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn named_parameters_become_positional_outside_quotes_and_casts() {
-        let query = "SELECT doc::text FROM t WHERE a = :user_id AND b = ':no' AND c = :email";
-        assert_eq!(
-            positional(query, true),
-            (
-                "SELECT doc::text FROM t WHERE a = $1 AND b = ':no' AND c = $2".to_owned(),
-                vec!["user_id".to_owned(), "email".to_owned()]
-            )
-        );
-        assert_eq!(
-            positional("x = :user_id OR y = :user_id", false).0,
-            "x = ? OR y = ?"
-        );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{RedisCleanerConfig, RedisTemplate, RedisTemplatePart, REDIS_GLOB_CHARACTERS};
+use crate::config::{RedisCleanerConfig, RedisTemplate, TemplatePart, REDIS_GLOB_CHARACTERS};
 
 /// The cleaner's settings, parsed once.
 #[derive(Debug, Clone)]
@@ -125,8 +125,8 @@ fn fill(
     let mut text = String::new();
     for part in &template.parts {
         match part {
-            RedisTemplatePart::Literal(literal) => text.push_str(literal),
-            RedisTemplatePart::Identifier(kind) => match subject.get(kind) {
+            TemplatePart::Literal(literal) => text.push_str(literal),
+            TemplatePart::Identifier(kind) => match subject.get(kind) {
                 None => return Err(format!("the subject has no {kind}")),
                 Some(value) if value.is_empty() => {
                     return Err(format!("the subject's {kind} is empty"))

@@ -1,5 +1,6 @@
-//! Object key templates, `avatars/{user_id}.png`: literal text and `{identifier}` placeholders.
-//! Parsed and checked here, at start; filled in by the object_store cleaner, which encodes each
+//! Templates, `avatars/{user_id}.png`: literal text and `{identifier}` placeholders, split by
+//! one parser ([`split`]) for object keys and Redis keys. Object key templates are checked here,
+//! at start, and filled in by the object_store cleaner, which encodes each
 //! identifier value so that it cannot act as a path part or a glob.
 
 use lethe_domain::subject::is_identifier_kind;
@@ -19,35 +20,46 @@ pub struct KeyTemplate {
     pub parts: Vec<TemplatePart>,
 }
 
+/// Splits a template into literal text and `{kind}` placeholders: the one parser of the
+/// object keys' and the Redis keys' templates. A brace without its partner is refused; a
+/// placeholder that is not an identifier kind is refused with `bad_kind(kind)`, each kind of
+/// template wording it for its own users.
+pub fn split(text: &str, bad_kind: impl Fn(&str) -> String) -> Result<Vec<TemplatePart>, String> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest[open..].starts_with('}') {
+            return Err("has a `}` without its `{`".to_owned());
+        }
+        if open > 0 {
+            parts.push(TemplatePart::Literal(rest[..open].to_owned()));
+        }
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| "has a `{` without its `}`".to_owned())?;
+        let kind = &after[..close];
+        if !is_identifier_kind(kind) {
+            return Err(bad_kind(kind));
+        }
+        parts.push(TemplatePart::Identifier(kind.to_owned()));
+        rest = &after[close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(TemplatePart::Literal(rest.to_owned()));
+    }
+    Ok(parts)
+}
+
 impl KeyTemplate {
     /// Splits `text`; the error says what is wrong without the key (the caller names it).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find(['{', '}']) {
-            if rest[open..].starts_with('}') {
-                return Err("has a `}` without its `{`".to_owned());
-            }
-            if open > 0 {
-                parts.push(TemplatePart::Literal(rest[..open].to_owned()));
-            }
-            let after = &rest[open + 1..];
-            let close = after
-                .find('}')
-                .ok_or_else(|| "has a `{` without its `}`".to_owned())?;
-            let kind = &after[..close];
-            if !is_identifier_kind(kind) {
-                return Err(format!(
-                    "{{{kind}}} does not name an identifier kind (lowercase letters, digits and \
-                     `_`, starting with a letter)"
-                ));
-            }
-            parts.push(TemplatePart::Identifier(kind.to_owned()));
-            rest = &after[close + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(TemplatePart::Literal(rest.to_owned()));
-        }
+        let parts = split(text, |kind| {
+            format!(
+                "{{{kind}}} does not name an identifier kind (lowercase letters, digits and \
+                 `_`, starting with a letter)"
+            )
+        })?;
         let template = Self { parts };
         template.check_shape(text)?;
         Ok(template)

@@ -14,9 +14,7 @@ pub use batch::BatchConfig;
 pub use kafka::{KafkaCleanerConfig, PartitionKey};
 pub use key_template::{KeyTemplate, TemplatePart};
 pub use object_store::{KeysFromConfig, ObjectStoreCleanerConfig};
-pub use redis::{
-    RedisCleanerConfig, RedisHashField, RedisTemplate, RedisTemplatePart, REDIS_GLOB_CHARACTERS,
-};
+pub use redis::{RedisCleanerConfig, RedisHashField, RedisTemplate, REDIS_GLOB_CHARACTERS};
 pub use sql::SqlCleanerConfig;
 
 use std::collections::{BTreeMap, BTreeSet};

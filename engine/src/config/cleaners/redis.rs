@@ -7,9 +7,9 @@
 
 use std::path::PathBuf;
 
-use lethe_domain::subject::is_identifier_kind;
 use serde::Deserialize;
 
+use super::key_template::{split, TemplatePart};
 use crate::config::validate::invalid;
 use crate::config::{ConfigError, SecretSource};
 
@@ -118,14 +118,7 @@ impl RedisCleanerConfig {
 /// A key, pattern or field as written: literal text and `{kind}` placeholders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisTemplate {
-    pub parts: Vec<RedisTemplatePart>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisTemplatePart {
-    Literal(String),
-    /// An identifier kind, e.g. `user_id`.
-    Identifier(String),
+    pub parts: Vec<TemplatePart>,
 }
 
 /// The characters Redis's glob matching gives a meaning to.
@@ -137,40 +130,20 @@ impl RedisTemplate {
         if text.is_empty() {
             return Err("must not be empty".to_owned());
         }
-        let mut parts = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find(['{', '}']) {
-            if rest[open..].starts_with('}') {
-                return Err("has a `}` without its `{`".to_owned());
-            }
-            if open > 0 {
-                parts.push(RedisTemplatePart::Literal(rest[..open].to_owned()));
-            }
-            let after = &rest[open + 1..];
-            let Some(close) = after.find('}') else {
-                return Err("has a `{` without its `}`".to_owned());
-            };
-            let kind = &after[..close];
-            if !is_identifier_kind(kind) {
-                return Err(format!(
-                    "{{{kind}}} is not a placeholder: an identifier kind in braces, e.g. \
-                     {{user_id}} (lowercase letters, digits and `_`, starting with a letter)"
-                ));
-            }
-            parts.push(RedisTemplatePart::Identifier(kind.to_owned()));
-            rest = &after[close + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(RedisTemplatePart::Literal(rest.to_owned()));
-        }
+        let parts = split(text, |kind| {
+            format!(
+                "{{{kind}}} is not a placeholder: an identifier kind in braces, e.g. \
+                 {{user_id}} (lowercase letters, digits and `_`, starting with a letter)"
+            )
+        })?;
         Ok(Self { parts })
     }
 
     /// The identifier kinds it names, in order.
     pub fn placeholders(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|part| match part {
-            RedisTemplatePart::Identifier(kind) => Some(kind.as_str()),
-            RedisTemplatePart::Literal(_) => None,
+            TemplatePart::Identifier(kind) => Some(kind.as_str()),
+            TemplatePart::Literal(_) => None,
         })
     }
 
@@ -190,16 +163,16 @@ impl RedisTemplate {
     /// to the keys of others (`{user_id}*` matches `420` for `42`).
     fn check_as_pattern(&self) -> Result<(), String> {
         for (i, part) in self.parts.iter().enumerate() {
-            let RedisTemplatePart::Identifier(kind) = part else {
+            let TemplatePart::Identifier(kind) = part else {
                 continue;
             };
             let next = match self.parts.get(i + 1) {
-                Some(RedisTemplatePart::Literal(text)) => text.chars().next(),
-                Some(RedisTemplatePart::Identifier(_)) => Some('{'),
+                Some(TemplatePart::Literal(text)) => text.chars().next(),
+                Some(TemplatePart::Identifier(_)) => Some('{'),
                 None => None,
             };
             let previous = match i.checked_sub(1).map(|p| &self.parts[p]) {
-                Some(RedisTemplatePart::Literal(text)) => text.chars().last(),
+                Some(TemplatePart::Literal(text)) => text.chars().last(),
                 _ => None,
             };
             if next.is_some_and(|c| !is_delimiter(c)) {
