@@ -84,8 +84,31 @@ async fn an_own_topic_cleaner_gets_only_its_identifiers_keyed_per_subject() {
     let (service, reads) = start_search_service(brokers.clone());
     let due = Collector::start(&brokers, &[DUE]);
 
-    // Six people; then two of them ask again (a subject's open request answers a new
-    // submission, so they ask once the first is completed).
+    let (people, ids) = erase_in_two_rounds(&engine).await;
+    let reads = reads.lock().unwrap().clone();
+    assert_eq!(reads.len(), ids.len(), "one attempt per request: {reads:?}");
+    each_person_has_one_key(&reads, &people, &ids);
+
+    // Everyone reading the Due topic sees no identifier.
+    due.wait_until("a Due per request", Duration::from_secs(30), |seen| {
+        seen.len() >= ids.len()
+    })
+    .await;
+    for message in due.seen() {
+        let text = message.value.to_string();
+        assert!(
+            !text.contains("example.com") && !text.contains("secret-user"),
+            "{text}"
+        );
+    }
+    service.abort();
+    engine.stop().await;
+}
+
+/// Six people; then two of them ask again (a subject's open request answers a new submission,
+/// so they ask once the first is completed). Each request is completed by the service's
+/// result. Returns the person of each request, and the requests' ids.
+async fn erase_in_two_rounds(engine: &TestEngine) -> (Vec<usize>, Vec<RequestId>) {
     let people: Vec<usize> = vec![0, 1, 2, 3, 4, 5, 0, 1];
     let mut ids = Vec::new();
     for round in [&people[..6], &people[6..]] {
@@ -113,11 +136,15 @@ async fn an_own_topic_cleaner_gets_only_its_identifiers_keyed_per_subject() {
         }
         ids.extend(submitted);
     }
+    (people, ids)
+}
 
-    let reads = reads.lock().unwrap().clone();
-    assert_eq!(reads.len(), ids.len(), "one attempt per request: {reads:?}");
+/// Every attempt carries only the person's email, under a key that is not an identifier,
+/// the same key and partition for each of one person's requests, and another key for each
+/// person; the people are spread over more than one partition.
+fn each_person_has_one_key(reads: &[Read], people: &[usize], ids: &[RequestId]) {
     let mut key_of_person: HashMap<usize, (i32, String)> = HashMap::new();
-    for (partition, key, value) in &reads {
+    for (partition, key, value) in reads {
         assert_eq!(value["type"], "CleanerAttempt");
         let n = ids
             .iter()
@@ -146,19 +173,4 @@ async fn an_own_topic_cleaner_gets_only_its_identifiers_keyed_per_subject() {
         partitions.len() > 1,
         "people spread over partitions: {partitions:?}"
     );
-
-    // Everyone reading the Due topic sees no identifier.
-    due.wait_until("a Due per request", Duration::from_secs(30), |seen| {
-        seen.len() >= ids.len()
-    })
-    .await;
-    for message in due.seen() {
-        let text = message.value.to_string();
-        assert!(
-            !text.contains("example.com") && !text.contains("secret-user"),
-            "{text}"
-        );
-    }
-    service.abort();
-    engine.stop().await;
 }
