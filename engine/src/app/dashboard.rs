@@ -1,8 +1,9 @@
-//! What the dashboard page shows: the stats of `GET /v1/stats`, and the overdue and at-risk
-//! requests, most urgent first.
+//! What the dashboard page shows: the stats of `GET /v1/stats`, the overdue and at-risk
+//! requests, most urgent first, and the annual report of last year and of this year so far.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 
+use super::annual_report::{compute_annual_report, AnnualReport};
 use super::queries::RequestRow;
 use super::stats::{compute_stats, StatsView};
 use super::{RequestError, Requests};
@@ -21,6 +22,8 @@ pub struct Figures {
     /// Most urgent first, at most [`LIST_LIMIT`].
     pub overdue: Vec<RequestRow>,
     pub at_risk: Vec<RequestRow>,
+    /// The annual reports of last year and of this year so far (`GET /v1/reports/annual`).
+    pub reports: [AnnualReport; 2],
     pub today: NaiveDate,
 }
 
@@ -52,10 +55,15 @@ pub async fn gather(
         },
     )
     .await?;
+    let reports = [
+        compute_annual_report(store, today.year() - 1, None).await?,
+        compute_annual_report(store, today.year(), None).await?,
+    ];
     Ok(Figures {
         stats,
         overdue,
         at_risk,
+        reports,
         today,
     })
 }

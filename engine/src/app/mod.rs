@@ -7,6 +7,7 @@
 //! render (`views`, `stats`), whole-log audits (`audit`), master-key rotation (`keys`) and
 //! cleaner planning (`planning`).
 
+pub mod annual_report;
 pub mod audit;
 pub mod bulk;
 mod commands;

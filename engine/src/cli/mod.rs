@@ -24,6 +24,7 @@ mod keys;
 mod migrate;
 mod projections;
 mod render;
+mod report;
 mod requests;
 mod serve;
 mod token;
@@ -72,7 +73,10 @@ pub enum Commands {
     Verify(audit::VerifyArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
-    /// Export requests with their events and verification results.
+    /// The annual report: requests received in a year, per jurisdiction, and what came of
+    /// them (received, complied with in whole or in part, denied, days to respond).
+    Report(report::ReportArgs),
+    /// Export requests with their events and verification results; verify an export alone.
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
@@ -167,6 +171,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::History(args) => requests::history(&context, args).await,
         Commands::Verify(args) => audit::verify(&context, args).await,
         Commands::Admin(command) => admin::run(&context, command).await,
+        Commands::Report(args) => report::run(&context, args).await,
         Commands::Audit { command } => audit::run(&context, command).await,
         Commands::Projections { command } => projections::run(&context, command).await,
         Commands::Token { command } => token::run(command),

@@ -108,6 +108,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (routes, mut openapi) = OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(submit, queries::list))
         .routes(routes!(queries::stats))
+        .routes(routes!(queries::annual_report))
         .routes(routes!(bulk::bulk))
         .routes(routes!(show))
         .routes(routes!(history))

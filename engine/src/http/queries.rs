@@ -1,16 +1,19 @@
-//! Queries over the projections: the request list (`GET /v1/requests`) and the dashboard
-//! figures (`GET /v1/stats`).
+//! Queries over the projections: the request list (`GET /v1/requests`), the dashboard
+//! figures (`GET /v1/stats`) and the annual report (`GET /v1/reports/annual`).
 
 use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
 use lethe_domain::{RequestId, RequestStatus};
 use lethe_projections::requests::days_left;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{Caller, RequestsRead};
+use super::auth::{AuditRead, Caller, RequestsRead};
 use super::problem::Problem;
 use super::AppState;
+use crate::app::annual_report::AnnualReport;
 use crate::app::queries::{ListFilter, RequestRow};
 use crate::app::stats::StatsView;
 
@@ -165,4 +168,65 @@ pub async fn stats(
 ) -> Result<Json<StatsView>, Problem> {
     let stats = state.requests.stats(Utc::now().date_naive()).await?;
     Ok(Json(stats))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AnnualQuery {
+    /// The calendar year (UTC) in which the requests were received.
+    #[param(minimum = 1970, maximum = 9998)]
+    year: i32,
+    /// Only this jurisdiction (listed even when it received nothing); every jurisdiction that
+    /// received a request in the year when absent.
+    #[param(schema_with = super::schema::report_jurisdiction)]
+    jurisdiction: Option<String>,
+    /// `json` (the default) or `csv` (a header and one row per jurisdiction).
+    #[param(inline)]
+    format: Option<ReportFormat>,
+}
+
+/// The representation of the annual report.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportFormat {
+    Json,
+    Csv,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/reports/annual",
+    tag = "audit",
+    params(AnnualQuery),
+    responses(
+        (status = 200, description = "Per jurisdiction: requests received in the year, complied with in whole or in part, denied, cancelled, open, and the median and mean calendar days to respond (docs/AUDIT.md)",
+            content(
+                (AnnualReport = "application/json"),
+                (String = "text/csv"),
+            )),
+        (status = 400, description = "Invalid year, jurisdiction or format, the field named", body = Problem, content_type = "application/problem+json"),
+        super::responses::Guarded,
+        super::responses::Stored,
+    ),
+    security(("bearer" = ["audit:read"]))
+)]
+pub async fn annual_report(
+    State(state): State<AppState>,
+    _: Caller<AuditRead>,
+    query: Result<Query<AnnualQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(query) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
+    let report = state
+        .requests
+        .annual_report(query.year, query.jurisdiction.as_deref())
+        .await?;
+    Ok(match query.format.unwrap_or(ReportFormat::Json) {
+        ReportFormat::Json => Json(report).into_response(),
+        ReportFormat::Csv => (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            report.to_csv()?,
+        )
+            .into_response(),
+    })
 }

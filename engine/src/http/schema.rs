@@ -176,6 +176,15 @@ pub fn jurisdiction() -> Schema {
         .into()
 }
 
+/// The jurisdiction of `GET /v1/reports/annual`: any jurisdiction's name, configured or not
+/// (a past year may hold requests of one no longer configured).
+pub fn report_jurisdiction() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(JURISDICTION_PATTERN))
+        .into()
+}
+
 pub fn source() -> Schema {
     optional_text(MAX_SOURCE_LEN, "Where the request came from")
 }

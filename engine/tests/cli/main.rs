@@ -16,6 +16,7 @@ mod config;
 mod export;
 mod integrity;
 mod keys;
+mod report;
 mod tour;
 
 use std::fmt;

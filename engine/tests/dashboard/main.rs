@@ -13,6 +13,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod annual;
 mod browser;
 mod page;
 mod router;

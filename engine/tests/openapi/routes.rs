@@ -59,6 +59,7 @@ async fn the_document_and_the_router_agree() {
         ("get", "/v1/requests/{id}/history"),
         ("post", "/v1/requests/{id}/cancel"),
         ("post", "/v1/requests/{id}/cleaners/{name}/result"),
+        ("get", "/v1/reports/annual"),
         ("get", "/openapi.json"),
         ("get", "/metrics"),
     ] {
@@ -193,6 +194,7 @@ async fn every_status_a_route_answers_is_documented() {
     reached("post /v1/requests/{id}/hold", &[400, 404, 413]);
     reached("get /v1/requests/{id}/history", &[400, 401, 403, 404]);
     reached("post /v1/requests/{id}/expedite", &[400, 401, 403, 404]);
+    reached("get /v1/reports/annual", &[400, 401, 403]);
     // This API has no projections behind it.
     assert!(
         seen["get /v1/stats"].contains(&503),

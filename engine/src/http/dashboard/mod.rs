@@ -25,6 +25,7 @@ macro_rules! put {
     }};
 }
 
+mod annual;
 mod auth;
 mod chart;
 mod html;

@@ -1,5 +1,6 @@
 //! The dashboard document: key figures, counts by status, the overdue and at-risk lists,
-//! cleaner health and time to completion (with its chart, [`super::chart`]).
+//! cleaner health, time to completion (with its chart, [`super::chart`]) and the annual
+//! report ([`super::annual`]).
 //!
 //! Every figure carries `data-stat="<path in the GET /v1/stats JSON>"` and
 //! `data-value="<the exact number>"`, so a test (or a scraper) reads the page as data.
@@ -10,6 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use lethe_domain::RequestStatus;
 use lethe_projections::requests::days_left;
 
+use super::annual::annual;
 use super::chart::chart;
 use super::html::{document_with, Esc};
 use crate::app::dashboard::Figures;
@@ -45,6 +47,7 @@ pub fn render(figures: &Figures, now: DateTime<Utc>) -> String {
     );
     cleaners(&mut main, stats);
     completion(&mut main, stats, figures.today);
+    annual(&mut main, &figures.reports);
     put!(
         main,
         "<footer>The same figures as JSON: <code>GET /v1/stats</code>. At risk: an open request \
