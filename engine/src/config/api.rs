@@ -1,5 +1,6 @@
 //! `[api]` (the HTTP API's limits) and `[[tokens]]` (who may call it).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use lethe_domain::CleanerName;
@@ -13,8 +14,12 @@ use super::{ConfigDuration, ConfigError};
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     pub name: String,
-    /// Lowercase hex SHA-256 of the token.
+    /// Lowercase hex SHA-256 of the token: written here, or named by `sha256_env` /
+    /// `sha256_file` and read into this field when the configuration loads.
+    #[serde(default)]
     pub sha256: String,
+    pub sha256_env: Option<String>,
+    pub sha256_file: Option<PathBuf>,
     pub scopes: Vec<String>,
 }
 

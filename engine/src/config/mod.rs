@@ -150,6 +150,7 @@ impl Config {
         })?;
         let config = config
             .with_environment(environment)?
+            .resolve_secrets()?
             .with_builtin_jurisdictions();
         config.validate()?;
         Ok(config)

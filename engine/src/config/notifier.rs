@@ -1,5 +1,7 @@
 //! `[notifier]`: where reminders go.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 use super::duration::default_timeout;
@@ -11,6 +13,9 @@ pub struct NotifierConfig {
     pub url: String,
     #[serde(default = "default_timeout")]
     pub timeout: ConfigDuration,
-    /// Signs notifications like cleaner calls, when set.
+    /// Signs notifications like cleaner calls, when set: written here, or (better) named by
+    /// `secret_env` / `secret_file` and read into this field when the configuration loads.
     pub secret: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
 }

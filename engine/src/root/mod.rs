@@ -157,7 +157,7 @@ pub fn keyed_cleaners(config: &Config, key: Option<&MasterKey>) -> Result<Regist
     let mut registry = Registry::default();
     for cleaner in &config.cleaners {
         let built: Arc<dyn Cleaner> = match &cleaner.kind {
-            CleanerKind::Http(HttpCleanerConfig { url, secret }) => Arc::new(
+            CleanerKind::Http(HttpCleanerConfig { url, secret, .. }) => Arc::new(
                 HttpCleaner::new(
                     client.clone(),
                     url.clone(),

@@ -91,6 +91,13 @@ pub async fn serve(serve: Serve) -> Result<(), ServeError> {
              Serving on loopback only."
         );
     }
+    for setting in config.inline_secrets() {
+        tracing::warn!(
+            %setting,
+            "a secret is written in lethe.toml itself: name where it is with \
+             {setting}_env or {setting}_file instead"
+        );
+    }
     let public_url = config
         .engine
         .public_url

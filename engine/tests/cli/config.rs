@@ -221,3 +221,46 @@ async fn the_master_key_file_is_honoured() {
         .expect(1);
     assert!(refused.stderr.contains("master.key"), "{refused:?}");
 }
+
+#[tokio::test]
+async fn serve_warns_of_inline_secrets_and_reads_the_others_from_files_and_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notifier-secret"), "n0tifier\n").unwrap();
+    let cleaners =
+        "[[cleaners]]\nname = \"billing\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/\"\n\
+                    secret = \"inline-whsec\"\n\
+                    [[cleaners]]\nname = \"crm\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/\"\n\
+                    secret_env = \"LETHE_TEST_CRM_SECRET\"\n";
+    write_config(
+        dir.path(),
+        "lethe.toml",
+        &format!(
+            "[notifier]\nurl = \"http://127.0.0.1:9/\"\nsecret_file = \"notifier-secret\"\n{cleaners}"
+        ),
+    );
+    let mut command = lethe(dir.path());
+    command.env("LETHE_TEST_CRM_SECRET", "crm-whsec");
+    let server = Server::spawn(command, &[]).await;
+    let log = server.log();
+    assert!(
+        log.contains("cleaners[0].secret_env or cleaners[0].secret_file"),
+        "{log}"
+    );
+    assert!(!log.contains("cleaners[1].secret"), "{log}");
+    assert!(!log.contains("notifier.secret"), "{log}");
+    assert!(
+        !log.contains("inline-whsec") && !log.contains("crm-whsec"),
+        "{log}"
+    );
+    server.kill().await;
+
+    // The variable unset: every command stops at once, naming the setting.
+    let mut command = lethe(dir.path());
+    command.env_remove("LETHE_TEST_CRM_SECRET");
+    let run = run_command(command, &["serve"], &[]).await.expect(1);
+    assert!(run.stderr.contains("cleaners[1].secret_env"), "{run:?}");
+    assert!(
+        run.stderr.contains("LETHE_TEST_CRM_SECRET is not set"),
+        "{run:?}"
+    );
+}

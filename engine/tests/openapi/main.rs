@@ -33,6 +33,8 @@ fn token(name: &str, secret: &str, scopes: &[&str]) -> TokenConfig {
     TokenConfig {
         name: name.to_owned(),
         sha256: token_hash(secret),
+        sha256_env: None,
+        sha256_file: None,
         scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
     }
 }

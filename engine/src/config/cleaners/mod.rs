@@ -18,6 +18,7 @@ pub use redis::{RedisCleanerConfig, RedisHashField, RedisTemplate, REDIS_GLOB_CH
 pub use sql::SqlCleanerConfig;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use lethe_domain::subject::is_identifier_kind;
@@ -26,7 +27,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::{
     ConfigDuration, ConfigError, JurisdictionConfig, KafkaConfig, RetryConfig, RoutingRule,
-    WindowConfig,
+    SecretSource, WindowConfig,
 };
 use crate::config::duration::default_timeout;
 use crate::config::validate::{check_url, invalid};
@@ -84,9 +85,21 @@ pub struct HttpCleanerConfig {
     /// Where to POST.
     #[serde(deserialize_with = "url")]
     pub url: String,
-    /// The HMAC key for the `Lethe-Signature` header.
-    #[serde(deserialize_with = "secret")]
+    /// The HMAC key for the `Lethe-Signature` header: written here, or (better) named by
+    /// `secret_env` / `secret_file` and read into this field when the configuration loads.
+    #[serde(default, deserialize_with = "secret")]
     pub secret: String,
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl HttpCleanerConfig {
+    /// Where the secret is, when it is not written inline.
+    pub fn secret_source(&self) -> SecretSource {
+        SecretSource::new(self.secret_env.as_deref(), self.secret_file.as_deref())
+    }
 }
 
 // The kind's keys reach serde through `flatten`'s buffer, which loses their position: a wrong
@@ -215,7 +228,11 @@ impl CleanerConfig {
             CleanerKind::Http(http) => {
                 check_url(&key("url"), &http.url)?;
                 if http.secret.is_empty() {
-                    return Err(invalid(key("secret"), "is required for kind = \"http\""));
+                    return Err(invalid(
+                        key("secret"),
+                        "is required for kind = \"http\" (as secret_env or secret_file, or \
+                         inline)",
+                    ));
                 }
             }
             CleanerKind::Kafka(settings) => {
@@ -347,6 +364,8 @@ mod tests {
                 &CleanerKind::Http(HttpCleanerConfig {
                     url: "https://billing.internal/erase".to_owned(),
                     secret: "whsec".to_owned(),
+                    secret_env: None,
+                    secret_file: None,
                 }),
                 &CleanerKind::Kafka(KafkaCleanerConfig::default()),
                 &CleanerKind::Manual(ManualCleanerConfig {}),
@@ -370,7 +389,7 @@ mod tests {
             (format!("{http}secret = \"s\""), "missing field `url`"),
             (
                 format!("{http}url = \"http://x\""),
-                "missing field `secret`",
+                "cleaners[0].secret: is required",
             ),
             (
                 format!("{http}url = \"http://x\"\nsecret = \"\""),
