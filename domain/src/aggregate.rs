@@ -228,7 +228,10 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
             })];
             // A request that no cleaner's rule selects has nothing left to do.
             if cleaners.is_empty() {
-                events.push(Event::Completed(Completed { at }));
+                events.push(Event::Completed(Completed {
+                    at,
+                    stores: Vec::new(),
+                }));
             }
             Ok(events)
         }
@@ -268,7 +271,10 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
                 detail,
             })];
             if all_done_without(cleaning, &cleaner) {
-                events.push(Event::Completed(Completed { at }));
+                events.push(Event::Completed(Completed {
+                    at,
+                    stores: cleaning.covered_stores(&cleaner, false),
+                }));
             }
             Ok(events)
         }
@@ -345,7 +351,10 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
                 reason,
             })];
             if all_done_without(cleaning, &cleaner) {
-                events.push(Event::Completed(Completed { at }));
+                events.push(Event::Completed(Completed {
+                    at,
+                    stores: cleaning.covered_stores(&cleaner, true),
+                }));
             }
             Ok(events)
         }
@@ -504,6 +513,7 @@ fn evolve(request: &mut Request, event: Event) {
                         attempts: 0,
                         state: CleanerState::Pending,
                         last_error: None,
+                        stores: planned.stores,
                     };
                     (planned.name, progress)
                 })
@@ -559,7 +569,7 @@ fn evolve(request: &mut Request, event: Event) {
                 progress.state = CleanerState::Skipped { at, reason };
             }
         }
-        Event::Completed(Completed { at }) => {
+        Event::Completed(Completed { at, .. }) => {
             let phase = std::mem::replace(&mut request.phase, Phase::Grace);
             request.phase = match phase {
                 Phase::Cleaning(cleaning) => Phase::Completed {

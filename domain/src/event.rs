@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{CleanerName, Jurisdiction, RequestId};
+use crate::ids::{CleanerName, Jurisdiction, RequestId, StoreName};
 use crate::policy::{DeadlineRule, Span};
 use crate::subject::SubjectRecord;
 
@@ -279,6 +279,10 @@ pub struct PlannedCleaner {
     pub name: CleanerName,
     /// Attempts allowed before the cleaner is exhausted and needs a person.
     pub max_attempts: u32,
+    /// The declared stores (`[[stores]]`) that name this cleaner among those erasing them,
+    /// fixed with the plan (ADR 30). Absent in events written before stores were declared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<StoreName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -338,6 +342,23 @@ pub struct CleanerSkipped {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Completed {
     pub at: DateTime<Utc>,
+    /// The declared stores covered for this request (ADR 30): each store that at least one
+    /// planned cleaner erases, with those cleaners by outcome. Left out when there is none, so
+    /// events written before stores were declared read, and hash, as they were written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<CoveredStore>,
+}
+
+/// A declared store covered for a request: every cleaner of the request's plan that erases it
+/// succeeded or was skipped (at `Completed` every planned cleaner has), named by outcome so
+/// that a store covered only by a skip is visible as such.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoveredStore {
+    pub store: StoreName,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub succeeded: Vec<CleanerName>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<CleanerName>,
 }
 
 /// The request's personal-data key was destroyed: the subject can no longer be read.

@@ -124,6 +124,14 @@ machine_name!(
 );
 
 machine_name!(
+    /// The declared name of a data store (`[[stores]]` in lethe.toml): where personal data
+    /// lives, erased by one or more cleaners.
+    StoreName,
+    "store",
+    64
+);
+
+machine_name!(
     /// A legal regime whose deadline rule applies to a request, such as `gdpr` or `ccpa`.
     Jurisdiction,
     "jurisdiction",

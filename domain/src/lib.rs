@@ -24,7 +24,7 @@ pub use aggregate::DeletionRequest;
 pub use command::Command;
 pub use error::DomainError;
 pub use event::Event;
-pub use ids::{CleanerName, Jurisdiction, RequestId};
+pub use ids::{CleanerName, Jurisdiction, RequestId, StoreName};
 pub use policy::{DeadlineRule, RequestPolicy, RetryPolicy, Span};
 pub use state::{CleanerState, RequestState, RequestStatus};
 pub use subject::{SealedSubject, Subject, SubjectRecord};

@@ -7,8 +7,8 @@ use std::fmt;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::ReminderNotSentReason;
-use crate::ids::{CleanerName, Jurisdiction, RequestId};
+use crate::event::{CoveredStore, ReminderNotSentReason};
+use crate::ids::{CleanerName, Jurisdiction, RequestId, StoreName};
 use crate::policy::{DeadlineRule, Span};
 use crate::subject::SubjectRecord;
 
@@ -242,6 +242,33 @@ impl Cleaning {
     pub fn all_done(&self) -> bool {
         self.cleaners.values().all(CleanerProgress::is_done)
     }
+
+    /// The declared stores covered once `finishing` has its outcome (skipped when `skipped`),
+    /// when every other planned cleaner is done: each store some planned cleaner erases, with
+    /// its planned cleaners by outcome, in store-name order (ADR 30).
+    pub fn covered_stores(&self, finishing: &CleanerName, skipped: bool) -> Vec<CoveredStore> {
+        let mut stores: BTreeMap<&StoreName, CoveredStore> = BTreeMap::new();
+        for (name, progress) in &self.cleaners {
+            let was_skipped = if name == finishing {
+                skipped
+            } else {
+                matches!(progress.state, CleanerState::Skipped { .. })
+            };
+            for store in &progress.stores {
+                let covered = stores.entry(store).or_insert_with(|| CoveredStore {
+                    store: store.clone(),
+                    succeeded: Vec::new(),
+                    skipped: Vec::new(),
+                });
+                if was_skipped {
+                    covered.skipped.push(name.clone());
+                } else {
+                    covered.succeeded.push(name.clone());
+                }
+            }
+        }
+        stores.into_values().collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,6 +278,9 @@ pub struct CleanerProgress {
     pub attempts: u32,
     pub state: CleanerState,
     pub last_error: Option<String>,
+    /// The declared stores this cleaner erases, from the plan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<StoreName>,
 }
 
 impl CleanerProgress {

@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use lethe_domain::event::{
     Cancelled, CleanerFailed, CleanerRetried, CleanerSkipped, CleanerSucceeded, Completed,
-    DeadlineExtended, Due, HoldPlaced, HoldReleased, Received, Rejected, Reminded, ReminderNotSent,
-    ReminderNotSentReason, ReminderSent, Shredded, EVENT_TYPES,
+    CoveredStore, DeadlineExtended, Due, HoldPlaced, HoldReleased, PlannedCleaner, Received,
+    Rejected, Reminded, ReminderNotSent, ReminderNotSentReason, ReminderSent, Shredded,
+    EVENT_TYPES,
 };
-use lethe_domain::{DeadlineRule, Event, Span};
+use lethe_domain::{DeadlineRule, Event, Span, StoreName};
 use serde_json::{json, Value};
 
 use support::*;
@@ -144,6 +145,15 @@ fn request_examples(at: chrono::DateTime<chrono::Utc>) -> Vec<Event> {
             cleaners: vec![],
             expedited: false,
         }),
+        Event::Due(Due {
+            at,
+            cleaners: vec![PlannedCleaner {
+                name: cleaner("billing"),
+                max_attempts: 3,
+                stores: vec![store("orders-db"), store("invoices")],
+            }],
+            expedited: false,
+        }),
     ]
 }
 
@@ -197,7 +207,18 @@ fn cleaner_examples(at: chrono::DateTime<chrono::Utc>) -> Vec<Event> {
             at,
             reason: "decommissioned".to_owned(),
         }),
-        Event::Completed(Completed { at }),
+        Event::Completed(Completed {
+            at,
+            stores: Vec::new(),
+        }),
+        Event::Completed(Completed {
+            at,
+            stores: vec![CoveredStore {
+                store: store("orders-db"),
+                succeeded: vec![cleaner("billing")],
+                skipped: vec![cleaner("crm")],
+            }],
+        }),
         Event::Shredded(Shredded { at }),
     ]
 }
@@ -264,7 +285,7 @@ fn event_types_are_exactly_the_variants_names() {
 
 #[test]
 fn an_unknown_type_or_a_mismatched_payload_is_refused() {
-    let payload = Event::Completed(Completed { at: after_due(1) }).payload();
+    let payload = completed(after_due(1)).payload();
     assert!(Event::from_stored("Finished", &payload).is_err());
     assert!(Event::from_stored("completed", &payload).is_err());
     let reminded = Event::Reminded(Reminded {
@@ -443,4 +464,45 @@ fn sealed_and_plain_subjects_are_told_apart() {
         serde_json::json!({"$sealed": "x", "user_id": "1"})
     )
     .is_err());
+}
+
+fn store(name: &str) -> StoreName {
+    StoreName::parse(name).unwrap()
+}
+
+#[test]
+fn events_written_before_stores_were_declared_read_and_write_back_the_same() {
+    // As written before `[[stores]]`: no `stores` in a planned cleaner or in Completed.
+    let due =
+        json!({"at": "2026-03-01T00:00:00Z", "cleaners": [{"name": "billing", "max_attempts": 3}]});
+    let completed = json!({"at": "2026-03-02T00:00:00Z"});
+    let Ok(Event::Due(read)) = Event::from_stored("Due", &due) else {
+        panic!("an old Due reads")
+    };
+    assert!(read.cleaners[0].stores.is_empty());
+    assert_eq!(Event::Due(read).payload(), due);
+    let Ok(Event::Completed(read)) = Event::from_stored("Completed", &completed) else {
+        panic!("an old Completed reads")
+    };
+    assert!(read.stores.is_empty());
+    assert_eq!(Event::Completed(read).payload(), completed);
+}
+
+#[test]
+fn the_covered_stores_are_recorded_as_documented() {
+    let payload = Event::Completed(Completed {
+        at: after_due(1),
+        stores: vec![CoveredStore {
+            store: store("orders-db"),
+            succeeded: vec![cleaner("billing")],
+            skipped: vec![],
+        }],
+    })
+    .payload();
+    assert_eq!(
+        payload["stores"],
+        json!([{"store": "orders-db", "succeeded": ["billing"]}])
+    );
+    let bad = json!({"at": "2026-03-02T00:00:00Z", "stores": [{"store": "Orders DB"}]});
+    assert!(Event::from_stored("Completed", &bad).is_err());
 }

@@ -113,6 +113,7 @@ fn plan() -> Vec<PlannedCleaner> {
         .map(|n| PlannedCleaner {
             name: CleanerName::parse(*n).unwrap(),
             max_attempts: 2,
+            stores: Vec::new(),
         })
         .collect()
 }

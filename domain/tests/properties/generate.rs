@@ -197,6 +197,7 @@ pub(crate) fn command(step: &Step, at: DateTime<Utc>) -> Command {
                 .map(|(i, max_attempts)| PlannedCleaner {
                     name: name(i),
                     max_attempts,
+                    stores: stores_of(i),
                 })
                 .collect(),
             expedite,
@@ -242,4 +243,18 @@ pub(crate) fn command(step: &Step, at: DateTime<Utc>) -> Command {
         },
         Step::Shred => Command::Shred { at },
     }
+}
+
+/// The declared stores cleaner `i` erases: two cleaners share `shared`, one erases none.
+pub(crate) fn stores_of(i: usize) -> Vec<lethe_domain::StoreName> {
+    let names: &[&str] = match i % NAMES.len() {
+        0 => &["orders", "shared"],
+        1 => &["shared"],
+        2 => &[],
+        _ => &["unplanned"],
+    };
+    names
+        .iter()
+        .map(|n| lethe_domain::StoreName::parse(*n).unwrap())
+        .collect()
 }

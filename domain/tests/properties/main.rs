@@ -16,7 +16,9 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use proptest::prelude::*;
 
 use lethe_domain::command::Receive;
-use lethe_domain::event::{DeadlineExtended, Due, PlannedCleaner, Received, ReminderNotSentReason};
+use lethe_domain::event::{
+    Completed, DeadlineExtended, Due, PlannedCleaner, Received, ReminderNotSentReason,
+};
 use lethe_domain::state::{Phase, Request};
 use lethe_domain::{
     Aggregate, Command, DeadlineRule, DeletionRequest, DomainError, Event, RequestPolicy,

@@ -10,7 +10,9 @@ pub(crate) struct CleanerHistory {
     pub(crate) last_attempt: u32,
     pub(crate) exhausted: bool,
     pub(crate) done: bool,
+    pub(crate) skipped: bool,
     pub(crate) failed_attempts: BTreeSet<u32>,
+    pub(crate) stores: Vec<String>,
 }
 
 /// What the stream says, checked event by event against the aggregate's invariants.
@@ -117,10 +119,11 @@ impl StreamReading {
             | Event::CleanerFailed(_)
             | Event::CleanerRetried(_)
             | Event::CleanerSkipped(_) => return self.apply_cleaner_event(event),
-            Event::Completed(_) => {
+            Event::Completed(completed) => {
                 if !self.due || !self.cleaners.values().all(|c| c.done) {
                     return Err("Completed with a cleaner outstanding".into());
                 }
+                self.check_covered(completed)?;
                 self.closed = Some(RequestStatus::Completed);
             }
         }
@@ -161,6 +164,7 @@ impl StreamReading {
                 planned.name.to_string(),
                 CleanerHistory {
                     max_attempts: planned.max_attempts,
+                    stores: planned.stores.iter().map(ToString::to_string).collect(),
                     ..CleanerHistory::default()
                 },
             );
@@ -220,9 +224,38 @@ impl StreamReading {
                     return Err("a skip of a done cleaner, or without a reason".into());
                 }
                 c.done = true;
+                c.skipped = true;
                 c.exhausted = false;
             }
             _ => unreachable!("not a cleaner event"),
+        }
+        Ok(())
+    }
+
+    /// Completed names each store a planned cleaner erases, with its cleaners by outcome.
+    fn check_covered(&self, completed: &Completed) -> Result<(), String> {
+        let mut wanted: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+        for (name, cleaner) in &self.cleaners {
+            for store in &cleaner.stores {
+                let (succeeded, skipped) = wanted.entry(store.clone()).or_default();
+                if cleaner.skipped { skipped } else { succeeded }.push(name.clone());
+            }
+        }
+        let names = |list: &[lethe_domain::CleanerName]| -> Vec<String> {
+            list.iter().map(ToString::to_string).collect()
+        };
+        let recorded: BTreeMap<String, (Vec<String>, Vec<String>)> = completed
+            .stores
+            .iter()
+            .map(|s| {
+                (
+                    s.store.to_string(),
+                    (names(&s.succeeded), names(&s.skipped)),
+                )
+            })
+            .collect();
+        if recorded.len() != completed.stores.len() || recorded != wanted {
+            return Err(format!("covered stores {recorded:?}, expected {wanted:?}"));
         }
         Ok(())
     }

@@ -232,6 +232,7 @@ pub fn plan(cleaners: &[(&str, u32)]) -> Vec<PlannedCleaner> {
         .map(|(name, max_attempts)| PlannedCleaner {
             name: cleaner(name),
             max_attempts: *max_attempts,
+            stores: Vec::new(),
         })
         .collect()
 }
@@ -332,5 +333,8 @@ pub fn skipped(name: &str, at: DateTime<Utc>, reason: &str) -> Event {
 }
 
 pub fn completed(at: DateTime<Utc>) -> Event {
-    Event::Completed(Completed { at })
+    Event::Completed(Completed {
+        at,
+        stores: Vec::new(),
+    })
 }

@@ -3,7 +3,7 @@
 //!
 //! [`Requests`] is the service. Its methods, one concern per file: intake (`intake`, `bulk`),
 //! commands on one request (`commands`, `results`, `execute`), the subject's keys
-//! (`subjects`), queries (`queries`, `history`, `feed`, `dashboard`), the shapes the doors
+//! (`subjects`), queries (`queries`, `history`, `feed`, `dashboard`, `coverage`), the shapes the doors
 //! render (`views`, `stats`), whole-log audits (`audit`), master-key rotation (`keys`) and
 //! cleaner planning (`planning`).
 
@@ -11,6 +11,7 @@ pub mod annual_report;
 pub mod audit;
 pub mod bulk;
 mod commands;
+pub mod coverage;
 pub mod dashboard;
 mod error;
 mod execute;

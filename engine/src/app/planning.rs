@@ -1,5 +1,5 @@
 //! Cleaner planning: which configured cleaners a request is sent to, by their routing rules
-//! (`match` in lethe.toml).
+//! (`match` in lethe.toml), each with the declared stores (`[[stores]]`) it erases.
 
 use lethe_domain::event::PlannedCleaner;
 use lethe_domain::state::Request;
@@ -21,6 +21,12 @@ pub fn plan_cleaners(config: &Config, request: &Request) -> Vec<PlannedCleaner> 
         .map(|c| PlannedCleaner {
             name: c.name.clone(),
             max_attempts: c.retry.max_attempts,
+            stores: config
+                .stores
+                .iter()
+                .filter(|store| store.cleaners.contains(&c.name))
+                .map(|store| store.name.clone())
+                .collect(),
         })
         .collect()
 }

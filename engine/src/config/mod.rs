@@ -21,6 +21,7 @@ mod policy;
 mod retry;
 mod routing;
 mod secret;
+mod stores;
 mod validate;
 mod window;
 
@@ -53,6 +54,7 @@ pub use policy::{JurisdictionConfig, PolicyConfig};
 pub use retry::RetryConfig;
 pub use routing::RoutingRule;
 pub use secret::SecretSource;
+pub use stores::StoreConfig;
 pub use window::WindowConfig;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./lethe-data/lethe.db";
@@ -78,6 +80,9 @@ pub struct Config {
     pub notifier: Option<NotifierConfig>,
     #[serde(default)]
     pub cleaners: Vec<CleanerConfig>,
+    /// The data inventory: where personal data lives and which cleaners erase it.
+    #[serde(default)]
+    pub stores: Vec<StoreConfig>,
     /// The workflow's moving parts: how often workers look for work, lease lengths.
     #[serde(default)]
     pub engine: EngineConfig,
@@ -104,6 +109,7 @@ impl Default for Config {
             jurisdictions: BTreeMap::new(),
             notifier: None,
             cleaners: Vec::new(),
+            stores: Vec::new(),
             engine: EngineConfig::default(),
             api: ApiConfig::default(),
             database: DatabaseConfig::default(),

@@ -3,6 +3,7 @@
 //! in the order of the file's documentation and stops at the first bad value.
 
 use super::cleaners::check_cleaners;
+use super::stores::check_stores;
 use super::{Config, ConfigError};
 
 impl Config {
@@ -19,7 +20,8 @@ impl Config {
         for (i, token) in self.tokens.iter().enumerate() {
             token.check(i)?;
         }
-        check_cleaners(&self.cleaners, self.kafka.as_ref(), &self.jurisdictions)
+        check_cleaners(&self.cleaners, self.kafka.as_ref(), &self.jurisdictions)?;
+        check_stores(&self.stores, &self.cleaners)
     }
 }
 

@@ -88,7 +88,7 @@ impl Subscriber for Saga {
             Event::CleanerRetried(e) => vec![jobs.set(JobKind::Due, String::new(), e.at, 0)],
             Event::Cancelled(Cancelled { at, .. })
             | Event::Rejected(Rejected { at, .. })
-            | Event::Completed(Completed { at }) => {
+            | Event::Completed(Completed { at, .. }) => {
                 let retention = super::micros(self.config.policy.retention_after_completion.0);
                 vec![
                     JobChange::DeleteAll {
@@ -359,6 +359,7 @@ mod tests {
         let planned = |name: &str| PlannedCleaner {
             name: CleanerName::parse(name).unwrap(),
             max_attempts: 5,
+            stores: Vec::new(),
         };
         let due = |cleaners| {
             Event::Due(Due {
@@ -502,7 +503,10 @@ mod tests {
     #[test]
     fn closing_a_request_ends_its_jobs_and_sets_shredding_after_the_retention() {
         let closed = [
-            Event::Completed(Completed { at: at(0) }),
+            Event::Completed(Completed {
+                at: at(0),
+                stores: Vec::new(),
+            }),
             Event::Cancelled(Cancelled {
                 at: at(0),
                 reason: None,

@@ -21,6 +21,7 @@ pub(crate) fn plan(names: &[&str], max_attempts: u32) -> Vec<PlannedCleaner> {
         .map(|n| PlannedCleaner {
             name: CleanerName::parse(*n).unwrap(),
             max_attempts,
+            stores: Vec::new(),
         })
         .collect()
 }

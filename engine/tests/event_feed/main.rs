@@ -64,7 +64,10 @@ fn due() -> Event {
 }
 
 fn completed() -> Event {
-    Event::Completed(Completed { at: at() })
+    Event::Completed(Completed {
+        at: at(),
+        stores: Vec::new(),
+    })
 }
 
 fn cancelled() -> Event {
