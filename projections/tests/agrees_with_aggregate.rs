@@ -94,6 +94,7 @@ fn command(op: &Op, at: chrono::DateTime<Utc>) -> Command {
                 .map(|n| PlannedCleaner {
                     name: CleanerName::parse(*n).unwrap(),
                     max_attempts: 2,
+                    stores: Vec::new(),
                 })
                 .collect(),
             expedite,

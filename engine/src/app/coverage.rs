@@ -19,7 +19,7 @@ use super::Requests;
 use crate::config::{CleanerConfig, Config, StoreConfig};
 
 /// The inventory and its gaps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CoverageView {
     /// The declared stores, in the order of lethe.toml.
     pub stores: Vec<StoreView>,
@@ -60,6 +60,26 @@ pub enum Gap {
 }
 
 impl Gap {
+    /// The `kind` of its JSON.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::NoCleaner { .. } => "no_cleaner",
+            Self::IdentifierNotReceived { .. } => "identifier_not_received",
+            Self::JurisdictionNotRouted { .. } => "jurisdiction_not_routed",
+            Self::SourceNotRouted { .. } => "source_not_routed",
+        }
+    }
+
+    /// The store it is about.
+    pub fn store(&self) -> &str {
+        match self {
+            Self::NoCleaner { store }
+            | Self::IdentifierNotReceived { store, .. }
+            | Self::JurisdictionNotRouted { store, .. }
+            | Self::SourceNotRouted { store, .. } => store,
+        }
+    }
+
     /// One line naming the store and what is missing, for people (CLI, logs, dashboard).
     pub fn message(&self) -> String {
         match self {
@@ -289,5 +309,10 @@ mod tests {
             found[0].message(),
             "store eu-db: none of its cleaners is routed ccpa requests"
         );
+        for gap in &found {
+            let json = serde_json::to_value(gap).unwrap();
+            assert_eq!(json["kind"], gap.kind());
+            assert_eq!(json["store"], gap.store());
+        }
     }
 }

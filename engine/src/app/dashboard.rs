@@ -1,9 +1,11 @@
 //! What the dashboard page shows: the stats of `GET /v1/stats`, the overdue and at-risk
-//! requests, most urgent first, and the annual report of last year and of this year so far.
+//! requests, most urgent first, the annual report of last year and of this year so far, and
+//! the data inventory's gaps (`GET /v1/coverage`).
 
 use chrono::{Datelike, NaiveDate};
 
 use super::annual_report::{compute_annual_report, AnnualReport};
+use super::coverage::CoverageView;
 use super::queries::RequestRow;
 use super::stats::{compute_stats, StatsView};
 use super::{RequestError, Requests};
@@ -25,6 +27,8 @@ pub struct Figures {
     /// The annual reports of last year and of this year so far (`GET /v1/reports/annual`).
     pub reports: [AnnualReport; 2],
     pub today: NaiveDate,
+    /// The declared stores and their gaps, from the configuration.
+    pub coverage: CoverageView,
 }
 
 /// Reads the figures: the stats of `GET /v1/stats`, and the overdue and at-risk lists.
@@ -65,6 +69,7 @@ pub async fn gather(
         at_risk,
         reports,
         today,
+        coverage: CoverageView::default(),
     })
 }
 
@@ -93,6 +98,10 @@ impl Requests {
     /// The dashboard's figures as of `today`.
     pub async fn dashboard(&self, today: NaiveDate) -> Result<Figures, RequestError> {
         let store = self.projections_or_refuse()?;
-        Ok(gather(store, self.config().policy.at_risk_days, today).await?)
+        let figures = gather(store, self.config().policy.at_risk_days, today).await?;
+        Ok(Figures {
+            coverage: self.coverage(),
+            ..figures
+        })
     }
 }

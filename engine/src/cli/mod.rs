@@ -20,6 +20,7 @@ use crate::telemetry;
 mod admin;
 mod audit;
 mod cleaners;
+mod coverage;
 mod keys;
 mod migrate;
 mod projections;
@@ -96,6 +97,8 @@ pub enum Commands {
         #[command(subcommand)]
         command: cleaners::CleanersCommand,
     },
+    /// The data inventory (`[[stores]]`) and its gaps; exit 1 when there is one.
+    Coverage(coverage::CoverageArgs),
     /// The master key: its fingerprint, and rotation.
     Keys {
         #[command(subcommand)]
@@ -176,6 +179,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Projections { command } => projections::run(&context, command).await,
         Commands::Token { command } => token::run(command),
         Commands::Cleaners { command } => cleaners::run(&context, command).await,
+        Commands::Coverage(args) => coverage::run(&context, &args),
         Commands::Keys { command } => keys::run(&context, command).await,
     }
 }

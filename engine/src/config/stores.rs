@@ -4,12 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use lethe_domain::subject::is_identifier_kind;
 use lethe_domain::{CleanerName, StoreName};
 use serde::Deserialize;
 
 use super::{CleanerConfig, ConfigError};
-use crate::config::validate::invalid;
+use crate::config::validate::{check_identifier_kinds, invalid};
 
 /// One place that holds personal data.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -42,15 +41,7 @@ pub(super) fn check_stores(
                 format!("{} is declared twice", store.name),
             ));
         }
-        if let Some(bad) = store.identifiers.iter().find(|k| !is_identifier_kind(k)) {
-            return Err(invalid(
-                key("identifiers"),
-                format!(
-                    "{bad:?} is not an identifier kind (lowercase letters, digits and `_`, \
-                     starting with a letter, at most 32)"
-                ),
-            ));
-        }
+        check_identifier_kinds(&key("identifiers"), store.identifiers.iter())?;
         let unknown: Vec<String> = store
             .cleaners
             .iter()

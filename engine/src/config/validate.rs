@@ -43,3 +43,20 @@ pub(in crate::config) fn check_url(key: &str, url: &str) -> Result<(), ConfigErr
         _ => Err(invalid(key, format!("{url:?} is not an http(s) URL"))),
     }
 }
+
+/// Every name in `kinds` must be an identifier kind as subjects write them.
+pub(in crate::config) fn check_identifier_kinds<'a>(
+    key: &str,
+    mut kinds: impl Iterator<Item = &'a String>,
+) -> Result<(), ConfigError> {
+    match kinds.find(|kind| !lethe_domain::subject::is_identifier_kind(kind)) {
+        None => Ok(()),
+        Some(bad) => Err(invalid(
+            key,
+            format!(
+                "{bad:?} is not an identifier kind (lowercase letters, digits and `_`, \
+                 starting with a letter, at most 32)"
+            ),
+        )),
+    }
+}

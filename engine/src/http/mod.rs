@@ -109,6 +109,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(submit, queries::list))
         .routes(routes!(queries::stats))
         .routes(routes!(queries::annual_report))
+        .routes(routes!(queries::coverage))
         .routes(routes!(bulk::bulk))
         .routes(routes!(show))
         .routes(routes!(history))

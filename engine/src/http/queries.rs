@@ -1,5 +1,6 @@
 //! Queries over the projections: the request list (`GET /v1/requests`), the dashboard
-//! figures (`GET /v1/stats`) and the annual report (`GET /v1/reports/annual`).
+//! figures (`GET /v1/stats`) and the annual report (`GET /v1/reports/annual`); and the data
+//! inventory's coverage (`GET /v1/coverage`), read from the configuration.
 
 use axum::extract::{Query, State};
 use axum::http::header;
@@ -14,6 +15,7 @@ use super::auth::{AuditRead, Caller, RequestsRead};
 use super::problem::Problem;
 use super::AppState;
 use crate::app::annual_report::AnnualReport;
+use crate::app::coverage::CoverageView;
 use crate::app::queries::{ListFilter, RequestRow};
 use crate::app::stats::StatsView;
 
@@ -229,4 +231,21 @@ pub async fn annual_report(
         )
             .into_response(),
     })
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/coverage",
+    tag = "requests",
+    responses(
+        (status = 200, description = "The declared stores (`[[stores]]`) and the gaps in their erasure: stores no cleaner erases, identifier kinds none of a store's cleaners receives, jurisdictions and sources none of them is routed", body = CoverageView),
+        super::responses::Guarded,
+    ),
+    security(("bearer" = ["requests:read"]))
+)]
+pub async fn coverage(
+    State(state): State<AppState>,
+    _: Caller<RequestsRead>,
+) -> Json<CoverageView> {
+    Json(state.requests.coverage())
 }

@@ -98,6 +98,10 @@ pub async fn serve(serve: Serve) -> Result<(), ServeError> {
              {setting}_env or {setting}_file instead"
         );
     }
+    // Once per gap: a declared store that a completed request may leave holding personal data.
+    for gap in crate::app::coverage::coverage(&config).gaps {
+        tracing::warn!("coverage gap: {} (lethe coverage)", gap.message());
+    }
     let public_url = config
         .engine
         .public_url

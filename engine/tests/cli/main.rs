@@ -13,6 +13,7 @@ mod support;
 mod admin;
 mod cleaners;
 mod config;
+mod coverage;
 mod export;
 mod integrity;
 mod keys;

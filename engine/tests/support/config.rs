@@ -27,7 +27,17 @@ pub struct TestConfig {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     cleaners: Vec<Cleaner>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    stores: Vec<Store>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     tokens: Vec<Token>,
+}
+
+/// `[[stores]]`: a declared store, its identifier kinds and the cleaners that erase it.
+#[derive(Debug, Clone, Serialize)]
+struct Store {
+    name: String,
+    identifiers: Vec<String>,
+    cleaners: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -386,6 +396,17 @@ impl TestConfig {
 
     pub fn cleaner(mut self, cleaner: Cleaner) -> Self {
         self.cleaners.push(cleaner);
+        self
+    }
+
+    /// A declared store (`[[stores]]`) holding `identifiers`, erased by `cleaners`.
+    pub fn store(mut self, name: &str, identifiers: &[&str], cleaners: &[&str]) -> Self {
+        let owned = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
+        self.stores.push(Store {
+            name: name.to_owned(),
+            identifiers: owned(identifiers),
+            cleaners: owned(cleaners),
+        });
         self
     }
 

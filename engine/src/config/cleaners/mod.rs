@@ -21,7 +21,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lethe_domain::subject::is_identifier_kind;
 use lethe_domain::{CleanerName, Jurisdiction};
 use serde::{Deserialize, Deserializer};
 
@@ -30,7 +29,7 @@ use super::{
     SecretSource, WindowConfig,
 };
 use crate::config::duration::default_timeout;
-use crate::config::validate::{check_url, invalid};
+use crate::config::validate::{check_identifier_kinds, check_url, invalid};
 
 /// What a cleaner is and what only its kind needs: `kind = "http"` carries `url` and `secret`,
 /// `kind = "kafka"` and `kind = "manual"` carry nothing more. A key of another kind (a `url` on a
@@ -250,15 +249,7 @@ impl CleanerConfig {
                     "must name at least one identifier kind (leave it out for all of them)",
                 ));
             }
-            if let Some(bad) = identifiers.iter().find(|kind| !is_identifier_kind(kind)) {
-                return Err(invalid(
-                    key("identifiers"),
-                    format!(
-                        "{bad:?} is not an identifier kind (lowercase letters, digits and `_`, \
-                         starting with a letter, at most 32)"
-                    ),
-                ));
-            }
+            check_identifier_kinds(&key("identifiers"), identifiers.iter())?;
         }
         if let Some(batch) = &self.batch {
             batch.check(&key("batch"))?;

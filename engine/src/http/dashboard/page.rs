@@ -1,6 +1,6 @@
 //! The dashboard document: key figures, counts by status, the overdue and at-risk lists,
-//! cleaner health, time to completion (with its chart, [`super::chart`]) and the annual
-//! report ([`super::annual`]).
+//! cleaner health, time to completion (with its chart, [`super::chart`]), the annual
+//! report ([`super::annual`]) and the data inventory's coverage.
 //!
 //! Every figure carries `data-stat="<path in the GET /v1/stats JSON>"` and
 //! `data-value="<the exact number>"`, so a test (or a scraper) reads the page as data.
@@ -14,6 +14,7 @@ use lethe_projections::requests::days_left;
 use super::annual::annual;
 use super::chart::chart;
 use super::html::{document_with, Esc};
+use crate::app::coverage::CoverageView;
 use crate::app::dashboard::Figures;
 use crate::app::queries::RequestRow;
 use crate::app::stats::StatsView;
@@ -48,6 +49,7 @@ pub fn render(figures: &Figures, now: DateTime<Utc>) -> String {
     cleaners(&mut main, stats);
     completion(&mut main, stats, figures.today);
     annual(&mut main, &figures.reports);
+    coverage(&mut main, &figures.coverage);
     put!(
         main,
         "<footer>The same figures as JSON: <code>GET /v1/stats</code>. At risk: an open request \
@@ -356,4 +358,43 @@ fn completion(out: &mut String, stats: &StatsView, today: NaiveDate) {
         );
     }
     out.push_str("</div>\n</div>\n</section>\n");
+}
+
+/// The data inventory: each gap on its line (`data-gap="<kind>"`, `data-store="<store>"`), or
+/// that there is none; the same as `GET /v1/coverage` and `lethe coverage`.
+fn coverage(out: &mut String, coverage: &CoverageView) {
+    put!(
+        out,
+        "<section class=\"card\" id=\"coverage\">\n<h2>Data inventory \
+         <span class=\"count\"{}>({} gaps in {} declared stores)</span></h2>\n",
+        stat("coverage.gaps", coverage.gaps.len()),
+        coverage.gaps.len(),
+        coverage.stores.len()
+    );
+    if coverage.stores.is_empty() {
+        out.push_str(
+            "<p class=\"empty\">No stores declared (<code>[[stores]]</code> in lethe.toml).</p>\n\
+             </section>\n",
+        );
+        return;
+    }
+    if coverage.gaps.is_empty() {
+        out.push_str("<p class=\"empty\">Every declared store is covered.</p>\n</section>\n");
+        return;
+    }
+    out.push_str("<ul class=\"gaps\">\n");
+    for gap in &coverage.gaps {
+        put!(
+            out,
+            "<li class=\"bad\" data-gap=\"{}\" data-store=\"{}\">{}</li>\n",
+            gap.kind(),
+            Esc(gap.store()),
+            Esc(&gap.message())
+        );
+    }
+    out.push_str(
+        "</ul>\n<p class=\"note\">A gap is a declared store that a completed request may leave \
+         holding personal data. The same list: <code>GET /v1/coverage</code>, \
+         <code>lethe coverage</code>.</p>\n</section>\n",
+    );
 }
