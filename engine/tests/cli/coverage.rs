@@ -136,7 +136,7 @@ async fn serve_warns_of_each_gap_and_shows_them_over_http_and_on_the_dashboard()
         .await
         .unwrap();
     assert!(
-        page.contains("data-stat=\"coverage.gaps\" data-value=\"4\""),
+        page.contains("data-gaps=\"4\">(4 gaps in 3 declared stores)"),
         "{page}"
     );
     for (kind, store) in [
