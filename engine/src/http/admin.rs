@@ -5,8 +5,10 @@
 
 use std::collections::BTreeMap;
 
+use axum::extract::FromRequest;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lethe_domain::{CleanerName, RequestId, Span};
 use serde::Deserialize;
@@ -125,7 +127,7 @@ fn view(done: Result<LoadedRequest, RequestError>) -> Result<Json<RequestView>, 
     params(super::schema::RequestPath, super::schema::IdempotencyKey),
     request_body(content = Option<ReasonBody>, description = "Optional: an empty body is no reason"),
     responses(
-        (status = 200, description = "Cancelled (admin token, or the subject's `?token=`)", body = RequestView),
+        (status = 200, description = "Cancelled (admin token, or the subject's `?token=`). A form post (`application/x-www-form-urlencoded`, the button of `GET /v1/requests/{id}/cancel`) is answered with an HTML page instead, its body ignored, with the same statuses.", content((RequestView = "application/json"), (String = "text/html"))),
         super::responses::Command,
         super::responses::JsonBody,
     ),
@@ -133,22 +135,27 @@ fn view(done: Result<LoadedRequest, RequestError>) -> Result<Json<RequestView>, 
 )]
 pub async fn cancel(
     State(state): State<AppState>,
-    canceller: Canceller,
+    canceller: Result<Canceller, Problem>,
     headers: HeaderMap,
-    body: OptionalJsonBody<ReasonBody>,
-) -> Result<Json<RequestView>, Problem> {
-    let Canceller { id, actor } = canceller;
+    request: axum::extract::Request,
+) -> Result<Response, Problem> {
+    let by_form = |c: &Canceller| metadata(&headers, &c.actor, "cancel", c.id);
+    if super::cancel_page::is_form(&headers) {
+        return Ok(super::cancel_page::cancel_by_form(&state, canceller, by_form).await);
+    }
+    let Canceller { id, actor } = canceller?;
     let metadata = metadata(&headers, &actor, "cancel", id)?;
+    let body = OptionalJsonBody::<ReasonBody>::from_request(request, &state).await?;
     let reason = reason_of(body)?;
-    view(state.requests.cancel(id, &metadata, reason).await)
+    Ok(view(state.requests.cancel(id, &metadata, reason).await)?.into_response())
 }
 
 /// Who may cancel: the subject with the request's `?token=`, or an administrator. Checked
 /// from the request's parts, before the body is read.
 #[derive(Debug)]
 pub struct Canceller {
-    id: RequestId,
-    actor: String,
+    pub(super) id: RequestId,
+    pub(super) actor: String,
 }
 
 impl axum::extract::FromRequestParts<AppState> for Canceller {

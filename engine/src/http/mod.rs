@@ -4,6 +4,7 @@
 mod admin;
 pub mod auth;
 mod bulk;
+mod cancel_page;
 pub mod dashboard;
 pub mod edge;
 pub mod events;
@@ -113,7 +114,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(bulk::bulk))
         .routes(routes!(show))
         .routes(routes!(history))
-        .routes(routes!(admin::cancel))
+        .routes(routes!(admin::cancel, cancel_page::page))
         .routes(routes!(admin::reject))
         .routes(routes!(admin::hold))
         .routes(routes!(admin::release))

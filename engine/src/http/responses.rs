@@ -9,15 +9,16 @@ use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::IntoResponses;
 
+fn problem_content() -> utoipa::openapi::Content {
+    ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("Problem")))
+        .build()
+}
+
 fn problem(description: &str) -> RefOr<Response> {
     ResponseBuilder::new()
         .description(description)
-        .content(
-            "application/problem+json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("Problem")))
-                .build(),
-        )
+        .content("application/problem+json", problem_content())
         .build()
         .into()
 }
@@ -134,5 +135,51 @@ impl IntoResponses for JsonBody {
             (400, "Invalid input, the field named"),
             (413, "The body is over 64 KiB"),
         ])
+    }
+}
+
+/// The answers of the cancel page (`GET /v1/requests/{id}/cancel`), a page for people: every
+/// outcome is an HTML page, but for what the layers around every route refuse first.
+#[derive(Debug)]
+pub struct CancelPage;
+
+fn page(description: &str) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content("text/html", ContentBuilder::new().build())
+        .build()
+        .into()
+}
+
+impl IntoResponses for CancelPage {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut responses = Service::responses();
+        responses.insert(
+            "400".to_owned(),
+            ResponseBuilder::new()
+                .description(
+                    "A malformed request id (an HTML page), or a path or query the edge refuses \
+                     (a problem)",
+                )
+                .content("text/html", ContentBuilder::new().build())
+                .content("application/problem+json", problem_content())
+                .build()
+                .into(),
+        );
+        for (status, description) in [
+            (401, "No token in the link, and no admin bearer token"),
+            (403, "The token does not match this request"),
+            (404, "No such request"),
+            (
+                409,
+                "The request can no longer be cancelled: already cancelled, rejected, or its \
+                 grace period is over",
+            ),
+            (500, "An internal failure (logged)"),
+            (503, "The database is unreachable"),
+        ] {
+            responses.insert(status.to_string(), page(description));
+        }
+        responses
     }
 }

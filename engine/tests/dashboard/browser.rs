@@ -81,9 +81,7 @@ async fn chromium_sees_the_stats() {
     let browser = chromium();
     let store = support::sqlite().await;
     let (app, seeded) = seeded(&store, config_with_tokens()).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (base, server) = support::serve_router(app).await;
 
     // The browser opens the address with the token, is redirected, and shows the page with
     // the cookie: the whole sign-in flow.
@@ -132,5 +130,48 @@ async fn chromium_sees_the_stats() {
         "dashboard screenshot: {}",
         png.canonicalize().unwrap_or(png).display()
     );
+    server.abort();
+}
+
+/// The subject's cancel link in a browser: the page renders within its CSP, shows the
+/// confirmation and one button, and loading it (as a mail scanner would) cancels nothing.
+/// Pressing the button needs a script or a debugging protocol, which this test does not
+/// drive: the form's POST is covered over HTTP by `tests/cancel_link.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_opens_the_cancel_link_and_nothing_changes() {
+    chromium();
+    let store = support::sqlite().await;
+    let database = store.database();
+    let requests = engine(&database, config_with_tokens());
+    let submitted = requests
+        .submit(
+            Submission {
+                subject: [("user_id".to_owned(), "mail-reader".to_owned())].into(),
+                ..Submission::default()
+            },
+            None,
+            "test",
+        )
+        .await
+        .unwrap();
+    let id = submitted.loaded.request.id;
+    let key = MasterKey::from_bytes([7; 32]);
+    let app = router(AppState {
+        requests: requests.clone(),
+        key: key.clone(),
+    });
+    let (base, server) = support::serve_router(app).await;
+
+    let url = format!(
+        "{base}/v1/requests/{id}/cancel?token={}",
+        key.cancel_token(id)
+    );
+    let dom = run_chromium(&["--enable-logging=stderr".into(), "--dump-dom".into(), url]).await;
+    assert!(dom.contains("data-outcome=\"confirm\""), "{dom}");
+    assert!(dom.contains("<button type=\"submit\">"), "{dom}");
+    assert!(!dom.contains("mail-reader"), "{dom}");
+    let view = requests.show(id).await.unwrap();
+    assert_eq!(view.status.to_string(), "pending");
+    assert_eq!(view.version, 1, "a GET appended an event");
     server.abort();
 }

@@ -99,8 +99,11 @@ async fn served(app: &axum::Router, method: &Method, path: &str) -> bool {
         .body(Body::from("{}"))
         .unwrap();
     let (status, content_type, _) = send(app, request).await;
-    let problem = content_type.as_deref() == Some("application/problem+json");
-    !(status == StatusCode::METHOD_NOT_ALLOWED || (status == StatusCode::NOT_FOUND && !problem))
+    // A route's own 404 is a problem, or a page for people (the cancel page).
+    let answered = content_type
+        .as_deref()
+        .is_some_and(|t| t == "application/problem+json" || t.starts_with("text/html"));
+    !(status == StatusCode::METHOD_NOT_ALLOWED || (status == StatusCode::NOT_FOUND && !answered))
 }
 
 fn concrete(template: &str, id: &str) -> String {

@@ -242,3 +242,12 @@ impl TestStore {
         }
     }
 }
+
+/// Serves `app` on a free port of 127.0.0.1: its base URL (`http://127.0.0.1:<port>`) and the
+/// server's task (abort it to stop).
+pub async fn serve_router(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, server)
+}

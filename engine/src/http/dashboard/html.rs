@@ -6,7 +6,7 @@ use std::fmt;
 pub(super) const CSS: &str = include_str!("style.css");
 
 /// The whole document around `main` (HTML).
-pub(super) fn document(title: &str, main: &str) -> String {
+pub(in crate::http) fn document(title: &str, main: &str) -> String {
     document_with(title, "", "", main)
 }
 

@@ -45,7 +45,8 @@ use super::problem::Problem;
 use super::AppState;
 use crate::app::RequestError;
 use auth::{refusal, take_token};
-use html::{document, Esc, CSS};
+use html::CSS;
+pub(super) use html::{document, Esc};
 pub use page::render;
 
 /// The cookie that holds the dashboard's token.
@@ -123,7 +124,8 @@ fn common_headers(out: &mut HeaderMap) {
     out.insert(header::CONTENT_SECURITY_POLICY, CSP.clone());
 }
 
-fn html(status: StatusCode, body: String) -> Response {
+/// An HTML answer with the headers every page carries (no caching, no referrer, the CSP).
+pub(super) fn html(status: StatusCode, body: String) -> Response {
     let mut response = (status, body).into_response();
     let out = response.headers_mut();
     out.insert(
