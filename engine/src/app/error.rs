@@ -17,6 +17,9 @@ pub enum RequestError {
     NotYet { id: RequestId, at: String },
     #[error(transparent)]
     Rejected(#[from] DomainError),
+    /// A receipt was asked of a request that is not completed.
+    #[error("request {0} is not completed: it has no receipt yet")]
+    NotCompleted(RequestId),
     #[error("the request kept changing while the command was decided; try again")]
     Contended,
     /// The database cannot be reached now ([`StoreError::Unavailable`]): nothing is wrong

@@ -22,6 +22,7 @@ mod intake;
 pub mod keys;
 pub mod planning;
 pub mod queries;
+pub mod receipt;
 pub mod replay;
 mod results;
 pub mod stats;

@@ -24,6 +24,7 @@ mod coverage;
 mod keys;
 mod migrate;
 mod projections;
+mod receipt;
 mod render;
 mod report;
 mod requests;
@@ -96,6 +97,11 @@ pub enum Commands {
     Cleaners {
         #[command(subcommand)]
         command: cleaners::CleanersCommand,
+    },
+    /// Signed completion receipts: `verify` checks one from the file alone.
+    Receipt {
+        #[command(subcommand)]
+        command: receipt::ReceiptCommand,
     },
     /// The data inventory (`[[stores]]`) and its gaps; exit 1 when there is one.
     Coverage(coverage::CoverageArgs),
@@ -180,6 +186,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Token { command } => token::run(command),
         Commands::Cleaners { command } => cleaners::run(&context, command).await,
         Commands::Coverage(args) => coverage::run(&context, &args),
+        Commands::Receipt { command } => receipt::run(&context, command),
         Commands::Keys { command } => keys::run(&context, command).await,
     }
 }

@@ -11,6 +11,7 @@ pub mod events;
 mod json;
 mod problem;
 pub mod queries;
+mod receipts;
 mod responses;
 mod schema;
 pub mod server;
@@ -114,6 +115,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(bulk::bulk))
         .routes(routes!(show))
         .routes(routes!(history))
+        .routes(routes!(receipts::receipt))
+        .routes(routes!(receipts::receipt_keys))
         .routes(routes!(admin::cancel, cancel_page::page))
         .routes(routes!(admin::reject))
         .routes(routes!(admin::hold))

@@ -157,6 +157,12 @@ impl From<RequestError> for Problem {
                 "Service unavailable",
                 "this instance serves no projections",
             ),
+            RequestError::NotCompleted(_) => Self::new(
+                StatusCode::CONFLICT,
+                "urn:lethe:problem:not-completed",
+                "Not completed",
+                error.to_string(),
+            ),
             RequestError::Store(_) | RequestError::Output(_) => {
                 tracing::error!(error = %error, "store failure");
                 Self::internal()

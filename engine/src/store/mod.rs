@@ -12,6 +12,7 @@ mod migration_renumbering;
 mod open;
 mod postgres;
 mod reachability;
+pub mod receipt_keys;
 pub mod sealing;
 mod sqlite;
 

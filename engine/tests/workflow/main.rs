@@ -11,6 +11,7 @@ mod coverage;
 mod lifecycle;
 mod operations;
 mod pacing;
+mod receipts;
 mod reminders;
 
 use std::collections::BTreeMap;
