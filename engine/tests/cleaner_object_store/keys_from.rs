@@ -89,12 +89,9 @@ async fn check(fx: &Fixture, settings: &str) {
     assert_eq!(deleted(&lacking), 0, "{lacking:?}");
 }
 
-#[tokio::test]
-async fn keys_named_in_sqlite_rows_are_deleted_in_every_shape() {
-    let Some(fx) = Fixture::start().await else {
-        return;
-    };
-    seed_objects(&fx).await;
+/// The application's rows in a SQLite file: subject 42's and 43's documents and files.
+/// Returns the file's path and the cleaner's `keys_from` setting reading it.
+async fn sqlite_rows(fx: &Fixture) -> (std::path::PathBuf, String) {
     let path = fx.dir.path().join("app.db");
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
@@ -123,13 +120,88 @@ async fn keys_named_in_sqlite_rows_are_deleted_in_every_shape() {
             .await
             .unwrap();
     }
+    pool.close().await;
     let query = "SELECT doc, NULL AS key, NULL AS url FROM requests WHERE user_id = :user_id \
                  UNION ALL SELECT NULL, key, url FROM files WHERE user_id = :user_id";
     let settings = format!(
         "keys_from = {{ url = \"sqlite://{}\", query = \"{query}\", paths = {PATHS} }}",
         path.display()
     );
+    (path, settings)
+}
+
+#[tokio::test]
+async fn keys_named_in_sqlite_rows_are_deleted_in_every_shape() {
+    let Some(fx) = Fixture::start().await else {
+        return;
+    };
+    seed_objects(&fx).await;
+    let (_, settings) = sqlite_rows(&fx).await;
     check(&fx, &settings).await;
+}
+
+/// The ISMS-P case in a running engine: the objects named in the rows go first, then a sql
+/// cleaner with `after = ["uploads"]` deletes the rows; everything of 42 is gone, 43's kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rows_go_only_after_the_objects_they_name() {
+    use crate::support::config::{Cleaner, TestConfig};
+    use lethe_domain::RequestStatus;
+
+    let Some(fx) = Fixture::start().await else {
+        return;
+    };
+    seed_objects(&fx).await;
+    let (path, keys_from) = sqlite_rows(&fx).await;
+    let uploads = Cleaner::raw("uploads", "object_store", &fx.lines(BUCKET, &keys_from));
+    let rows = Cleaner::raw(
+        "rows",
+        "sql",
+        &format!(
+            "url = \"sqlite://{}\"\nstatements = [\"DELETE FROM requests WHERE user_id = :user_id\", \
+             \"DELETE FROM files WHERE user_id = :user_id\"]",
+            path.display()
+        ),
+    )
+    .after(&["uploads"]);
+    let config = TestConfig::new()
+        .no_reminders()
+        .poll_interval("50ms")
+        .cleaner(rows)
+        .cleaner(uploads);
+    let store = support::sqlite().await;
+    let engine = support::engine::TestEngine::spawn(&store, config).await;
+    let id = engine.submit_due(&[("user_id", "42")]).await;
+    let events = engine
+        .wait_for(
+            id,
+            RequestStatus::Completed,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .events;
+    let deleted = |cleaner: &str| {
+        events
+            .iter()
+            .find(|e| e.event_type == "CleanerSucceeded" && e.payload["cleaner"] == cleaner)
+            .map(|e| e.payload["deleted"].clone())
+            .unwrap_or_else(|| panic!("{cleaner} did not succeed"))
+    };
+    assert_eq!(deleted("uploads")["objects"], 6);
+    assert_eq!(deleted("rows")["rows"], 3);
+    assert_eq!(
+        fx.keys(BUCKET).await,
+        set(&["img/z.png", "plain/x.bin", "plain/y.bin"])
+    );
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let users: Vec<String> =
+        sqlx::query_scalar("SELECT user_id FROM requests UNION ALL SELECT user_id FROM files")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(users, ["43", "43"], "only the neighbour's rows are left");
+    engine.stop().await;
 }
 
 #[tokio::test]
