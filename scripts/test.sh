@@ -87,6 +87,15 @@ AT_EXIT+=('if [ -s "$MARIADB_PIDFILE" ]; then log "stopping the throwaway MariaD
 LETHE_TEST_MARIADB_URL=$(LETHE_MARIADB_PIDFILE="$MARIADB_PIDFILE" scripts/services/mariadb.sh)
 export LETHE_TEST_MARIADB_URL
 
+# The benchmark crate measures the peer event store, esrs, whose Postgres store builds sqlx with
+# native-tls: compiling the whole workspace needs OpenSSL's headers (`lethe` alone does not).
+if ! pkg-config --exists openssl 2>/dev/null; then
+  log "installing OpenSSL's headers and pkg-config from Debian's packages (for bench/'s peer, esrs)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq libssl-dev pkg-config >/dev/null
+fi
+
 # The dashboard's browser test (engine/tests/dashboard/) drives Debian's headless Chromium.
 if ! command -v chromium >/dev/null; then
   log "installing Chromium from Debian's packages (for the dashboard's browser test)"

@@ -12,6 +12,7 @@
 
 mod db;
 mod load;
+mod peer;
 mod scenarios;
 mod services;
 
@@ -29,8 +30,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
-    /// Requests submitted over HTTP at concurrency 1, 8, 32, 64.
+    /// Requests submitted over HTTP at concurrency 1, 8, 32, 64, beside the peer (esrs).
     Ingest,
+    /// Requests submitted through the application service in-process, beside the peer (esrs).
+    Append,
     /// N requests (default 100,000) in one POST /v1/requests:bulk.
     Bulk,
     /// N requests x 5 loopback cleaners (one 10 % flaky), from Due to Completed.
@@ -210,6 +213,7 @@ async fn main() -> ExitCode {
     let scenarios = match cli.scenario {
         Scenario::All => vec![
             Scenario::Ingest,
+            Scenario::Append,
             Scenario::Bulk,
             Scenario::Lifecycle,
             Scenario::LifecycleSql,
@@ -248,6 +252,7 @@ async fn run_one(scenario: Scenario, backend: Backend, settings: &Settings, chec
     };
     let result = match scenario {
         Scenario::Ingest => scenarios::ingest(&db, settings, checks).await,
+        Scenario::Append => scenarios::append(&db, settings, checks).await,
         Scenario::Lifecycle => scenarios::lifecycle(&db, settings, checks).await,
         Scenario::LifecycleSql => scenarios::lifecycle_sql(&db, settings, checks).await,
         Scenario::Replay => scenarios::replay(&db, settings, checks).await,

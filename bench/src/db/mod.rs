@@ -284,6 +284,15 @@ impl Db {
         }
     }
 
+    /// The connection options of this Postgres database (its schema first on the search
+    /// path); `None` on SQLite.
+    pub fn pg_options(&self) -> Option<PgConnectOptions> {
+        match &self.kind {
+            Kind::Postgres { options, .. } => Some(options.clone()),
+            Kind::Sqlite { .. } => None,
+        }
+    }
+
     /// The URL `lethe serve` opens for this same database (and schema).
     pub fn database_url(&self) -> String {
         match &self.kind {

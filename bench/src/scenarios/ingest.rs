@@ -5,13 +5,16 @@ use std::sync::Arc;
 use lethe_engine::config::Config;
 
 use crate::db::Db;
+use crate::peer::Peer;
 use crate::services::{http_client, start_api, submit_many};
 use crate::{Checks, Settings};
 
+use super::append::peer_figures;
 use super::{ratio, run_tag, yes_no, INGEST_LEVELS};
 
 /// `ingest`: `POST /v1/requests` over HTTP at 1, 8, 32 and 64 clients, each level bounded by
-/// time and count, and the raw baseline at the same concurrency for the same time.
+/// time and count, and at the same concurrency for the same time the peer event store (esrs, on
+/// Postgres) and the raw baseline.
 pub async fn ingest(db: &Db, settings: &Settings, checks: &mut Checks) -> anyhow::Result<()> {
     let backend = db.backend;
     let requests = db.requests(Arc::new(Config::default()));
@@ -33,6 +36,7 @@ pub async fn ingest(db: &Db, settings: &Settings, checks: &mut Checks) -> anyhow
         warm.errors == 0,
         format!("ingest {backend}: warm-up failed: {:?}", warm.first_error),
     );
+    let peer = db.pg_options();
     let mut at_32 = None;
     for concurrency in INGEST_LEVELS {
         let lethe = submit_many(
@@ -44,17 +48,24 @@ pub async fn ingest(db: &Db, settings: &Settings, checks: &mut Checks) -> anyhow
             settings.seconds,
         )
         .await;
+        let esrs = match &peer {
+            Some(options) => Some(
+                Peer::measure(options.clone(), concurrency, settings.seconds, max_ops).await?,
+            ),
+            None => None,
+        };
         let baseline = db.baseline(concurrency, settings.seconds, max_ops).await?;
         let r = ratio(lethe.rate(), baseline.rate());
         println!(
             "ingest {backend} c={concurrency} requests={} requests_per_s={:.1} p50_ms={:.2} \
-             p99_ms={:.2} errors={} baseline_rows_per_s={:.1} baseline_p50_ms={:.2} \
+             p99_ms={:.2} errors={} {} baseline_rows_per_s={:.1} baseline_p50_ms={:.2} \
              baseline_p99_ms={:.2} ratio={r:.2}",
             lethe.ok,
             lethe.rate(),
             lethe.percentile_ms(50.0),
             lethe.percentile_ms(99.0),
             lethe.errors,
+            peer_figures(&lethe, esrs.as_ref()),
             baseline.rate(),
             baseline.percentile_ms(50.0),
             baseline.percentile_ms(99.0),

@@ -1,7 +1,8 @@
-//! The benchmark scenarios: `ingest`, `bulk`, `lifecycle`, `lifecycle-sql`, `rebuild`, `replay`, `memory`.
+//! The benchmark scenarios: `ingest`, `append`, `bulk`, `lifecycle`, `lifecycle-sql`, `rebuild`, `replay`, `memory`.
 //! Each runs on one fresh database, prints one line per figure, and measures the raw insert
 //! baseline on the same database in the same run.
 
+mod append;
 mod bulk;
 mod ingest;
 mod lifecycle;
@@ -10,6 +11,7 @@ mod memory;
 mod rebuild;
 mod replay;
 
+pub use append::append;
 pub use bulk::bulk;
 pub use ingest::ingest;
 pub use lifecycle::lifecycle;
