@@ -46,9 +46,9 @@ pub async fn append(db: &Db, settings: &Settings, checks: &mut Checks) -> anyhow
         })
         .await;
         let esrs = match &peer {
-            Some(options) => Some(
-                Peer::measure(options.clone(), concurrency, settings.seconds, max_ops).await?,
-            ),
+            Some(options) => {
+                Some(Peer::measure(options.clone(), concurrency, settings.seconds, max_ops).await?)
+            }
             None => None,
         };
         let baseline = db.baseline(concurrency, settings.seconds, max_ops).await?;
