@@ -151,12 +151,18 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
             | Command::RecordCleanerFailure {
                 cleaner, attempt, ..
             } if is_late_duplicate(request, &cleaner, attempt) => Ok(vec![]),
+            command @ (Command::Suppress { .. }
+            | Command::LiftSuppression { .. }
+            | Command::FlagPreviouslyErased { .. }) => crate::suppression::decide(request, command),
             _ => Err(DomainError::Closed { status }),
         };
     }
     match command {
         Command::Receive(_) => Err(DomainError::AlreadyReceived),
         Command::Shred { .. } => Err(DomainError::NotClosed),
+        command @ (Command::Suppress { .. }
+        | Command::LiftSuppression { .. }
+        | Command::FlagPreviouslyErased { .. }) => crate::suppression::decide(request, command),
         command @ (Command::RecordReminderSent { .. } | Command::RecordReminderNotSent { .. }) => {
             settle_reminder(request, command)
         }
@@ -462,6 +468,8 @@ fn request_from(received: Received) -> Request {
         hold: None,
         phase: Phase::Grace,
         shredded: false,
+        suppression: None,
+        previously_erased: Vec::new(),
     }
 }
 
@@ -580,6 +588,9 @@ fn evolve(request: &mut Request, event: Event) {
             };
         }
         Event::Shredded(_) => request.shredded = true,
+        event @ (Event::Suppressed(_)
+        | Event::SuppressionLifted(_)
+        | Event::PreviouslyErased(_)) => crate::suppression::evolve(request, event),
     }
 }
 

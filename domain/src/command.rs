@@ -85,6 +85,22 @@ pub enum Command {
     Shred {
         at: DateTime<Utc>,
     },
+    /// Keep the completed request's subject as these keyed hashes, until `expires_at`.
+    Suppress {
+        hashes: Vec<String>,
+        expires_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    /// Lift the request's suppression entries (an administrator's decision, with a reason).
+    LiftSuppression {
+        at: DateTime<Utc>,
+        reason: String,
+    },
+    /// The new request's subject matched the suppression entries of these requests.
+    FlagPreviouslyErased {
+        requests: Vec<RequestId>,
+        at: DateTime<Utc>,
+    },
 }
 
 /// A new request, validated, with the policy in force when it arrived.

@@ -80,4 +80,12 @@ pub enum DomainError {
     },
     #[error("personal data can be shredded only once the request is closed")]
     NotClosed,
+    #[error("a subject is kept for suppression only once its request is completed")]
+    NotCompleted,
+    #[error("the request's subject is already kept for suppression")]
+    AlreadySuppressed,
+    #[error("there is no suppression entry in force to lift (none recorded, or lifted)")]
+    NotSuppressed,
+    #[error("a suppression needs at least one identifier's hash")]
+    NothingToSuppress,
 }

@@ -36,6 +36,9 @@ pub enum Event {
     CleanerSkipped(CleanerSkipped),
     Completed(Completed),
     Shredded(Shredded),
+    Suppressed(Suppressed),
+    SuppressionLifted(SuppressionLifted),
+    PreviouslyErased(PreviouslyErased),
 }
 
 /// Calls `$then!` with the name of every variant of [`Event`], in declaration order: the one
@@ -59,7 +62,10 @@ macro_rules! with_event_variants {
             CleanerRetried,
             CleanerSkipped,
             Completed,
-            Shredded
+            Shredded,
+            Suppressed,
+            SuppressionLifted,
+            PreviouslyErased
         )
     };
 }
@@ -71,7 +77,7 @@ macro_rules! names {
 }
 
 /// Every event type's name, as stored in the log's `event_type` column.
-pub const EVENT_TYPES: [&str; 16] = with_event_variants!(names);
+pub const EVENT_TYPES: [&str; 19] = with_event_variants!(names);
 
 impl Event {
     /// The event's type name, as stored in the log.
@@ -134,6 +140,9 @@ impl Event {
             Self::CleanerSkipped(e) => e.at,
             Self::Completed(e) => e.at,
             Self::Shredded(e) => e.at,
+            Self::Suppressed(e) => e.at,
+            Self::SuppressionLifted(e) => e.at,
+            Self::PreviouslyErased(e) => e.at,
         }
     }
 }
@@ -364,5 +373,34 @@ pub struct CoveredStore {
 /// The request's personal-data key was destroyed: the subject can no longer be read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Shredded {
+    pub at: DateTime<Utc>,
+}
+
+/// The completed request's subject kept for suppression (opt-in `[suppression]`): one keyed
+/// hash per identifier (HMAC-SHA256 under the suppression key, never the identifier), which
+/// outlives the shredding of the request's data key, so that an importing service can ask
+/// whether a person it is about to bring back was erased.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suppressed {
+    /// `FINGERPRINT:HMAC` of each identifier, the fingerprint naming the suppression key.
+    pub hashes: Vec<String>,
+    /// When the entries stop answering (none: never); evaluated when asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
+}
+
+/// An administrator lifted the request's suppression entries: they answer no more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuppressionLifted {
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// At receipt, the subject matched the suppression entries of these earlier, erased requests:
+/// the new request is accepted (a person may ask again) and flagged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviouslyErased {
+    pub requests: Vec<RequestId>,
     pub at: DateTime<Utc>,
 }

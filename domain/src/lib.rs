@@ -19,6 +19,7 @@ pub mod policy;
 pub mod redact;
 pub mod state;
 pub mod subject;
+pub mod suppression;
 
 pub use aggregate::DeletionRequest;
 pub use command::Command;

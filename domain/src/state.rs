@@ -111,6 +111,12 @@ pub struct Request {
     pub hold: Option<Hold>,
     pub phase: Phase,
     pub shredded: bool,
+    /// The subject kept for suppression after the erasure (opt-in), and whether it was lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppression: Option<crate::suppression::Suppression>,
+    /// Earlier erased requests whose suppression entries the subject matched at receipt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previously_erased: Vec<RequestId>,
 }
 
 impl Request {

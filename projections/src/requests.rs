@@ -157,6 +157,8 @@ pub fn apply(row: Option<RequestRow>, event: &Event) -> Option<RequestRow> {
             row.last_error = None;
         }
         Event::Shredded(_) => row.shredded = true,
+        // Suppression is kept in its own table (the engine's `suppressions`), not in the row.
+        Event::Suppressed(_) | Event::SuppressionLifted(_) | Event::PreviouslyErased(_) => {}
     }
     row.derive_status();
     Some(row)

@@ -52,7 +52,13 @@ impl ApiConfig {
 }
 
 /// The scopes a token can carry (plus `cleaner:<name>`).
-pub const SCOPES: [&str; 4] = ["requests:write", "requests:read", "audit:read", "admin"];
+pub const SCOPES: [&str; 5] = [
+    "requests:write",
+    "requests:read",
+    "audit:read",
+    "suppression:read",
+    "admin",
+];
 
 impl ApiConfig {
     pub(super) fn check(&self) -> Result<(), ConfigError> {

@@ -22,6 +22,7 @@ mod retry;
 mod routing;
 mod secret;
 mod stores;
+mod suppression;
 mod validate;
 mod window;
 
@@ -55,6 +56,7 @@ pub use retry::RetryConfig;
 pub use routing::RoutingRule;
 pub use secret::SecretSource;
 pub use stores::StoreConfig;
+pub use suppression::SuppressionConfig;
 pub use window::WindowConfig;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./lethe-data/lethe.db";
@@ -97,6 +99,8 @@ pub struct Config {
     /// `serve` listens only on a loopback address.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Opt-in: keyed hashes of completed requests' identifiers, for `suppressions:check`.
+    pub suppression: Option<SuppressionConfig>,
 }
 
 impl Default for Config {
@@ -115,6 +119,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             kafka: None,
             tokens: Vec::new(),
+            suppression: None,
         }
         .with_builtin_jurisdictions()
     }

@@ -111,6 +111,9 @@ impl Config {
             let key = format!("tokens[{i}].sha256");
             token.sha256 = resolve(&key, &token.sha256, &source)?.unwrap_or_default();
         }
+        if let Some(suppression) = &mut self.suppression {
+            suppression.resolve_key()?;
+        }
         Ok(self)
     }
 

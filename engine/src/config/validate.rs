@@ -20,6 +20,9 @@ impl Config {
         for (i, token) in self.tokens.iter().enumerate() {
             token.check(i)?;
         }
+        if let Some(suppression) = &self.suppression {
+            suppression.check()?;
+        }
         check_cleaners(&self.cleaners, self.kafka.as_ref(), &self.jurisdictions)?;
         check_stores(&self.stores, &self.cleaners)
     }
