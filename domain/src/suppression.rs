@@ -80,7 +80,10 @@ pub fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainE
             if requests.is_empty() || !request.previously_erased.is_empty() {
                 return Ok(vec![]);
             }
-            Ok(vec![Event::PreviouslyErased(PreviouslyErased { requests, at })])
+            Ok(vec![Event::PreviouslyErased(PreviouslyErased {
+                requests,
+                at,
+            })])
         }
         other => unreachable!("not a suppression command: {other:?}"),
     }

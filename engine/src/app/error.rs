@@ -29,6 +29,9 @@ pub enum RequestError {
     /// A list, the stats or the dashboard was asked of a process that serves no projections.
     #[error("this instance serves no projections")]
     NoProjections,
+    /// A suppression was asked of an instance without `[suppression]` in its configuration.
+    #[error("suppression is not enabled: lethe.toml has no [suppression] section")]
+    SuppressionOff,
     /// An export could not be written out.
     #[error("cannot write: {0}")]
     Output(String),

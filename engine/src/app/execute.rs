@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use lethe_domain::state::Request;
-use lethe_domain::{Aggregate, Command, DeletionRequest, DomainError, RequestId, RequestState};
+use lethe_domain::{
+    Aggregate, Command, DeletionRequest, DomainError, Event, RequestId, RequestState,
+};
 
 use super::subjects::SubjectAccess;
 use super::{loaded, LoadedRequest, RequestError, Requests};
@@ -143,6 +145,8 @@ impl Requests {
             if events.is_empty() {
                 return Ok((current, outcomes));
             }
+            self.keep_for_suppression(&current.request, &mut state, &mut events)
+                .await?;
             match self
                 .store
                 .append(id, current.version(), &events, metadata)
@@ -178,5 +182,30 @@ impl Requests {
             }
         }
         Err(RequestError::Contended)
+    }
+
+    /// When `events` complete the request and suppression is on, adds its `Suppressed`
+    /// event, so that both are written in one commit.
+    async fn keep_for_suppression(
+        &self,
+        request: &Request,
+        state: &mut RequestState,
+        events: &mut Vec<Event>,
+    ) -> Result<(), RequestError> {
+        let Some(command) = self.suppress_on_completion(request, events).await? else {
+            return Ok(());
+        };
+        match DeletionRequest::handle_command(state, command) {
+            Ok(decided) => {
+                for event in &decided {
+                    *state = DeletionRequest::apply_event(state.clone(), event.clone());
+                }
+                events.extend(decided);
+            }
+            Err(refused) => {
+                tracing::warn!(request_id = %request.id, error = %refused, "not kept for suppression");
+            }
+        }
+        Ok(())
     }
 }

@@ -47,7 +47,7 @@ pub struct Prepared {
 #[derive(Debug)]
 pub struct Resolved {
     answers: Vec<Option<Result<Submitted, RequestError>>>,
-    appends: Vec<Append>,
+    pub(super) appends: Vec<Append>,
     /// Where each append's answer goes.
     appended: Vec<usize>,
     /// Submissions that repeat the subject of an earlier one among these: (this, that).
@@ -57,6 +57,8 @@ pub struct Resolved {
     after: Vec<(usize, String)>,
     /// The blind indexes of the subjects these appends record, each with its submission.
     new_subjects: HashMap<String, usize>,
+    /// Each append's subject's suppression entries (hash, kind).
+    pub(super) suppression: Vec<Vec<(String, String)>>,
 }
 
 impl Resolved {
@@ -117,6 +119,9 @@ struct PreparedOne {
     command_ids: Vec<String>,
     /// The subject's blind indexes (none without sealing).
     indexes: Vec<String>,
+    /// The subject's suppression entries (hash, kind), to flag it if it was erased before
+    /// (none without `[suppression]`).
+    suppression: Vec<(String, String)>,
     /// The append that records it as a new request.
     append: Result<Append, RequestError>,
 }
@@ -203,11 +208,18 @@ impl Requests {
                         }
                         _ => Vec::new(),
                     };
+                    let suppression = match &receive.subject {
+                        SubjectRecord::Plain(subject) => {
+                            self.suppression_hashes(subject.identifiers())
+                        }
+                        SubjectRecord::Sealed(_) => Vec::new(),
+                    };
                     let append = self.receive(receive, command_ids.clone(), &indexes, actor);
                     valid.push(PreparedOne {
                         index,
                         command_ids,
                         indexes,
+                        suppression,
                         append,
                     });
                 }
@@ -261,6 +273,7 @@ impl Requests {
             same_as: Vec::new(),
             after: Vec::new(),
             new_subjects: HashMap::new(),
+            suppression: Vec::new(),
         };
         let blind: Vec<&[String]> = fresh.iter().map(|one| one.indexes.as_slice()).collect();
         // One lookup for all; should it fail, each submission looks up (and fails) alone,
@@ -319,10 +332,12 @@ impl Requests {
                     }
                     resolved.appends.push(append);
                     resolved.appended.push(index);
+                    resolved.suppression.push(one.suppression);
                 }
                 Err(e) => resolved.answers[index] = Some(Err(e)),
             }
         }
+        self.flag_previously_erased(&mut resolved).await;
         resolved
     }
 
@@ -336,6 +351,7 @@ impl Requests {
             same_as,
             after,
             new_subjects,
+            ..
         } = resolved;
         let results = if appends.len() == 1 {
             // Alone: through the group commit, with whatever else is being appended now.

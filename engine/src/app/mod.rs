@@ -27,6 +27,7 @@ pub mod replay;
 mod results;
 pub mod stats;
 mod subjects;
+pub mod suppression;
 pub mod verify_export;
 pub mod views;
 

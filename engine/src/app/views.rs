@@ -66,8 +66,28 @@ pub struct RequestView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub close_reason: Option<String>,
     pub shredded: bool,
+    /// The subject kept for suppression after the erasure (`[suppression]`), when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppression: Option<SuppressionView>,
+    /// Earlier erased requests whose suppression entries this subject matched at receipt:
+    /// the request was accepted and flagged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub previously_erased: Vec<RequestId>,
     /// The stream version this view reflects.
     pub version: i64,
+}
+
+/// A request's suppression: since when, until when, and whether an administrator lifted it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SuppressionView {
+    pub since: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifted_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifted_reason: Option<String>,
 }
 
 /// One reminder and what became of it (ADR 16).
@@ -179,6 +199,13 @@ impl RequestView {
             closed_at,
             close_reason,
             shredded: request.shredded,
+            suppression: request.suppression.as_ref().map(|s| SuppressionView {
+                since: s.since,
+                expires_at: s.expires_at,
+                lifted_at: s.lifted.as_ref().map(|l| l.at),
+                lifted_reason: s.lifted.as_ref().map(|l| l.reason.clone()),
+            }),
+            previously_erased: request.previously_erased.clone(),
             version,
         }
     }

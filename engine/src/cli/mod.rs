@@ -29,6 +29,7 @@ mod render;
 mod report;
 mod requests;
 mod serve;
+mod suppressions;
 mod token;
 
 #[derive(Debug, Parser)]
@@ -110,6 +111,11 @@ pub enum Commands {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Suppression after erasure (`[suppression]`): check identifiers, lift a suppression.
+    Suppressions {
+        #[command(subcommand)]
+        command: suppressions::SuppressionsCommand,
+    },
 }
 
 /// What every command is given: the configuration and where the database is.
@@ -188,6 +194,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Coverage(args) => coverage::run(&context, &args),
         Commands::Receipt { command } => receipt::run(&context, command),
         Commands::Keys { command } => keys::run(&context, command).await,
+        Commands::Suppressions { command } => suppressions::run(&context, command).await,
     }
 }
 

@@ -53,7 +53,7 @@ pub struct HistoryArgs {
     json: bool,
 }
 
-fn parse_identifier(raw: &str) -> Result<(String, String), String> {
+pub(super) fn parse_identifier(raw: &str) -> Result<(String, String), String> {
     raw.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
         .ok_or_else(|| format!("{raw:?} is not KIND=VALUE, e.g. user_id=42"))

@@ -220,6 +220,37 @@ impl axum::extract::FromRequestParts<AppState> for CleanerCaller {
 
 #[utoipa::path(
     post,
+    path = "/v1/requests/{id}/suppression/lift",
+    tag = "operations",
+    params(super::schema::RequestPath, super::schema::IdempotencyKey),
+    request_body = super::schema::RequiredReasonBody,
+    responses(
+        (status = 200, description = "The request's suppression lifted (`SuppressionLifted`, with the reason): its entries answer no more", body = RequestView),
+        super::responses::Command,
+        super::responses::JsonBody,
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn lift_suppression(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: OptionalJsonBody<ReasonBody>,
+) -> Result<Json<RequestView>, Problem> {
+    let id = request_id(&id)?;
+    let metadata = authorized(&caller, &headers, "lift_suppression", id)?;
+    let reason = required_reason(body)?;
+    view(
+        state
+            .requests
+            .lift_suppression(id, &reason, &metadata)
+            .await,
+    )
+}
+
+#[utoipa::path(
+    post,
     path = "/v1/requests/{id}/reject",
     tag = "operations",
     params(super::schema::RequestPath, super::schema::IdempotencyKey),

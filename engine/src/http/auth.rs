@@ -161,6 +161,7 @@ scopes!(
     RequestsWrite = "requests:write",
     RequestsRead = "requests:read",
     AuditRead = "audit:read",
+    SuppressionRead = "suppression:read",
     Admin = "admin",
 );
 

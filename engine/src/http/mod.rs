@@ -15,6 +15,7 @@ mod receipts;
 mod responses;
 mod schema;
 pub mod server;
+mod suppressions;
 mod whole;
 
 use std::collections::BTreeMap;
@@ -66,6 +67,7 @@ pub struct AppState {
         (name = "requests", description = "Intake and the state of requests"),
         (name = "audit", description = "The auditor's replay"),
         (name = "operations", description = "Operations on one request"),
+        (name = "suppression", description = "Whether identifiers belong to an erased subject"),
         (name = "service", description = "Health, readiness, metrics, this document"),
     )
 )]
@@ -88,8 +90,8 @@ impl utoipa::Modify for BearerAuth {
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
                         "A token from `lethe token create`; the scopes each operation needs are \
-                         listed with it (requests:write, requests:read, audit:read, admin, \
-                         cleaner:<name>).",
+                         listed with it (requests:write, requests:read, audit:read, \
+                         suppression:read, admin, cleaner:<name>).",
                     ))
                     .build(),
             ),
@@ -125,6 +127,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::expedite))
         .routes(routes!(admin::retry_cleaner))
         .routes(routes!(admin::skip_cleaner))
+        .routes(routes!(admin::lift_suppression))
+        .routes(routes!(suppressions::check))
         .routes(routes!(admin::cleaner_result))
         .routes(routes!(healthz))
         .routes(routes!(ready))

@@ -163,6 +163,7 @@ impl From<RequestError> for Problem {
                 "Not completed",
                 error.to_string(),
             ),
+            RequestError::SuppressionOff => Self::not_found(error.to_string()),
             RequestError::Store(_) | RequestError::Output(_) => {
                 tracing::error!(error = %error, "store failure");
                 Self::internal()

@@ -2,10 +2,11 @@
 //! the pure folds live in the `lethe-projections` crate, their SQL here.
 //!
 //! - `requests` (table `requests_projection`): one row per request, behind `GET /v1/requests` and
-//!   `GET /v1/stats`.
+//!   `GET /v1/stats`; the same subscription keeps the `suppressions` table (ADR 32).
 
 mod postgres;
 mod sqlite;
+pub mod suppressions;
 
 use std::sync::Arc;
 
@@ -79,6 +80,13 @@ pub trait ProjectionStore: SubscriptionStore {
         after: Option<RequestId>,
         limit: u32,
     ) -> Result<Vec<RequestRow>, StoreError>;
+
+    /// The suppression entries in force at `at` (not expired) among these hashes.
+    async fn find_suppressions(
+        &self,
+        hashes: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<suppressions::SuppressionEntry>, StoreError>;
 
     /// Empties a projection and puts its subscription back to the start, owned by `owner`.
     async fn reset(&self, name: &str, owner: &str) -> Result<(), StoreError>;

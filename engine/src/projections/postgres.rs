@@ -3,10 +3,12 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use lethe_domain::RequestId;
 use lethe_projections::requests::RequestRow;
 use sqlx::{QueryBuilder, Row};
 
+use super::suppressions::{changes, SuppressionChange, SuppressionEntry};
 use super::{decode, encode, fold_batch, ProjectionStore, RequestFilter, REQUESTS};
 use crate::store::{Checkpoint, PostgresStore, RecordedEvent, StoreError};
 use crate::subscriptions;
@@ -85,8 +87,35 @@ impl ProjectionStore for PostgresStore {
         .bind(&data)
         .execute(&mut *tx)
         .await?;
+        apply_suppressions(&mut tx, events).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn find_suppressions(
+        &self,
+        hashes: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<SuppressionEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT hash, request_id, suppressed_at, expires_at FROM suppressions \
+             WHERE hash = ANY($1) AND (expires_at IS NULL OR expires_at > $2) \
+             ORDER BY request_id, hash",
+        )
+        .bind(hashes)
+        .bind(at)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SuppressionEntry {
+                    hash: r.try_get("hash")?,
+                    request_id: RequestId::from_uuid(r.try_get("request_id")?),
+                    suppressed_at: r.try_get("suppressed_at")?,
+                    expires_at: r.try_get("expires_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn list_requests(
@@ -95,9 +124,7 @@ impl ProjectionStore for PostgresStore {
         after: Option<RequestId>,
         limit: u32,
     ) -> Result<Vec<RequestRow>, StoreError> {
-        let today = filter
-            .today
-            .unwrap_or_else(|| chrono::Utc::now().date_naive());
+        let today = filter.today.unwrap_or_else(|| Utc::now().date_naive());
         let mut query = QueryBuilder::new("SELECT row_data FROM requests_projection WHERE true");
         if let Some(after) = after {
             query.push(" AND request_id > ").push_bind(*after.as_uuid());
@@ -147,9 +174,44 @@ impl ProjectionStore for PostgresStore {
             sqlx::query("DELETE FROM requests_projection")
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("DELETE FROM suppressions")
+                .execute(&mut *tx)
+                .await?;
         }
         subscriptions::postgres::restart_checkpoint(&mut tx, name, owner).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The batch's suppression changes, in log order.
+async fn apply_suppressions(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    events: &[RecordedEvent],
+) -> Result<(), StoreError> {
+    for change in changes(events)? {
+        match change {
+            SuppressionChange::Add(entries) => {
+                for entry in entries {
+                    sqlx::query(
+                        "INSERT INTO suppressions (hash, request_id, suppressed_at, expires_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (hash, request_id) DO NOTHING",
+                    )
+                    .bind(&entry.hash)
+                    .bind(entry.request_id.as_uuid())
+                    .bind(entry.suppressed_at)
+                    .bind(entry.expires_at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+            }
+            SuppressionChange::Lift(id) => {
+                sqlx::query("DELETE FROM suppressions WHERE request_id = $1")
+                    .bind(id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
 }

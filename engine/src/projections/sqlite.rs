@@ -3,15 +3,17 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use lethe_domain::RequestId;
 use lethe_projections::requests::RequestRow;
 use sqlx::{QueryBuilder, Row};
 
+use super::suppressions::{changes, SuppressionChange, SuppressionEntry};
 use super::{decode, encode, fold_batch, ProjectionStore, RequestFilter, REQUESTS};
 use crate::store::{Checkpoint, RecordedEvent, SqliteStore, StoreError};
 use crate::subscriptions;
 
-fn time(at: chrono::DateTime<chrono::Utc>) -> String {
+fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
@@ -66,8 +68,28 @@ impl ProjectionStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        apply_suppressions(&mut tx, events).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn find_suppressions(
+        &self,
+        hashes: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<SuppressionEntry>, StoreError> {
+        let list = serde_json::to_string(hashes)
+            .map_err(|e| StoreError::Corrupt(format!("suppression hashes: {e}")))?;
+        let rows = sqlx::query(
+            "SELECT hash, request_id, suppressed_at, expires_at FROM suppressions \
+             WHERE hash IN (SELECT value FROM json_each(?1)) \
+             AND (expires_at IS NULL OR expires_at > ?2) ORDER BY request_id, hash",
+        )
+        .bind(list)
+        .bind(time(at))
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(entry).collect()
     }
 
     async fn list_requests(
@@ -76,9 +98,7 @@ impl ProjectionStore for SqliteStore {
         after: Option<RequestId>,
         limit: u32,
     ) -> Result<Vec<RequestRow>, StoreError> {
-        let today = filter
-            .today
-            .unwrap_or_else(|| chrono::Utc::now().date_naive());
+        let today = filter.today.unwrap_or_else(|| Utc::now().date_naive());
         let mut query = QueryBuilder::new("SELECT row_data FROM requests_projection WHERE 1 = 1");
         if let Some(after) = after {
             query
@@ -130,9 +150,64 @@ impl ProjectionStore for SqliteStore {
             sqlx::query("DELETE FROM requests_projection")
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("DELETE FROM suppressions")
+                .execute(&mut *tx)
+                .await?;
         }
         subscriptions::sqlite::restart_checkpoint(&mut tx, name, owner).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The batch's suppression changes, in log order.
+async fn apply_suppressions(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    events: &[RecordedEvent],
+) -> Result<(), StoreError> {
+    for change in changes(events)? {
+        match change {
+            SuppressionChange::Add(entries) => {
+                for entry in entries {
+                    sqlx::query(
+                        "INSERT INTO suppressions (hash, request_id, suppressed_at, expires_at) \
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (hash, request_id) DO NOTHING",
+                    )
+                    .bind(&entry.hash)
+                    .bind(entry.request_id.to_string())
+                    .bind(time(entry.suppressed_at))
+                    .bind(entry.expires_at.map(time))
+                    .execute(&mut **tx)
+                    .await?;
+                }
+            }
+            SuppressionChange::Lift(id) => {
+                sqlx::query("DELETE FROM suppressions WHERE request_id = ?1")
+                    .bind(id.to_string())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn entry(row: &sqlx::sqlite::SqliteRow) -> Result<SuppressionEntry, StoreError> {
+    let corrupt =
+        |what: &str, text: &str| StoreError::Corrupt(format!("suppressions {what} {text:?}"));
+    let parse_time = |text: String| {
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| corrupt("time", &text))
+    };
+    let id: String = row.try_get("request_id")?;
+    Ok(SuppressionEntry {
+        hash: row.try_get("hash")?,
+        request_id: id.parse().map_err(|_| corrupt("request id", &id))?,
+        suppressed_at: parse_time(row.try_get("suppressed_at")?)?,
+        expires_at: row
+            .try_get::<Option<String>, _>("expires_at")?
+            .map(parse_time)
+            .transpose()?,
+    })
 }

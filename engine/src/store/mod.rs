@@ -15,6 +15,7 @@ mod reachability;
 pub mod receipt_keys;
 pub mod sealing;
 mod sqlite;
+pub mod suppression;
 
 use std::fmt;
 use std::str::FromStr;

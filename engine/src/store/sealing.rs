@@ -98,6 +98,18 @@ impl DataKey {
     }
 }
 
+/// HMAC-SHA256 under `key` of one identifier, normalised (trimmed, lower case) so that
+/// `Ada@Example.com ` and `ada@example.com` give the same value: the blind index's and the
+/// suppression entries' one normalisation.
+pub(crate) fn identifier_mac(key: &[u8], kind: &str, value: &str) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(kind.as_bytes());
+    mac.update(b"\0");
+    mac.update(value.trim().to_lowercase().as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
 /// The separator of the forms of one wrapped data key (one per master key it is wrapped
 /// under, during a rotation two).
 const FORM_SEPARATOR: char = '|';
@@ -125,15 +137,14 @@ impl KeyMaterial {
     /// fingerprint: equal identifiers give equal indexes, and the index reveals nothing
     /// without the key.
     pub fn blind_index(&self, kind: &str, value: &str) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.derive(b"lethe blind index"))
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        mac.update(kind.as_bytes());
-        mac.update(b"\0");
-        mac.update(value.trim().to_lowercase().as_bytes());
         format!(
             "{}:{}",
             self.fingerprint(),
-            hex::encode(mac.finalize().into_bytes())
+            hex::encode(identifier_mac(
+                &self.derive(b"lethe blind index"),
+                kind,
+                value
+            ))
         )
     }
 

@@ -97,7 +97,12 @@ impl Subscriber for Saga {
                     jobs.set(JobKind::Shred, String::new(), at + retention, 0),
                 ]
             }
-            Event::HoldPlaced(_) | Event::DeadlineExtended(_) | Event::Shredded(_) => vec![],
+            Event::HoldPlaced(_)
+            | Event::DeadlineExtended(_)
+            | Event::Shredded(_)
+            | Event::Suppressed(_)
+            | Event::SuppressionLifted(_)
+            | Event::PreviouslyErased(_) => vec![],
         };
         Ok(changes)
     }
