@@ -83,41 +83,6 @@ async fn serve(dir: &std::path::Path, database_url: &str, config: &str) -> Serve
     Serve { child, base, log }
 }
 
-/// Every byte the database holds, as text: a full `pg_dump` of the test schema, or the SQLite
-/// file with its WAL.
-async fn dump(store: &TestStore) -> String {
-    match store {
-        TestStore::Postgres { schema, url, .. } => {
-            let pg_dump = ["/usr/lib/postgresql/15/bin/pg_dump", "pg_dump"]
-                .into_iter()
-                .find(|p| {
-                    std::process::Command::new(p)
-                        .arg("--version")
-                        .output()
-                        .is_ok()
-                })
-                .expect("pg_dump is installed with Postgres");
-            let output = std::process::Command::new(pg_dump)
-                .args(["--schema", schema, url])
-                .output()
-                .unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            String::from_utf8_lossy(&output.stdout).into_owned()
-        }
-        TestStore::Sqlite { path, .. } => {
-            let mut bytes = std::fs::read(path).unwrap();
-            if let Ok(wal) = std::fs::read(format!("{path}-wal")) {
-                bytes.extend(wal);
-            }
-            String::from_utf8_lossy(&bytes).into_owned()
-        }
-    }
-}
-
 async fn a_planted_identifier_disappears_after_shredding(store: TestStore) {
     let cleaner = FakeService::start(&[]).await;
     let dir = tempfile::tempdir().unwrap();
@@ -189,7 +154,7 @@ async fn a_planted_identifier_disappears_after_shredding(store: TestStore) {
 
     export_verifies_alone(dir.path(), &store, &id, &planted).await;
 
-    let dump = dump(&store).await;
+    let dump = support::dump::dump(&store).await;
     assert!(
         dump.contains(&id),
         "the dump holds the request (so it is the right dump)"

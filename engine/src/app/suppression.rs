@@ -110,7 +110,7 @@ impl Requests {
         if self.config.suppression.is_none() {
             return Err(RequestError::SuppressionOff);
         }
-        let subject = Subject::parse(identifiers).map_err(|e| e.within("subject"))?;
+        let subject = Subject::parse(identifiers)?;
         let hashes = self.suppression_hashes(subject.identifiers());
         self.matching(&hashes, at).await
     }

@@ -10,6 +10,7 @@ pub mod binary;
 pub mod chaos_proxy;
 pub mod config;
 pub mod due;
+pub mod dump;
 pub mod engine;
 pub mod fake_service;
 pub mod metrics;
