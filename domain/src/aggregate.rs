@@ -28,6 +28,7 @@ use crate::state::{
     CleanerProgress, CleanerState, Cleaning, Hold, Phase, Reminder, ReminderOutcome, Request,
     RequestState,
 };
+use crate::suppression;
 
 /// The aggregate type. It has no data of its own: state lives in [`RequestState`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -151,18 +152,13 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
             | Command::RecordCleanerFailure {
                 cleaner, attempt, ..
             } if is_late_duplicate(request, &cleaner, attempt) => Ok(vec![]),
-            command @ (Command::Suppress { .. }
-            | Command::LiftSuppression { .. }
-            | Command::FlagPreviouslyErased { .. }) => crate::suppression::decide(request, command),
+            command if suppression::concerns(&command) => suppression::decide(request, command),
             _ => Err(DomainError::Closed { status }),
         };
     }
     match command {
         Command::Receive(_) => Err(DomainError::AlreadyReceived),
         Command::Shred { .. } => Err(DomainError::NotClosed),
-        command @ (Command::Suppress { .. }
-        | Command::LiftSuppression { .. }
-        | Command::FlagPreviouslyErased { .. }) => crate::suppression::decide(request, command),
         command @ (Command::RecordReminderSent { .. } | Command::RecordReminderNotSent { .. }) => {
             settle_reminder(request, command)
         }
@@ -364,6 +360,7 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
             }
             Ok(events)
         }
+        command => suppression::decide(request, command),
     }
 }
 
@@ -588,9 +585,7 @@ fn evolve(request: &mut Request, event: Event) {
             };
         }
         Event::Shredded(_) => request.shredded = true,
-        event @ (Event::Suppressed(_)
-        | Event::SuppressionLifted(_)
-        | Event::PreviouslyErased(_)) => crate::suppression::evolve(request, event),
+        event => suppression::evolve(request, event),
     }
 }
 

@@ -38,6 +38,16 @@ impl Suppression {
     }
 }
 
+/// Whether `command` is one of suppression's (decided by [`decide`] whatever the phase).
+pub const fn concerns(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Suppress { .. }
+            | Command::LiftSuppression { .. }
+            | Command::FlagPreviouslyErased { .. }
+    )
+}
+
 /// Decides a suppression command (see the invariants above).
 pub fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError> {
     match command {

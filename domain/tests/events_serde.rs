@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use lethe_domain::event::{
     Cancelled, CleanerFailed, CleanerRetried, CleanerSkipped, CleanerSucceeded, Completed,
-    CoveredStore, DeadlineExtended, Due, HoldPlaced, HoldReleased, PlannedCleaner, Received,
-    Rejected, Reminded, ReminderNotSent, ReminderNotSentReason, ReminderSent, Shredded,
-    EVENT_TYPES,
+    CoveredStore, DeadlineExtended, Due, HoldPlaced, HoldReleased, PlannedCleaner,
+    PreviouslyErased, Received, Rejected, Reminded, ReminderNotSent, ReminderNotSentReason,
+    ReminderSent, Shredded, Suppressed, SuppressionLifted, EVENT_TYPES,
 };
 use lethe_domain::{DeadlineRule, Event, Span, StoreName};
 use serde_json::{json, Value};
@@ -37,10 +37,13 @@ const fn variant(event: &Event) -> usize {
         Event::Shredded(_) => 13,
         Event::ReminderSent(_) => 14,
         Event::ReminderNotSent(_) => 15,
+        Event::Suppressed(_) => 16,
+        Event::SuppressionLifted(_) => 17,
+        Event::PreviouslyErased(_) => 18,
     }
 }
 
-const VARIANTS: usize = 16;
+const VARIANTS: usize = 19;
 
 /// The fixture `Received` with every optional field filled in.
 fn received_in_full() -> Event {
@@ -220,6 +223,24 @@ fn cleaner_examples(at: chrono::DateTime<chrono::Utc>) -> Vec<Event> {
             }],
         }),
         Event::Shredded(Shredded { at }),
+        Event::Suppressed(Suppressed {
+            hashes: vec!["0123456789abcdef:00ff".to_owned()],
+            expires_at: Some(at),
+            at,
+        }),
+        Event::Suppressed(Suppressed {
+            hashes: vec!["0123456789abcdef:00ff".to_owned()],
+            expires_at: None,
+            at,
+        }),
+        Event::SuppressionLifted(SuppressionLifted {
+            reason: "asked to be contacted".to_owned(),
+            at,
+        }),
+        Event::PreviouslyErased(PreviouslyErased {
+            requests: vec![lethe_domain::RequestId::from_uuid(uuid::Uuid::nil())],
+            at,
+        }),
     ]
 }
 

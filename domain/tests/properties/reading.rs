@@ -88,6 +88,9 @@ impl StreamReading {
         match event {
             Event::Received(_) => unreachable!("handled above"),
             Event::Shredded(_) => return Err("shredded while open".into()),
+            Event::Suppressed(_) | Event::SuppressionLifted(_) | Event::PreviouslyErased(_) => {
+                return Err("no suppression command is generated".into())
+            }
             Event::Reminded(_) | Event::ReminderSent(_) | Event::ReminderNotSent(_) => {
                 unreachable!("handled above")
             }
