@@ -1,4 +1,4 @@
-//! Suppression after erasure (`[suppression]`, ADR 32), on both stores: a completed request's
+//! Suppression after erasure (`[suppression]`, ADR 33), on both stores: a completed request's
 //! subject is kept as keyed hashes (`Suppressed`, in the commit of `Completed`), and after its
 //! data key is shredded the database holds no trace of the planted identifier while
 //! `POST /v1/suppressions:check` still answers with the request and its date; entries expire at

@@ -1,4 +1,4 @@
--- Suppression after erasure (ADR 32): the `Suppressed` entries of completed requests, folded by
+-- Suppression after erasure (ADR 33): the `Suppressed` entries of completed requests, folded by
 -- the `requests` projection's subscription, one row per identifier's keyed hash
 -- (`FINGERPRINT:HMAC`, never the identifier) and request. `suppressions:check` looks a subject's
 -- hashes up by the primary key; expiry is evaluated when asked, from `expires_at`. A lifted

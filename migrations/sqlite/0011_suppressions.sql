@@ -1,4 +1,4 @@
--- Suppression after erasure (ADR 32; see migrations/postgres/0011_suppressions.sql).
+-- Suppression after erasure (ADR 33; see migrations/postgres/0011_suppressions.sql).
 CREATE TABLE suppressions (
     hash           TEXT NOT NULL,
     request_id     TEXT NOT NULL,

@@ -10,6 +10,7 @@ mod extensions;
 mod holds_and_due;
 mod receive;
 mod reminders;
+mod suppression;
 
 use chrono::TimeDelta;
 use lethe_domain::event::{

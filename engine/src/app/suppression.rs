@@ -1,4 +1,4 @@
-//! Suppression after erasure (opt-in `[suppression]`, ADR 32): at `Completed` the subject's
+//! Suppression after erasure (opt-in `[suppression]`, ADR 33): at `Completed` the subject's
 //! identifiers are kept as keyed hashes (`Suppressed`, appended with `Completed` in one
 //! commit); `check_suppressions` answers whether identifiers belong to an erased subject; a
 //! new request for such a subject is accepted and flagged (`PreviouslyErased`); an

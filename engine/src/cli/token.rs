@@ -10,7 +10,8 @@ use clap::Subcommand;
 pub enum TokenCommand {
     /// Print a new token once, with the `[[tokens]]` block to add to lethe.toml.
     Create {
-        /// requests:write, requests:read, audit:read, admin or cleaner:<name>; repeatable.
+        /// requests:write, requests:read, audit:read, suppression:read, admin or
+        /// cleaner:<name>; repeatable.
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
         #[arg(long)]

@@ -15,7 +15,7 @@ pub struct SuppressionConfig {
     /// How long an entry answers after its request completed; none: until lifted.
     pub expire_after: Option<ConfigDuration>,
     /// Where the suppression key is: 64 hex digits (32 bytes), its own key, not the master
-    /// key, so that rotating the master key leaves the entries matchable (ADR 31).
+    /// key, so that rotating the master key leaves the entries matchable (ADR 33).
     pub key_env: Option<String>,
     pub key_file: Option<PathBuf>,
     /// The key's 32 bytes, read from `key_env` / `key_file` when the configuration loads.
@@ -65,5 +65,49 @@ impl SuppressionConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use crate::config::Config;
+
+    fn parse(section: &str) -> Result<Config, String> {
+        Config::parse(&format!("[suppression]\n{section}")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_key_is_required_read_from_a_file_and_never_shown() {
+        let message = parse("expire_after = \"30d\"\n").unwrap_err();
+        assert!(message.contains("suppression.key_env"), "{message}");
+
+        let mut bad = tempfile::NamedTempFile::new().unwrap();
+        writeln!(bad, "not-hex-secret").unwrap();
+        let message = parse(&format!("key_file = {:?}\n", bad.path())).unwrap_err();
+        assert!(
+            message.contains("suppression.key_file") && message.contains("64 hex digits"),
+            "{message}"
+        );
+        assert!(!message.contains("not-hex-secret"), "{message}");
+
+        let mut good = tempfile::NamedTempFile::new().unwrap();
+        writeln!(good, "{}", "0f".repeat(32)).unwrap();
+        let config = parse(&format!("key_file = {:?}\n", good.path())).unwrap();
+        let suppression = config.suppression.unwrap();
+        assert_eq!(suppression.key, [0x0f; 32]);
+        assert!(suppression.expire_after.is_none());
+        assert!(
+            !format!("{suppression:?}").contains("0f0f"),
+            "Debug hides the key"
+        );
+
+        let message = parse(&format!(
+            "key_file = {:?}\nexpire_after = \"0s\"\n",
+            good.path()
+        ))
+        .unwrap_err();
+        assert!(message.contains("suppression.expire_after"), "{message}");
     }
 }

@@ -2,7 +2,7 @@
 //! the pure folds live in the `lethe-projections` crate, their SQL here.
 //!
 //! - `requests` (table `requests_projection`): one row per request, behind `GET /v1/requests` and
-//!   `GET /v1/stats`; the same subscription keeps the `suppressions` table (ADR 32).
+//!   `GET /v1/stats`; the same subscription keeps the `suppressions` table (ADR 33).
 
 mod postgres;
 mod sqlite;

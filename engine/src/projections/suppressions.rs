@@ -1,4 +1,4 @@
-//! The `suppressions` table (ADR 32), kept by the `requests` projection's subscription in the
+//! The `suppressions` table (ADR 33), kept by the `requests` projection's subscription in the
 //! transaction that moves its checkpoint: a `Suppressed` event adds one row per keyed hash, a
 //! `SuppressionLifted` deletes the request's rows. Expiry is not a change: a row whose
 //! `expires_at` has passed is simply not answered.

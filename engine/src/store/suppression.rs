@@ -1,4 +1,4 @@
-//! The suppression key (opt-in `[suppression]`, ADR 32): a completed request's identifiers
+//! The suppression key (opt-in `[suppression]`, ADR 33): a completed request's identifiers
 //! kept as `FINGERPRINT:HMAC` values, HMAC-SHA256 under a key derived (HKDF) from the
 //! configured suppression key, normalised as the blind index is
 //! ([`crate::store::sealing::identifier_mac`]). Never the identifier: the value reveals nothing
