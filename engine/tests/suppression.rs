@@ -24,6 +24,12 @@ use support::TestStore;
 /// The engine's configuration: one HTTP cleaner, shredding a second after completion, and
 /// `[suppression]` (when `expire_after` is given) with a key from a file in `dir`.
 fn config(dir: &std::path::Path, cleaner: &str, expire_after: Option<&str>) -> Arc<Config> {
+    let text = config_text(dir, cleaner, expire_after);
+    Arc::new(Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}")))
+}
+
+/// [`config`]'s text, as `lethe.toml` holds it.
+fn config_text(dir: &std::path::Path, cleaner: &str, expire_after: Option<&str>) -> String {
     let mut text = TestConfig::new()
         .no_reminders()
         .retention("1s")
@@ -38,7 +44,7 @@ fn config(dir: &std::path::Path, cleaner: &str, expire_after: Option<&str>) -> A
             key.display().to_string()
         ));
     }
-    Arc::new(Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}")))
+    text
 }
 
 async fn check(engine: &TestEngine, subject: Value) -> (u16, Value) {
@@ -273,7 +279,72 @@ async fn the_check_needs_the_suppression_read_scope() {
     engine.stop().await;
 }
 
+/// `lethe suppressions check` exits 1 with the matches while suppressed, `lethe suppressions
+/// lift` records the reason, and the check exits 0 afterwards.
+async fn the_command_line_checks_and_lifts(store: TestStore) {
+    let cleaner = FakeService::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = TestEngine::spawn_with(
+        &store,
+        config(dir.path(), &cleaner.url, Some("30d")),
+        Wiring::Serve,
+    )
+    .await;
+    let id = engine.submit_due(&[("user_id", "cli-42")]).await;
+    engine
+        .wait_for(id, RequestStatus::Completed, Duration::from_secs(30))
+        .await;
+    engine.stop().await;
+    std::fs::write(
+        dir.path().join("lethe.toml"),
+        config_text(dir.path(), &cleaner.url, Some("30d")),
+    )
+    .unwrap();
+    let lethe = |args: &[&str]| {
+        let mut command = support::binary::lethe(dir.path());
+        command
+            .args(args)
+            .args(["--database-url", &store.database_url()]);
+        command
+    };
+    let check = ["suppressions", "check", "--subject", "user_id=CLI-42"];
+    let output = lethe(&check).output().await.unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(printed.contains(&id.to_string()), "{printed}");
+    let output = lethe(&[
+        "suppressions",
+        "lift",
+        &id.to_string(),
+        "--reason",
+        "asked again",
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let lifted = engine_events(&store, id).await;
+    assert!(
+        lifted.contains(&"SuppressionLifted".to_owned()),
+        "{lifted:?}"
+    );
+    let output = lethe(&check).output().await.unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+}
+
+async fn engine_events(store: &TestStore, id: RequestId) -> Vec<String> {
+    store
+        .store()
+        .read_stream(id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect()
+}
+
 support::backends!(
     a_shredded_subject_stays_suppressed_until_lifted,
     without_suppression_nothing_is_kept,
+    the_command_line_checks_and_lifts,
 );
