@@ -323,6 +323,11 @@ async fn the_command_line_checks_and_lifts(store: TestStore) {
     .await
     .unwrap();
     assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains("(asked again)"),
+        "the lift shows: {printed}"
+    );
     let lifted = engine_events(&store, id).await;
     assert!(
         lifted.contains(&"SuppressionLifted".to_owned()),

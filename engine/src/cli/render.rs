@@ -41,6 +41,19 @@ pub(super) fn render_request(view: &RequestView) -> String {
     if let Some(at) = view.closed_at {
         let _ = writeln!(out, "  closed at:     {at}");
     }
+    if let Some(suppression) = &view.suppression {
+        let _ = write!(out, "  suppressed:    since {}", suppression.since);
+        if let Some(expires_at) = suppression.expires_at {
+            let _ = write!(out, ", until {expires_at}");
+        }
+        if let (Some(at), Some(reason)) = (suppression.lifted_at, &suppression.lifted_reason) {
+            let _ = write!(out, "; lifted at {at} ({reason})");
+        }
+        out.push('\n');
+    }
+    for earlier in &view.previously_erased {
+        let _ = writeln!(out, "  previously erased as request {earlier}");
+    }
     out
 }
 
