@@ -7,6 +7,7 @@
 //! a job is claimed with a lease that runs out if its worker dies.
 
 mod batch;
+mod completion;
 mod dispatch;
 mod error;
 mod limits;
@@ -51,16 +52,19 @@ pub enum JobKind {
     Callback,
     /// The retention after closing has passed: destroy the subject's key.
     Shred,
+    /// Tell the notifier the request completed, with its signed receipt.
+    Completion,
 }
 
 impl JobKind {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Remind,
         Self::Due,
         Self::Notify,
         Self::Dispatch,
         Self::Callback,
         Self::Shred,
+        Self::Completion,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -71,6 +75,7 @@ impl JobKind {
             Self::Dispatch => "dispatch",
             Self::Callback => "callback",
             Self::Shred => "shred",
+            Self::Completion => "completion",
         }
     }
 

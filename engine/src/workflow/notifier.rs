@@ -15,7 +15,7 @@ use crate::cleaners::http::notify;
 
 /// The backoff between calls to a notifier that failed: doubling from 1 s to at most 5 min,
 /// jittered; tried until the reminder is moot (ADR 16), so `max_attempts` plays no part.
-const NOTIFY_RETRY: RetryPolicy = RetryPolicy {
+pub(super) const NOTIFY_RETRY: RetryPolicy = RetryPolicy {
     max_attempts: u32::MAX,
     initial: Duration::from_secs(1),
     max: Duration::from_secs(300),

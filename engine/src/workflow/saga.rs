@@ -90,12 +90,17 @@ impl Subscriber for Saga {
             | Event::Rejected(Rejected { at, .. })
             | Event::Completed(Completed { at, .. }) => {
                 let retention = super::micros(self.config.policy.retention_after_completion.0);
-                vec![
+                let mut changes = vec![
                     JobChange::DeleteAll {
                         request_id: jobs.request_id,
                     },
                     jobs.set(JobKind::Shred, String::new(), at + retention, 0),
-                ]
+                ];
+                // The notifier is told of a completion, with its receipt.
+                if recorded.event_type == "Completed" && self.config.notifier.is_some() {
+                    changes.push(jobs.set(JobKind::Completion, String::new(), at, 0));
+                }
+                changes
             }
             Event::HoldPlaced(_)
             | Event::DeadlineExtended(_)

@@ -51,6 +51,7 @@ impl Workers {
             JobKind::Notify,
             JobKind::Callback,
             JobKind::Shred,
+            JobKind::Completion,
         ];
         let claimed = self
             .workflow
@@ -156,6 +157,7 @@ impl Workers {
                 }
             }
             JobKind::Due => return self.run_due(job, now, preloaded).await,
+            JobKind::Completion => return self.run_completion(job, now, preloaded).await,
             JobKind::Shred => {
                 return match self
                     .requests

@@ -28,7 +28,7 @@ async fn full_lifecycle(store: TestStore) {
         .unwrap();
     assert!(due.recorded_at >= loaded.request.due_at);
 
-    let reminders = notifier.calls();
+    let reminders = reminder_calls(&notifier);
     assert_eq!(reminders.len(), 1, "the notifier got one reminder");
     assert!(reminders[0].signature_ok);
     assert_eq!(reminders[0].body["request_id"], id.to_string());

@@ -86,6 +86,15 @@ fn count(events: &[RecordedEvent], event_type: &str) -> usize {
     events.iter().filter(|e| e.event_type == event_type).count()
 }
 
+/// The reminders the notifier received (it is also told of completions, with their receipts).
+fn reminder_calls(notifier: &FakeService) -> Vec<support::fake_service::Call> {
+    notifier
+        .calls()
+        .into_iter()
+        .filter(|c| c.body["type"] != "completed")
+        .collect()
+}
+
 /// Waits until `check` holds (at most `within`).
 async fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;

@@ -6,6 +6,7 @@ use super::*;
 use lethe_engine::app::receipt::{verify, ReceiptKeysView};
 use lethe_engine::store::master_key::MasterKey;
 use serde_json::{json, Value};
+use support::fake_service::{FakeService, SECRET};
 
 async fn raw_get(engine: &Engine, path: &str) -> (u16, Vec<u8>) {
     let answer = engine.client.get(engine.url(path)).send().await.unwrap();
@@ -109,4 +110,68 @@ async fn a_receipt_proves_the_completion_and_no_byte_of_it_can_change(store: Tes
     engine.stop().await;
 }
 
-support::backends!(a_receipt_proves_the_completion_and_no_byte_of_it_can_change,);
+async fn the_notifier_is_told_of_the_completion_with_its_receipt(store: TestStore) {
+    // The first call fails: the completion is offered again, with the same Idempotency-Key.
+    let notifier = FakeService::start(&[503]).await;
+    let config = config("1s")
+        .notifier(&notifier.url, Some(SECRET), None)
+        .cleaner(Cleaner::manual("archive"));
+    let engine = Engine::start(store, config).await;
+    let id = engine.submit("42", "gdpr").await;
+    engine
+        .wait_for(id, RequestStatus::Due, Duration::from_secs(10))
+        .await;
+    let (status, body) = engine
+        .post(
+            &format!("/v1/requests/{id}/cleaners/archive/result"),
+            json!({"attempt": 1, "outcome": "succeeded"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let completions = || {
+        notifier
+            .calls()
+            .into_iter()
+            .filter(|c| c.body["type"] == "completed")
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        Duration::from_secs(15),
+        "the notifier took the completion",
+        || completions().len() >= 2,
+    )
+    .await;
+    let calls = completions();
+    let (_, keys) = raw_get(&engine, "/v1/receipt-keys").await;
+    let keys: ReceiptKeysView = serde_json::from_slice(&keys).unwrap();
+    for call in &calls {
+        assert_eq!(call.idempotency_key, format!("{id}:completed"));
+        assert!(call.signature_ok);
+        assert_eq!(call.body["request_id"], json!(id.to_string()));
+        let text = call.body["receipt"].as_str().unwrap();
+        let receipt = verify(text.as_bytes(), &keys).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(receipt.receipt.request_id, id);
+    }
+    let (_, served) = raw_get(&engine, &format!("/v1/requests/{id}/receipt")).await;
+    assert_eq!(
+        calls[1].body["receipt"].as_str().unwrap().as_bytes(),
+        served
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine
+        .jobs(id)
+        .await
+        .iter()
+        .any(|j| j.kind == lethe_engine::workflow::JobKind::Completion)
+    {
+        assert!(Instant::now() < deadline, "the completion job stays");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(completions().len(), 2, "accepted once, not offered again");
+    engine.stop().await;
+}
+
+support::backends!(
+    a_receipt_proves_the_completion_and_no_byte_of_it_can_change,
+    the_notifier_is_told_of_the_completion_with_its_receipt,
+);

@@ -175,12 +175,15 @@ async fn a_reminder_is_recorded_sent_once_the_notifier_accepts(store: TestStore)
     let reminder_at = request.reminders[0];
 
     assert_eq!(driven.timers_at(at_ms(reminder_at, -1)).await, 0);
-    assert!(notifier.calls().is_empty(), "no call before its time");
+    assert!(
+        super::reminder_calls(&notifier).is_empty(),
+        "no call before its time"
+    );
 
     let mut at = reminder_at;
     for failed in 1..=2 {
         driven.timers_at(at).await;
-        assert_eq!(notifier.calls().len(), failed);
+        assert_eq!(super::reminder_calls(&notifier).len(), failed);
         assert_eq!(driven.outcomes(request.id).await, [], "recorded while down");
         let jobs = driven.reminder_jobs(request.id).await;
         assert_eq!(jobs.len(), 1, "{jobs:?}");
@@ -190,7 +193,7 @@ async fn a_reminder_is_recorded_sent_once_the_notifier_accepts(store: TestStore)
         at = jobs[0].run_at;
     }
     driven.timers_at(at).await;
-    let calls = notifier.calls();
+    let calls = super::reminder_calls(&notifier);
     assert_eq!(calls.len(), 3);
     for call in &calls {
         assert_eq!(call.idempotency_key, format!("{}:reminder:0", request.id));
@@ -207,7 +210,7 @@ async fn a_reminder_is_recorded_sent_once_the_notifier_accepts(store: TestStore)
     // Nothing more happens to it, up to and after the end of the grace period.
     driven.timers_at(at_ms(request.due_at, -1)).await;
     driven.timers_at(request.due_at).await;
-    assert_eq!(notifier.calls().len(), 3);
+    assert_eq!(super::reminder_calls(&notifier).len(), 3);
     let types: Vec<_> = driven
         .events(request.id)
         .await
@@ -228,7 +231,7 @@ async fn a_request_that_closes_before_the_notifier_accepts_records_its_reminder_
     let completed = driven.submit("1").await;
 
     driven.timers_at(completed.reminders[0]).await;
-    assert_eq!(notifier.calls().len(), 1);
+    assert_eq!(super::reminder_calls(&notifier).len(), 1);
     assert_eq!(driven.outcomes(completed.id).await, []);
     let retry = driven.reminder_jobs(completed.id).await[0].run_at;
 
@@ -248,10 +251,10 @@ async fn a_request_that_closes_before_the_notifier_accepts_records_its_reminder_
         1,
         "closing keeps the reminder's job: it ends by recording an outcome"
     );
-    let calls_before = notifier.calls().len();
+    let calls_before = super::reminder_calls(&notifier).len();
     driven.timers_at(retry).await;
     assert_eq!(
-        notifier.calls().len(),
+        super::reminder_calls(&notifier).len(),
         calls_before,
         "no call once completed"
     );
@@ -276,9 +279,9 @@ async fn a_request_that_closes_before_the_notifier_accepts_records_its_reminder_
             },
         )
         .await;
-    let calls_before = notifier.calls().len();
+    let calls_before = super::reminder_calls(&notifier).len();
     driven.timers_at(late.reminders[0]).await;
-    assert_eq!(notifier.calls().len(), calls_before);
+    assert_eq!(super::reminder_calls(&notifier).len(), calls_before);
     let outcomes = driven.outcomes(late.id).await;
     assert_eq!(outcomes.len(), 1, "{outcomes:?}");
     assert_eq!(outcomes[0].0, "ReminderNotSent");
@@ -312,7 +315,7 @@ async fn a_reminder_whose_lease_outlasts_the_grace_period_still_ends_in_an_outco
 
     driven.timers_at(at_ms(lease_over, 1)).await;
     assert!(
-        notifier.calls().is_empty(),
+        super::reminder_calls(&notifier).is_empty(),
         "a reminder after the grace period"
     );
     let outcomes = driven.outcomes(request.id).await;
@@ -336,7 +339,7 @@ async fn a_crash_during_the_notifier_call_records_nothing_until_a_call_is_accept
     let workers = driven.workers.clone();
     let round = tokio::spawn(async move { workers.run_timer_round(reminder_at).await });
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while notifier.calls().is_empty() {
+    while super::reminder_calls(&notifier).is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "the notifier was not called"
@@ -351,7 +354,7 @@ async fn a_crash_during_the_notifier_call_records_nothing_until_a_call_is_accept
     // Once the timer lease (30 s by default) is over, the job runs again.
     let after_lease = reminder_at + TimeDelta::seconds(60);
     driven.timers_at(after_lease).await;
-    let calls = notifier.calls();
+    let calls = super::reminder_calls(&notifier);
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0].idempotency_key, calls[1].idempotency_key);
     let outcomes = driven.outcomes(request.id).await;
@@ -454,7 +457,7 @@ async fn a_reminded_event_of_an_older_version_is_delivered_or_left_as_it_was(sto
     );
 
     driven.timers_at(at_ms(moot.reminders[0], 2)).await;
-    let calls = notifier.calls();
+    let calls = super::reminder_calls(&notifier);
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(
         calls[0].idempotency_key,
