@@ -12,10 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::DateTime;
-use chrono::Utc;
-
-use crate::command::{Command, Receive};
+use crate::command::Command;
 use crate::error::DomainError;
 use crate::event::{
     Cancelled, CleanerFailed, CleanerRetried, CleanerSkipped, CleanerSucceeded, Completed,
@@ -44,7 +41,7 @@ impl esrs::Aggregate for DeletionRequest {
     fn handle_command(state: &RequestState, command: Command) -> Result<Vec<Event>, DomainError> {
         let request = match (state, command) {
             (RequestState::NotReceived, Command::Receive(receive)) => {
-                return Ok(vec![receive_event(receive)]);
+                return Ok(vec![crate::grace::receive_event(receive)]);
             }
             (RequestState::Received(_), Command::Receive(_)) => {
                 return Err(DomainError::AlreadyReceived)
@@ -81,46 +78,6 @@ impl DeletionRequest {
                 <Self as esrs::Aggregate>::apply_event(state, event)
             })
     }
-}
-
-fn receive_event(receive: Receive) -> Event {
-    let Receive {
-        request_id,
-        subject,
-        jurisdiction,
-        source,
-        reason,
-        external_id,
-        tags,
-        received_at,
-        policy,
-    } = receive;
-    let due_at = received_at + policy.grace_period;
-    let mut reminders: Vec<DateTime<Utc>> = policy
-        .reminders
-        .iter()
-        .map(|before| due_at - *before)
-        .filter(|at| *at > received_at)
-        .collect();
-    reminders.sort();
-    reminders.dedup();
-    let deadline = policy
-        .deadline
-        .deadline(received_at.date_naive(), Span::default());
-    Event::Received(Received {
-        request_id,
-        subject,
-        jurisdiction,
-        source,
-        reason,
-        external_id,
-        tags,
-        received_at,
-        due_at,
-        reminders,
-        deadline_rule: policy.deadline,
-        deadline,
-    })
 }
 
 fn require_reason(reason: &str) -> Result<String, DomainError> {
@@ -162,6 +119,7 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
         command @ (Command::RecordReminderSent { .. } | Command::RecordReminderNotSent { .. }) => {
             settle_reminder(request, command)
         }
+        Command::Approve { at, policy } => crate::grace::approve(request, at, &policy),
         Command::Cancel { at, reason } => {
             if !matches!(request.phase, Phase::Grace) {
                 return Err(DomainError::CancelAfterDue);
@@ -219,6 +177,9 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
             }
             if request.hold.is_some() {
                 return Err(DomainError::OnHold);
+            }
+            if request.awaiting_approval {
+                return Err(DomainError::AwaitingApproval);
             }
             if !expedite && at < request.due_at {
                 return Err(DomainError::NotYetDue);
@@ -467,6 +428,7 @@ fn request_from(received: Received) -> Request {
         shredded: false,
         suppression: None,
         previously_erased: Vec::new(),
+        awaiting_approval: received.awaiting_approval,
     }
 }
 
@@ -474,6 +436,7 @@ fn request_from(received: Received) -> Request {
 fn evolve(request: &mut Request, event: Event) {
     match event {
         Event::Received(_) => panic!("Received twice in one stream"),
+        Event::Approved(approved) => crate::grace::approved(request, approved),
         Event::Reminded(Reminded { index, at }) => {
             if let Some(reminder) = request.reminders.get_mut(index as usize) {
                 if reminder.outcome == ReminderOutcome::Pending {

@@ -28,6 +28,12 @@ pub enum Command {
         calls: u32,
         last_error: Option<String>,
     },
+    /// Starts the grace period of a request that awaits approval, at `at`, by `policy`
+    /// (its grace period and reminders; the legal deadline stays counted from receipt).
+    Approve {
+        at: DateTime<Utc>,
+        policy: RequestPolicy,
+    },
     Cancel {
         at: DateTime<Utc>,
         reason: Option<String>,

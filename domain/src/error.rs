@@ -41,6 +41,10 @@ pub enum DomainError {
     NotReceived,
     #[error("the request is {status} and can no longer change")]
     Closed { status: RequestStatus },
+    #[error("the request awaits approval")]
+    AwaitingApproval,
+    #[error("the request does not await approval")]
+    NotAwaitingApproval,
     #[error("a request can be cancelled only during its grace period")]
     CancelAfterDue,
     #[error("a request can be rejected only before it is due")]

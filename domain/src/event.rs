@@ -21,6 +21,7 @@ pub const SCHEMA_VERSION: i32 = 1;
 #[serde(tag = "type", content = "data")]
 pub enum Event {
     Received(Received),
+    Approved(Approved),
     Reminded(Reminded),
     ReminderSent(ReminderSent),
     ReminderNotSent(ReminderNotSent),
@@ -48,6 +49,7 @@ macro_rules! with_event_variants {
     ($then:ident) => {
         $then!(
             Received,
+            Approved,
             Reminded,
             ReminderSent,
             ReminderNotSent,
@@ -77,7 +79,7 @@ macro_rules! names {
 }
 
 /// Every event type's name, as stored in the log's `event_type` column.
-pub const EVENT_TYPES: [&str; 19] = with_event_variants!(names);
+pub const EVENT_TYPES: [&str; 20] = with_event_variants!(names);
 
 impl Event {
     /// The event's type name, as stored in the log.
@@ -125,6 +127,7 @@ impl Event {
     pub const fn occurred_at(&self) -> DateTime<Utc> {
         match self {
             Self::Received(e) => e.received_at,
+            Self::Approved(e) => e.at,
             Self::Reminded(e) => e.at,
             Self::ReminderSent(e) => e.at,
             Self::ReminderNotSent(e) => e.at,
@@ -168,6 +171,19 @@ pub struct Received {
     pub deadline_rule: DeadlineRule,
     /// The legal deadline (inclusive), counted from the day of receipt in UTC.
     pub deadline: NaiveDate,
+    /// The policy requires an approval before the grace period starts: until [`Approved`],
+    /// `due_at` is the earliest the grace period could end and there are no reminders.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_approval: bool,
+}
+
+/// An administrator approved a request that awaited approval: its grace period runs from
+/// `at`, ending at `due_at`, with its reminders. The legal deadline does not move.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approved {
+    pub at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub reminders: Vec<DateTime<Utc>>,
 }
 
 /// Written only by versions before ADR 16, and kept readable with its meaning then: reminder

@@ -14,6 +14,7 @@ pub mod aggregate;
 pub mod command;
 pub mod error;
 pub mod event;
+mod grace;
 pub mod ids;
 pub mod policy;
 pub mod redact;

@@ -207,6 +207,8 @@ pub struct RequestPolicy {
     /// Offsets before the end of the grace period at which the subject is reminded.
     pub reminders: Vec<chrono::TimeDelta>,
     pub deadline: DeadlineRule,
+    /// An administrator must approve the request before its grace period starts.
+    pub approval_required: bool,
 }
 
 #[cfg(test)]

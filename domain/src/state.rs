@@ -16,6 +16,7 @@ use crate::subject::SubjectRecord;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestStatus {
+    AwaitingApproval,
     Pending,
     OnHold,
     Due,
@@ -26,7 +27,8 @@ pub enum RequestStatus {
 }
 
 impl RequestStatus {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
+        Self::AwaitingApproval,
         Self::Pending,
         Self::OnHold,
         Self::Due,
@@ -38,6 +40,7 @@ impl RequestStatus {
 
     pub const fn as_str(self) -> &'static str {
         match self {
+            Self::AwaitingApproval => "awaiting_approval",
             Self::Pending => "pending",
             Self::OnHold => "on_hold",
             Self::Due => "due",
@@ -117,12 +120,16 @@ pub struct Request {
     /// Earlier erased requests whose suppression entries the subject matched at receipt.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previously_erased: Vec<RequestId>,
+    /// Received under a policy that requires approval, and not approved yet.
+    #[serde(default)]
+    pub awaiting_approval: bool,
 }
 
 impl Request {
     pub fn status(&self) -> RequestStatus {
         match &self.phase {
             Phase::Grace if self.hold.is_some() => RequestStatus::OnHold,
+            Phase::Grace if self.awaiting_approval => RequestStatus::AwaitingApproval,
             Phase::Grace => RequestStatus::Pending,
             Phase::Cleaning(_) if self.hold.is_some() => RequestStatus::OnHold,
             Phase::Cleaning(cleaning) if cleaning.any_exhausted() => RequestStatus::NeedsAttention,

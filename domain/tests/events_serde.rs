@@ -7,8 +7,8 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use lethe_domain::event::{
-    Cancelled, CleanerFailed, CleanerRetried, CleanerSkipped, CleanerSucceeded, Completed,
-    CoveredStore, DeadlineExtended, Due, HoldPlaced, HoldReleased, PlannedCleaner,
+    Approved, Cancelled, CleanerFailed, CleanerRetried, CleanerSkipped, CleanerSucceeded,
+    Completed, CoveredStore, DeadlineExtended, Due, HoldPlaced, HoldReleased, PlannedCleaner,
     PreviouslyErased, Received, Rejected, Reminded, ReminderNotSent, ReminderNotSentReason,
     ReminderSent, Shredded, Suppressed, SuppressionLifted, EVENT_TYPES,
 };
@@ -40,10 +40,11 @@ const fn variant(event: &Event) -> usize {
         Event::Suppressed(_) => 16,
         Event::SuppressionLifted(_) => 17,
         Event::PreviouslyErased(_) => 18,
+        Event::Approved(_) => 19,
     }
 }
 
-const VARIANTS: usize = 19;
+const VARIANTS: usize = 20;
 
 /// The fixture `Received` with every optional field filled in.
 fn received_in_full() -> Event {
@@ -107,6 +108,11 @@ fn request_examples(at: chrono::DateTime<chrono::Utc>) -> Vec<Event> {
             reason: ReminderNotSentReason::NoNotifier,
             calls: 0,
             last_error: None,
+        }),
+        Event::Approved(Approved {
+            at,
+            due_at: at + chrono::TimeDelta::days(30),
+            reminders: vec![at + chrono::TimeDelta::days(23)],
         }),
         Event::Cancelled(Cancelled {
             at,

@@ -14,12 +14,11 @@ use lethe_domain::{Aggregate, CleanerName, Command, DeletionRequest, RequestId, 
 use lethe_engine::app::planning::plan_cleaners;
 use lethe_engine::app::replay::At;
 use lethe_engine::app::views::RequestView;
-use lethe_engine::app::{RequestError, Requests};
+use lethe_engine::app::{RequestError, Requests, Submission};
 use lethe_engine::store::{EventMetadata, RecordedEvent};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use support::config::{Cleaner, TestConfig};
-use support::due::submitted;
 use support::TestStore;
 
 /// Histories generated per backend, and commands tried on each.
@@ -45,7 +44,11 @@ fn random_command(
         })
         .unwrap_or_default();
     let cleaner = || pending.first().cloned();
-    match rng.random_range(0..9) {
+    match rng.random_range(0..10) {
+        8 => Command::Approve {
+            at,
+            policy: config.grace_policy(request.deadline_rule, true),
+        },
         0 => Command::PlaceHold {
             at,
             reason: "legal review".to_owned(),
@@ -111,7 +114,19 @@ fn random_command(
 async fn generated_history(requests: &Requests, seed: u64) -> RequestId {
     let mut rng = StdRng::seed_from_u64(seed);
     let subject = BTreeMap::from([("user_id".to_owned(), format!("replay-{seed}"))]);
-    let id = submitted(requests, subject).await;
+    // Every other history awaits approval (its source requires it) until an `Approve`.
+    let submission = Submission {
+        subject,
+        source: seed.is_multiple_of(2).then(|| "review".to_owned()),
+        ..Submission::default()
+    };
+    let id = requests
+        .submit(submission, None, "test")
+        .await
+        .unwrap()
+        .loaded
+        .request
+        .id;
     let config = requests.config().clone();
     for _ in 0..COMMANDS {
         let loaded = requests.load(id).await.unwrap().unwrap();
@@ -142,6 +157,7 @@ async fn every_prefix_replays_as_the_aggregate_folds_it(store: TestStore) {
     let config = TestConfig::new()
         .cleaner(Cleaner::manual("billing"))
         .cleaner(Cleaner::manual("search"))
+        .source_approval("review", "required")
         .build();
     let requests = Requests::new(store.store(), Arc::new(config));
     let mut prefixes = 0;

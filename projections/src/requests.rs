@@ -21,6 +21,9 @@ pub struct RequestRow {
     pub due_at: DateTime<Utc>,
     pub deadline: NaiveDate,
     pub on_hold: bool,
+    /// Received under a policy that requires approval, and not approved yet.
+    #[serde(default)]
+    pub awaiting_approval: bool,
     pub became_due_at: Option<DateTime<Utc>>,
     /// When it completed, was cancelled or rejected.
     pub closed_at: Option<DateTime<Utc>>,
@@ -51,6 +54,7 @@ impl RequestRow {
                 self.status
             }
             _ if self.on_hold => RequestStatus::OnHold,
+            _ if self.awaiting_approval => RequestStatus::AwaitingApproval,
             _ if self.became_due_at.is_none() => RequestStatus::Pending,
             _ if self.cleaners.iter().any(|c| c.status == "exhausted") => {
                 RequestStatus::NeedsAttention
@@ -72,7 +76,9 @@ impl RequestRow {
 /// `Received` for a request the fold has not seen is ignored (returns `None`).
 pub fn apply(row: Option<RequestRow>, event: &Event) -> Option<RequestRow> {
     if let Event::Received(received) = event {
-        return Some(received_row(received));
+        let mut row = received_row(received);
+        row.derive_status();
+        return Some(row);
     }
     let mut row = row?;
     match event {
@@ -88,6 +94,10 @@ pub fn apply(row: Option<RequestRow>, event: &Event) -> Option<RequestRow> {
         Event::Rejected(e) => {
             row.status = RequestStatus::Rejected;
             row.closed_at = Some(e.at);
+        }
+        Event::Approved(e) => {
+            row.awaiting_approval = false;
+            row.due_at = e.due_at;
         }
         Event::HoldPlaced(_) => row.on_hold = true,
         Event::HoldReleased(_) => row.on_hold = false,
@@ -175,6 +185,7 @@ fn received_row(received: &Received) -> RequestRow {
         due_at: received.due_at,
         deadline: received.deadline,
         on_hold: false,
+        awaiting_approval: received.awaiting_approval,
         became_due_at: None,
         closed_at: None,
         cleaners: Vec::new(),

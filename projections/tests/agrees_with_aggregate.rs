@@ -146,6 +146,7 @@ proptest! {
                 grace_period: TimeDelta::days(30),
                 reminders: vec![TimeDelta::days(7), TimeDelta::days(1)],
                 deadline: DeadlineRule::GDPR,
+                approval_required: false,
             },
         });
         let mut state = RequestState::NotReceived;

@@ -31,7 +31,7 @@ pub fn received_stream(
     let at = now_micros();
     let jurisdiction = Jurisdiction::parse("gdpr").map_err(|e| anyhow!("{e}"))?;
     let policy = config
-        .request_policy(&jurisdiction)
+        .request_policy(&jurisdiction, None)
         .ok_or_else(|| anyhow!("no gdpr policy"))?;
     let subject = Subject::parse(BTreeMap::from([
         ("user_id".to_owned(), format!("bench-user-{n}")),

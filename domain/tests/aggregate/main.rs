@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod approval;
 mod cleaner_results;
 mod extensions;
 mod holds_and_due;

@@ -20,6 +20,7 @@ fn reminders_that_would_fall_before_receipt_are_dropped() {
         // 40 days before the end of a 30-day grace period is 10 days before receipt.
         reminders: vec![TimeDelta::days(7), TimeDelta::days(40), TimeDelta::days(1)],
         deadline: DeadlineRule::GDPR,
+        approval_required: false,
     };
     given_nothing()
         .when(Command::Receive(receive))

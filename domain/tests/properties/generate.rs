@@ -9,6 +9,11 @@ pub(crate) enum Step {
         ccpa: bool,
         grace_hours: i64,
         reminder_hours: Vec<i64>,
+        approval: bool,
+    },
+    Approve {
+        grace_hours: i64,
+        reminder_hours: Vec<i64>,
     },
     ReminderSent {
         index: u32,
@@ -75,12 +80,16 @@ pub(crate) fn receive_step() -> impl Strategy<Value = Step> {
         any::<bool>(),
         0..=24_i64,
         prop::collection::vec(0..=30_i64, 0..3),
+        prop::bool::weighted(0.3),
     )
-        .prop_map(|(ccpa, grace_hours, reminder_hours)| Step::Receive {
-            ccpa,
-            grace_hours,
-            reminder_hours,
-        })
+        .prop_map(
+            |(ccpa, grace_hours, reminder_hours, approval)| Step::Receive {
+                ccpa,
+                grace_hours,
+                reminder_hours,
+                approval,
+            },
+        )
 }
 
 /// Mostly one to three cleaners (a name may repeat), sometimes none; 0 to 3 attempts each.
@@ -100,6 +109,8 @@ pub(crate) fn step() -> impl Strategy<Value = Step> {
         3 => (0..3_u32, 0..4_u32).prop_map(|(index, calls)| Step::ReminderSent { index, calls }),
         3 => (0..3_u32, 0..REASONS.len(), 0..3_u32)
             .prop_map(|(index, reason, calls)| Step::ReminderNotSent { index, reason, calls }),
+        3 => (0..=24_i64, prop::collection::vec(0..=30_i64, 0..3))
+            .prop_map(|(grace_hours, reminder_hours)| Step::Approve { grace_hours, reminder_hours }),
         1 => prop::option::of(reason()).prop_map(|reason| Step::Cancel { reason }),
         1 => reason().prop_map(|reason| Step::Reject { reason }),
         2 => reason().prop_map(|reason| Step::PlaceHold { reason }),
@@ -147,6 +158,7 @@ pub(crate) fn scenario() -> impl Strategy<Value = (DateTime<Utc>, Vec<(i64, Step
         })
 }
 
+// Longer than 100 lines: one match arm per step, each a command built from its fields.
 pub(crate) fn command(step: &Step, at: DateTime<Utc>) -> Command {
     let name = |i: usize| cleaner(NAMES[i]);
     match step.clone() {
@@ -154,6 +166,7 @@ pub(crate) fn command(step: &Step, at: DateTime<Utc>) -> Command {
             ccpa,
             grace_hours,
             reminder_hours,
+            approval,
         } => Command::Receive(Receive {
             request_id: request_id(),
             subject: subject().into(),
@@ -171,8 +184,21 @@ pub(crate) fn command(step: &Step, at: DateTime<Utc>) -> Command {
                 } else {
                     DeadlineRule::GDPR
                 },
+                approval_required: approval,
             },
         }),
+        Step::Approve {
+            grace_hours,
+            reminder_hours,
+        } => Command::Approve {
+            at,
+            policy: RequestPolicy {
+                grace_period: TimeDelta::hours(grace_hours),
+                reminders: reminder_hours.into_iter().map(TimeDelta::hours).collect(),
+                deadline: DeadlineRule::GDPR,
+                approval_required: true,
+            },
+        },
         Step::ReminderSent { index, calls } => Command::RecordReminderSent { index, at, calls },
         Step::ReminderNotSent {
             index,

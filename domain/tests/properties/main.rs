@@ -17,7 +17,7 @@ use proptest::prelude::*;
 
 use lethe_domain::command::Receive;
 use lethe_domain::event::{
-    Completed, DeadlineExtended, Due, PlannedCleaner, Received, ReminderNotSentReason,
+    Completed, DeadlineExtended, Due, PlannedCleaner, ReminderNotSentReason,
 };
 use lethe_domain::state::{Phase, Request};
 use lethe_domain::{
@@ -80,24 +80,71 @@ fn replay_from_storage(events: &[Event]) -> Result<RequestState, String> {
     Ok(DeletionRequest::fold(stored))
 }
 
-/// Due at receipt + grace; one reminder per distinct offset, unless it falls at or before receipt.
-fn check_receipt(
-    received: &Received,
+/// The grace period a Receive or an Approve started: from receipt, or from the approval (a
+/// request awaiting approval has no reminders yet).
+fn check_start(step: &Step, events: &[Event], clock: DateTime<Utc>) -> Result<(), TestCaseError> {
+    match (step, events) {
+        (
+            Step::Receive {
+                grace_hours,
+                reminder_hours,
+                approval,
+                ..
+            },
+            [Event::Received(received)],
+        ) => {
+            prop_assert_eq!(received.awaiting_approval, *approval);
+            // Awaiting approval, the reminders wait for it.
+            let offsets = if *approval { &[][..] } else { reminder_hours };
+            prop_assert_eq!(received.received_at, clock);
+            check_grace(
+                received.due_at,
+                &received.reminders,
+                clock,
+                *grace_hours,
+                offsets,
+            )?;
+        }
+        (
+            Step::Approve {
+                grace_hours,
+                reminder_hours,
+            },
+            [Event::Approved(approved)],
+        ) => {
+            // The grace period counts from the approval.
+            check_grace(
+                approved.due_at,
+                &approved.reminders,
+                clock,
+                *grace_hours,
+                reminder_hours,
+            )?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Due at the start + grace; one reminder per distinct offset, unless it falls at or before
+/// the start (receipt, or approval).
+fn check_grace(
+    got_due_at: DateTime<Utc>,
+    got_reminders: &[DateTime<Utc>],
     at: DateTime<Utc>,
     grace_hours: i64,
     reminder_hours: &[i64],
 ) -> Result<(), TestCaseError> {
     let due_at = at + TimeDelta::hours(grace_hours);
-    prop_assert_eq!(received.received_at, at);
-    prop_assert_eq!(received.due_at, due_at);
+    prop_assert_eq!(got_due_at, due_at);
     let expected: BTreeSet<DateTime<Utc>> = reminder_hours
         .iter()
         .map(|hours| due_at - TimeDelta::hours(*hours))
         .filter(|reminder| *reminder > at)
         .collect();
-    prop_assert_eq!(received.reminders.len(), expected.len());
+    prop_assert_eq!(got_reminders.len(), expected.len());
     prop_assert_eq!(
-        received.reminders.iter().copied().collect::<BTreeSet<_>>(),
+        got_reminders.iter().copied().collect::<BTreeSet<_>>(),
         expected
     );
     Ok(())
@@ -117,17 +164,7 @@ fn run(start: DateTime<Utc>, steps: &[(i64, Step)]) -> Result<(), TestCaseError>
         // A refused command applies nothing (handle_command only borrows the state, so the
         // state cannot change on Err); an accepted one is folded in.
         let Ok(events) = result else { continue };
-        if let (
-            Step::Receive {
-                grace_hours,
-                reminder_hours,
-                ..
-            },
-            [Event::Received(received)],
-        ) = (step, events.as_slice())
-        {
-            check_receipt(received, clock, *grace_hours, reminder_hours)?;
-        }
+        check_start(step, &events, clock)?;
         for event in events.iter().cloned() {
             stream.push(event.clone());
             state = <DeletionRequest as Aggregate>::apply_event(state, event);

@@ -24,6 +24,7 @@ pub(crate) struct StreamReading {
     /// Reminders with an outcome (sent, or not sent and why).
     pub(crate) settled: BTreeSet<u32>,
     pub(crate) on_hold: bool,
+    pub(crate) awaiting_approval: bool,
     pub(crate) deadline: Option<NaiveDate>,
     pub(crate) deadline_rule: Option<DeadlineRule>,
     pub(crate) due: bool,
@@ -60,6 +61,10 @@ impl StreamReading {
             self.received_on = Some(received.received_at.date_naive());
             self.due_at = Some(received.due_at);
             self.reminder_count = received.reminders.len();
+            self.awaiting_approval = received.awaiting_approval;
+            if received.awaiting_approval && !received.reminders.is_empty() {
+                return Err("reminders before the approval".into());
+            }
             self.deadline = Some(received.deadline);
             self.deadline_rule = Some(received.deadline_rule);
             return Ok(());
@@ -88,6 +93,7 @@ impl StreamReading {
         match event {
             Event::Received(_) => unreachable!("handled above"),
             Event::Shredded(_) => return Err("shredded while open".into()),
+            Event::Approved(approved) => return self.approve(approved),
             Event::Suppressed(_) | Event::SuppressionLifted(_) | Event::PreviouslyErased(_) => {
                 return Err("no suppression command is generated".into())
             }
@@ -133,6 +139,26 @@ impl StreamReading {
         Ok(())
     }
 
+    pub(crate) fn approve(
+        &mut self,
+        approved: &lethe_domain::event::Approved,
+    ) -> Result<(), String> {
+        if !self.awaiting_approval {
+            return Err("approved without awaiting approval".into());
+        }
+        if approved
+            .reminders
+            .iter()
+            .any(|at| *at <= approved.at || *at > approved.due_at)
+        {
+            return Err("a reminder outside the approved grace period".into());
+        }
+        self.awaiting_approval = false;
+        self.due_at = Some(approved.due_at);
+        self.reminder_count = approved.reminders.len();
+        Ok(())
+    }
+
     pub(crate) fn extend(&mut self, extended: &DeadlineExtended) -> Result<(), String> {
         let latest = self
             .deadline_rule
@@ -157,6 +183,9 @@ impl StreamReading {
         }
         if self.on_hold {
             return Err("Due while on hold".into());
+        }
+        if self.awaiting_approval {
+            return Err("Due while awaiting approval".into());
         }
         if !due.expedited && Some(due.at) < self.due_at {
             return Err("Due before the grace period ended, not expedited".into());
@@ -290,6 +319,7 @@ impl StreamReading {
         match self.closed {
             Some(status) => status,
             None if self.on_hold => RequestStatus::OnHold,
+            None if self.awaiting_approval => RequestStatus::AwaitingApproval,
             None if !self.due => RequestStatus::Pending,
             None if self.cleaners.values().any(|c| c.exhausted) => RequestStatus::NeedsAttention,
             None => RequestStatus::Due,

@@ -188,6 +188,7 @@ pub fn gdpr_policy() -> RequestPolicy {
         grace_period: TimeDelta::days(GRACE_DAYS),
         reminders: vec![TimeDelta::days(7), TimeDelta::days(1)],
         deadline: DeadlineRule::GDPR,
+        approval_required: false,
     }
 }
 
@@ -222,6 +223,7 @@ pub fn received() -> Event {
         reminders: vec![time(2025, 3, 26, 9, 0), time(2025, 4, 1, 9, 0)],
         deadline_rule: DeadlineRule::GDPR,
         deadline: date(2025, 4, 3),
+        awaiting_approval: false,
     })
 }
 

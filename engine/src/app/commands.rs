@@ -1,5 +1,5 @@
 //! The commands on one request after intake: the subject's or an administrator's cancel, and
-//! an administrator's reject, hold, release, extend, expedite, cleaner retry and skip. Each is
+//! an administrator's approve, reject, hold, release, extend, expedite, cleaner retry and skip. Each is
 //! one command through [`Requests::execute`]; the answer is the request as it stands
 //! afterwards. The doors check and shape the input (a reason's length, a span's syntax); the
 //! aggregate decides whether the command is allowed.
@@ -11,6 +11,21 @@ use super::planning::plan_cleaners;
 use super::{EventMetadata, LoadedRequest, RequestError, Requests};
 
 impl Requests {
+    /// Approves a request that awaits approval: its grace period (and reminders) start now,
+    /// by `[policy]`; the legal deadline stays counted from receipt.
+    pub async fn approve(
+        &self,
+        id: RequestId,
+        metadata: &EventMetadata,
+    ) -> Result<LoadedRequest, RequestError> {
+        let config = self.config().clone();
+        self.execute(id, metadata, |request| Command::Approve {
+            at: Utc::now(),
+            policy: config.grace_policy(request.deadline_rule, true),
+        })
+        .await
+    }
+
     /// Cancels the request (the subject during the grace period, or an administrator).
     pub async fn cancel(
         &self,

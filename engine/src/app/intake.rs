@@ -472,22 +472,25 @@ impl Requests {
             Some(name) => Jurisdiction::parse(name)?,
             None => self.config.policy.default_jurisdiction.clone(),
         };
-        let policy = self.config.request_policy(&jurisdiction).ok_or_else(|| {
-            let known: Vec<_> = self
-                .config
-                .jurisdictions
-                .keys()
-                .map(Jurisdiction::as_str)
-                .collect();
-            InvalidInput::new(
-                "jurisdiction",
-                format!(
-                    "{jurisdiction} is not configured; use one of {}",
-                    known.join(", ")
-                ),
-            )
-        })?;
         let source = text_field("source", submission.source, MAX_SOURCE_LEN)?;
+        let policy = self
+            .config
+            .request_policy(&jurisdiction, source.as_deref())
+            .ok_or_else(|| {
+                let known: Vec<_> = self
+                    .config
+                    .jurisdictions
+                    .keys()
+                    .map(Jurisdiction::as_str)
+                    .collect();
+                InvalidInput::new(
+                    "jurisdiction",
+                    format!(
+                        "{jurisdiction} is not configured; use one of {}",
+                        known.join(", ")
+                    ),
+                )
+            })?;
         let reason = text_field("reason", submission.reason, MAX_REASON_LEN)?;
         let external_id = text_field("external_id", submission.external_id, MAX_EXTERNAL_ID_LEN)?;
         if submission.tags.len() > MAX_TAGS {

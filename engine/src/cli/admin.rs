@@ -1,4 +1,4 @@
-//! The administrative commands on one request after intake: cancel, reject, hold, release,
+//! The administrative commands on one request after intake: approve, cancel, reject, hold, release,
 //! extend, expedite, retry and skip a cleaner, and confirm a cleaner's result by hand. Each
 //! is one command through the application service, as over HTTP; the answer is the request
 //! as it stands afterwards.
@@ -16,6 +16,9 @@ use crate::app::{EventMetadata, LoadedRequest, Requests};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
+    /// Approve a request that awaits approval (`approval = "required"`): its grace period
+    /// starts now.
+    Approve { id: String },
     /// Cancel a request during its grace period.
     Cancel {
         id: String,
@@ -98,6 +101,7 @@ pub(super) async fn run(context: &Context, command: AdminCommand) -> anyhow::Res
 async fn operate(requests: &Requests, command: AdminCommand) -> anyhow::Result<LoadedRequest> {
     let metadata = &EventMetadata::new(cli_actor());
     let loaded = match command {
+        AdminCommand::Approve { id } => requests.approve(parse_id(&id)?, metadata).await?,
         AdminCommand::Cancel { id, reason } => {
             requests.cancel(parse_id(&id)?, metadata, reason).await?
         }

@@ -52,9 +52,10 @@ impl ApiConfig {
 }
 
 /// The scopes a token can carry (plus `cleaner:<name>`).
-pub const SCOPES: [&str; 5] = [
+pub const SCOPES: [&str; 6] = [
     "requests:write",
     "requests:read",
+    "requests:approve",
     "audit:read",
     "suppression:read",
     "admin",

@@ -51,7 +51,7 @@ pub use error::ConfigError;
 pub use kafka::KafkaConfig;
 pub use log::{LogConfig, LogFormat};
 pub use notifier::NotifierConfig;
-pub use policy::{JurisdictionConfig, PolicyConfig};
+pub use policy::{Approval, JurisdictionConfig, PolicyConfig, SourceConfig};
 pub use retry::RetryConfig;
 pub use routing::RoutingRule;
 pub use secret::SecretSource;
@@ -77,6 +77,9 @@ pub struct Config {
     /// Merged over the built-in `gdpr` and `ccpa` rules.
     #[serde(default)]
     pub jurisdictions: BTreeMap<Jurisdiction, JurisdictionConfig>,
+    /// Rules for requests from one `source` (the submission's field), over the jurisdiction's.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
     /// Where reminders go (the service that e-mails the subject); none: reminders are only
     /// recorded.
     pub notifier: Option<NotifierConfig>,
@@ -111,6 +114,7 @@ impl Default for Config {
             log: LogConfig::default(),
             policy: PolicyConfig::default(),
             jurisdictions: BTreeMap::new(),
+            sources: BTreeMap::new(),
             notifier: None,
             cleaners: Vec::new(),
             stores: Vec::new(),
@@ -172,17 +176,38 @@ impl Config {
     }
 
     /// The policy for a new request under `jurisdiction`, or `None` if it is not configured.
-    pub fn request_policy(&self, jurisdiction: &Jurisdiction) -> Option<RequestPolicy> {
+    /// Approval is required when `[sources.<source>]`, else `[jurisdictions.<jurisdiction>]`,
+    /// else `[policy]` says so.
+    pub fn request_policy(
+        &self,
+        jurisdiction: &Jurisdiction,
+        source: Option<&str>,
+    ) -> Option<RequestPolicy> {
         let rule = self.jurisdictions.get(jurisdiction)?;
-        let delta =
-            |d: &ConfigDuration| chrono::TimeDelta::from_std(d.0).unwrap_or(chrono::TimeDelta::MAX);
-        Some(RequestPolicy {
-            grace_period: delta(&self.policy.grace_period),
-            reminders: self.policy.reminders.iter().map(delta).collect(),
-            deadline: DeadlineRule {
+        let required = source
+            .and_then(|s| self.sources.get(s))
+            .and_then(|s| s.approval)
+            .or(rule.approval)
+            .unwrap_or(self.policy.approval)
+            == Approval::Required;
+        Some(self.grace_policy(
+            DeadlineRule {
                 base: rule.deadline,
                 max_extension: rule.max_extension,
             },
-        })
+            required,
+        ))
+    }
+
+    /// `[policy]`'s grace period and reminders with `deadline`: what an approval starts.
+    pub fn grace_policy(&self, deadline: DeadlineRule, approval_required: bool) -> RequestPolicy {
+        let delta =
+            |d: &ConfigDuration| chrono::TimeDelta::from_std(d.0).unwrap_or(chrono::TimeDelta::MAX);
+        RequestPolicy {
+            grace_period: delta(&self.policy.grace_period),
+            reminders: self.policy.reminders.iter().map(delta).collect(),
+            deadline,
+            approval_required,
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! `[policy]` and `[jurisdictions.*]`: grace period, reminders, retention and deadlines.
+//! `[policy]`, `[jurisdictions.*]` and `[sources.*]`: grace period, reminders, retention,
+//! deadlines and approval.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,6 +26,26 @@ pub struct PolicyConfig {
     /// An open request whose deadline is this many days away or fewer is "at risk".
     #[serde(default = "default_at_risk_days")]
     pub at_risk_days: u32,
+    /// Whether an administrator must approve each request before its grace period starts;
+    /// `[jurisdictions.*]` and `[sources.*]` may say otherwise.
+    #[serde(default)]
+    pub approval: Approval,
+}
+
+/// `approval = "none"` (the default) or `"required"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    #[default]
+    None,
+    Required,
+}
+
+/// `[sources.<source>]`: rules for the requests whose `source` is that name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub approval: Option<Approval>,
 }
 
 const fn default_at_risk_days() -> u32 {
@@ -39,6 +60,7 @@ impl Default for PolicyConfig {
             retention_after_completion: default_retention(),
             default_jurisdiction: default_jurisdiction(),
             at_risk_days: default_at_risk_days(),
+            approval: Approval::None,
         }
     }
 }
@@ -71,6 +93,9 @@ pub struct JurisdictionConfig {
     pub deadline: Span,
     #[serde(deserialize_with = "span")]
     pub max_extension: Span,
+    /// Over `[policy] approval` for this jurisdiction's requests.
+    #[serde(default)]
+    pub approval: Option<Approval>,
 }
 
 fn span<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Span, D::Error> {
@@ -87,6 +112,7 @@ impl Config {
                 .or_insert(JurisdictionConfig {
                     deadline: rule.base,
                     max_extension: rule.max_extension,
+                    approval: None,
                 });
         }
         self
@@ -137,14 +163,14 @@ mod tests {
         let config = Config::parse("").unwrap();
         assert_eq!(config.policy.grace_period.0, Duration::from_secs(30 * DAY));
         let gdpr = Jurisdiction::parse("gdpr").unwrap();
-        let policy = config.request_policy(&gdpr).unwrap();
+        let policy = config.request_policy(&gdpr, None).unwrap();
         assert_eq!(policy.deadline, DeadlineRule::GDPR);
         assert_eq!(policy.reminders.len(), 2);
         assert!(config
-            .request_policy(&Jurisdiction::parse("ccpa").unwrap())
+            .request_policy(&Jurisdiction::parse("ccpa").unwrap(), None)
             .is_some());
         assert!(config
-            .request_policy(&Jurisdiction::parse("lgpd").unwrap())
+            .request_policy(&Jurisdiction::parse("lgpd").unwrap(), None)
             .is_none());
     }
 
@@ -167,8 +193,53 @@ mod tests {
         .unwrap();
         assert_eq!(config.policy.grace_period.0, Duration::from_secs(2));
         let lgpd = config
-            .request_policy(&Jurisdiction::parse("lgpd").unwrap())
+            .request_policy(&Jurisdiction::parse("lgpd").unwrap(), None)
             .unwrap();
         assert_eq!(lgpd.deadline.base, Span::days(15));
+    }
+}
+
+#[cfg(test)]
+mod approval_tests {
+    use super::*;
+
+    fn required(config: &Config, jurisdiction: &str, source: Option<&str>) -> bool {
+        config
+            .request_policy(&Jurisdiction::parse(jurisdiction).unwrap(), source)
+            .unwrap()
+            .approval_required
+    }
+
+    #[test]
+    fn approval_by_policy_then_jurisdiction_then_source() {
+        assert!(!required(&Config::parse("").unwrap(), "gdpr", Some("web")));
+        let config = Config::parse(
+            r#"
+            [policy]
+            approval = "required"
+            [jurisdictions.ccpa]
+            deadline = "45d"
+            max_extension = "45d"
+            approval = "none"
+            [sources.support-desk]
+            approval = "required"
+            "#,
+        )
+        .unwrap();
+        assert!(required(&config, "gdpr", None));
+        assert!(!required(&config, "ccpa", None));
+        assert!(!required(&config, "ccpa", Some("web")));
+        assert!(required(&config, "ccpa", Some("support-desk")));
+    }
+
+    #[test]
+    fn an_unknown_approval_is_refused_by_name() {
+        let error = Config::parse("[policy]\napproval = \"maybe\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("approval") && error.contains("required"),
+            "{error}"
+        );
     }
 }

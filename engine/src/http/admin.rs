@@ -1,5 +1,6 @@
-//! Operations on one request after intake: the subject's cancel, an administrator's reject,
-//! hold, release, extend, expedite, cleaner retry and skip, and a cleaner's own result.
+//! Operations on one request after intake: the subject's cancel, an approval, an
+//! administrator's reject, hold, release, extend, expedite, cleaner retry and skip, and a
+//! cleaner's own result.
 //! Each is one command of the application service ([`crate::app::Requests`]); the answer is
 //! the request as it stands afterwards.
 
@@ -216,6 +217,52 @@ impl axum::extract::FromRequestParts<AppState> for CleanerCaller {
         )?;
         Ok(Self(cleaner))
     }
+}
+
+/// Who may approve: a token with `requests:approve`, or an administrator (`admin`).
+#[derive(Debug)]
+pub struct Approver(String);
+
+impl axum::extract::FromRequestParts<AppState> for Approver {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let config = state.requests.config();
+        match auth::require(config, &parts.headers, "requests:approve") {
+            Ok(principal) => Ok(Self(principal.actor)),
+            Err(problem) if problem.status == 403 => auth::require(config, &parts.headers, "admin")
+                .map(|principal| Self(principal.actor))
+                .map_err(|_| {
+                    Problem::forbidden("this token lacks the scope requests:approve (or admin)")
+                }),
+            Err(problem) => Err(problem),
+        }
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/approve",
+    tag = "operations",
+    params(super::schema::RequestPath, super::schema::IdempotencyKey),
+    responses(
+        (status = 200, description = "Approved: the grace period (and its reminders) start now; the legal deadline still counts from receipt", body = RequestView),
+        super::responses::Command,
+    ),
+    security(("bearer" = ["requests:approve"]), ("bearer" = ["admin"]))
+)]
+pub async fn approve(
+    State(state): State<AppState>,
+    Approver(actor): Approver,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<RequestView>, Problem> {
+    let id = request_id(&id)?;
+    let metadata = metadata(&headers, &actor, "approve", id)?;
+    view(state.requests.approve(id, &metadata).await)
 }
 
 #[utoipa::path(

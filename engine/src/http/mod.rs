@@ -90,8 +90,8 @@ impl utoipa::Modify for BearerAuth {
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
                         "A token from `lethe token create`; the scopes each operation needs are \
-                         listed with it (requests:write, requests:read, audit:read, \
-                         suppression:read, admin, cleaner:<name>).",
+                         listed with it (requests:write, requests:read, requests:approve, \
+                         audit:read, suppression:read, admin, cleaner:<name>).",
                     ))
                     .build(),
             ),
@@ -120,6 +120,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(receipts::receipt))
         .routes(routes!(receipts::receipt_keys))
         .routes(routes!(admin::cancel, cancel_page::page))
+        .routes(routes!(admin::approve))
         .routes(routes!(admin::reject))
         .routes(routes!(admin::hold))
         .routes(routes!(admin::release))

@@ -1,7 +1,8 @@
 //! The saga: which jobs each event calls for. It keeps no state of its own beyond the jobs
 //! table; the request's state is always re-read from the log when a job runs.
 //!
-//! - `Received`: a `remind` job per reminder and the `due` job at the end of the grace period.
+//! - `Received`: a `remind` job per reminder and the `due` job at the end of the grace period;
+//!   nothing when it awaits approval, and then `Approved` sets them.
 //! - `ReminderSent` / `ReminderNotSent`: that reminder's job goes (ADR 16).
 //! - `Reminded` (written only before ADR 16): a `notify` job, which delivers the reminder as a
 //!   `remind` job does, so a reminder pending at an upgrade still ends in an outcome.
@@ -49,14 +50,10 @@ impl Subscriber for Saga {
             request_id: recorded.stream_id,
         };
         let changes = match recorded.event()? {
-            Event::Received(received) => {
-                let mut changes: Vec<_> = (0_u32..)
-                    .zip(&received.reminders)
-                    .map(|(index, at)| jobs.set(JobKind::Remind, index.to_string(), *at, 0))
-                    .collect();
-                changes.push(jobs.set(JobKind::Due, String::new(), received.due_at, 0));
-                changes
-            }
+            // Awaiting approval, nothing is timed: the approval starts the grace period.
+            Event::Received(received) if received.awaiting_approval => vec![],
+            Event::Received(received) => jobs.grace(&received.reminders, received.due_at),
+            Event::Approved(approved) => jobs.grace(&approved.reminders, approved.due_at),
             Event::Reminded(reminded) => vec![
                 jobs.gone(JobKind::Remind, reminded.index.to_string()),
                 jobs.set(
@@ -172,6 +169,16 @@ struct Jobs {
 }
 
 impl Jobs {
+    /// A grace period's jobs: a `remind` job per reminder and the `due` job at its end.
+    fn grace(&self, reminders: &[DateTime<Utc>], due_at: DateTime<Utc>) -> Vec<JobChange> {
+        let mut changes: Vec<_> = (0_u32..)
+            .zip(reminders)
+            .map(|(index, at)| self.set(JobKind::Remind, index.to_string(), *at, 0))
+            .collect();
+        changes.push(self.set(JobKind::Due, String::new(), due_at, 0));
+        changes
+    }
+
     /// Sets job (kind, key) to run at `run_at` for `attempt` (a later attempt wins).
     fn set(&self, kind: JobKind, key: String, run_at: DateTime<Utc>, attempt: u32) -> JobChange {
         JobChange::Upsert(Job {
@@ -310,9 +317,8 @@ mod tests {
         })
     }
 
-    #[test]
-    fn received_sets_a_reminder_job_each_and_the_due_job_at_the_end_of_the_grace_period() {
-        let received = Event::Received(Received {
+    fn received_fixture() -> Event {
+        Event::Received(Received {
             request_id: request(),
             subject: SubjectRecord::Plain(
                 Subject::parse(BTreeMap::from([("user_id".to_owned(), "1".to_owned())])).unwrap(),
@@ -327,13 +333,41 @@ mod tests {
             reminders: vec![at(600), at(1800)],
             deadline_rule: DeadlineRule::GDPR,
             deadline: NaiveDate::from_ymd_opt(2027, 2, 15).unwrap(),
-        });
+            awaiting_approval: false,
+        })
+    }
+
+    #[test]
+    fn received_sets_a_reminder_job_each_and_the_due_job_at_the_end_of_the_grace_period() {
+        let received = received_fixture();
         assert_eq!(
             jobs_for(&received),
             [
                 set(JobKind::Remind, "0", at(600), 0),
                 set(JobKind::Remind, "1", at(1800), 0),
                 set(JobKind::Due, "", at(3600), 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn awaiting_approval_nothing_is_timed_until_the_approval_sets_the_grace_jobs() {
+        let Event::Received(mut received) = received_fixture() else {
+            unreachable!("the fixture is a Received")
+        };
+        received.awaiting_approval = true;
+        received.reminders.clear();
+        assert_eq!(jobs_for(&Event::Received(received)), []);
+        let approved = Event::Approved(lethe_domain::event::Approved {
+            at: at(5000),
+            due_at: at(8600),
+            reminders: vec![at(7000)],
+        });
+        assert_eq!(
+            jobs_for(&approved),
+            [
+                set(JobKind::Remind, "0", at(7000), 0),
+                set(JobKind::Due, "", at(8600), 0),
             ]
         );
     }

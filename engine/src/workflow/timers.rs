@@ -193,7 +193,10 @@ impl Workers {
         };
         let request = &loaded.request;
         match &request.phase {
-            Phase::Grace if request.hold.is_some() => Ok(JobOutcome::Finish),
+            // Held, or awaiting approval: the release or the approval sets the job again.
+            Phase::Grace if request.hold.is_some() || request.awaiting_approval => {
+                Ok(JobOutcome::Finish)
+            }
             Phase::Grace if now < request.due_at => {
                 Ok(JobOutcome::Reschedule(request.due_at, job.attempt))
             }

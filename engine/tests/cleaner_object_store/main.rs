@@ -175,6 +175,7 @@ pub fn request() -> Request {
             grace_period: chrono::TimeDelta::days(1),
             reminders: vec![],
             deadline: lethe_domain::DeadlineRule::GDPR,
+            approval_required: false,
         },
     });
     let events = DeletionRequest::handle_command(&RequestState::NotReceived, receive).unwrap();

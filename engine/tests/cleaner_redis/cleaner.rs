@@ -49,6 +49,7 @@ fn request() -> Request {
         reminders: vec![],
         deadline_rule: DeadlineRule::GDPR,
         deadline: now.date_naive(),
+        awaiting_approval: false,
     };
     DeletionRequest::fold([Event::Received(received)])
         .request()

@@ -211,6 +211,7 @@ async fn write_a_projection_row(t: &TestStore) -> RequestRow {
         due_at: "2026-12-15T00:00:00Z".parse().unwrap(),
         deadline: chrono::NaiveDate::from_ymd_opt(2027, 1, 1).unwrap(),
         on_hold: false,
+        awaiting_approval: false,
         became_due_at: Some("2026-12-15T00:00:01Z".parse().unwrap()),
         closed_at: None,
         cleaners: vec![CleanerRow {

@@ -35,7 +35,10 @@ pub(crate) async fn received(
     received_at: DateTime<Utc>,
 ) -> RequestId {
     let jurisdiction = Jurisdiction::parse(jurisdiction).unwrap();
-    let policy = requests.config().request_policy(&jurisdiction).unwrap();
+    let policy = requests
+        .config()
+        .request_policy(&jurisdiction, None)
+        .unwrap();
     let id = RequestId::from_uuid(uuid::Uuid::now_v7());
     let receive = Receive {
         request_id: id,

@@ -42,6 +42,7 @@ fn received(id: RequestId) -> Event {
         reminders: vec![at + chrono::TimeDelta::days(23)],
         deadline_rule: DeadlineRule::GDPR,
         deadline: chrono::NaiveDate::from_ymd_opt(2025, 2, 28).unwrap(),
+        awaiting_approval: false,
     })
 }
 

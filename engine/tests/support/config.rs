@@ -24,6 +24,8 @@ pub struct TestConfig {
     notifier: Option<Notifier>,
     #[serde(skip_serializing_if = "Option::is_none")]
     kafka: Option<Kafka>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    sources: BTreeMap<String, Source>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     cleaners: Vec<Cleaner>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -48,6 +50,16 @@ struct Policy {
     reminders: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retention_after_completion: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at_risk_days: Option<u32>,
+}
+
+/// `[sources.<name>]`.
+#[derive(Debug, Clone, Serialize)]
+struct Source {
+    approval: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -322,6 +334,29 @@ impl TestConfig {
     /// `[policy] reminders`.
     pub fn reminders(mut self, reminders: &[&str]) -> Self {
         self.policy().reminders = Some(reminders.iter().map(|r| (*r).to_owned()).collect());
+        self
+    }
+
+    /// `[policy] approval` ("none" or "required").
+    pub fn approval(mut self, approval: &str) -> Self {
+        self.policy().approval = Some(approval.to_owned());
+        self
+    }
+
+    /// `[policy] at_risk_days`.
+    pub fn at_risk_days(mut self, days: u32) -> Self {
+        self.policy().at_risk_days = Some(days);
+        self
+    }
+
+    /// `[sources.<source>] approval`.
+    pub fn source_approval(mut self, source: &str, approval: &str) -> Self {
+        self.sources.insert(
+            source.to_owned(),
+            Source {
+                approval: approval.to_owned(),
+            },
+        );
         self
     }
 

@@ -115,6 +115,7 @@ fn count(stats: &StatsView, status: RequestStatus) -> u64 {
 
 const fn status_label(status: RequestStatus) -> &'static str {
     match status {
+        RequestStatus::AwaitingApproval => "Awaiting approval",
         RequestStatus::Pending => "Pending",
         RequestStatus::OnHold => "On hold",
         RequestStatus::Due => "Due",
