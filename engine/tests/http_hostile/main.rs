@@ -167,6 +167,19 @@ fn verdict(case: &Case, reply: Option<&Reply>, auth: Auth) -> Result<(), String>
     if content_type.starts_with("text/html") && path.starts_with("/dashboard") {
         return Ok(()); // the dashboard's pages for people (ADR 13)
     }
+    let path_only = path.split('?').next().unwrap_or_default();
+    // The cancel link's page and its form's POST, for the subject in a browser (docs/API.md);
+    // a JSON POST there is the API's and answers problems.
+    let request_text = String::from_utf8_lossy(&case.bytes).to_ascii_lowercase();
+    let form = request_text.contains("content-type: application/x-www-form-urlencoded");
+    let cancel_page = (case.bytes.starts_with(b"GET ")
+        || case.head
+        || (case.bytes.starts_with(b"POST ") && form))
+        && path_only.starts_with("/v1/requests/")
+        && path_only.ends_with("/cancel");
+    if content_type.starts_with("text/html") && cancel_page {
+        return Ok(());
+    }
     if content_type != "application/problem+json" {
         return Err(format!(
             "{} with content-type {content_type:?}: {:?}",
