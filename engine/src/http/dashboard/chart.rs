@@ -33,12 +33,28 @@ fn nice_scale(max: f64) -> (f64, f64) {
     ((max / step).ceil() * step, step)
 }
 
-fn axis_number(value: f64) -> String {
-    if value.fract().abs() < 1e-9 {
-        format!("{value:.0}")
+/// The label of a tick on an axis whose ticks are `step` apart: as many decimals as the step
+/// needs (0.005 days: three), so that small values do not all read "0.0".
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a step is positive, above 1e-12
+fn axis_number(value: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 {
+        0
     } else {
-        format!("{value:.1}")
-    }
+        (-(step.log10() + 1e-9).floor()).clamp(0.0, 12.0) as usize
+    };
+    format!("{value:.decimals$}")
+}
+
+/// The ticks of a scale from 0 to `top`, `step` apart, computed from their index (adding the
+/// step up would carry rounding errors into the last labels).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss
+)]
+fn ticks(top: f64, step: f64) -> impl Iterator<Item = f64> {
+    let count = (top / step).round() as usize;
+    (0..=count).map(move |i| i as f64 * step)
 }
 
 /// The chart of the [`CHART_MONTHS`] months up to `today`'s, with its legend.
@@ -77,8 +93,7 @@ pub(super) fn chart(out: &mut String, stats: &StatsView, today: NaiveDate) {
         "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"Median and mean \
          days to completion for the last {CHART_MONTHS} months\">\n"
     );
-    let mut tick = 0.0;
-    while tick <= top + step / 2.0 {
+    for tick in ticks(top, step) {
         put!(
             out,
             "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\"/>\
@@ -86,10 +101,9 @@ pub(super) fn chart(out: &mut String, stats: &StatsView, today: NaiveDate) {
             W - RIGHT,
             LEFT - 6.0,
             y(tick) + 4.0,
-            axis_number(tick),
+            axis_number(tick, step),
             yy = y(tick),
         );
-        tick += step;
     }
     put!(
         out,
@@ -169,5 +183,30 @@ mod tests {
         assert_eq!(super::nice_scale(0.0), (1.0, 0.5));
         assert_eq!(super::nice_scale(31.2), (40.0, 10.0));
         assert_eq!(super::nice_scale(3.0), (3.0, 1.0));
+    }
+
+    /// Small values (completions within the hour) used to read "0.0" on every line.
+    #[test]
+    fn every_tick_of_a_small_scale_has_its_own_label() {
+        for max in [0.0004, 0.02, 0.3, 3.0, 31.2, 410.0] {
+            let (top, step) = super::nice_scale(max);
+            let labels: Vec<String> = super::ticks(top, step)
+                .map(|tick| super::axis_number(tick, step))
+                .collect();
+            let mut distinct = labels.clone();
+            distinct.dedup();
+            assert_eq!(distinct, labels, "{max}: {labels:?}");
+            assert!(labels.len() >= 2, "{max}: {labels:?}");
+        }
+        let (top, step) = super::nice_scale(0.02);
+        let labels: Vec<String> = super::ticks(top, step)
+            .map(|tick| super::axis_number(tick, step))
+            .collect();
+        assert_eq!(labels, ["0.000", "0.005", "0.010", "0.015", "0.020"]);
+        let (top, step) = super::nice_scale(31.2);
+        let labels: Vec<String> = super::ticks(top, step)
+            .map(|tick| super::axis_number(tick, step))
+            .collect();
+        assert_eq!(labels, ["0", "10", "20", "30", "40"]);
     }
 }
