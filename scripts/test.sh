@@ -124,7 +124,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"
 results=$(mktemp)
 set +e
-cargo test --workspace --locked 2>&1 | tee "$results"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results"
 test_status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run: every test binary's counts added up.

@@ -142,6 +142,11 @@ pub async fn bulk(
                     continue;
                 };
                 let index = lines[usize::try_from(line).unwrap() - 1];
+                // A server error (503: the database did not answer in time, nothing was
+                // recorded) is sent again, as a single submission's is and as the API says.
+                if result["error"]["status"].as_u64().is_some_and(|s| s >= 500) {
+                    continue;
+                }
                 seen.insert(index);
                 let answers = all.entry(index).or_default();
                 // As for a single submission: 201 made the request, 200 found it.
@@ -152,7 +157,7 @@ pub async fn bulk(
                     None => panic!("bulk line {index} was refused: {result}"),
                 }
             }
-            if answered.len() == lines.len() {
+            if seen.len() == lines.len() {
                 tokio::time::sleep(pause).await;
                 break;
             }
