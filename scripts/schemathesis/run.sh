@@ -48,11 +48,16 @@ hash=$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)
 # One token holds every scope, so that each operation is exercised past its auth check; the
 # `ignored_auth` check sends requests without it. The http cleaner points at a closed port:
 # its calls fail and are retried, which is all the workflow needs to do here.
+python3 -c 'import secrets; print(secrets.token_hex(32))' >"$work/suppression.key"
 cat >"$work/lethe.toml" <<EOF
 [[tokens]]
 name = "schemathesis"
 sha256 = "$hash"
-scopes = ["requests:write", "requests:read", "audit:read", "admin", "cleaner:billing", "cleaner:archive"]
+scopes = ["requests:write", "requests:read", "audit:read", "admin", "requests:approve", "suppression:read", "cleaner:billing", "cleaner:archive"]
+
+# Suppression on, so that its check is exercised past the 404 it answers when off.
+[suppression]
+key_file = "$work/suppression.key"
 
 [[cleaners]]
 name = "billing"
