@@ -47,13 +47,17 @@ impl Peer {
     /// connections, warmed up outside the measurement, then new streams of one `Received`
     /// event each from `concurrency` clients for at most `duration` or `max_ops` streams; the
     /// pool is closed after, so that the server's connections are free for what follows.
+    /// `None` where there is no peer: a database without Postgres options (SQLite).
     pub async fn measure(
-        options: PgConnectOptions,
+        options: Option<&PgConnectOptions>,
         concurrency: usize,
         duration: Duration,
         max_ops: u64,
-    ) -> anyhow::Result<LoadResult> {
-        let peer = Self::connect(options, concurrency).await?;
+    ) -> anyhow::Result<Option<LoadResult>> {
+        let Some(options) = options else {
+            return Ok(None);
+        };
+        let peer = Self::connect(options.clone(), concurrency).await?;
         let warm = peer
             .append(concurrency, duration, 2 * concurrency as u64)
             .await;
@@ -62,7 +66,7 @@ impl Peer {
         }
         let result = peer.append(concurrency, duration, max_ops).await;
         peer.pool.close().await;
-        Ok(result)
+        Ok(Some(result))
     }
 
     /// New streams of one `Received` event each, from `concurrency` clients, for at most

@@ -45,12 +45,7 @@ pub async fn append(db: &Db, settings: &Settings, checks: &mut Checks) -> anyhow
             }
         })
         .await;
-        let esrs = match &peer {
-            Some(options) => {
-                Some(Peer::measure(options.clone(), concurrency, settings.seconds, max_ops).await?)
-            }
-            None => None,
-        };
+        let esrs = Peer::measure(peer.as_ref(), concurrency, settings.seconds, max_ops).await?;
         let baseline = db.baseline(concurrency, settings.seconds, max_ops).await?;
         println!(
             "append {backend} c={concurrency} requests={} requests_per_s={:.1} p50_ms={:.2} \

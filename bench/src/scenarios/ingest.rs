@@ -48,12 +48,7 @@ pub async fn ingest(db: &Db, settings: &Settings, checks: &mut Checks) -> anyhow
             settings.seconds,
         )
         .await;
-        let esrs = match &peer {
-            Some(options) => {
-                Some(Peer::measure(options.clone(), concurrency, settings.seconds, max_ops).await?)
-            }
-            None => None,
-        };
+        let esrs = Peer::measure(peer.as_ref(), concurrency, settings.seconds, max_ops).await?;
         let baseline = db.baseline(concurrency, settings.seconds, max_ops).await?;
         let r = ratio(lethe.rate(), baseline.rate());
         println!(
