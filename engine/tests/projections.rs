@@ -5,65 +5,20 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use chrono::Utc;
 use lethe_domain::event::PlannedCleaner;
 use lethe_domain::{CleanerName, Command, RequestId, RequestStatus, Span};
 use lethe_engine::app::stats::compute_stats;
 use lethe_engine::app::{Requests, Submission};
-use lethe_engine::config::Config;
-use lethe_engine::projections::{rebuild, RequestFilter, RequestsProjector, REQUESTS};
+use lethe_engine::projections::{rebuild, RequestFilter, REQUESTS};
 use lethe_engine::root::Database;
 use lethe_engine::store::EventMetadata;
-use lethe_engine::subscriptions::SubscriptionRunner;
 use lethe_projections::requests::RequestRow;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use support::projection::{catch_up, requests, runner};
 use support::TestStore;
-
-fn requests(database: &Database) -> Requests {
-    Requests::new(database.events.clone(), Arc::new(Config::default()))
-        .with_projections(database.projections.clone())
-}
-
-fn runner(database: &Database, owner: &str) -> SubscriptionRunner {
-    SubscriptionRunner {
-        events: database.events.clone(),
-        subscriptions: database.projections.clone(),
-        owner: owner.to_owned(),
-        lease: std::time::Duration::from_secs(30),
-        poll_interval: std::time::Duration::from_millis(10),
-    }
-}
-
-/// Runs the projector until it has caught up with everything appended so far.
-async fn catch_up(database: &Database, runner: &SubscriptionRunner) {
-    let projector = RequestsProjector {
-        store: database.projections.clone(),
-    };
-    let head = database.events.head_position().await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let n = runner.round(&projector).await.unwrap();
-        let at = database
-            .workflow
-            .subscription_checkpoint(REQUESTS)
-            .await
-            .unwrap()
-            .unwrap_or_default();
-        if n == 0 && at.position >= head {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the projection did not catch up"
-        );
-        if n == 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    }
-}
 
 async fn all_rows(database: &Database) -> Vec<RequestRow> {
     let mut rows = Vec::new();
@@ -202,6 +157,7 @@ async fn rebuild_equals_incremental(store: TestStore) {
     }
     let incremental = all_rows(&database).await;
     assert_eq!(incremental.len(), ids.len());
+    cleaner_lists_agree(&database, &incremental).await;
     let statuses: std::collections::BTreeSet<_> = incremental.iter().map(|r| r.status).collect();
     assert!(
         statuses.len() >= 3,
@@ -230,6 +186,7 @@ async fn rebuild_equals_incremental(store: TestStore) {
         rebuilt, incremental,
         "the rebuilt model equals the incremental one"
     );
+    cleaner_lists_agree(&database, &rebuilt).await;
 
     // Each row is the fold of its own stream.
     for row in &rebuilt {
@@ -237,6 +194,38 @@ async fn rebuild_equals_incremental(store: TestStore) {
         assert_eq!(row.status, loaded.request.status());
         assert_eq!(row.deadline, loaded.request.deadline);
     }
+}
+
+/// The `cleaner` list (read through its index) holds exactly the rows whose cleaner is still
+/// pending or exhausted, in order of receipt.
+async fn cleaner_lists_agree(database: &Database, rows: &[RequestRow]) {
+    let mut listed_any = false;
+    for name in ["billing", "crm", "nobody"] {
+        let filter = RequestFilter {
+            cleaner: Some(name.to_owned()),
+            ..Default::default()
+        };
+        let listed: Vec<RequestId> = database
+            .projections
+            .list_requests(&filter, None, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let expected: Vec<RequestId> = rows
+            .iter()
+            .filter(|r| {
+                r.cleaners
+                    .iter()
+                    .any(|c| c.name == name && matches!(c.status.as_str(), "pending" | "exhausted"))
+            })
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(listed, expected, "cleaner={name}");
+        listed_any |= !listed.is_empty();
+    }
+    assert!(listed_any, "the workload left some cleaner unfinished");
 }
 
 async fn lists_filter_and_page_stably(store: TestStore) {
@@ -484,6 +473,18 @@ async fn list_and_stats_over_http() {
     assert_eq!(
         (status, problem["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("status"))
+    );
+    let (status, problem) = get("/v1/requests?cleaner=Billing%20API".into()).await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("cleaner"))
+    );
+    let (status, page) = get("/v1/requests?cleaner=billing".into()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        0,
+        "none is due yet"
     );
     let (status, problem) = get("/v1/requests?limit=0".into()).await;
     assert_eq!(

@@ -70,6 +70,15 @@ impl RequestRow {
     pub const fn is_open(&self) -> bool {
         !self.status.is_closed()
     }
+
+    /// The planned cleaners that have neither succeeded nor been skipped: pending, failing or
+    /// out of attempts (the list's `cleaner` filter).
+    pub fn unfinished_cleaners(&self) -> impl Iterator<Item = &str> {
+        self.cleaners
+            .iter()
+            .filter(|c| c.status == "pending" || c.status == "exhausted")
+            .map(|c| c.name.as_str())
+    }
 }
 
 /// Folds one event into the row of its request. `None` before `Received`; an event other than

@@ -21,6 +21,9 @@ pub struct ListFilter {
     /// Open requests past their deadline.
     pub overdue: bool,
     pub needs_attention: bool,
+    /// Requests with this cleaner planned and not yet succeeded or skipped (pending, failing
+    /// or out of attempts).
+    pub cleaner: Option<lethe_domain::CleanerName>,
     /// Received at or after.
     pub received_from: Option<DateTime<Utc>>,
     /// Received before.
@@ -57,6 +60,7 @@ impl Requests {
             at_risk: filter.at_risk,
             overdue: filter.overdue,
             needs_attention: filter.needs_attention,
+            cleaner: filter.cleaner.as_ref().map(ToString::to_string),
             received_from: filter.received_from,
             received_to: filter.received_to,
             today: None,

@@ -37,6 +37,10 @@ pub struct ListQuery {
     /// Only open requests past their deadline.
     overdue: Option<bool>,
     needs_attention: Option<bool>,
+    /// Only requests with this cleaner planned that has not yet succeeded or been skipped
+    /// (pending, failing, or out of attempts).
+    #[param(schema_with = super::schema::cleaner_name)]
+    cleaner: Option<String>,
     /// Received at or after (RFC 3339 time or a date).
     #[param(schema_with = super::schema::time_or_date)]
     received_from: Option<String>,
@@ -93,6 +97,14 @@ fn filter_of(query: &ListQuery) -> Result<ListFilter, Problem> {
         at_risk: query.at_risk.unwrap_or(false),
         overdue: query.overdue.unwrap_or(false),
         needs_attention: query.needs_attention.unwrap_or(false),
+        cleaner: query
+            .cleaner
+            .as_deref()
+            .map(|name| {
+                lethe_domain::CleanerName::parse(name)
+                    .map_err(|e| Problem::invalid("cleaner", e.message))
+            })
+            .transpose()?,
         received_from: query
             .received_from
             .as_deref()

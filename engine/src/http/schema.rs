@@ -274,6 +274,14 @@ pub fn query_text() -> Schema {
         .into()
 }
 
+/// A cleaner's name in a query (`cleaner` of the request list).
+pub fn cleaner_name() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(CLEANER_NAME_PATTERN))
+        .into()
+}
+
 /// `received_from` / `received_to`: an RFC 3339 time or a date.
 pub fn time_or_date() -> Schema {
     let format = |f| {
@@ -366,13 +374,15 @@ pub struct CleanerPath;
 
 impl IntoParams for CleanerPath {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        let name = ObjectBuilder::new()
-            .schema_type(Type::String)
-            .pattern(Some(CLEANER_NAME_PATTERN))
-            .into();
         vec![
             request_id_parameter(),
-            parameter("name", ParameterIn::Path, true, "The cleaner's name", name),
+            parameter(
+                "name",
+                ParameterIn::Path,
+                true,
+                "The cleaner's name",
+                cleaner_name(),
+            ),
         ]
     }
 }

@@ -33,6 +33,8 @@ pub struct RequestFilter {
     /// Open requests whose deadline has passed.
     pub overdue: bool,
     pub needs_attention: bool,
+    /// Requests with this cleaner planned and not yet succeeded or skipped.
+    pub cleaner: Option<String>,
     pub received_from: Option<DateTime<Utc>>,
     pub received_to: Option<DateTime<Utc>>,
     pub today: Option<NaiveDate>,
@@ -53,9 +55,39 @@ impl RequestFilter {
             && (!self.overdue || (row.is_open() && days_left < 0))
             && (!self.needs_attention || row.status == RequestStatus::NeedsAttention)
             && self
+                .cleaner
+                .as_ref()
+                .is_none_or(|name| row.unfinished_cleaners().any(|c| c == name))
+            && self
                 .received_from
                 .is_none_or(|from| row.received_at >= from)
             && self.received_to.is_none_or(|to| row.received_at < to)
+    }
+}
+
+/// Pushes the `FROM` and the first `WHERE` condition of a list, `p` the projection's rows, and
+/// answers the column the list is ordered by. With a cleaner, its table's primary key drives the
+/// list (in order of receipt) through `join` (SQLite's `CROSS JOIN` keeps that order of loops);
+/// else the projection's own.
+pub(crate) fn list_source<'a, DB: sqlx::Database>(
+    query: &mut sqlx::QueryBuilder<'a, DB>,
+    filter: &RequestFilter,
+    join: &str,
+) -> &'static str
+where
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    if let Some(cleaner) = &filter.cleaner {
+        query
+            .push(format!(
+                "unfinished_cleaners w {join} requests_projection p \
+                 ON p.request_id = w.request_id WHERE w.cleaner = "
+            ))
+            .push_bind(cleaner.clone());
+        "w.request_id"
+    } else {
+        query.push("requests_projection p WHERE 1 = 1");
+        "p.request_id"
     }
 }
 

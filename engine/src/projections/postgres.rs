@@ -9,7 +9,7 @@ use lethe_projections::requests::RequestRow;
 use sqlx::{QueryBuilder, Row};
 
 use super::suppressions::{changes, SuppressionChange, SuppressionEntry};
-use super::{decode, encode, fold_batch, ProjectionStore, RequestFilter, REQUESTS};
+use super::{decode, encode, fold_batch, list_source, ProjectionStore, RequestFilter, REQUESTS};
 use crate::store::{Checkpoint, PostgresStore, RecordedEvent, StoreError};
 use crate::subscriptions;
 
@@ -87,6 +87,7 @@ impl ProjectionStore for PostgresStore {
         .bind(&data)
         .execute(&mut *tx)
         .await?;
+        unfinished_cleaners(&mut tx, folded.values()).await?;
         apply_suppressions(&mut tx, events).await?;
         tx.commit().await?;
         Ok(true)
@@ -125,41 +126,44 @@ impl ProjectionStore for PostgresStore {
         limit: u32,
     ) -> Result<Vec<RequestRow>, StoreError> {
         let today = filter.today.unwrap_or_else(|| Utc::now().date_naive());
-        let mut query = QueryBuilder::new("SELECT row_data FROM requests_projection WHERE true");
+        let mut query = QueryBuilder::new("SELECT p.row_data FROM ");
+        let key = list_source(&mut query, filter, "JOIN");
         if let Some(after) = after {
-            query.push(" AND request_id > ").push_bind(*after.as_uuid());
+            query
+                .push(format!(" AND {key} > "))
+                .push_bind(*after.as_uuid());
         }
         if let Some(status) = filter.status {
-            query.push(" AND status = ").push_bind(status.as_str());
+            query.push(" AND p.status = ").push_bind(status.as_str());
         }
         if filter.needs_attention {
-            query.push(" AND status = 'needs_attention'");
+            query.push(" AND p.status = 'needs_attention'");
         }
         if let Some(jurisdiction) = &filter.jurisdiction {
             query
-                .push(" AND jurisdiction = ")
+                .push(" AND p.jurisdiction = ")
                 .push_bind(jurisdiction.clone());
         }
         if filter.at_risk {
             query
-                .push(" AND closed_at IS NULL AND deadline >= ")
+                .push(" AND p.closed_at IS NULL AND p.deadline >= ")
                 .push_bind(today)
-                .push(" AND deadline <= ")
+                .push(" AND p.deadline <= ")
                 .push_bind(today + chrono::TimeDelta::days(filter.at_risk_days));
         }
         if filter.overdue {
             query
-                .push(" AND closed_at IS NULL AND deadline < ")
+                .push(" AND p.closed_at IS NULL AND p.deadline < ")
                 .push_bind(today);
         }
         if let Some(from) = filter.received_from {
-            query.push(" AND received_at >= ").push_bind(from);
+            query.push(" AND p.received_at >= ").push_bind(from);
         }
         if let Some(to) = filter.received_to {
-            query.push(" AND received_at < ").push_bind(to);
+            query.push(" AND p.received_at < ").push_bind(to);
         }
         query
-            .push(" ORDER BY request_id LIMIT ")
+            .push(format!(" ORDER BY {key} LIMIT "))
             .push_bind(i64::from(limit));
         let records = query.build().fetch_all(self.pool()).await?;
         records
@@ -174,14 +178,48 @@ impl ProjectionStore for PostgresStore {
             sqlx::query("DELETE FROM requests_projection")
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM suppressions")
-                .execute(&mut *tx)
-                .await?;
+            for table in ["suppressions", "unfinished_cleaners"] {
+                sqlx::query(&format!("DELETE FROM {table}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         subscriptions::postgres::restart_checkpoint(&mut tx, name, owner).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Replaces the batch's requests' rows in `unfinished_cleaners` by their cleaners not yet done.
+async fn unfinished_cleaners(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: impl Iterator<Item = &RequestRow>,
+) -> Result<(), StoreError> {
+    // A plan is set once, when the request becomes due: no cleaners, no rows before either.
+    let (mut touched, mut cleaners, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    for row in rows.filter(|row| !row.cleaners.is_empty()) {
+        touched.push(*row.id.as_uuid());
+        for cleaner in row.unfinished_cleaners() {
+            cleaners.push(cleaner.to_owned());
+            ids.push(*row.id.as_uuid());
+        }
+    }
+    if touched.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM unfinished_cleaners WHERE request_id = ANY($1)")
+        .bind(&touched)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO unfinished_cleaners (cleaner, request_id) \
+         SELECT * FROM unnest($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&cleaners)
+    .bind(&ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The batch's suppression changes, in log order.

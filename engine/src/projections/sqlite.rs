@@ -9,7 +9,7 @@ use lethe_projections::requests::RequestRow;
 use sqlx::{QueryBuilder, Row};
 
 use super::suppressions::{changes, SuppressionChange, SuppressionEntry};
-use super::{decode, encode, fold_batch, ProjectionStore, RequestFilter, REQUESTS};
+use super::{decode, encode, fold_batch, list_source, ProjectionStore, RequestFilter, REQUESTS};
 use crate::store::{Checkpoint, RecordedEvent, SqliteStore, StoreError};
 use crate::subscriptions;
 
@@ -49,7 +49,8 @@ impl ProjectionStore for SqliteStore {
                 rows.insert(row.id, row);
             }
         }
-        for row in fold_batch(rows, events)?.values() {
+        let folded = fold_batch(rows, events)?;
+        for row in folded.values() {
             sqlx::query(
                 "INSERT INTO requests_projection (request_id, status, jurisdiction, received_at, deadline, \
                  closed_at, row_data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
@@ -67,6 +68,9 @@ impl ProjectionStore for SqliteStore {
             .bind(encode(row)?)
             .execute(&mut *tx)
             .await?;
+        }
+        for row in folded.values() {
+            unfinished_cleaners(&mut tx, row).await?;
         }
         apply_suppressions(&mut tx, events).await?;
         tx.commit().await?;
@@ -99,43 +103,44 @@ impl ProjectionStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<RequestRow>, StoreError> {
         let today = filter.today.unwrap_or_else(|| Utc::now().date_naive());
-        let mut query = QueryBuilder::new("SELECT row_data FROM requests_projection WHERE 1 = 1");
+        let mut query = QueryBuilder::new("SELECT p.row_data FROM ");
+        let key = list_source(&mut query, filter, "CROSS JOIN");
         if let Some(after) = after {
             query
-                .push(" AND request_id > ")
+                .push(format!(" AND {key} > "))
                 .push_bind(after.to_string());
         }
         if let Some(status) = filter.status {
-            query.push(" AND status = ").push_bind(status.as_str());
+            query.push(" AND p.status = ").push_bind(status.as_str());
         }
         if filter.needs_attention {
-            query.push(" AND status = 'needs_attention'");
+            query.push(" AND p.status = 'needs_attention'");
         }
         if let Some(jurisdiction) = &filter.jurisdiction {
             query
-                .push(" AND jurisdiction = ")
+                .push(" AND p.jurisdiction = ")
                 .push_bind(jurisdiction.clone());
         }
         if filter.at_risk {
             query
-                .push(" AND closed_at IS NULL AND deadline >= ")
+                .push(" AND p.closed_at IS NULL AND p.deadline >= ")
                 .push_bind(today.to_string())
-                .push(" AND deadline <= ")
+                .push(" AND p.deadline <= ")
                 .push_bind((today + chrono::TimeDelta::days(filter.at_risk_days)).to_string());
         }
         if filter.overdue {
             query
-                .push(" AND closed_at IS NULL AND deadline < ")
+                .push(" AND p.closed_at IS NULL AND p.deadline < ")
                 .push_bind(today.to_string());
         }
         if let Some(from) = filter.received_from {
-            query.push(" AND received_at >= ").push_bind(time(from));
+            query.push(" AND p.received_at >= ").push_bind(time(from));
         }
         if let Some(to) = filter.received_to {
-            query.push(" AND received_at < ").push_bind(time(to));
+            query.push(" AND p.received_at < ").push_bind(time(to));
         }
         query
-            .push(" ORDER BY request_id LIMIT ")
+            .push(format!(" ORDER BY {key} LIMIT "))
             .push_bind(i64::from(limit));
         let records = query.build().fetch_all(self.writer()).await?;
         records
@@ -150,14 +155,43 @@ impl ProjectionStore for SqliteStore {
             sqlx::query("DELETE FROM requests_projection")
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM suppressions")
-                .execute(&mut *tx)
-                .await?;
+            for table in ["suppressions", "unfinished_cleaners"] {
+                sqlx::query(&format!("DELETE FROM {table}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         subscriptions::sqlite::restart_checkpoint(&mut tx, name, owner).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Replaces a request's rows in `unfinished_cleaners` by its cleaners not yet done.
+async fn unfinished_cleaners(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    row: &RequestRow,
+) -> Result<(), StoreError> {
+    // A plan is set once, when the request becomes due: no cleaners, no rows before either.
+    if row.cleaners.is_empty() {
+        return Ok(());
+    }
+    let id = row.id.to_string();
+    sqlx::query("DELETE FROM unfinished_cleaners WHERE request_id = ?1")
+        .bind(&id)
+        .execute(&mut **tx)
+        .await?;
+    for cleaner in row.unfinished_cleaners() {
+        sqlx::query(
+            "INSERT INTO unfinished_cleaners (cleaner, request_id) VALUES (?1, ?2) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(cleaner)
+        .bind(&id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// The batch's suppression changes, in log order.

@@ -14,6 +14,7 @@ pub mod dump;
 pub mod engine;
 pub mod fake_service;
 pub mod metrics;
+pub mod projection;
 
 use std::str::FromStr;
 use std::sync::Arc;
