@@ -96,12 +96,13 @@ if ! pkg-config --exists openssl 2>/dev/null; then
   apt-get install -y -qq libssl-dev pkg-config >/dev/null
 fi
 
-# The dashboard's browser test (engine/tests/dashboard/) drives Debian's headless Chromium.
-if ! command -v chromium >/dev/null; then
-  log "installing Chromium from Debian's packages (for the dashboard's browser test)"
+# The dashboard's browser tests (engine/tests/dashboard/) drive Debian's headless Chromium,
+# by command line and through chromedriver (WebDriver, for the clicks on its forms).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  log "installing Chromium and chromedriver from Debian's packages (for the dashboard's browser tests)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq chromium >/dev/null
+  apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 # The end-to-end Kafka test (engine/tests/kafka_tansu/) runs the broker tansu 0.6.0, built

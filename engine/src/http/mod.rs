@@ -136,6 +136,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
         .routes(routes!(dashboard::dashboard))
+        .routes(routes!(dashboard::requests))
+        .routes(routes!(dashboard::request))
+        .routes(routes!(dashboard::act))
         .routes(routes!(events::feed))
         .split_for_parts();
     schema::refine(&mut openapi);

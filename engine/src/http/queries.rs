@@ -118,6 +118,44 @@ fn filter_of(query: &ListQuery) -> Result<ListFilter, Problem> {
     })
 }
 
+/// A list query's filter, where its page starts and its size, checked as `GET /v1/requests`
+/// checks them: a bad value is a 400 naming the field.
+pub(super) fn checked(query: &ListQuery) -> Result<(ListFilter, Option<RequestId>, u32), Problem> {
+    let filter = filter_of(query)?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(Problem::invalid("limit", format!("must be 1-{MAX_LIMIT}")));
+    }
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<RequestId>()
+                .map_err(|_| Problem::invalid("cursor", "is not a cursor from this API"))
+        })
+        .transpose()?;
+    Ok((filter, after, limit))
+}
+
+/// A list query from an HTML form's query string: the fields left empty are absent, so a
+/// form sent untouched lists everything. The same names and checks as `GET /v1/requests`.
+pub(super) fn from_form(raw: Option<&str>) -> Result<ListQuery, Problem> {
+    let kept: Vec<(String, String)> =
+        url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&kept)
+        .finish();
+    let uri: axum::http::Uri = format!("/?{query}")
+        .parse()
+        .map_err(|_| Problem::invalid("query", "is not a query string"))?;
+    Query::<ListQuery>::try_from_uri(&uri)
+        .map(|Query(query)| query)
+        .map_err(|e| Problem::invalid("query", e.body_text()))
+}
+
 #[utoipa::path(
     get,
     path = "/v1/requests",
@@ -137,19 +175,7 @@ pub async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ListView>, Problem> {
     let Query(query) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
-    let filter = filter_of(&query)?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(Problem::invalid("limit", format!("must be 1-{MAX_LIMIT}")));
-    }
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<RequestId>()
-                .map_err(|_| Problem::invalid("cursor", "is not a cursor from this API"))
-        })
-        .transpose()?;
+    let (filter, after, limit) = checked(&query)?;
     let page = state.requests.list(&filter, after, limit).await?;
     let today = Utc::now().date_naive();
     Ok(Json(ListView {

@@ -138,10 +138,40 @@ impl IntoResponses for JsonBody {
     }
 }
 
+/// What the layers around every route answer, for the dashboard's pages for people: a bad id,
+/// filter or form of the page is an HTML page naming it; what the edge refuses first is a
+/// problem.
+#[derive(Debug)]
+pub struct DashboardPage;
+
+impl IntoResponses for DashboardPage {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut responses = Service::responses();
+        responses.insert(
+            "400".to_owned(),
+            page_or_problem(
+                "A malformed request id, filter or form field, or an action not confirmed: a \
+                 page naming it (HTML); or a path or query the edge refuses (a problem)",
+            ),
+        );
+        responses
+    }
+}
+
 /// The answers of the cancel page (`GET /v1/requests/{id}/cancel`), a page for people: every
 /// outcome is an HTML page, but for what the layers around every route refuse first.
 #[derive(Debug)]
 pub struct CancelPage;
+
+/// An answer that is an HTML page or, from the layers around the route, a problem.
+fn page_or_problem(description: &str) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content("text/html", ContentBuilder::new().build())
+        .content("application/problem+json", problem_content())
+        .build()
+        .into()
+}
 
 fn page(description: &str) -> RefOr<Response> {
     ResponseBuilder::new()
@@ -156,15 +186,10 @@ impl IntoResponses for CancelPage {
         let mut responses = Service::responses();
         responses.insert(
             "400".to_owned(),
-            ResponseBuilder::new()
-                .description(
-                    "A malformed request id (an HTML page), or a path or query the edge refuses \
-                     (a problem)",
-                )
-                .content("text/html", ContentBuilder::new().build())
-                .content("application/problem+json", problem_content())
-                .build()
-                .into(),
+            page_or_problem(
+                "A malformed request id (an HTML page), or a path or query the edge refuses \
+                 (a problem)",
+            ),
         );
         for (status, description) in [
             (401, "No token in the link, and no admin bearer token"),

@@ -293,6 +293,13 @@ impl MasterKey {
         &self.configured
     }
 
+    /// The dashboard's key for its forms' CSRF tokens: a subkey of the configured key (HKDF),
+    /// so every instance sharing the master key checks the others' forms, and restarts keep
+    /// open pages valid.
+    pub fn dashboard_form_key(&self) -> [u8; 32] {
+        self.configured.derive(b"lethe dashboard form key v1")
+    }
+
     /// The configured key's fingerprint.
     pub fn fingerprint(&self) -> String {
         self.configured.fingerprint()

@@ -5,20 +5,26 @@ use super::*;
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Debian's Chromium: `/usr/bin/chromium`, or `chromium` on the PATH.
-fn chromium() -> PathBuf {
+pub(crate) fn chromium() -> PathBuf {
+    installed("chromium", "chromium")
+}
+
+/// The program `name` of Debian's package `package`: `/usr/bin/<name>`, or on the PATH;
+/// the test fails saying how to install it when it is neither.
+pub(crate) fn installed(name: &str, package: &str) -> PathBuf {
     let on_path = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
-        .map(|dir| dir.join("chromium"));
-    std::iter::once(PathBuf::from("/usr/bin/chromium"))
+        .map(|dir| dir.join(name));
+    std::iter::once(Path::new("/usr/bin").join(name))
         .chain(on_path)
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
             panic!(
-                "Chromium is needed for the dashboard's browser test and is not installed: run \
-                 scripts/test.sh (which installs Debian's chromium package), or \
-                 `apt-get install -y chromium`"
+                "{name} is needed for the dashboard's browser tests and is not installed: run \
+                 scripts/test.sh (which installs Debian's {package} package), or \
+                 `apt-get install -y {package}`"
             )
         })
 }
@@ -68,7 +74,7 @@ async fn run_chromium(args: &[String]) -> String {
     stdout
 }
 
-fn artifacts_dir() -> PathBuf {
+pub(crate) fn artifacts_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
         PathBuf::from,

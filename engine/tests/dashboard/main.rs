@@ -6,6 +6,13 @@
 //!   `GET /v1/stats` (and the numbers shown agree with it), the lists are right and most urgent
 //!   first; auth by bearer header, by `?token=` moved into a cookie, and by that cookie; 401 and
 //!   403 as HTML pages; 503 without projections; open when no tokens are configured.
+//! - The request list and request pages through the router: the list's filters and pages
+//!   against `GET /v1/requests`, a bad filter named, a page's state, cleaners and timeline
+//!   against the API; every action with the operator's actor, and the refusals (CSRF, scope,
+//!   confirmation) changing nothing (`requests.rs`, `actions.rs`).
+//! - Clicked in Chromium through chromedriver (`clicks.rs`): every action of the request page,
+//!   typed, confirmed and submitted as a person would, its event read back from the timeline;
+//!   screenshots of the list and of a request page.
 //! - In a real browser: Debian's headless Chromium opens `/dashboard?token=...` on a live
 //!   engine (following the redirect with the cookie), its DOM is checked against
 //!   `GET /v1/stats`, and a screenshot is saved to `target/test-artifacts/dashboard.png`.
@@ -13,9 +20,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod actions;
 mod annual;
 mod browser;
+mod clicks;
 mod page;
+mod requests;
 mod router;
 mod workload;
 
@@ -47,12 +57,31 @@ use tower::ServiceExt;
 
 const READER: &str = "lethe_reader-token-0123";
 const ADMIN: &str = "lethe_admin-token-4567";
+const AUDITOR: &str = "lethe_auditor-token-89ab";
+/// Signs in to the dashboard and may act: `requests:read` and `admin`.
+const OPERATOR: &str = "lethe_operator-token-cdef";
+/// Signs in to the dashboard and may approve only.
+const APPROVER: &str = "lethe_approver-token-0246";
 
-fn config_with_tokens() -> Config {
+fn tokens() -> TestConfig {
     TestConfig::new()
         .token("reader", &token_hash(READER), &["requests:read"])
         .token("admin", &token_hash(ADMIN), &["admin"])
-        .build()
+        .token("auditor", &token_hash(AUDITOR), &["audit:read"])
+        .token(
+            "operator",
+            &token_hash(OPERATOR),
+            &["requests:read", "admin"],
+        )
+        .token(
+            "approver",
+            &token_hash(APPROVER),
+            &["requests:read", "requests:approve"],
+        )
+}
+
+fn config_with_tokens() -> Config {
+    tokens().build()
 }
 
 use page::*;

@@ -2,7 +2,7 @@
 
 use super::*;
 
-async fn send(
+pub(crate) async fn send(
     app: &axum::Router,
     request: Request<Body>,
 ) -> (StatusCode, axum::http::HeaderMap, String) {
@@ -15,7 +15,7 @@ async fn send(
     (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
-fn get(uri: &str, token: Option<&str>) -> Request<Body> {
+pub(crate) fn get(uri: &str, token: Option<&str>) -> Request<Body> {
     let mut request = Request::get(uri);
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -23,7 +23,7 @@ fn get(uri: &str, token: Option<&str>) -> Request<Body> {
     request.body(Body::empty()).unwrap()
 }
 
-fn with_cookie(uri: &str, cookie: &str) -> Request<Body> {
+pub(crate) fn with_cookie(uri: &str, cookie: &str) -> Request<Body> {
     Request::get(uri)
         .header(header::COOKIE, cookie)
         .body(Body::empty())

@@ -8,8 +8,9 @@ use axum::response::{IntoResponse, Response};
 use super::html::document;
 use super::{common_headers, html, COOKIE, PATH};
 use crate::config::Config;
-use crate::http::auth;
+use crate::http::auth::{self, Principal};
 use crate::http::problem::Problem;
+use lethe_domain::RequestId;
 
 const SCOPE: &str = "requests:read";
 
@@ -28,26 +29,87 @@ pub(super) fn take_token(config: &Config, token: &str, headers: &HeaderMap) -> R
     }
 }
 
+/// Who is signed in to the dashboard: a holder of `requests:read`, and the token presented
+/// (the bearer header's or the cookie's; empty when auth is off), which the CSRF token of
+/// its forms is derived from.
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) principal: Principal,
+    pub(super) token: String,
+}
+
+/// A caller refused: 401 or 403, and whether the cookie is to be cleared. Its response is
+/// the page that says how to pass a token.
+#[derive(Debug)]
+pub(super) struct Refused {
+    status: StatusCode,
+    clear_cookie: bool,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        denied(self.status, self.clear_cookie)
+    }
+}
+
+/// The signed-in caller and the request id of a request's route; else the page that refuses
+/// (401, 403, or 400 for an id that is not one).
+pub(super) fn on_request(
+    config: &Config,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(Session, RequestId), Box<Response>> {
+    let session = session(config, headers).map_err(|r| Box::new(r.into_response()))?;
+    let id = crate::http::request_id(id).map_err(|problem| {
+        Box::new(super::message_page(
+            StatusCode::BAD_REQUEST,
+            "Not a request id",
+            &super::Esc(&problem.detail).to_string(),
+        ))
+    })?;
+    Ok((session, id))
+}
+
 /// The bearer header if there is one, else the cookie, must hold `requests:read`; `Some` is
 /// the page that refuses the caller.
 pub(super) fn refusal(config: &Config, headers: &HeaderMap) -> Option<Response> {
-    let (presented, from_cookie) = if let Some(value) = headers.get(header::AUTHORIZATION) {
+    session(config, headers)
+        .err()
+        .map(IntoResponse::into_response)
+}
+
+/// The signed-in caller, or why they are refused (401, 403).
+pub(super) fn session(config: &Config, headers: &HeaderMap) -> Result<Session, Refused> {
+    let (presented, token, from_cookie) = if let Some(value) = headers.get(header::AUTHORIZATION) {
         let mut only = HeaderMap::new();
         only.insert(header::AUTHORIZATION, value.clone());
-        (only, false)
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned();
+        (only, token, false)
     } else if let Some(token) = cookie(headers) {
         let Some(only) = bearer(token) else {
-            return Some(denied(StatusCode::UNAUTHORIZED, true));
+            return Err(Refused {
+                status: StatusCode::UNAUTHORIZED,
+                clear_cookie: true,
+            });
         };
-        (only, true)
+        (only, token.to_owned(), true)
     } else {
-        (HeaderMap::new(), false)
+        (HeaderMap::new(), String::new(), false)
     };
     auth::require(config, &presented, SCOPE)
-        .err()
-        .map(|problem| {
+        .map(|principal| Session { principal, token })
+        .map_err(|problem| {
             let status = status_of(&problem);
-            denied(status, from_cookie && status == StatusCode::UNAUTHORIZED)
+            Refused {
+                status,
+                clear_cookie: from_cookie && status == StatusCode::UNAUTHORIZED,
+            }
         })
 }
 
@@ -64,13 +126,18 @@ fn bearer(token: &str) -> Option<HeaderMap> {
 
 /// The `lethe_token` cookie, from any `Cookie` header.
 fn cookie(headers: &HeaderMap) -> Option<&str> {
+    named_cookie(headers, COOKIE)
+}
+
+/// The cookie `name`, from any `Cookie` header.
+pub(super) fn named_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(found, _)| *found == name)
         .map(|(_, value)| value.trim_matches('"'))
         .filter(|value| !value.is_empty())
 }
@@ -84,7 +151,7 @@ fn cookie_safe(token: &str) -> bool {
             .all(|b| (0x21..=0x7e).contains(&b) && !matches!(b, b'"' | b',' | b';' | b'\\'))
 }
 
-fn secure(headers: &HeaderMap) -> &'static str {
+pub(super) fn secure(headers: &HeaderMap) -> &'static str {
     let https = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())

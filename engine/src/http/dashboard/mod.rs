@@ -25,11 +25,15 @@ macro_rules! put {
     }};
 }
 
+mod actions;
 mod annual;
 mod auth;
 mod chart;
+mod csrf;
 mod html;
+mod list;
 mod page;
+mod request_page;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -44,10 +48,13 @@ use sha2::{Digest, Sha256};
 use super::problem::Problem;
 use super::AppState;
 use crate::app::RequestError;
+pub use actions::{__path_act, act};
 use auth::{refusal, take_token};
 use html::CSS;
 pub(super) use html::{document, Esc};
+pub use list::{__path_requests, requests};
 pub use page::render;
+pub use request_page::{__path_request, request};
 
 /// The cookie that holds the dashboard's token.
 pub const COOKIE: &str = "lethe_token";
@@ -95,14 +102,21 @@ pub async fn dashboard(
     let now = Utc::now();
     match state.requests.dashboard(now.date_naive()).await {
         Ok(figures) => html(StatusCode::OK, render(&figures, now)),
-        Err(RequestError::NoProjections) => message_page(
+        Err(error) => error_page(error),
+    }
+}
+
+/// The page for a failure of the application service, saying only what the API would say.
+fn error_page(error: RequestError) -> Response {
+    match error {
+        RequestError::NoProjections => message_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Dashboard unavailable",
             "This instance serves no projections, so there is nothing to show. The dashboard is \
              served by <code>lethe serve</code>.",
         ),
-        Err(error) => {
-            // Logged once by the conversion; the page says only what the API would say.
+        error => {
+            // Logged once by the conversion.
             let problem = Problem::from(error);
             let status =
                 StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -113,9 +127,11 @@ pub async fn dashboard(
 
 fn common_headers(out: &mut HeaderMap) {
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Never a referrer to another site; `same-origin` rather than `no-referrer`, under which
+    // a browser sends `Origin: null` with the dashboard's own form posts (ADR 35).
     out.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     out.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -124,7 +140,8 @@ fn common_headers(out: &mut HeaderMap) {
     out.insert(header::CONTENT_SECURITY_POLICY, CSP.clone());
 }
 
-/// An HTML answer with the headers every page carries (no caching, no referrer, the CSP).
+/// An HTML answer with the headers every page carries (no caching, no referrer to other
+/// sites, the CSP).
 pub(super) fn html(status: StatusCode, body: String) -> Response {
     let mut response = (status, body).into_response();
     let out = response.headers_mut();

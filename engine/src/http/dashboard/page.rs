@@ -50,6 +50,10 @@ pub fn render(figures: &Figures, now: DateTime<Utc>) -> String {
     completion(&mut main, stats, figures.today);
     annual(&mut main, &figures.reports);
     coverage(&mut main, &figures.coverage);
+    main.push_str(
+        "<p class=\"nav\"><a href=\"/dashboard/requests\">All requests, with filters \
+         &rarr;</a></p>\n",
+    );
     put!(
         main,
         "<footer>The same figures as JSON: <code>GET /v1/stats</code>. At risk: an open request \
@@ -113,7 +117,7 @@ fn count(stats: &StatsView, status: RequestStatus) -> u64 {
     stats.by_status.get(status.as_str()).copied().unwrap_or(0)
 }
 
-const fn status_label(status: RequestStatus) -> &'static str {
+pub(super) const fn status_label(status: RequestStatus) -> &'static str {
     match status {
         RequestStatus::AwaitingApproval => "Awaiting approval",
         RequestStatus::Pending => "Pending",
@@ -171,13 +175,16 @@ fn statuses(out: &mut String, stats: &StatsView) {
     out.push_str("</ul>\n</section>\n");
 }
 
-fn days_text(left: i64) -> (String, &'static str) {
+/// Days left in words, and the class that colours them: late, or soon (at risk: at most
+/// `at_risk_days` left).
+fn days_text(left: i64, at_risk_days: i64) -> (String, &'static str) {
+    let soon = if left <= at_risk_days { "soon" } else { "" };
     match left {
         i64::MIN..=-2 => (format!("{} days late", -left), "late"),
         -1 => ("1 day late".to_owned(), "late"),
-        0 => ("due today".to_owned(), "soon"),
-        1 => ("1 day".to_owned(), "soon"),
-        _ => (format!("{left} days"), "soon"),
+        0 => ("due today".to_owned(), soon),
+        1 => ("1 day".to_owned(), soon),
+        _ => (format!("{left} days"), soon),
     }
 }
 
@@ -199,8 +206,31 @@ fn request_list(
         put!(out, "<p class=\"empty\">{}</p>\n</section>\n", Esc(empty));
         return;
     }
+    out.push_str("<div class=\"scroll\">");
+    // Every row here is overdue or at risk.
+    table(out, rows, today, u32::MAX);
+    out.push_str("</div>\n");
+    if total > rows.len() as u64 {
+        put!(
+            out,
+            "<p class=\"note\">The {} most urgent of {total}; all of them: \
+             <a href=\"/dashboard/requests?{}=true\">the request list</a>.</p>\n",
+            rows.len(),
+            if id == "overdue" {
+                "overdue"
+            } else {
+                "at_risk"
+            }
+        );
+    }
+    out.push_str("</section>\n");
+}
+
+/// A table of requests, each id linking to its page (`/dashboard/requests/{id}`).
+/// Days left are coloured when at most `at_risk_days`.
+pub(super) fn table(out: &mut String, rows: &[RequestRow], today: NaiveDate, at_risk_days: u32) {
     out.push_str(
-        "<div class=\"scroll\"><table class=\"requests\">\n<colgroup><col class=\"c-id\">\
+        "<table class=\"requests\">\n<colgroup><col class=\"c-id\">\
          <col class=\"c-law\"><col class=\"c-status\"><col class=\"c-date\">\
          <col class=\"c-date\"><col class=\"c-left\"></colgroup>\n<thead><tr><th>Request</th>\
          <th>Jurisdiction</th><th>Status</th><th>Received</th><th>Deadline</th>\
@@ -208,10 +238,15 @@ fn request_list(
     );
     for row in rows {
         let left = days_left(row.deadline, today);
-        let (text, class) = days_text(left);
+        let (text, class) = if row.status.is_closed() {
+            ("–".to_owned(), "")
+        } else {
+            days_text(left, i64::from(at_risk_days))
+        };
         put!(
             out,
-            "<tr data-request=\"{id}\"><td class=\"id\">{id}</td><td>{jurisdiction}</td>\
+            "<tr data-request=\"{id}\"><td class=\"id\"><a href=\"/dashboard/requests/{id}\">{id}</a></td>\
+             <td>{jurisdiction}</td>\
              <td><span class=\"badge s-{status}\">{label}</span></td>\
              <td class=\"date\">{received}</td><td class=\"date\">{deadline}</td>\
              <td class=\"num {class}\" data-days-left=\"{left}\">{text}</td></tr>\n",
@@ -223,21 +258,7 @@ fn request_list(
             deadline = row.deadline.format("%Y-%m-%d"),
         );
     }
-    out.push_str("</tbody>\n</table></div>\n");
-    if total > rows.len() as u64 {
-        put!(
-            out,
-            "<p class=\"note\">The {} most urgent of {total}; the rest: <code>GET \
-             /v1/requests?{}=true</code>.</p>\n",
-            rows.len(),
-            if id == "overdue" {
-                "overdue"
-            } else {
-                "at_risk"
-            }
-        );
-    }
-    out.push_str("</section>\n");
+    out.push_str("</tbody>\n</table>\n");
 }
 
 /// A duration in seconds, readably.
