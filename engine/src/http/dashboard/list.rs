@@ -1,5 +1,5 @@
 //! The request list (`GET /dashboard/requests`): the filters of `GET /v1/requests` (status,
-//! overdue, at risk, jurisdiction), read and checked by the same code, as a form; a page of
+//! overdue, at risk, jurisdiction, cleaner), read and checked by the same code, as a form; a page of
 //! requests in order of receipt, each linking to its page; and the next page by the same
 //! cursor.
 
@@ -159,8 +159,12 @@ impl Form {
             out,
             "</select></label>\
              <label>Jurisdiction <input name=\"jurisdiction\" value=\"{}\" size=\"8\" \
+             placeholder=\"any\"></label>\
+             <label title=\"Requests with this cleaner planned and not yet succeeded or \
+             skipped\">Cleaner <input name=\"cleaner\" value=\"{}\" size=\"10\" \
              placeholder=\"any\"></label>",
-            Esc(self.get("jurisdiction"))
+            Esc(self.get("jurisdiction")),
+            Esc(self.get("cleaner"))
         );
         for (name, label) in [("overdue", "Overdue"), ("at_risk", "At risk")] {
             put!(

@@ -196,7 +196,9 @@ fn cleaners(
         };
         put!(
             out,
-            "<tr data-cleaner=\"{name}\" data-state=\"{state}\"><td>{name}</td>\
+            "<tr data-cleaner=\"{name}\" data-state=\"{state}\"><td>\
+             <a href=\"/dashboard/requests?cleaner={name}\" title=\"Requests this cleaner has \
+             not finished\">{name}</a></td>\
              <td><span class=\"state {state}\">{state}</span></td>\
              <td class=\"num\">{attempts} of {max}</td><td>{next}</td><td>{error}</td><td>",
             name = Esc(&cleaner.name),
