@@ -14,7 +14,7 @@ use lethe_engine::projections::ProjectionStore;
 use lethe_engine::root::Database;
 use lethe_engine::store::keys::KeyStore;
 use lethe_engine::store::master_key::MasterKey;
-use lethe_engine::store::{EventStore, PostgresStore, SqliteStore};
+use lethe_engine::store::{Backend as Opened, EventStore, PostgresStore, SqliteStore};
 use lethe_engine::workflow::WorkflowStore;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
@@ -261,12 +261,10 @@ impl Db {
 
     /// The stores of this database, as `lethe serve` opens them.
     pub fn database(&self) -> Database {
-        Database {
-            events: self.events(),
-            workflow: self.workflow(),
-            projections: self.projections(),
-            keys: self.keys(),
-        }
+        Database::from(match &self.kind {
+            Kind::Postgres { store, .. } => Opened::Postgres(store.clone()),
+            Kind::Sqlite { store, .. } => Opened::Sqlite(store.clone()),
+        })
     }
 
     /// The requests service as `lethe serve` builds it: projections, and subjects sealed under

@@ -26,6 +26,13 @@ pub enum RequestError {
     /// with the call; try again later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A cleaner reported progress on an attempt whose result is not awaited: the result
+    /// came, the attempt's deadline passed, or it was never made.
+    #[error("no result of attempt {attempt} of cleaner {cleaner} is awaited: it came, its deadline passed, or the attempt was never made")]
+    NotAwaited {
+        cleaner: lethe_domain::CleanerName,
+        attempt: u32,
+    },
     /// A list, the stats or the dashboard was asked of a process that serves no projections.
     #[error("this instance serves no projections")]
     NoProjections,

@@ -12,7 +12,7 @@ impl Requests {
     /// The request's current state, without the subject's identifiers.
     pub async fn show(&self, id: RequestId) -> Result<RequestView, RequestError> {
         let loaded = self.load(id).await?.ok_or(RequestError::NotFound(id))?;
-        Ok(RequestView::new(&loaded))
+        self.view_with_progress(RequestView::new(&loaded), id).await
     }
 
     /// Every event of the request, the status after each (with `states`, the whole request

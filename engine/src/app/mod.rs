@@ -3,7 +3,7 @@
 //!
 //! [`Requests`] is the service. Its methods, one concern per file: intake (`intake`, `bulk`),
 //! commands on one request (`commands`, `results`, `execute`), the subject's keys
-//! (`subjects`), queries (`queries`, `history`, `feed`, `dashboard`, `coverage`), the shapes the doors
+//! (`subjects`), a long erasure's progress (`progress`), queries (`queries`, `history`, `feed`, `dashboard`, `coverage`), the shapes the doors
 //! render (`views`, `stats`), whole-log audits (`audit`), master-key rotation (`keys`) and
 //! cleaner planning (`planning`).
 
@@ -21,6 +21,7 @@ mod history;
 mod intake;
 pub mod keys;
 pub mod planning;
+pub mod progress;
 pub mod queries;
 pub mod receipt;
 pub mod replay;
@@ -80,6 +81,9 @@ pub struct Requests {
     /// Seals subjects (crypto-shredding) and finds open requests of the same subject. Without
     /// it subjects are recorded in clear (only tests do that).
     sealing: Option<Sealing>,
+    /// The attempts whose results are awaited, where cleaners' progress is kept; absent in
+    /// tools that run no workflow.
+    awaited: Option<Arc<dyn progress::AwaitedResults>>,
 }
 
 impl Requests {
@@ -89,7 +93,19 @@ impl Requests {
             config,
             projections: None,
             sealing: None,
+            awaited: None,
         }
+    }
+
+    /// Adds where awaited attempts and their progress are kept.
+    #[must_use]
+    pub fn with_awaited(mut self, awaited: Arc<dyn progress::AwaitedResults>) -> Self {
+        self.awaited = Some(awaited);
+        self
+    }
+
+    pub(crate) fn awaited(&self) -> Option<&Arc<dyn progress::AwaitedResults>> {
+        self.awaited.as_ref()
     }
 
     /// Adds the projections that answer list and stats queries.

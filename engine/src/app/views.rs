@@ -7,6 +7,7 @@ use lethe_domain::{Aggregate, DeletionRequest, RequestId, RequestState, RequestS
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::app::progress::{CleanerProgress, Progress};
 use crate::app::{LoadedRequest, SubjectAccess};
 use crate::store::{verify_chain, StoreError, StreamHead};
 
@@ -147,6 +148,21 @@ pub struct CleanerView {
     pub attempts: u32,
     pub max_attempts: u32,
     pub last_error: Option<String>,
+    /// What the cleaner last reported of the attempt whose result is awaited (ADR 35).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressView>,
+}
+
+/// An awaited attempt's latest progress, and the deadline it moved.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProgressView {
+    pub attempt: u32,
+    #[serde(flatten)]
+    pub progress: Progress,
+    /// When the cleaner reported it.
+    pub reported_at: DateTime<Utc>,
+    /// When the attempt fails unless its result, or more progress, comes.
+    pub deadline: DateTime<Utc>,
 }
 
 impl RequestView {
@@ -192,6 +208,7 @@ impl RequestView {
                                 CleanerState::Succeeded { .. } => None,
                                 _ => progress.last_error.clone(),
                             },
+                            progress: None,
                         })
                         .collect()
                 })
@@ -208,6 +225,23 @@ impl RequestView {
             previously_erased: request.previously_erased.clone(),
             version,
         }
+    }
+
+    /// This view with each pending cleaner's latest progress on its awaited attempt.
+    #[must_use]
+    pub fn with_progress(mut self, reported: &[CleanerProgress]) -> Self {
+        for cleaner in &mut self.cleaners {
+            cleaner.progress = reported
+                .iter()
+                .find(|r| r.cleaner.as_str() == cleaner.name && cleaner.status == "pending")
+                .map(|r| ProgressView {
+                    attempt: r.attempt,
+                    progress: r.progress,
+                    reported_at: r.at,
+                    deadline: r.deadline,
+                });
+        }
+        self
     }
 }
 

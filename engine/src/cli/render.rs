@@ -36,6 +36,21 @@ pub(super) fn render_request(view: &RequestView) -> String {
         if let Some(error) = &cleaner.last_error {
             let _ = write!(out, " (last error: {error})");
         }
+        if let Some(progress) = &cleaner.progress {
+            let _ = write!(
+                out,
+                "; attempt {} at {}{} (reported {}, deadline {})",
+                progress.attempt,
+                progress.progress.done,
+                progress
+                    .progress
+                    .total
+                    .map(|total| format!(" of {total}"))
+                    .unwrap_or_default(),
+                progress.reported_at,
+                progress.deadline
+            );
+        }
         out.push('\n');
     }
     if let Some(at) = view.closed_at {

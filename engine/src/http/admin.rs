@@ -4,8 +4,6 @@
 //! Each is one command of the application service ([`crate::app::Requests`]); the answer is
 //! the request as it stands afterwards.
 
-use std::collections::BTreeMap;
-
 use axum::extract::FromRequest;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -22,7 +20,7 @@ use super::{auth, idempotency_key, request_id, AppState};
 
 type AdminCaller = Caller<Admin>;
 use crate::app::views::RequestView;
-use crate::app::{text_field, CleanerReport, EventMetadata, LoadedRequest, RequestError};
+use crate::app::{text_field, EventMetadata, LoadedRequest, RequestError};
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -48,31 +46,6 @@ pub struct CancelQuery {
     token: Option<String>,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ResultOutcome {
-    Succeeded,
-    Failed,
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ResultBody {
-    /// The attempt this result is for: the `attempt` of the call being answered.
-    #[serde(deserialize_with = "super::whole::number")]
-    #[schema(minimum = 1, maximum = 4_294_967_295_u64)]
-    attempt: u32,
-    outcome: ResultOutcome,
-    /// Whether a failure may be retried; absent: it may.
-    retryable: Option<bool>,
-    /// What happened, in a few words; only its first 1024 characters are kept.
-    detail: Option<String>,
-    /// How many records of each kind were deleted.
-    #[serde(default, deserialize_with = "super::whole::counts")]
-    #[schema(schema_with = super::schema::counts)]
-    deleted: Option<BTreeMap<String, u64>>,
-}
-
 /// The command's metadata for an administrator authenticated by [`AdminCaller`].
 fn authorized(
     caller: &AdminCaller,
@@ -83,7 +56,7 @@ fn authorized(
     metadata(headers, &caller.0.actor, operation, id)
 }
 
-fn metadata(
+pub(super) fn metadata(
     headers: &HeaderMap,
     actor: &str,
     operation: &str,
@@ -112,7 +85,7 @@ fn required_reason(body: OptionalJsonBody<ReasonBody>) -> Result<String, Problem
     reason_of(body)?.ok_or_else(|| Problem::invalid("reason", "is required"))
 }
 
-fn cleaner_name(raw: &str) -> Result<CleanerName, Problem> {
+pub(super) fn cleaner_name(raw: &str) -> Result<CleanerName, Problem> {
     CleanerName::parse(raw).map_err(|e| Problem::invalid("name", e.message))
 }
 
@@ -191,31 +164,6 @@ impl axum::extract::FromRequestParts<AppState> for Canceller {
             None => auth::require(state.requests.config(), &parts.headers, "admin")?.actor,
         };
         Ok(Self { id, actor })
-    }
-}
-
-/// The cleaner named in the path, when the caller holds its `cleaner:<name>` scope: only the
-/// cleaner's own token may report its results. Checked before the body is read.
-#[derive(Debug)]
-pub struct CleanerCaller(CleanerName);
-
-impl axum::extract::FromRequestParts<AppState> for CleanerCaller {
-    type Rejection = Problem;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let Path((_, name)) = Path::<(String, String)>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| Problem::invalid("name", e.body_text()))?;
-        let cleaner = cleaner_name(&name)?;
-        auth::require(
-            state.requests.config(),
-            &parts.headers,
-            &format!("cleaner:{cleaner}"),
-        )?;
-        Ok(Self(cleaner))
     }
 }
 
@@ -478,58 +426,6 @@ pub async fn skip_cleaner(
         state
             .requests
             .skip_cleaner(id, &metadata, &cleaner, reason)
-            .await,
-    )
-}
-
-#[utoipa::path(
-    post,
-    path = "/v1/requests/{id}/cleaners/{name}/result",
-    tag = "operations",
-    params(super::schema::CleanerPath, super::schema::IdempotencyKey),
-    request_body = ResultBody,
-    responses(
-        (status = 200, description = "The result is recorded", body = RequestView),
-        super::responses::Command,
-        super::responses::JsonBody,
-    ),
-    security(("bearer" = ["cleaner:{name}"]))
-)]
-pub async fn cleaner_result(
-    State(state): State<AppState>,
-    CleanerCaller(cleaner): CleanerCaller,
-    Path((id, _name)): Path<(String, String)>,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody<ResultBody>,
-) -> Result<Json<RequestView>, Problem> {
-    let id = request_id(&id)?;
-    let actor = format!("cleaner:{cleaner}");
-    let metadata = metadata(
-        &headers,
-        &actor,
-        &format!("result:{cleaner}:{}", body.attempt),
-        id,
-    )?;
-    if body.attempt == 0 {
-        return Err(Problem::invalid("attempt", "must be at least 1"));
-    }
-    // Redacted and cut to length when recorded.
-    let report = match body.outcome {
-        ResultOutcome::Succeeded => CleanerReport::Succeeded {
-            deleted: body.deleted,
-            detail: body.detail,
-        },
-        ResultOutcome::Failed => CleanerReport::Failed {
-            error: body
-                .detail
-                .unwrap_or_else(|| "the cleaner reported a failure".to_owned()),
-            retryable: body.retryable.unwrap_or(true),
-        },
-    };
-    view(
-        state
-            .requests
-            .record_result(id, &metadata, &cleaner, body.attempt, report)
             .await,
     )
 }

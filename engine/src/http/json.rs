@@ -47,6 +47,19 @@ where
     }
 }
 
+/// The body's bytes, read with the same limit, for a handler that chooses the type to parse
+/// them as ([`parse`]) from what they hold.
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read(request, state).await.map(Self)
+    }
+}
+
 /// The whole body, at most [`MAX_BODY_BYTES`]. A declared `Content-Length` over the limit is
 /// refused before a byte is read: waiting for ten gigabytes that will be refused anyway would
 /// hold the connection until the request times out.

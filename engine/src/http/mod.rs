@@ -5,6 +5,7 @@ mod admin;
 pub mod auth;
 mod bulk;
 mod cancel_page;
+mod cleaner_results;
 pub mod dashboard;
 pub mod edge;
 pub mod events;
@@ -128,9 +129,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::expedite))
         .routes(routes!(admin::retry_cleaner))
         .routes(routes!(admin::skip_cleaner))
+        .routes(routes!(cleaner_results::cleaner_result))
         .routes(routes!(admin::lift_suppression))
         .routes(routes!(suppressions::check))
-        .routes(routes!(admin::cleaner_result))
         .routes(routes!(healthz))
         .routes(routes!(ready))
         .routes(routes!(metrics))

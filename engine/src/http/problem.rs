@@ -164,6 +164,12 @@ impl From<RequestError> for Problem {
                 error.to_string(),
             ),
             RequestError::SuppressionOff => Self::not_found(error.to_string()),
+            RequestError::NotAwaited { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "urn:lethe:problem:not-awaited",
+                "No result awaited",
+                error.to_string(),
+            ),
             RequestError::Store(_) | RequestError::Output(_) => {
                 tracing::error!(error = %error, "store failure");
                 Self::internal()

@@ -56,6 +56,19 @@ where
     Ok(counts.map(|counts| counts.into_iter().map(|(k, Whole(v))| (k, v)).collect()))
 }
 
+/// `#[serde(default, deserialize_with = "whole::optional")]` for an optional unsigned integer.
+pub fn optional<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    Option::<Whole>::deserialize(deserializer)?
+        .map(|Whole(value)| {
+            T::try_from(value).map_err(|_| D::Error::custom(format!("{value} is too large")))
+        })
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::{Error, RETRY_INTERVAL};
+use crate::app::progress::Progress;
 use crate::app::{RequestError, Requests};
 use crate::cleaners::kafka::{producer, RenewingProducer};
 use crate::config::KafkaConfig;
@@ -28,10 +29,22 @@ pub struct ResultMessage {
     pub request_id: lethe_domain::RequestId,
     pub cleaner: CleanerName,
     pub attempt: u32,
-    pub outcome: String,
+    /// `succeeded` or `failed`; absent on a progress report.
+    pub outcome: Option<String>,
+    /// How far the cleaner has come on an attempt whose result is awaited: a heartbeat that
+    /// moves its deadline, instead of a result (ADR 35).
+    pub progress: Option<ProgressMessage>,
     pub retryable: Option<bool>,
     pub detail: Option<String>,
     pub deleted: Option<BTreeMap<String, u64>>,
+}
+
+/// A progress report's counts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressMessage {
+    pub done: u64,
+    pub total: Option<u64>,
 }
 
 /// Consumes cleaners' results in a consumer group: appends `CleanerSucceeded` /
@@ -233,11 +246,6 @@ async fn find_topic(consumer: &Arc<StreamConsumer>, topic: &str) {
 async fn apply_result(requests: &Requests, payload: &[u8]) -> Result<(), Error> {
     let result: ResultMessage = serde_json::from_slice(payload)
         .map_err(|e| Error::Rejected(format!("malformed result: {e}")))?;
-    let succeeded = match result.outcome.as_str() {
-        "succeeded" => true,
-        "failed" => false,
-        other => return Err(Error::Rejected(format!("unknown outcome {other:?}"))),
-    };
     let is_kafka_cleaner = requests
         .config()
         .cleaner(&result.cleaner)
@@ -248,6 +256,18 @@ async fn apply_result(requests: &Requests, payload: &[u8]) -> Result<(), Error> 
             result.cleaner
         )));
     }
+    let succeeded = match (result.outcome.as_deref(), &result.progress) {
+        (Some("succeeded"), None) => true,
+        (Some("failed"), None) => false,
+        (None, Some(progress)) => return apply_progress(requests, &result, progress).await,
+        (Some(_), Some(_)) => {
+            return Err(Error::Rejected(
+                "a result has an outcome or progress, not both".to_owned(),
+            ))
+        }
+        (None, None) => return Err(Error::Rejected("missing field `outcome`".to_owned())),
+        (Some(other), None) => return Err(Error::Rejected(format!("unknown outcome {other:?}"))),
+    };
     // A result is untrusted input bound for the immutable log: `execute_result` redacts the
     // subject's identifiers in its text and cuts it to what the HTTP result endpoint keeps.
     let detail = result.detail.clone();
@@ -278,11 +298,32 @@ async fn apply_result(requests: &Requests, payload: &[u8]) -> Result<(), Error> 
             }
         })
         .await;
+    rejection(outcome.map(|_| ()))
+}
+
+/// A progress report: a heartbeat on the awaited attempt, no event.
+async fn apply_progress(
+    requests: &Requests,
+    result: &ResultMessage,
+    progress: &ProgressMessage,
+) -> Result<(), Error> {
+    let progress = Progress::new(progress.done, progress.total)
+        .map_err(|(field, message)| Error::Rejected(format!("{field} {message}")))?;
+    let recorded = requests
+        .record_progress(result.request_id, &result.cleaner, result.attempt, progress)
+        .await;
+    rejection(recorded.map(|_| ()))
+}
+
+/// What the consumer does with an outcome: a rejection goes to the dead-letter topic, a store
+/// failure is tried again.
+fn rejection(outcome: Result<(), RequestError>) -> Result<(), Error> {
     match outcome {
-        Ok(_) => Ok(()),
+        Ok(()) => Ok(()),
         Err(RequestError::NotFound(id)) => Err(Error::Rejected(format!("unknown request {id}"))),
         Err(RequestError::Rejected(e)) => Err(Error::Rejected(e.to_string())),
         Err(RequestError::Invalid(e)) => Err(Error::Rejected(e.to_string())),
+        Err(e @ RequestError::NotAwaited { .. }) => Err(Error::Rejected(e.to_string())),
         Err(e) => Err(Error::Store(e.to_string())),
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::app::progress::AwaitedResults;
 use crate::projections::ProjectionStore;
 use crate::store::keys::KeyStore;
 use crate::store::{Backend, EventStore, OpenError, TOOL_ACQUIRE_TIMEOUT};
@@ -18,6 +19,8 @@ pub struct Database {
     pub workflow: Arc<dyn WorkflowStore>,
     pub projections: Arc<dyn ProjectionStore>,
     pub keys: Arc<dyn KeyStore>,
+    /// The workflow's awaited attempts, where cleaners' progress is kept.
+    pub awaited: Arc<dyn AwaitedResults>,
 }
 
 impl Database {
@@ -52,12 +55,14 @@ impl From<Backend> for Database {
                 events: store.clone(),
                 workflow: store.clone(),
                 projections: store.clone(),
+                awaited: store.clone(),
                 keys: store,
             },
             Backend::Sqlite(store) => Self {
                 events: store.clone(),
                 workflow: store.clone(),
                 projections: store.clone(),
+                awaited: store.clone(),
                 keys: store,
             },
         }

@@ -16,8 +16,9 @@ impl Database {
     /// The application service over this database's log and projections; with `key`, it
     /// seals and opens subjects.
     pub fn app(&self, config: Arc<Config>, key: Option<MasterKey>) -> Requests {
-        let requests =
-            Requests::new(self.events.clone(), config).with_projections(self.projections.clone());
+        let requests = Requests::new(self.events.clone(), config)
+            .with_projections(self.projections.clone())
+            .with_awaited(self.awaited.clone());
         match key {
             Some(key) => requests.with_sealing(key, self.keys.clone()),
             None => requests,

@@ -14,6 +14,7 @@ mod limits;
 mod notifier;
 mod order;
 mod postgres;
+mod progress;
 pub mod saga;
 mod sqlite;
 mod timers;

@@ -61,7 +61,8 @@ async fn apply_run(
              $5::int4[]) \
              ON CONFLICT (request_id, kind, key) DO UPDATE SET \
                run_at = excluded.run_at, attempt = excluded.attempt, \
-               lease_owner = NULL, lease_until = NULL \
+               lease_owner = NULL, lease_until = NULL, \
+                   progress_done = NULL, progress_total = NULL, progress_at = NULL \
              WHERE jobs.attempt < excluded.attempt"
         }
         JobChange::Ensure(_) => {
@@ -278,7 +279,8 @@ impl WorkflowStore for PostgresStore {
         new_attempt: u32,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE jobs SET run_at = $6, attempt = $7, lease_owner = NULL, lease_until = NULL \
+            "UPDATE jobs SET run_at = $6, attempt = $7, lease_owner = NULL, lease_until = NULL, \
+                   progress_done = NULL, progress_total = NULL, progress_at = NULL \
              WHERE request_id = $1 AND kind = $2 AND key = $3 AND attempt = $4 \
              AND lease_owner = $5",
         )

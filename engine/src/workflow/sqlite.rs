@@ -71,7 +71,8 @@ async fn apply_changes(
                  FROM json_each(?1) WHERE true \
                  ON CONFLICT (request_id, kind, key) DO UPDATE SET \
                    run_at = excluded.run_at, attempt = excluded.attempt, \
-                   lease_owner = NULL, lease_until = NULL \
+                   lease_owner = NULL, lease_until = NULL, \
+                   progress_done = NULL, progress_total = NULL, progress_at = NULL \
                  WHERE jobs.attempt < excluded.attempt"
             }
             JobChange::Ensure(_) => {
@@ -227,7 +228,8 @@ impl WorkflowStore for SqliteStore {
         attempt: u32,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE jobs SET run_at = ?6, attempt = ?7, lease_owner = NULL, lease_until = NULL \
+            "UPDATE jobs SET run_at = ?6, attempt = ?7, lease_owner = NULL, lease_until = NULL, \
+                   progress_done = NULL, progress_total = NULL, progress_at = NULL \
              WHERE request_id = ?1 AND kind = ?2 AND key = ?3 AND attempt = ?4 \
              AND lease_owner = ?5",
         )

@@ -228,20 +228,10 @@ impl TestStore {
 impl TestStore {
     /// All stores of this database, as `lethe serve` holds them.
     pub fn database(&self) -> lethe_engine::root::Database {
-        match self {
-            Self::Postgres { store, .. } => lethe_engine::root::Database {
-                events: store.clone(),
-                workflow: store.clone(),
-                projections: store.clone(),
-                keys: store.clone(),
-            },
-            Self::Sqlite { store, .. } => lethe_engine::root::Database {
-                events: store.clone(),
-                workflow: store.clone(),
-                projections: store.clone(),
-                keys: store.clone(),
-            },
-        }
+        lethe_engine::root::Database::from(match self {
+            Self::Postgres { store, .. } => lethe_engine::store::Backend::Postgres(store.clone()),
+            Self::Sqlite { store, .. } => lethe_engine::store::Backend::Sqlite(store.clone()),
+        })
     }
 }
 

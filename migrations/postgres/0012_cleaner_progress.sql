@@ -1,0 +1,6 @@
+-- Progress of long erasures (ADR 35): a cleaner whose attempt is awaited (it answered 202, or
+-- was told over Kafka) may report how far it has come. The latest report is kept on the
+-- attempt's callback job, whose run_at (the deadline) each report moves; it is not an event.
+ALTER TABLE jobs ADD COLUMN progress_done BIGINT;
+ALTER TABLE jobs ADD COLUMN progress_total BIGINT;
+ALTER TABLE jobs ADD COLUMN progress_at TIMESTAMPTZ;
