@@ -1,4 +1,4 @@
-//! Progress of a long erasure (ADR 35). A cleaner that answered 202 may post
+//! Progress of a long erasure (ADR 36). A cleaner that answered 202 may post
 //! `{"attempt": n, "progress": {"done": .., "total": ..}}` to its result endpoint, or put the
 //! same on the Kafka results topic: each report moves the attempt's callback deadline to a
 //! whole `callback_timeout` from now, is shown in the request view, and is not an event (only

@@ -1,7 +1,7 @@
 //! Progress of a long erasure: a cleaner that accepted a request (answered 202, or was told
 //! over Kafka) and is still working may say how far it has come. Each report is a heartbeat:
 //! it moves the attempt's callback deadline to a full `callback_timeout` from now. It is not
-//! an event: only the latest report is kept, beside the awaited attempt (ADR 35), and it goes
+//! an event: only the latest report is kept, beside the awaited attempt (ADR 36), and it goes
 //! when the attempt's result is recorded.
 
 use async_trait::async_trait;

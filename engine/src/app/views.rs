@@ -148,7 +148,7 @@ pub struct CleanerView {
     pub attempts: u32,
     pub max_attempts: u32,
     pub last_error: Option<String>,
-    /// What the cleaner last reported of the attempt whose result is awaited (ADR 35).
+    /// What the cleaner last reported of the attempt whose result is awaited (ADR 36).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<ProgressView>,
 }

@@ -1,6 +1,6 @@
 //! A cleaner's own post to `POST /v1/requests/{id}/cleaners/{name}/result`: the result of an
 //! attempt it accepted (an event), or progress on it (a heartbeat that moves the attempt's
-//! deadline, kept as the latest value; ADR 35). Only the cleaner's own token may post.
+//! deadline, kept as the latest value; ADR 36). Only the cleaner's own token may post.
 
 use std::collections::BTreeMap;
 

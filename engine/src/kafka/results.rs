@@ -32,7 +32,7 @@ pub struct ResultMessage {
     /// `succeeded` or `failed`; absent on a progress report.
     pub outcome: Option<String>,
     /// How far the cleaner has come on an attempt whose result is awaited: a heartbeat that
-    /// moves its deadline, instead of a result (ADR 35).
+    /// moves its deadline, instead of a result (ADR 36).
     pub progress: Option<ProgressMessage>,
     pub retryable: Option<bool>,
     pub detail: Option<String>,

@@ -1,4 +1,4 @@
-//! Cleaners' progress on awaited attempts (ADR 35), kept on the attempt's callback job: a
+//! Cleaners' progress on awaited attempts (ADR 36), kept on the attempt's callback job: a
 //! heartbeat moves the job's `run_at` (the deadline) and replaces the last report; the job,
 //! and the report with it, goes when the result is recorded or the deadline fails the attempt.
 
