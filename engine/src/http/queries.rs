@@ -137,12 +137,16 @@ pub(super) fn checked(query: &ListQuery) -> Result<(ListFilter, Option<RequestId
     Ok((filter, after, limit))
 }
 
-/// A list query from an HTML form's query string: the fields left empty are absent, so a
+/// The list's filters an HTML form sends empty when unset (a select's "any", an empty text
+/// field); an empty one is no filter.
+pub(super) const FORM_FIELDS: [&str; 3] = ["status", "jurisdiction", "cleaner"];
+
+/// A list query from an HTML form's query string: [`FORM_FIELDS`] left empty are absent, so a
 /// form sent untouched lists everything. The same names and checks as `GET /v1/requests`.
 pub(super) fn from_form(raw: Option<&str>) -> Result<ListQuery, Problem> {
     let kept: Vec<(String, String)> =
         url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-            .filter(|(_, value)| !value.is_empty())
+            .filter(|(name, value)| !(value.is_empty() && FORM_FIELDS.contains(&name.as_ref())))
             .map(|(name, value)| (name.into_owned(), value.into_owned()))
             .collect();
     let query = url::form_urlencoded::Serializer::new(String::new())

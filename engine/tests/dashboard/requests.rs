@@ -120,6 +120,10 @@ async fn a_bad_filter_is_a_page_naming_the_field() {
         ("received_from=yesterday", "received_from"),
         ("overdue=maybe", "query"),
         ("cleaner=not%20a%20name", "cleaner"),
+        // Only the form's select and text fields may be empty; the others must be valid.
+        ("overdue=", "query"),
+        ("limit=", "query"),
+        ("cursor=", "cursor"),
         ("colour=red", "query"),
     ] {
         let (status, headers, html) = send(

@@ -15,14 +15,17 @@ use super::auth::session;
 use super::html::{document_with, Esc};
 use super::page::{status_label, table};
 use super::{error_page, html, message_page};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
 use crate::http::queries::{checked, from_form};
+use crate::http::schema::CLEANER_NAME_PATTERN;
 use crate::http::AppState;
 
 #[utoipa::path(
     get,
     path = "/dashboard/requests",
     tag = "service",
-    params(crate::http::queries::ListQuery),
+    params(FormQuery),
     responses(
         (status = 200, description = "A page of the request list for people (HTML): the filters of GET /v1/requests as a form, each request linking to its page, and a link to the next page", body = String, content_type = "text/html"),
         (status = 401, description = "No valid token: an HTML page explaining how to pass one", body = String, content_type = "text/html"),
@@ -97,6 +100,59 @@ pub async fn requests(
         StatusCode::OK,
         document_with("Requests · Lethe", "", "Requests", &main),
     )
+}
+
+/// The query of `GET /dashboard/requests` as `/openapi.json` states it: `GET /v1/requests`'s,
+/// but for the filters a form sends empty when unset
+/// ([`crate::http::queries::FORM_FIELDS`]), for which the empty string is valid and no
+/// filter. Parsed as `GET /v1/requests` parses its query.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // read by `from_form` as a `ListQuery`; here for the document only
+pub struct FormQuery {
+    /// Only requests in this status; empty: any.
+    #[param(schema_with = status_or_empty)]
+    status: Option<String>,
+    /// Only requests of this jurisdiction; empty: any.
+    #[param(schema_with = crate::http::schema::query_text)]
+    jurisdiction: Option<String>,
+    /// Only open requests whose deadline is at most `[policy] at_risk_days` away.
+    at_risk: Option<bool>,
+    /// Only open requests past their deadline.
+    overdue: Option<bool>,
+    needs_attention: Option<bool>,
+    /// Only requests with this cleaner planned that has not yet succeeded or been skipped;
+    /// empty: any.
+    #[param(schema_with = cleaner_or_empty)]
+    cleaner: Option<String>,
+    /// Received at or after (RFC 3339 time or a date).
+    #[param(schema_with = crate::http::schema::time_or_date)]
+    received_from: Option<String>,
+    /// Received before (RFC 3339 time or a date).
+    #[param(schema_with = crate::http::schema::time_or_date)]
+    received_to: Option<String>,
+    /// The `data-next-cursor` of the previous page.
+    #[param(schema_with = crate::http::schema::request_id)]
+    cursor: Option<String>,
+    /// At most 500; default 50.
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+}
+
+fn status_or_empty() -> Schema {
+    let mut values = vec![""];
+    values.extend(RequestStatus::ALL.map(|status| status.as_str()));
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values))
+        .into()
+}
+
+fn cleaner_or_empty() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(format!("^$|{CLEANER_NAME_PATTERN}")))
+        .into()
 }
 
 /// The form's values as sent (so the page shows the filters it applies).
