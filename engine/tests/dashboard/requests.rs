@@ -1,6 +1,9 @@
 //! Through the router: the request list (`GET /dashboard/requests`) against `GET /v1/requests`
 //! with the same filters, its pages, a bad filter; and one request's page.
 
+use lethe_engine::app::progress::{AwaitedResults, CleanerProgress, Progress};
+use lethe_engine::store::StoreError;
+
 use super::router::{get, send};
 use super::*;
 
@@ -194,7 +197,7 @@ async fn a_request_page_shows_its_state_cleaners_and_timeline() {
     assert!(html.contains("data-cleaner=\"billing\" data-state=\"succeeded\""));
     assert!(html.contains("data-cleaner=\"crm\" data-state=\"exhausted\""));
     assert!(html.contains("2 of 2"));
-    assert!(html.contains("HTTP 503, retryable: HTTP 503"), "{html}");
+    assert!(html.contains("HTTP 503 (HTTP 503, retryable)"), "{html}");
     // The timeline: every event of the history, in order, with its actor; the chain verifies.
     let (_, _, body) = send(
         &app,
@@ -255,4 +258,64 @@ pub(crate) fn timeline(html: &str) -> Vec<(String, String)> {
             (kind, actor)
         })
         .collect()
+}
+
+/// Where the test says a cleaner reported progress (the workflow's callback jobs in `serve`).
+#[derive(Debug)]
+struct Reported(Vec<CleanerProgress>);
+
+#[async_trait::async_trait]
+impl AwaitedResults for Reported {
+    async fn heartbeat(
+        &self,
+        _: RequestId,
+        _: &CleanerProgress,
+        _: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    async fn progress_of(&self, _: RequestId) -> Result<Vec<CleanerProgress>, StoreError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// A pending cleaner's reported progress is on the page, as `GET /v1/requests/{id}` shows it.
+#[tokio::test]
+async fn a_request_page_shows_a_cleaners_progress() {
+    let store = support::sqlite().await;
+    let database = store.database();
+    let at = now_micros();
+    let reported = CleanerProgress {
+        cleaner: CleanerName::parse("crm").unwrap(),
+        attempt: 1,
+        progress: Progress::new(40, Some(100)).unwrap(),
+        at,
+        deadline: at + TimeDelta::hours(2),
+    };
+    let requests =
+        engine(&database, config_with_tokens()).with_awaited(Arc::new(Reported(vec![reported])));
+    let id = submitted(&requests, 300).await;
+    run(&requests, id, due(at, &["billing", "crm"], true)).await;
+    let app = router(AppState {
+        requests,
+        key: MasterKey::from_bytes([7; 32]),
+    });
+    let (status, _, html) = send(
+        &app,
+        get(&format!("/dashboard/requests/{id}"), Some(READER)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let expected = format!(
+        "attempt 1: 40 done of 100, reported {}; fails unless heard from by {} UTC",
+        at.format("%Y-%m-%d %H:%M"),
+        (at + TimeDelta::hours(2)).format("%Y-%m-%d %H:%M")
+    );
+    assert!(html.contains(&expected), "{html}");
+    // billing reported nothing: its next attempt only.
+    assert!(html.contains("<td>attempt 1</td>"), "{html}");
+    let (_, _, body) = send(&app, get(&format!("/v1/requests/{id}"), Some(READER))).await;
+    let view: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["cleaners"][1]["progress"]["done"], 40);
 }

@@ -18,7 +18,6 @@ use super::html::{document_with, Esc};
 use super::page::status_label;
 use super::{csrf, error_page, html};
 use crate::app::views::{CleanerView, HistoryEntry, HistoryView, RequestView};
-use crate::app::RequestError;
 use crate::http::AppState;
 
 #[utoipa::path(
@@ -45,16 +44,10 @@ pub async fn request(
         Ok(found) => found,
         Err(refused) => return *refused,
     };
-    let (head, loaded, subject) = match state.requests.history_of(id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return error_page(RequestError::NotFound(id)),
+    let (view, history) = match state.requests.state_and_history(id).await {
+        Ok(found) => found,
         Err(error) => return error_page(error),
     };
-    let history = match HistoryView::new(&loaded, head.as_ref(), subject, false) {
-        Ok(history) => history,
-        Err(error) => return error_page(error.into()),
-    };
-    let view = RequestView::new(&loaded);
     let outcome = take_outcome(&headers);
     let principal = &session.principal;
     let csrf = csrf::token(&state.key, &session.token);
@@ -184,13 +177,24 @@ fn cleaners(
          <th>Next</th><th>Last error</th><th>Actions</th></tr></thead>\n<tbody>\n",
     );
     for cleaner in &view.cleaners {
-        let next = match cleaner.status {
-            "pending" => format!("attempt {}", cleaner.attempts + 1),
-            "exhausted" => "waits for a person: retry or skip".to_owned(),
+        let next = match (cleaner.status, &cleaner.progress) {
+            ("pending", Some(p)) => format!(
+                "attempt {}: {} done{}, reported {}; fails unless heard from by {}",
+                p.attempt,
+                p.progress.done,
+                p.progress
+                    .total
+                    .map(|total| format!(" of {total}"))
+                    .unwrap_or_default(),
+                p.reported_at.format("%Y-%m-%d %H:%M"),
+                p.deadline.format("%Y-%m-%d %H:%M UTC"),
+            ),
+            ("pending", None) => format!("attempt {}", cleaner.attempts + 1),
+            ("exhausted", _) => "waits for a person: retry or skip".to_owned(),
             _ => "–".to_owned(),
         };
         let error = match (&cleaner.last_error, error_class(history, &cleaner.name)) {
-            (Some(text), Some(class)) => format!("{class}: {text}"),
+            (Some(text), Some(class)) => format!("{text} ({class})"),
             (Some(text), None) => text.clone(),
             (None, _) => "–".to_owned(),
         };
