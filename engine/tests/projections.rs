@@ -7,7 +7,6 @@ mod support;
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use lethe_domain::event::PlannedCleaner;
 use lethe_domain::{CleanerName, Command, RequestId, RequestStatus, Span};
 use lethe_engine::app::stats::compute_stats;
 use lethe_engine::app::{Requests, Submission};
@@ -17,24 +16,8 @@ use lethe_engine::store::EventMetadata;
 use lethe_projections::requests::RequestRow;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::projection::{catch_up, requests, runner};
+use support::projection::{all_rows, catch_up, plan, requests, runner};
 use support::TestStore;
-
-async fn all_rows(database: &Database) -> Vec<RequestRow> {
-    let mut rows = Vec::new();
-    let mut after = None;
-    loop {
-        let page = database
-            .projections
-            .list_requests(&RequestFilter::default(), after, 7)
-            .await
-            .unwrap();
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        rows.extend(page);
-    }
-    rows
-}
 
 async fn submit(requests: &Requests, n: usize, jurisdiction: &str) -> RequestId {
     requests
@@ -60,17 +43,6 @@ async fn submit(requests: &Requests, n: usize, jurisdiction: &str) -> RequestId 
         .loaded
         .request
         .id
-}
-
-fn plan() -> Vec<PlannedCleaner> {
-    ["billing", "crm"]
-        .iter()
-        .map(|n| PlannedCleaner {
-            name: CleanerName::parse(*n).unwrap(),
-            max_attempts: 2,
-            stores: Vec::new(),
-        })
-        .collect()
 }
 
 /// One random operation on a request (refusals are fine: the workload is random).
@@ -155,7 +127,7 @@ async fn rebuild_equals_incremental(store: TestStore) {
         // The live projection runs between bursts of the workload, as it would in serve.
         catch_up(&database, &live).await;
     }
-    let incremental = all_rows(&database).await;
+    let incremental = all_rows(&database, 7).await;
     assert_eq!(incremental.len(), ids.len());
     cleaner_lists_agree(&database, &incremental).await;
     let statuses: std::collections::BTreeSet<_> = incremental.iter().map(|r| r.status).collect();
@@ -181,7 +153,7 @@ async fn rebuild_equals_incremental(store: TestStore) {
     assert!(reports > 0);
     let head = database.events.head_position().await.unwrap();
     assert!(handled > 0 && i64::try_from(handled).unwrap() <= head);
-    let rebuilt = all_rows(&database).await;
+    let rebuilt = all_rows(&database, 7).await;
     assert_eq!(
         rebuilt, incremental,
         "the rebuilt model equals the incremental one"

@@ -4,5 +4,7 @@
 //! rebuild them from the log at any time.
 //!
 //! - [`requests`]: one row per request (status, dates, cleaners), without personal data.
+//! - [`tallies`]: the counters of the figures kept beside those rows (stats, annual report).
 
 pub mod requests;
+pub mod tallies;

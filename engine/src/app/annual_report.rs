@@ -1,23 +1,20 @@
 //! The annual report (`lethe report`, `GET /v1/reports/annual`, a section of the dashboard):
 //! per jurisdiction, the requests received in a calendar year and what came of them, the
 //! figures the CCPA regulations ask a business to disclose. Each figure is defined from the
-//! events (docs/AUDIT.md, "The annual report"), and read from the `requests` projection, the
-//! fold of those events, page by page.
+//! events (docs/AUDIT.md, "The annual report"), and read from the counters the `requests`
+//! projection, the fold of those events, keeps per year and jurisdiction (ADR 37).
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, Utc};
 use lethe_domain::error::InvalidInput;
-use lethe_domain::{Jurisdiction, RequestStatus};
+use lethe_domain::Jurisdiction;
 use serde::Serialize;
 
-use super::queries::RequestRow;
-use super::{RequestError, Requests};
-use crate::projections::{ProjectionStore, RequestFilter};
-use crate::store::StoreError;
+use lethe_projections::tallies;
 
-/// Rows read at once.
-const PAGE: u32 = 1000;
+use super::{RequestError, Requests};
+use crate::projections::ProjectionStore;
+use crate::store::StoreError;
 
 /// The years a report may be asked for.
 pub const YEARS: std::ops::RangeInclusive<i32> = 1970..=9998;
@@ -54,83 +51,65 @@ pub struct JurisdictionFigures {
 }
 
 impl JurisdictionFigures {
-    fn count(&mut self, row: &RequestRow, days: &mut Vec<i64>) {
-        self.received += 1;
-        let responded = match row.status {
-            RequestStatus::Completed => {
-                if row.cleaners.iter().any(|c| c.status == "skipped") {
-                    self.complied_in_part += 1;
-                } else {
-                    self.complied_in_whole += 1;
-                }
-                true
-            }
-            RequestStatus::Rejected => {
-                self.denied += 1;
-                true
-            }
-            RequestStatus::Cancelled => {
-                self.cancelled += 1;
-                false
-            }
-            _ => {
-                self.open += 1;
-                false
-            }
+    /// Adds a counter of the year's classes (`tallies::ANNUAL_*`).
+    fn count(&mut self, class: i64, n: u64) {
+        let field = match class {
+            tallies::ANNUAL_RECEIVED => &mut self.received,
+            tallies::ANNUAL_WHOLE => &mut self.complied_in_whole,
+            tallies::ANNUAL_PART => &mut self.complied_in_part,
+            tallies::ANNUAL_DENIED => &mut self.denied,
+            tallies::ANNUAL_CANCELLED => &mut self.cancelled,
+            _ => &mut self.open,
         };
-        if let (true, Some(closed_at)) = (responded, row.closed_at) {
-            days.push((closed_at.date_naive() - row.received_at.date_naive()).num_days());
-        }
+        *field += n;
     }
 
+    /// The median and mean of the days to respond, from their histogram (`(days, requests)`).
     #[allow(clippy::cast_precision_loss)] // day counts far below 2^52
-    fn days_to_respond(&mut self, mut days: Vec<i64>) {
-        if days.is_empty() {
+    fn days_to_respond(&mut self, mut days: Vec<(i64, i64)>) {
+        days.sort_unstable();
+        let n: i64 = days.iter().map(|(_, count)| count).sum();
+        if n <= 0 {
             return;
         }
-        days.sort_unstable();
-        let n = days.len();
+        let at = |rank| tallies::at_rank(&days, rank).unwrap_or(0);
         let median = if n % 2 == 1 {
-            days[n / 2] as f64
+            at(n / 2) as f64
         } else {
-            (days[n / 2 - 1] + days[n / 2]) as f64 / 2.0
+            (at(n / 2 - 1) + at(n / 2)) as f64 / 2.0
         };
-        let mean = days.iter().sum::<i64>() as f64 / n as f64;
+        let sum: i64 = days.iter().map(|(d, count)| d * count).sum();
+        let mean = sum as f64 / n as f64;
         self.median_days_to_respond = Some(median);
         self.mean_days_to_respond = Some((mean * 100.0).round() / 100.0);
     }
 }
 
-/// The first instant of `year` (UTC), if it is one chrono can hold.
-fn start_of(year: i32) -> Option<DateTime<Utc>> {
-    NaiveDate::from_ymd_opt(year, 1, 1).map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
-}
-
-/// Computes the report of `year`, for one jurisdiction or all, reading the projection page by
-/// page (a page and one list of day counts per jurisdiction in memory).
+/// Computes the report of `year`, for one jurisdiction or all, from the counters the
+/// projection keeps per year and jurisdiction (ADR 37).
 pub async fn compute_annual_report(
     store: &dyn ProjectionStore,
     year: i32,
     jurisdiction: Option<&Jurisdiction>,
 ) -> Result<AnnualReport, StoreError> {
-    let filter = RequestFilter {
-        jurisdiction: jurisdiction.map(ToString::to_string),
-        received_from: start_of(year),
-        received_to: start_of(year + 1),
-        ..RequestFilter::default()
-    };
-    let mut figures: BTreeMap<String, (JurisdictionFigures, Vec<i64>)> = BTreeMap::new();
+    let classes = tallies::annual(year);
+    let counters = store
+        .tallies(&[classes.clone(), tallies::annual_days(year)])
+        .await?;
+    let mut figures: BTreeMap<String, (JurisdictionFigures, Vec<(i64, i64)>)> = BTreeMap::new();
     if let Some(j) = jurisdiction {
         figures.insert(j.to_string(), Default::default());
     }
-    let mut after = None;
-    loop {
-        let page = store.list_requests(&filter, after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        for row in page.iter().filter(|row| filter.accepts(row)) {
-            let (entry, days) = figures.entry(row.jurisdiction.clone()).or_default();
-            entry.count(row, days);
+    for (key, tally) in counters {
+        let wanted = jurisdiction.is_none_or(|j| j.as_str() == key.key);
+        if !wanted || tally.count <= 0 {
+            continue;
+        }
+        let (entry, days) = figures.entry(key.key).or_default();
+        if key.figure == classes {
+            entry.count(key.bucket, u64::try_from(tally.count).unwrap_or(0));
+        } else {
+            days.push((key.bucket, tally.count));
         }
     }
     Ok(AnnualReport {

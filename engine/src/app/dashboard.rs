@@ -9,13 +9,11 @@ use super::coverage::CoverageView;
 use super::queries::RequestRow;
 use super::stats::{compute_stats, StatsView};
 use super::{RequestError, Requests};
-use crate::projections::{ProjectionStore, RequestFilter};
+use crate::projections::ProjectionStore;
 use crate::store::StoreError;
 
 /// Rows shown in each of the overdue and at-risk lists.
 pub const LIST_LIMIT: usize = 50;
-/// Rows read at once.
-const PAGE: u32 = 500;
 
 /// What the page shows, read from the projections.
 #[derive(Debug)]
@@ -31,34 +29,18 @@ pub struct Figures {
     pub coverage: CoverageView,
 }
 
-/// Reads the figures: the stats of `GET /v1/stats`, and the overdue and at-risk lists.
+/// Reads the figures: the stats of `GET /v1/stats`, and the overdue and at-risk lists (the
+/// first [`LIST_LIMIT`] of each in the order of the index of open deadlines).
 pub async fn gather(
     store: &dyn ProjectionStore,
     at_risk_days: u32,
     today: NaiveDate,
 ) -> Result<Figures, StoreError> {
     let stats = compute_stats(store, at_risk_days, today).await?;
-    let filter = RequestFilter {
-        today: Some(today),
-        at_risk_days: i64::from(at_risk_days),
-        ..RequestFilter::default()
-    };
-    let overdue = most_urgent(
-        store,
-        &RequestFilter {
-            overdue: true,
-            ..filter.clone()
-        },
-    )
-    .await?;
-    let at_risk = most_urgent(
-        store,
-        &RequestFilter {
-            at_risk: true,
-            ..filter
-        },
-    )
-    .await?;
+    let limit = u32::try_from(LIST_LIMIT).unwrap_or(u32::MAX);
+    let overdue = store.most_urgent(None, Some(today), limit).await?;
+    let until = today + chrono::TimeDelta::days(i64::from(at_risk_days) + 1);
+    let at_risk = store.most_urgent(Some(today), Some(until), limit).await?;
     let reports = [
         compute_annual_report(store, today.year() - 1, None).await?,
         compute_annual_report(store, today.year(), None).await?,
@@ -71,27 +53,6 @@ pub async fn gather(
         today,
         coverage: CoverageView::default(),
     })
-}
-
-/// The [`LIST_LIMIT`] rows with the earliest deadlines, reading page by page (never more than
-/// a page and the kept rows in memory).
-async fn most_urgent(
-    store: &dyn ProjectionStore,
-    filter: &RequestFilter,
-) -> Result<Vec<RequestRow>, StoreError> {
-    let mut kept: Vec<RequestRow> = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store.list_requests(filter, after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        kept.extend(page.into_iter().filter(|row| filter.accepts(row)));
-        kept.sort_by(|a, b| {
-            (a.deadline, a.received_at, a.id).cmp(&(b.deadline, b.received_at, b.id))
-        });
-        kept.truncate(LIST_LIMIT);
-    }
-    Ok(kept)
 }
 
 impl Requests {

@@ -1,20 +1,16 @@
-//! The dashboard figures (`GET /v1/stats`, and the page at `/dashboard`), computed over every
-//! row of the `requests` projection.
+//! The dashboard figures (`GET /v1/stats`, and the page at `/dashboard`), read from the counters
+//! the `requests` projection keeps beside its rows (ADR 37).
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, NaiveDate};
-use lethe_domain::RequestStatus;
-use lethe_projections::requests::days_left;
+use chrono::{NaiveDate, TimeDelta};
+use lethe_projections::tallies;
 use serde::Serialize;
 
-use crate::projections::{ProjectionStore, RequestFilter};
+use crate::projections::{ProjectionStore, Tally};
 use crate::store::StoreError;
 
-/// Rows read at once.
-const PAGE: u32 = 1000;
-
-/// The dashboard figures, computed over every row of the `requests` projection.
+/// The dashboard figures, read from the counters of the `requests` projection.
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct StatsView {
     pub total: u64,
@@ -38,7 +34,7 @@ pub struct CleanerStats {
     pub skipped: u64,
     /// Succeeded requests per attempt made.
     pub success_rate: f64,
-    /// Time from Due to this cleaner's success, in seconds.
+    /// Time from Due to this cleaner's success, in seconds (to 4 significant digits, ADR 37).
     pub p50_seconds: f64,
     pub p95_seconds: f64,
 }
@@ -46,20 +42,28 @@ pub struct CleanerStats {
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct CompletionStats {
     pub completed: u64,
+    /// To 4 significant digits (ADR 37).
     pub median_days: f64,
     pub mean_days: f64,
 }
 
-#[allow(clippy::cast_precision_loss)] // counts and seconds far below 2^52
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+/// Microseconds in a second and in a day.
+const SECOND: f64 = 1e6;
+const DAY: f64 = 86_400e6;
+
+fn count(tally: Tally) -> u64 {
+    u64::try_from(tally.count).unwrap_or(0)
 }
 
-/// Accumulates the figures row by row (never the whole table in memory at once).
+/// A histogram's value at quantile `q`, in the unit `unit` microseconds long (0 when empty).
+#[allow(clippy::cast_precision_loss)] // durations far below 2^52 microseconds
+fn quantile_in(histogram: &[(i64, i64)], q: f64, unit: f64) -> f64 {
+    tallies::quantile(histogram, q).map_or(0.0, |micros| micros as f64 / unit)
+}
+
+/// Reads the figures from the counters the projection keeps (ADR 37) and counts the at-risk
+/// and overdue requests on the index of open deadlines: a few hundred rows at most, however
+/// long the history.
 #[allow(clippy::cast_precision_loss)]
 pub async fn compute_stats(
     store: &dyn ProjectionStore,
@@ -68,51 +72,51 @@ pub async fn compute_stats(
 ) -> Result<StatsView, StoreError> {
     let mut stats = StatsView {
         at_risk_days,
+        overdue: store.count_open(None, Some(today)).await?,
+        at_risk: store
+            .count_open(
+                Some(today),
+                Some(today + TimeDelta::days(i64::from(at_risk_days) + 1)),
+            )
+            .await?,
         ..StatsView::default()
     };
-    let mut latencies: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut completions: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .list_requests(&RequestFilter::default(), after, PAGE)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        for row in &page {
-            stats.total += 1;
-            *stats.by_status.entry(row.status.to_string()).or_default() += 1;
-            let left = days_left(row.deadline, today);
-            if row.is_open() && left < 0 {
-                stats.overdue += 1;
-            } else if row.is_open() && left <= i64::from(at_risk_days) {
-                stats.at_risk += 1;
+    let figures = [
+        tallies::STATUS,
+        tallies::CLEANER_ATTEMPTS,
+        tallies::CLEANER_SUCCEEDED,
+        tallies::CLEANER_EXHAUSTED,
+        tallies::CLEANER_SKIPPED,
+        tallies::CLEANER_LATENCY,
+        tallies::COMPLETION,
+    ]
+    .map(str::to_owned);
+    let mut counters = store.tallies(&figures).await?;
+    counters.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut latencies: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    let mut completions: BTreeMap<String, (Vec<(i64, i64)>, i128)> = BTreeMap::new();
+    for (key, tally) in counters.into_iter().filter(|(_, t)| t.count > 0) {
+        let n = count(tally);
+        match key.figure.as_str() {
+            tallies::STATUS => {
+                stats.total += n;
+                stats.by_status.insert(key.key, n);
             }
-            for cleaner in &row.cleaners {
-                let entry = stats.cleaners.entry(cleaner.name.clone()).or_default();
-                entry.attempts += u64::from(cleaner.attempts);
-                match cleaner.status.as_str() {
-                    "succeeded" => {
-                        entry.succeeded += 1;
-                        if let Some(done) = cleaner.finished_at {
-                            let seconds = (done - cleaner.started_at).as_seconds_f64().max(0.0);
-                            latencies
-                                .entry(cleaner.name.clone())
-                                .or_default()
-                                .push(seconds);
-                        }
-                    }
-                    "exhausted" => entry.exhausted += 1,
-                    "skipped" => entry.skipped += 1,
-                    _ => {}
-                }
+            tallies::CLEANER_ATTEMPTS => {
+                let entry = stats.cleaners.entry(key.key).or_default();
+                entry.attempts += u64::try_from(tally.sum).unwrap_or(0);
             }
-            if row.status == RequestStatus::Completed {
-                if let Some(closed) = row.closed_at {
-                    let month = format!("{:04}-{:02}", closed.year(), closed.month());
-                    let days = (closed - row.received_at).as_seconds_f64() / 86_400.0;
-                    completions.entry(month).or_default().push(days);
-                }
+            tallies::CLEANER_SUCCEEDED => stats.cleaners.entry(key.key).or_default().succeeded += n,
+            tallies::CLEANER_EXHAUSTED => stats.cleaners.entry(key.key).or_default().exhausted += n,
+            tallies::CLEANER_SKIPPED => stats.cleaners.entry(key.key).or_default().skipped += n,
+            tallies::CLEANER_LATENCY => latencies
+                .entry(key.key)
+                .or_default()
+                .push((key.bucket, tally.count)),
+            _ => {
+                let (histogram, sum) = completions.entry(key.key).or_default();
+                histogram.push((key.bucket, tally.count));
+                *sum += i128::from(tally.sum);
             }
         }
     }
@@ -122,21 +126,19 @@ pub async fn compute_stats(
         } else {
             entry.succeeded as f64 / entry.attempts as f64
         };
-        if let Some(values) = latencies.get_mut(name) {
-            values.sort_by(f64::total_cmp);
-            entry.p50_seconds = quantile(values, 0.5);
-            entry.p95_seconds = quantile(values, 0.95);
+        if let Some(histogram) = latencies.get(name) {
+            entry.p50_seconds = quantile_in(histogram, 0.5, SECOND);
+            entry.p95_seconds = quantile_in(histogram, 0.95, SECOND);
         }
     }
-    for (month, mut values) in completions {
-        values.sort_by(f64::total_cmp);
-        let mean = values.iter().sum::<f64>() / values.len() as f64;
+    for (month, (histogram, sum)) in completions {
+        let completed: i64 = histogram.iter().map(|(_, n)| n).sum();
         stats.completion.insert(
             month,
             CompletionStats {
-                completed: values.len() as u64,
-                median_days: quantile(&values, 0.5),
-                mean_days: mean,
+                completed: u64::try_from(completed).unwrap_or(0),
+                median_days: quantile_in(&histogram, 0.5, DAY),
+                mean_days: sum as f64 / completed as f64 / DAY,
             },
         );
     }

@@ -7,6 +7,7 @@
 mod postgres;
 mod sqlite;
 pub mod suppressions;
+mod tallies;
 
 use std::sync::Arc;
 
@@ -14,6 +15,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use lethe_domain::{RequestId, RequestStatus};
 use lethe_projections::requests::RequestRow;
+use lethe_projections::tallies::Tallies;
+pub use lethe_projections::tallies::{Tally, TallyKey};
 
 use crate::store::{Checkpoint, EventStore, RecordedEvent, StoreError};
 use crate::subscriptions::{owner_id, Projector, SubscriptionRunner, SubscriptionStore};
@@ -65,19 +68,39 @@ impl RequestFilter {
     }
 }
 
-/// Pushes the `FROM` and the first `WHERE` condition of a list, `p` the projection's rows, and
-/// answers the column the list is ordered by. With a cleaner, its table's primary key drives the
-/// list (in order of receipt) through `join` (SQLite's `CROSS JOIN` keeps that order of loops);
-/// else the projection's own.
-pub(crate) fn list_source<'a, DB: sqlx::Database>(
-    query: &mut sqlx::QueryBuilder<'a, DB>,
+/// How a backend binds the list's values: ids, dates and times as its columns hold them.
+pub(crate) struct Encoders<I, D, T> {
+    pub id: fn(RequestId) -> I,
+    pub date: fn(NaiveDate) -> D,
+    pub time: fn(DateTime<Utc>) -> T,
+}
+
+/// The list's query after `prefix` (an `EXPLAIN` to see its plan), `p` the projection's rows.
+/// With a cleaner, its table's primary key drives the list (in order of receipt) through
+/// `join` (SQLite's `CROSS JOIN` keeps that order of loops); else the projection's own, read
+/// through `by_deadline` (SQLite's `INDEXED BY` the open deadlines' index) for the at-risk and
+/// overdue lists: the open requests in that range, sorted, rather than every row in order of
+/// receipt until enough pass.
+pub(crate) fn list_query<'a, DB, I, D, T>(
+    prefix: &str,
     filter: &RequestFilter,
-    join: &str,
-) -> &'static str
+    after: Option<RequestId>,
+    limit: u32,
+    (join, by_deadline): (&str, &str),
+    encode: &Encoders<I, D, T>,
+) -> sqlx::QueryBuilder<'a, DB>
 where
+    DB: sqlx::Database,
     String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    &'static str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    I: sqlx::Encode<'a, DB> + sqlx::Type<DB> + 'a,
+    D: sqlx::Encode<'a, DB> + sqlx::Type<DB> + 'a,
+    T: sqlx::Encode<'a, DB> + sqlx::Type<DB> + 'a,
 {
-    if let Some(cleaner) = &filter.cleaner {
+    let today = filter.today.unwrap_or_else(|| Utc::now().date_naive());
+    let mut query = sqlx::QueryBuilder::new(format!("{prefix}SELECT p.row_data FROM "));
+    let key = if let Some(cleaner) = &filter.cleaner {
         query
             .push(format!(
                 "unfinished_cleaners w {join} requests_projection p \
@@ -85,10 +108,84 @@ where
             ))
             .push_bind(cleaner.clone());
         "w.request_id"
+    } else if filter.at_risk || filter.overdue {
+        query.push(format!("requests_projection p {by_deadline} WHERE 1 = 1"));
+        "p.request_id"
     } else {
         query.push("requests_projection p WHERE 1 = 1");
         "p.request_id"
+    };
+    if let Some(after) = after {
+        query
+            .push(format!(" AND {key} > "))
+            .push_bind((encode.id)(after));
     }
+    if let Some(status) = filter.status {
+        query.push(" AND p.status = ").push_bind(status.as_str());
+    }
+    if filter.needs_attention {
+        query.push(" AND p.status = 'needs_attention'");
+    }
+    if let Some(jurisdiction) = &filter.jurisdiction {
+        query
+            .push(" AND p.jurisdiction = ")
+            .push_bind(jurisdiction.clone());
+    }
+    if filter.at_risk {
+        let last = today + chrono::TimeDelta::days(filter.at_risk_days);
+        query
+            .push(" AND p.closed_at IS NULL AND p.deadline >= ")
+            .push_bind((encode.date)(today))
+            .push(" AND p.deadline <= ")
+            .push_bind((encode.date)(last));
+    }
+    if filter.overdue {
+        query
+            .push(" AND p.closed_at IS NULL AND p.deadline < ")
+            .push_bind((encode.date)(today));
+    }
+    if let Some(from) = filter.received_from {
+        query
+            .push(" AND p.received_at >= ")
+            .push_bind((encode.time)(from));
+    }
+    if let Some(to) = filter.received_to {
+        query
+            .push(" AND p.received_at < ")
+            .push_bind((encode.time)(to));
+    }
+    query
+        .push(format!(" ORDER BY {key} LIMIT "))
+        .push_bind(i64::from(limit));
+    query
+}
+
+/// `SELECT {columns}` of the open requests whose deadline is on or after `from` and before
+/// `until`, on the index of open deadlines.
+pub(crate) fn open_query<'a, DB, I, D, T>(
+    columns: &str,
+    from: Option<NaiveDate>,
+    until: Option<NaiveDate>,
+    encode: &Encoders<I, D, T>,
+) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    D: sqlx::Encode<'a, DB> + sqlx::Type<DB> + 'a,
+{
+    let mut query = sqlx::QueryBuilder::new(format!(
+        "SELECT {columns} FROM requests_projection WHERE closed_at IS NULL"
+    ));
+    if let Some(from) = from {
+        query
+            .push(" AND deadline >= ")
+            .push_bind((encode.date)(from));
+    }
+    if let Some(until) = until {
+        query
+            .push(" AND deadline < ")
+            .push_bind((encode.date)(until));
+    }
+    query
 }
 
 /// The tables of the projections. Their subscriptions live in the same database, so a batch's
@@ -112,6 +209,35 @@ pub trait ProjectionStore: SubscriptionStore {
         after: Option<RequestId>,
         limit: u32,
     ) -> Result<Vec<RequestRow>, StoreError>;
+
+    /// The counters of these figures (ADR 37), those with a count or a sum other than zero.
+    async fn tallies(&self, figures: &[String]) -> Result<Vec<(TallyKey, Tally)>, StoreError>;
+
+    /// Open requests whose deadline is on or after `from` and before `until` (either bound
+    /// may be absent), counted on the index of open requests' deadlines.
+    async fn count_open(
+        &self,
+        from: Option<NaiveDate>,
+        until: Option<NaiveDate>,
+    ) -> Result<u64, StoreError>;
+
+    /// Up to `limit` of those open requests, most urgent first (deadline, receipt, id), read
+    /// in that index's order.
+    async fn most_urgent(
+        &self,
+        from: Option<NaiveDate>,
+        until: Option<NaiveDate>,
+        limit: u32,
+    ) -> Result<Vec<RequestRow>, StoreError>;
+
+    /// The database's plan of a list with `filter`, one line per step (Postgres: the plan with
+    /// sequential scans ruled out, the one a large table gets), for diagnostics and tests.
+    async fn explain_list(&self, filter: &RequestFilter) -> Result<Vec<String>, StoreError>;
+
+    /// Fills the counters from the rows already projected when a migration left the mark
+    /// asking for it (`projection_backfills`), in one transaction that holds the projection's
+    /// subscription off meanwhile; answers whether it did.
+    async fn backfill_tallies(&self) -> Result<bool, StoreError>;
 
     /// The suppression entries in force at `at` (not expired) among these hashes.
     async fn find_suppressions(
@@ -160,6 +286,28 @@ pub(crate) fn fold_batch(
     }
     Ok(rows)
 }
+
+/// [`fold_batch`], with how the batch moves the counters: what the rows contribute after it
+/// minus what they did before it.
+pub(crate) fn fold_counted(
+    rows: std::collections::HashMap<RequestId, RequestRow>,
+    events: &[RecordedEvent],
+) -> Result<(std::collections::HashMap<RequestId, RequestRow>, Tallies), StoreError> {
+    let mut tallies = Tallies::default();
+    for row in rows.values() {
+        tallies.remove(row);
+    }
+    let folded = fold_batch(rows, events)?;
+    for row in folded.values() {
+        tallies.add(row);
+    }
+    Ok((folded, tallies))
+}
+
+/// The rows a backfill reads at once.
+pub(crate) const BACKFILL_PAGE: i64 = 5_000;
+/// The mark a migration leaves for [`ProjectionStore::backfill_tallies`].
+pub(crate) const TALLIES_BACKFILL: &str = "request_tallies";
 
 pub(crate) fn encode(row: &RequestRow) -> Result<String, StoreError> {
     serde_json::to_string(row).map_err(|e| StoreError::Corrupt(format!("request row: {e}")))

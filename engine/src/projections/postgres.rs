@@ -3,13 +3,16 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use lethe_domain::RequestId;
 use lethe_projections::requests::RequestRow;
 use sqlx::{QueryBuilder, Row};
 
 use super::suppressions::{changes, SuppressionChange, SuppressionEntry};
-use super::{decode, encode, fold_batch, list_source, ProjectionStore, RequestFilter, REQUESTS};
+use super::{
+    decode, encode, fold_counted, tallies, ProjectionStore, RequestFilter, Tally, TallyKey,
+    REQUESTS,
+};
 use crate::store::{Checkpoint, PostgresStore, RecordedEvent, StoreError};
 use crate::subscriptions;
 
@@ -43,7 +46,7 @@ impl ProjectionStore for PostgresStore {
             rows.insert(row.id, row);
         }
         // One multi-row upsert for the whole batch.
-        let folded = fold_batch(rows, events)?;
+        let (folded, counted) = fold_counted(rows, events)?;
         let n = folded.len();
         let (mut ids, mut statuses, mut jurisdictions, mut received) = (
             Vec::with_capacity(n),
@@ -88,6 +91,7 @@ impl ProjectionStore for PostgresStore {
         .execute(&mut *tx)
         .await?;
         unfinished_cleaners(&mut tx, folded.values()).await?;
+        tallies::write_postgres(&mut tx, &counted).await?;
         apply_suppressions(&mut tx, events).await?;
         tx.commit().await?;
         Ok(true)
@@ -125,45 +129,44 @@ impl ProjectionStore for PostgresStore {
         after: Option<RequestId>,
         limit: u32,
     ) -> Result<Vec<RequestRow>, StoreError> {
-        let today = filter.today.unwrap_or_else(|| Utc::now().date_naive());
-        let mut query = QueryBuilder::new("SELECT p.row_data FROM ");
-        let key = list_source(&mut query, filter, "JOIN");
-        if let Some(after) = after {
-            query
-                .push(format!(" AND {key} > "))
-                .push_bind(*after.as_uuid());
-        }
-        if let Some(status) = filter.status {
-            query.push(" AND p.status = ").push_bind(status.as_str());
-        }
-        if filter.needs_attention {
-            query.push(" AND p.status = 'needs_attention'");
-        }
-        if let Some(jurisdiction) = &filter.jurisdiction {
-            query
-                .push(" AND p.jurisdiction = ")
-                .push_bind(jurisdiction.clone());
-        }
-        if filter.at_risk {
-            query
-                .push(" AND p.closed_at IS NULL AND p.deadline >= ")
-                .push_bind(today)
-                .push(" AND p.deadline <= ")
-                .push_bind(today + chrono::TimeDelta::days(filter.at_risk_days));
-        }
-        if filter.overdue {
-            query
-                .push(" AND p.closed_at IS NULL AND p.deadline < ")
-                .push_bind(today);
-        }
-        if let Some(from) = filter.received_from {
-            query.push(" AND p.received_at >= ").push_bind(from);
-        }
-        if let Some(to) = filter.received_to {
-            query.push(" AND p.received_at < ").push_bind(to);
-        }
+        let mut query = list_query("", filter, after, limit);
+        let records = query.build().fetch_all(self.pool()).await?;
+        records
+            .iter()
+            .map(|r| decode(r.try_get("row_data")?))
+            .collect()
+    }
+
+    async fn tallies(&self, figures: &[String]) -> Result<Vec<(TallyKey, Tally)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT figure, key, bucket, count, total FROM request_tallies \
+             WHERE figure = ANY($1) AND (count <> 0 OR total <> 0)",
+        )
+        .bind(figures)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(tallies::tally).collect()
+    }
+
+    async fn count_open(
+        &self,
+        from: Option<NaiveDate>,
+        until: Option<NaiveDate>,
+    ) -> Result<u64, StoreError> {
+        let mut query = super::open_query("COUNT(*)", from, until, &ENCODERS);
+        let count: i64 = query.build_query_scalar().fetch_one(self.pool()).await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn most_urgent(
+        &self,
+        from: Option<NaiveDate>,
+        until: Option<NaiveDate>,
+        limit: u32,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        let mut query = super::open_query("row_data", from, until, &ENCODERS);
         query
-            .push(format!(" ORDER BY {key} LIMIT "))
+            .push(" ORDER BY deadline, received_at, request_id LIMIT ")
             .push_bind(i64::from(limit));
         let records = query.build().fetch_all(self.pool()).await?;
         records
@@ -172,13 +175,34 @@ impl ProjectionStore for PostgresStore {
             .collect()
     }
 
+    async fn explain_list(&self, filter: &RequestFilter) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        // A small table is best read whole; without that choice, the plan a large one gets.
+        sqlx::query("SET LOCAL enable_seqscan = off")
+            .execute(&mut *tx)
+            .await?;
+        let mut query = list_query("EXPLAIN ", filter, None, 50);
+        let rows = query.build().fetch_all(&mut *tx).await?;
+        tx.rollback().await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>(0)?))
+            .collect()
+    }
+
+    async fn backfill_tallies(&self) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let done = tallies::backfill_postgres(&mut tx).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
     async fn reset(&self, name: &str, owner: &str) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         if name == REQUESTS {
             sqlx::query("DELETE FROM requests_projection")
                 .execute(&mut *tx)
                 .await?;
-            for table in ["suppressions", "unfinished_cleaners"] {
+            for table in ["suppressions", "unfinished_cleaners", "request_tallies"] {
                 sqlx::query(&format!("DELETE FROM {table}"))
                     .execute(&mut *tx)
                     .await?;
@@ -188,6 +212,23 @@ impl ProjectionStore for PostgresStore {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// How the list binds ids, dates and times.
+const ENCODERS: super::Encoders<uuid::Uuid, NaiveDate, DateTime<Utc>> = super::Encoders {
+    id: |id| *id.as_uuid(),
+    date: |date| date,
+    time: |at| at,
+};
+
+/// The list's query on this backend.
+fn list_query(
+    prefix: &str,
+    filter: &RequestFilter,
+    after: Option<RequestId>,
+    limit: u32,
+) -> QueryBuilder<'static, sqlx::Postgres> {
+    super::list_query(prefix, filter, after, limit, ("JOIN", ""), &ENCODERS)
 }
 
 /// Replaces the batch's requests' rows in `unfinished_cleaners` by their cleaners not yet done.

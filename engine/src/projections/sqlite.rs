@@ -3,13 +3,16 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use lethe_domain::RequestId;
 use lethe_projections::requests::RequestRow;
 use sqlx::{QueryBuilder, Row};
 
 use super::suppressions::{changes, SuppressionChange, SuppressionEntry};
-use super::{decode, encode, fold_batch, list_source, ProjectionStore, RequestFilter, REQUESTS};
+use super::{
+    decode, encode, fold_counted, tallies, ProjectionStore, RequestFilter, Tally, TallyKey,
+    REQUESTS,
+};
 use crate::store::{Checkpoint, RecordedEvent, SqliteStore, StoreError};
 use crate::subscriptions;
 
@@ -49,7 +52,7 @@ impl ProjectionStore for SqliteStore {
                 rows.insert(row.id, row);
             }
         }
-        let folded = fold_batch(rows, events)?;
+        let (folded, counted) = fold_counted(rows, events)?;
         for row in folded.values() {
             sqlx::query(
                 "INSERT INTO requests_projection (request_id, status, jurisdiction, received_at, deadline, \
@@ -72,6 +75,7 @@ impl ProjectionStore for SqliteStore {
         for row in folded.values() {
             unfinished_cleaners(&mut tx, row).await?;
         }
+        tallies::write_sqlite(&mut tx, &counted).await?;
         apply_suppressions(&mut tx, events).await?;
         tx.commit().await?;
         Ok(true)
@@ -102,51 +106,67 @@ impl ProjectionStore for SqliteStore {
         after: Option<RequestId>,
         limit: u32,
     ) -> Result<Vec<RequestRow>, StoreError> {
-        let today = filter.today.unwrap_or_else(|| Utc::now().date_naive());
-        let mut query = QueryBuilder::new("SELECT p.row_data FROM ");
-        let key = list_source(&mut query, filter, "CROSS JOIN");
-        if let Some(after) = after {
-            query
-                .push(format!(" AND {key} > "))
-                .push_bind(after.to_string());
-        }
-        if let Some(status) = filter.status {
-            query.push(" AND p.status = ").push_bind(status.as_str());
-        }
-        if filter.needs_attention {
-            query.push(" AND p.status = 'needs_attention'");
-        }
-        if let Some(jurisdiction) = &filter.jurisdiction {
-            query
-                .push(" AND p.jurisdiction = ")
-                .push_bind(jurisdiction.clone());
-        }
-        if filter.at_risk {
-            query
-                .push(" AND p.closed_at IS NULL AND p.deadline >= ")
-                .push_bind(today.to_string())
-                .push(" AND p.deadline <= ")
-                .push_bind((today + chrono::TimeDelta::days(filter.at_risk_days)).to_string());
-        }
-        if filter.overdue {
-            query
-                .push(" AND p.closed_at IS NULL AND p.deadline < ")
-                .push_bind(today.to_string());
-        }
-        if let Some(from) = filter.received_from {
-            query.push(" AND p.received_at >= ").push_bind(time(from));
-        }
-        if let Some(to) = filter.received_to {
-            query.push(" AND p.received_at < ").push_bind(time(to));
-        }
-        query
-            .push(format!(" ORDER BY {key} LIMIT "))
-            .push_bind(i64::from(limit));
+        let mut query = list_query("", filter, after, limit);
         let records = query.build().fetch_all(self.writer()).await?;
         records
             .iter()
             .map(|r| decode(r.try_get("row_data")?))
             .collect()
+    }
+
+    async fn tallies(&self, figures: &[String]) -> Result<Vec<(TallyKey, Tally)>, StoreError> {
+        let list = serde_json::to_string(figures)
+            .map_err(|e| StoreError::Corrupt(format!("figures: {e}")))?;
+        let rows = sqlx::query(
+            "SELECT figure, key, bucket, count, total FROM request_tallies \
+             WHERE figure IN (SELECT value FROM json_each(?1)) AND (count <> 0 OR total <> 0)",
+        )
+        .bind(list)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(tallies::tally).collect()
+    }
+
+    async fn count_open(
+        &self,
+        from: Option<NaiveDate>,
+        until: Option<NaiveDate>,
+    ) -> Result<u64, StoreError> {
+        let mut query = super::open_query("COUNT(*)", from, until, &ENCODERS);
+        let count: i64 = query.build_query_scalar().fetch_one(self.reader()).await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn most_urgent(
+        &self,
+        from: Option<NaiveDate>,
+        until: Option<NaiveDate>,
+        limit: u32,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        let mut query = super::open_query("row_data", from, until, &ENCODERS);
+        query
+            .push(" ORDER BY deadline, received_at, request_id LIMIT ")
+            .push_bind(i64::from(limit));
+        let records = query.build().fetch_all(self.reader()).await?;
+        records
+            .iter()
+            .map(|r| decode(r.try_get("row_data")?))
+            .collect()
+    }
+
+    async fn explain_list(&self, filter: &RequestFilter) -> Result<Vec<String>, StoreError> {
+        let mut query = list_query("EXPLAIN QUERY PLAN ", filter, None, 50);
+        let rows = query.build().fetch_all(self.reader()).await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("detail")?))
+            .collect()
+    }
+
+    async fn backfill_tallies(&self) -> Result<bool, StoreError> {
+        let mut tx = self.writer().begin().await?;
+        let done = tallies::backfill_sqlite(&mut tx).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 
     async fn reset(&self, name: &str, owner: &str) -> Result<(), StoreError> {
@@ -155,7 +175,7 @@ impl ProjectionStore for SqliteStore {
             sqlx::query("DELETE FROM requests_projection")
                 .execute(&mut *tx)
                 .await?;
-            for table in ["suppressions", "unfinished_cleaners"] {
+            for table in ["suppressions", "unfinished_cleaners", "request_tallies"] {
                 sqlx::query(&format!("DELETE FROM {table}"))
                     .execute(&mut *tx)
                     .await?;
@@ -165,6 +185,33 @@ impl ProjectionStore for SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// How the list binds ids, dates and times.
+const ENCODERS: super::Encoders<String, String, String> = super::Encoders {
+    id: |id| id.to_string(),
+    date: |date| date.to_string(),
+    time,
+};
+
+/// The list's query on this backend.
+fn list_query(
+    prefix: &str,
+    filter: &RequestFilter,
+    after: Option<RequestId>,
+    limit: u32,
+) -> QueryBuilder<'static, sqlx::Sqlite> {
+    super::list_query(
+        prefix,
+        filter,
+        after,
+        limit,
+        (
+            "CROSS JOIN",
+            "INDEXED BY requests_projection_open_by_deadline",
+        ),
+        &ENCODERS,
+    )
 }
 
 /// Replaces a request's rows in `unfinished_cleaners` by its cleaners not yet done.

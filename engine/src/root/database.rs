@@ -26,7 +26,7 @@ pub struct Database {
 impl Database {
     /// Opens the database a URL names: `postgres://...` or `sqlite://...` (the file and its
     /// parent directory are created when missing). Applies pending migrations when `migrate`
-    /// is set. Calls wait up to [`TOOL_ACQUIRE_TIMEOUT`] for a Postgres connection.
+    /// is set, then fills what a migration asked to fill from the projected rows. Calls wait up to [`TOOL_ACQUIRE_TIMEOUT`] for a Postgres connection.
     pub async fn open(url: &str, migrate: bool) -> Result<Self, OpenError> {
         Self::open_with(url, migrate, TOOL_ACQUIRE_TIMEOUT).await
     }
@@ -41,10 +41,16 @@ impl Database {
         acquire_timeout: Duration,
     ) -> Result<Self, OpenError> {
         let backend = Backend::open(url, acquire_timeout).await?;
-        if migrate {
-            backend.migrate().await?;
+        if !migrate {
+            return Ok(Self::from(backend));
         }
-        Ok(Self::from(backend))
+        backend.migrate().await?;
+        let database = Self::from(backend);
+        // The figures a migration added are computed from the rows once (ADR 37).
+        if database.projections.backfill_tallies().await? {
+            tracing::info!("the projection's figures were filled from its rows");
+        }
+        Ok(database)
     }
 }
 

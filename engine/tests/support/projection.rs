@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
+use lethe_domain::event::PlannedCleaner;
+use lethe_domain::CleanerName;
 use lethe_engine::app::Requests;
 use lethe_engine::config::Config;
-use lethe_engine::projections::{RequestsProjector, REQUESTS};
+use lethe_engine::projections::{RequestFilter, RequestsProjector, REQUESTS};
 use lethe_engine::root::Database;
 use lethe_engine::subscriptions::SubscriptionRunner;
+use lethe_projections::requests::RequestRow;
 
 /// The application service over `database`, with its projections and the default config.
 pub fn requests(database: &Database) -> Requests {
@@ -51,4 +54,33 @@ pub async fn catch_up(database: &Database, runner: &SubscriptionRunner) {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
+}
+
+/// Every row of the `requests` projection, read `page` rows at a time.
+pub async fn all_rows(database: &Database, page: u32) -> Vec<RequestRow> {
+    let mut rows = Vec::new();
+    let mut after = None;
+    loop {
+        let next = database
+            .projections
+            .list_requests(&RequestFilter::default(), after, page)
+            .await
+            .unwrap();
+        let Some(last) = next.last() else { break };
+        after = Some(last.id);
+        rows.extend(next);
+    }
+    rows
+}
+
+/// The plan of the tests' due requests: `billing` and `crm`, two attempts each.
+pub fn plan() -> Vec<PlannedCleaner> {
+    ["billing", "crm"]
+        .iter()
+        .map(|n| PlannedCleaner {
+            name: CleanerName::parse(*n).unwrap(),
+            max_attempts: 2,
+            stores: Vec::new(),
+        })
+        .collect()
 }
