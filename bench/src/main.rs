@@ -46,6 +46,8 @@ enum Scenario {
     Replay,
     /// Peak RSS of `lethe serve` during a lifecycle-like workload.
     Memory,
+    /// Stats, dashboard, each list filter and a history, timed at each of --scale-requests.
+    Scale,
     /// Every scenario above, in this order.
     All,
 }
@@ -84,6 +86,10 @@ struct Cli {
     /// docs/PERFORMANCE.md is for 1,000,000).
     #[arg(long)]
     events: Option<u64>,
+    /// The sizes of the scale scenario, loaded one after another (default 100000,1000000;
+    /// 200,1000 with --smoke).
+    #[arg(long, value_delimiter = ',')]
+    scale_requests: Option<Vec<u64>>,
     /// Upper bound in seconds for each long phase (submitting, completing, filling) of a
     /// scenario (default 600; 60 with --smoke).
     #[arg(long)]
@@ -117,6 +123,8 @@ pub struct Settings {
     pub time_limit: Duration,
     pub lethe_bin: Option<PathBuf>,
     pub dispatch_concurrency: u32,
+    /// Ascending.
+    pub scale_requests: Vec<u64>,
 }
 
 /// Conditions a run must meet. In a smoke run a broken one fails the run; otherwise it is a
@@ -162,6 +170,17 @@ impl Cli {
         if requests == 0 || events == 0 || bulk_requests == 0 {
             anyhow::bail!("--requests, --bulk-requests and --events must be at least 1");
         }
+        let mut scale_requests = self.scale_requests.clone().unwrap_or_else(|| {
+            if self.smoke {
+                vec![200, 1_000]
+            } else {
+                vec![100_000, 1_000_000]
+            }
+        });
+        scale_requests.sort_unstable();
+        if scale_requests.first().is_none_or(|n| *n == 0) {
+            anyhow::bail!("--scale-requests must list sizes of at least 1");
+        }
         let time_limit = self
             .time_limit
             .unwrap_or(if self.smoke { 60 } else { 600 })
@@ -181,6 +200,7 @@ impl Cli {
                     lethe_engine::config::EngineConfig::default().dispatch_concurrency
                 })
                 .max(1),
+            scale_requests,
         })
     }
 
@@ -220,6 +240,7 @@ async fn main() -> ExitCode {
             Scenario::Rebuild,
             Scenario::Replay,
             Scenario::Memory,
+            Scenario::Scale,
         ],
         one => vec![one],
     };
@@ -259,6 +280,7 @@ async fn run_one(scenario: Scenario, backend: Backend, settings: &Settings, chec
         Scenario::Memory => scenarios::memory(&db, settings, checks).await,
         Scenario::Bulk => scenarios::bulk(&db, settings, checks).await,
         Scenario::Rebuild => scenarios::rebuild(&db, settings, checks).await,
+        Scenario::Scale => scenarios::scale(&db, settings, checks).await,
         Scenario::All => Ok(()),
     };
     if let Err(e) = result {

@@ -85,14 +85,14 @@ pub async fn bulk(db: &Db, settings: &Settings, checks: &mut Checks) -> anyhow::
 }
 
 #[derive(Debug, Default)]
-struct BulkOutcome {
-    created: u64,
-    failed: u64,
-    first_error: Option<String>,
+pub(crate) struct BulkOutcome {
+    pub created: u64,
+    pub failed: u64,
+    pub first_error: Option<String>,
 }
 
 /// Sends an NDJSON body and reads the NDJSON answer line by line as it streams back.
-async fn read_bulk(
+pub(crate) async fn read_bulk(
     client: &reqwest::Client,
     url: &str,
     body: String,

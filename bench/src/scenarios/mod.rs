@@ -1,4 +1,4 @@
-//! The benchmark scenarios: `ingest`, `append`, `bulk`, `lifecycle`, `lifecycle-sql`, `rebuild`, `replay`, `memory`.
+//! The benchmark scenarios: `ingest`, `append`, `bulk`, `lifecycle`, `lifecycle-sql`, `rebuild`, `replay`, `memory`, `scale`.
 //! Each runs on one fresh database, prints one line per figure, and measures the raw insert
 //! baseline on the same database in the same run.
 
@@ -10,6 +10,7 @@ mod lifecycle_sql;
 mod memory;
 mod rebuild;
 mod replay;
+mod scale;
 
 pub use append::append;
 pub use bulk::bulk;
@@ -19,6 +20,7 @@ pub use lifecycle_sql::lifecycle_sql;
 pub use memory::memory;
 pub use rebuild::rebuild;
 pub use replay::replay;
+pub use scale::scale;
 
 use uuid::Uuid;
 
