@@ -26,24 +26,6 @@ impl Requests {
         Ok(HistoryView::new(&loaded, head.as_ref(), subject, states)?)
     }
 
-    /// What a person's page of one request shows ([`crate::http`]'s dashboard): its state as
-    /// [`Self::show`] gives it (cleaners' progress included) and its history as
-    /// [`Self::history`] gives it, from one read of the stream.
-    pub async fn state_and_history(
-        &self,
-        id: RequestId,
-    ) -> Result<(RequestView, HistoryView), RequestError> {
-        let (head, loaded, subject) = self
-            .history_of(id)
-            .await?
-            .ok_or(RequestError::NotFound(id))?;
-        let history = HistoryView::new(&loaded, head.as_ref(), subject, false)?;
-        let view = self
-            .view_with_progress(RequestView::new(&loaded), id)
-            .await?;
-        Ok((view, history))
-    }
-
     /// What an auditor's history shows: the stream's head, the request and its subject. The
     /// stream and the data key are read side by side. A subject this process cannot open
     /// (sealed under a key it does not hold) is shown sealed: the events still are.

@@ -25,6 +25,7 @@ pub mod progress;
 pub mod queries;
 pub mod receipt;
 pub mod replay;
+pub mod request_page;
 mod results;
 pub mod stats;
 mod subjects;
@@ -84,6 +85,8 @@ pub struct Requests {
     /// The attempts whose results are awaited, where cleaners' progress is kept; absent in
     /// tools that run no workflow.
     awaited: Option<Arc<dyn progress::AwaitedResults>>,
+    /// When cleaners' next attempts are due; absent in tools that run no workflow.
+    schedule: Option<Arc<dyn request_page::AttemptSchedule>>,
 }
 
 impl Requests {
@@ -94,6 +97,7 @@ impl Requests {
             projections: None,
             sealing: None,
             awaited: None,
+            schedule: None,
         }
     }
 
@@ -106,6 +110,17 @@ impl Requests {
 
     pub(crate) fn awaited(&self) -> Option<&Arc<dyn progress::AwaitedResults>> {
         self.awaited.as_ref()
+    }
+
+    /// Adds where cleaners' next attempts are scheduled.
+    #[must_use]
+    pub fn with_schedule(mut self, schedule: Arc<dyn request_page::AttemptSchedule>) -> Self {
+        self.schedule = Some(schedule);
+        self
+    }
+
+    pub(crate) fn schedule(&self) -> Option<&Arc<dyn request_page::AttemptSchedule>> {
+        self.schedule.as_ref()
     }
 
     /// Adds the projections that answer list and stats queries.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::progress::AwaitedResults;
+use crate::app::request_page::AttemptSchedule;
 use crate::projections::ProjectionStore;
 use crate::store::keys::KeyStore;
 use crate::store::{Backend, EventStore, OpenError, TOOL_ACQUIRE_TIMEOUT};
@@ -21,6 +22,8 @@ pub struct Database {
     pub keys: Arc<dyn KeyStore>,
     /// The workflow's awaited attempts, where cleaners' progress is kept.
     pub awaited: Arc<dyn AwaitedResults>,
+    /// The workflow's scheduled cleaner attempts.
+    pub schedule: Arc<dyn AttemptSchedule>,
 }
 
 impl Database {
@@ -62,6 +65,7 @@ impl From<Backend> for Database {
                 workflow: store.clone(),
                 projections: store.clone(),
                 awaited: store.clone(),
+                schedule: store.clone(),
                 keys: store,
             },
             Backend::Sqlite(store) => Self {
@@ -69,6 +73,7 @@ impl From<Backend> for Database {
                 workflow: store.clone(),
                 projections: store.clone(),
                 awaited: store.clone(),
+                schedule: store.clone(),
                 keys: store,
             },
         }

@@ -18,7 +18,8 @@ impl Database {
     pub fn app(&self, config: Arc<Config>, key: Option<MasterKey>) -> Requests {
         let requests = Requests::new(self.events.clone(), config)
             .with_projections(self.projections.clone())
-            .with_awaited(self.awaited.clone());
+            .with_awaited(self.awaited.clone())
+            .with_schedule(self.schedule.clone());
         match key {
             Some(key) => requests.with_sealing(key, self.keys.clone()),
             None => requests,

@@ -16,6 +16,7 @@ mod order;
 mod postgres;
 mod progress;
 pub mod saga;
+mod schedule;
 mod sqlite;
 mod timers;
 mod workers;

@@ -95,7 +95,7 @@ fn sqlite_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn sqlite_parse(text: &str) -> Result<DateTime<Utc>, StoreError> {
+pub(super) fn sqlite_parse(text: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Corrupt(format!("job time {text:?}: {e}")))

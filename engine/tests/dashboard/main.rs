@@ -27,6 +27,7 @@ mod clicks;
 mod page;
 mod requests;
 mod router;
+mod schedule;
 mod workload;
 
 use std::collections::BTreeMap;

@@ -17,6 +17,7 @@ use super::auth::on_request;
 use super::html::{document_with, Esc};
 use super::page::status_label;
 use super::{csrf, error_page, html};
+use crate::app::request_page::RequestPage;
 use crate::app::views::{CleanerView, HistoryEntry, HistoryView, RequestView};
 use crate::http::AppState;
 
@@ -44,10 +45,11 @@ pub async fn request(
         Ok(found) => found,
         Err(refused) => return *refused,
     };
-    let (view, history) = match state.requests.state_and_history(id).await {
-        Ok(found) => found,
+    let page = match state.requests.request_page(id).await {
+        Ok(page) => page,
         Err(error) => return error_page(error),
     };
+    let (view, history) = (&page.view, &page.history);
     let outcome = take_outcome(&headers);
     let principal = &session.principal;
     let csrf = csrf::token(&state.key, &session.token);
@@ -59,12 +61,12 @@ pub async fn request(
     if let Some(outcome) = &outcome {
         outcome.render(&mut main);
     }
-    summary(&mut main, &view);
-    cleaners(&mut main, &view, &history, |out, cleaner| {
-        cleaner_forms(out, principal, &view, cleaner, &csrf);
+    summary(&mut main, view);
+    cleaners(&mut main, &page, |out, cleaner| {
+        cleaner_forms(out, principal, view, cleaner, &csrf);
     });
-    forms(&mut main, principal, &view, &csrf);
-    timeline(&mut main, &history);
+    forms(&mut main, principal, view, &csrf);
+    timeline(&mut main, history);
     let mut response = html(
         StatusCode::OK,
         document_with(
@@ -160,10 +162,10 @@ fn error_class(history: &HistoryView, cleaner: &str) -> Option<String> {
 
 fn cleaners(
     out: &mut String,
-    view: &RequestView,
-    history: &HistoryView,
+    page: &RequestPage,
     mut actions: impl FnMut(&mut String, &CleanerView),
 ) {
+    let (view, history) = (&page.view, &page.history);
     out.push_str("<section class=\"card\" id=\"cleaners\">\n<h2>Cleaners</h2>\n");
     if view.cleaners.is_empty() {
         out.push_str(
@@ -189,7 +191,14 @@ fn cleaners(
                 p.reported_at.format("%Y-%m-%d %H:%M"),
                 p.deadline.format("%Y-%m-%d %H:%M UTC"),
             ),
-            ("pending", None) => format!("attempt {}", cleaner.attempts + 1),
+            ("pending", None) => match page.next_attempt_of(&cleaner.name, cleaner.attempts) {
+                Some(next) => format!(
+                    "attempt {} at {}",
+                    cleaner.attempts + 1,
+                    next.at.format("%Y-%m-%d %H:%M UTC")
+                ),
+                None => format!("attempt {}", cleaner.attempts + 1),
+            },
             ("exhausted", _) => "waits for a person: retry or skip".to_owned(),
             _ => "–".to_owned(),
         };
