@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cpu::CpuSample;
+
 /// What a load run did.
 #[derive(Debug, Default)]
 pub struct LoadResult {
@@ -19,12 +21,22 @@ pub struct LoadResult {
     pub latencies_us: Vec<u64>,
     /// The first error seen, to print.
     pub first_error: Option<String>,
+    /// CPU time used before and after the run (this process, the local Postgres).
+    pub cpu: Option<(CpuSample, CpuSample)>,
 }
 
 impl LoadResult {
     /// Successful operations per second.
     pub fn rate(&self) -> f64 {
         per_second(self.ok, self.elapsed)
+    }
+
+    /// `<prefix>cpu_us_per_op=… <prefix>pg_cpu_us_per_op=…`: CPU time per operation, of this
+    /// process and of the local Postgres, while the run lasted.
+    pub fn cpu_per_op(&self, prefix: &str) -> String {
+        self.cpu.map_or_else(String::new, |(before, after)| {
+            after.per_op_since(&before, self.ok + self.errors, prefix)
+        })
     }
 
     /// The `p`th percentile latency (0 < p <= 100) in milliseconds; 0 when nothing succeeded.
@@ -63,6 +75,7 @@ where
 {
     let op = Arc::new(op);
     let next = Arc::new(AtomicU64::new(0));
+    let cpu_before = CpuSample::now();
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = tokio::task::JoinSet::new();
@@ -112,6 +125,7 @@ where
         }
     }
     total.elapsed = start.elapsed();
+    total.cpu = Some((cpu_before, CpuSample::now()));
     total.latencies_us.sort_unstable();
     total
 }

@@ -10,6 +10,7 @@
 //!
 //! See `docs/PERFORMANCE.md` for the figures and how to read them.
 
+mod cpu;
 mod db;
 mod load;
 mod peer;
@@ -50,6 +51,12 @@ enum Scenario {
     Scale,
     /// Every scenario above, in this order.
     All,
+    /// Instructions per operation under valgrind's callgrind (append, ingest, the peer, the raw
+    /// insert), each the difference of two runs; not in `all` (it takes minutes).
+    Instructions,
+    /// `--ops` operations of one kind, one at a time: what `instructions` runs under callgrind.
+    #[value(hide = true)]
+    Ops,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,6 +116,12 @@ struct Cli {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     postgres_url: String,
+    /// The operation of `ops`.
+    #[arg(long, value_enum, hide = true, default_value_t = scenarios::Operation::Append)]
+    operation: scenarios::Operation,
+    /// How many operations `ops` makes after its warm-up.
+    #[arg(long, hide = true, default_value_t = 100)]
+    ops: u64,
 }
 
 /// What every scenario is run with.
@@ -125,6 +138,9 @@ pub struct Settings {
     pub dispatch_concurrency: u32,
     /// Ascending.
     pub scale_requests: Vec<u64>,
+    /// `ops`: what to do, and how many times.
+    pub operation: scenarios::Operation,
+    pub ops: u64,
 }
 
 /// Conditions a run must meet. In a smoke run a broken one fails the run; otherwise it is a
@@ -201,6 +217,8 @@ impl Cli {
                 })
                 .max(1),
             scale_requests,
+            operation: self.operation,
+            ops: self.ops,
         })
     }
 
@@ -281,6 +299,8 @@ async fn run_one(scenario: Scenario, backend: Backend, settings: &Settings, chec
         Scenario::Bulk => scenarios::bulk(&db, settings, checks).await,
         Scenario::Rebuild => scenarios::rebuild(&db, settings, checks).await,
         Scenario::Scale => scenarios::scale(&db, settings, checks).await,
+        Scenario::Instructions => scenarios::instructions(&db, settings, checks).await,
+        Scenario::Ops => scenarios::ops(&db, settings.operation, settings.ops).await,
         Scenario::All => Ok(()),
     };
     if let Err(e) = result {

@@ -71,7 +71,7 @@ impl Peer {
 
     /// New streams of one `Received` event each, from `concurrency` clients, for at most
     /// `duration` or `max_ops` streams.
-    async fn append(&self, concurrency: usize, duration: Duration, max_ops: u64) -> LoadResult {
+    pub async fn append(&self, concurrency: usize, duration: Duration, max_ops: u64) -> LoadResult {
         let peer = self.clone();
         load::run(concurrency, duration, max_ops, move |n| {
             let peer = peer.clone();

@@ -53,17 +53,19 @@ pub async fn ingest(db: &Db, settings: &Settings, checks: &mut Checks) -> anyhow
         let r = ratio(lethe.rate(), baseline.rate());
         println!(
             "ingest {backend} c={concurrency} requests={} requests_per_s={:.1} p50_ms={:.2} \
-             p99_ms={:.2} errors={} {} baseline_rows_per_s={:.1} baseline_p50_ms={:.2} \
-             baseline_p99_ms={:.2} ratio={r:.2}",
+             p99_ms={:.2} errors={} {} {} baseline_rows_per_s={:.1} baseline_p50_ms={:.2} \
+             baseline_p99_ms={:.2} ratio={r:.2} {}",
             lethe.ok,
             lethe.rate(),
             lethe.percentile_ms(50.0),
             lethe.percentile_ms(99.0),
             lethe.errors,
+            lethe.cpu_per_op(""),
             peer_figures(&lethe, esrs.as_ref()),
             baseline.rate(),
             baseline.percentile_ms(50.0),
             baseline.percentile_ms(99.0),
+            baseline.cpu_per_op("baseline_"),
         );
         checks.expect(
             lethe.errors == 0 && lethe.ok > 0,

@@ -229,27 +229,17 @@ struct Memory {
 
 /// VmRSS and VmHWM (peak RSS) of a process, from /proc/PID/status.
 fn read_memory(pid: u32) -> anyhow::Result<Memory> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+    let pid = i32::try_from(pid).with_context(|| format!("process id {pid}"))?;
+    let status = procfs::process::Process::new(pid)
+        .and_then(|p| p.status())
         .with_context(|| format!("reading /proc/{pid}/status"))?;
-    parse_memory(&status).ok_or_else(|| anyhow!("no VmRSS/VmHWM in /proc/{pid}/status"))
-}
-
-fn parse_memory(status: &str) -> Option<Memory> {
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-    };
-    Some(Memory {
-        rss_kb: field("VmRSS:")?,
-        hwm_kb: field("VmHWM:")?,
+    Ok(Memory {
+        rss_kb: status
+            .vmrss
+            .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?,
+        hwm_kb: status
+            .vmhwm
+            .ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))?,
     })
 }
 
@@ -306,12 +296,15 @@ mod tests {
 
     #[test]
     fn memory_is_read_from_proc_status() {
-        let status =
-            "Name:\tlethe\nVmPeak:\t  900000 kB\nVmHWM:\t   51234 kB\nVmRSS:\t   40960 kB\n";
-        let memory = parse_memory(status).unwrap();
-        assert_eq!(memory.hwm_kb, 51234);
-        assert_eq!(memory.rss_kb, 40960);
-        let own = read_memory(std::process::id()).unwrap();
-        assert!(own.hwm_kb >= own.rss_kb && own.rss_kb > 0);
+        let before = read_memory(std::process::id()).unwrap();
+        // A page-touched allocation the size of several megabytes moves the high-water mark.
+        let block = vec![1_u8; 32 << 20];
+        let after = read_memory(std::process::id()).unwrap();
+        assert!(before.rss_kb > 0 && after.hwm_kb >= after.rss_kb);
+        assert!(
+            after.hwm_kb >= before.hwm_kb + 16 * 1024,
+            "{before:?} {after:?}"
+        );
+        drop(block);
     }
 }

@@ -1,10 +1,11 @@
-//! The benchmark scenarios: `ingest`, `append`, `bulk`, `lifecycle`, `lifecycle-sql`, `rebuild`, `replay`, `memory`, `scale`.
+//! The benchmark scenarios: `ingest`, `append`, `bulk`, `lifecycle`, `lifecycle-sql`, `rebuild`, `replay`, `memory`, `scale`; and `instructions` (valgrind), not in `all`.
 //! Each runs on one fresh database, prints one line per figure, and measures the raw insert
 //! baseline on the same database in the same run.
 
 mod append;
 mod bulk;
 mod ingest;
+mod instructions;
 mod lifecycle;
 mod lifecycle_sql;
 mod memory;
@@ -15,6 +16,7 @@ mod scale;
 pub use append::append;
 pub use bulk::bulk;
 pub use ingest::ingest;
+pub use instructions::{instructions, ops, Operation};
 pub use lifecycle::lifecycle;
 pub use lifecycle_sql::lifecycle_sql;
 pub use memory::memory;
