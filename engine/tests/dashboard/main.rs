@@ -59,7 +59,7 @@ use tower::ServiceExt;
 const READER: &str = "lethe_reader-token-0123";
 const ADMIN: &str = "lethe_admin-token-4567";
 const AUDITOR: &str = "lethe_auditor-token-89ab";
-/// Signs in to the dashboard and may act: `requests:read` and `admin`.
+/// Signs in to the dashboard, sees timelines and may act: `requests:read`, `audit:read` and `admin`.
 const OPERATOR: &str = "lethe_operator-token-cdef";
 /// Signs in to the dashboard and may approve only.
 const APPROVER: &str = "lethe_approver-token-0246";
@@ -72,7 +72,7 @@ fn tokens() -> TestConfig {
         .token(
             "operator",
             &token_hash(OPERATOR),
-            &["requests:read", "admin"],
+            &["requests:read", "audit:read", "admin"],
         )
         .token(
             "approver",

@@ -198,14 +198,22 @@ async fn a_request_page_shows_its_state_cleaners_and_timeline() {
     assert!(html.contains("data-cleaner=\"crm\" data-state=\"exhausted\""));
     assert!(html.contains("2 of 2"));
     assert!(html.contains("HTTP 503 (HTTP 503, retryable)"), "{html}");
-    // The timeline: every event of the history, in order, with its actor; the chain verifies.
+    // The timeline is the auditor's: a reader is told it needs audit:read.
+    assert!(timeline(&html).is_empty(), "{html}");
+    assert!(html.contains("needs a token with the scope <code>audit:read</code>"));
+    let (_, _, audited) = send(
+        &app,
+        get(&format!("/dashboard/requests/{id}"), Some(OPERATOR)),
+    )
+    .await;
+    // With audit:read: every event of the history, in order, with its actor; the chain verifies.
     let (_, _, body) = send(
         &app,
         get(&format!("/v1/requests/{id}/history"), Some(AUDITOR)),
     )
     .await;
     let history: Value = serde_json::from_str(&body).unwrap();
-    let shown: Vec<(String, String)> = timeline(&html);
+    let shown: Vec<(String, String)> = timeline(&audited);
     let expected: Vec<(String, String)> = history["events"]
         .as_array()
         .unwrap()
@@ -219,7 +227,8 @@ async fn a_request_page_shows_its_state_cleaners_and_timeline() {
         .collect();
     assert_eq!(shown, expected);
     assert_eq!(shown.len(), 5);
-    assert!(html.contains("data-verified=\"true\""));
+    assert!(audited.contains("data-verified=\"true\""));
+    assert!(!audited.contains("dash-5"));
     // The subject is not on the page (the API shows it to audit:read only).
     assert!(
         history["subject"]["identifiers"]["user_id"] == "dash-5",

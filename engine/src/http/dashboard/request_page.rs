@@ -21,13 +21,16 @@ use crate::app::request_page::RequestPage;
 use crate::app::views::{CleanerView, HistoryEntry, HistoryView, RequestView};
 use crate::http::AppState;
 
+/// The scope that shows the timeline.
+const AUDIT_SCOPE: &str = "audit:read";
+
 #[utoipa::path(
     get,
     path = "/dashboard/requests/{id}",
     tag = "service",
     params(crate::http::schema::RequestPath),
     responses(
-        (status = 200, description = "One request for people (HTML): its state and cleaners as GET /v1/requests/{id} shows them, the outcome of an action just taken, the action forms the token's scopes allow, and the timeline of GET /v1/requests/{id}/history with its hash-chain verdict", body = String, content_type = "text/html"),
+        (status = 200, description = "One request for people (HTML): its state and cleaners as GET /v1/requests/{id} shows them, the outcome of an action just taken, the action forms the token's scopes allow, and (to a token with audit:read too) the timeline of GET /v1/requests/{id}/history with its hash-chain verdict", body = String, content_type = "text/html"),
         (status = 401, description = "No valid token: an HTML page explaining how to pass one", body = String, content_type = "text/html"),
         (status = 403, description = "The token lacks the scope requests:read (HTML)", body = String, content_type = "text/html"),
         (status = 404, description = "No such request (HTML)", body = String, content_type = "text/html"),
@@ -66,7 +69,16 @@ pub async fn request(
         cleaner_forms(out, principal, view, cleaner, &csrf);
     });
     forms(&mut main, principal, view, &csrf);
-    timeline(&mut main, history);
+    // The timeline is the auditor's replay: behind `audit:read`, as the history route is.
+    if principal.has(AUDIT_SCOPE) {
+        timeline(&mut main, history);
+    } else {
+        main.push_str(
+            "<section class=\"card\" id=\"timeline\">\n<h2>Timeline</h2>\n<p class=\"empty\">\
+             The event timeline needs a token with the scope <code>audit:read</code>, as \
+             <code>GET /v1/requests/{id}/history</code> does.</p>\n</section>\n",
+        );
+    }
     let mut response = html(
         StatusCode::OK,
         document_with(
