@@ -34,6 +34,7 @@ pub async fn scale(db: &Db, settings: &Settings, checks: &mut Checks) -> anyhow:
     let mut loaded = 0_u64;
     for &size in &settings.scale_requests {
         let started = Instant::now();
+        let before = loaded;
         while loaded < size {
             let lines = BULK_LINES.min(size - loaded);
             let body: String = (loaded..loaded + lines)
@@ -58,9 +59,11 @@ pub async fn scale(db: &Db, settings: &Settings, checks: &mut Checks) -> anyhow:
         .await
         .context("the projection did not catch up in time")??;
         println!(
-            "scale {backend} requests={size} intake_s={:.1} intake_per_s={:.1} projected_s={:.1}",
+            "scale {backend} requests={size} added={} intake_s={:.1} intake_per_s={:.1} \
+             projected_s={:.1}",
+            loaded - before,
             intake.as_secs_f64(),
-            per_second(size.min(loaded), intake),
+            per_second(loaded - before, intake),
             started.elapsed().as_secs_f64(),
         );
         let reads = reads(&client, &api.base).await?;
