@@ -16,7 +16,7 @@ use lethe_engine::store::keys::KeyStore;
 use lethe_engine::store::master_key::MasterKey;
 use lethe_engine::store::{Backend as Opened, EventStore, PostgresStore, SqliteStore};
 use lethe_engine::workflow::WorkflowStore;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use uuid::Uuid;
 
@@ -155,8 +155,8 @@ impl Db {
                     .await
                     .context("creating the benchmark schema")?;
                 admin.close().await;
-                let options = PgConnectOptions::from_str(postgres_url)?
-                    .options([("search_path", schema.as_str())]);
+                let options =
+                    connect_options(postgres_url)?.options([("search_path", schema.as_str())]);
                 let store = PostgresStore::connect_with(options.clone())
                     .await
                     .context("connecting the Postgres store")?;
@@ -341,11 +341,26 @@ impl Db {
     }
 }
 
+/// The server `url` names, connected as the `lethe` binary connects: without TLS unless the
+/// URL asks (`sslmode=`). The benchmark's sqlx is built with TLS for the peer, esrs, whose
+/// Postgres store turns it on; left at sqlx's `prefer`, every connection here would negotiate
+/// TLS with a server that offers it (Debian's does), which `lethe` (built without TLS) never
+/// does: each connection would load the system's CA bundle (some 750 million instructions) and
+/// every statement would be encrypted.
+pub(crate) fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    let options = PgConnectOptions::from_str(url)?;
+    Ok(if url.contains("sslmode=") {
+        options
+    } else {
+        options.ssl_mode(PgSslMode::Disable)
+    })
+}
+
 async fn admin_pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
     PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .connect_with(connect_options(url)?)
         .await
         .with_context(|| {
             format!(

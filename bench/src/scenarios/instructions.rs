@@ -2,8 +2,9 @@
 //! that does not move with the machine's load (the same binary and inputs give the same total),
 //! so that small changes can be judged where wall-clock rates drift by half between runs.
 //!
-//! Each figure is the difference of two runs of this binary under callgrind (its hidden `ops`
-//! scenario), one of `SMALL` and one of `LARGE` sequential operations after the same warm-up:
+//! Each figure is a difference of runs of this binary under callgrind (its hidden `ops`
+//! scenario): the median of three of `SMALL` and of three of `LARGE` sequential operations,
+//! each after the same warm-up:
 //! start-up, migrations and warm-up cancel out, and what is left is the cost of
 //! `LARGE - SMALL` operations in this process. Postgres's own instructions are not counted
 //! (another process); `cpu_us_per_op` in `append` and `ingest` gives its CPU time.
@@ -27,6 +28,8 @@ use super::ratio;
 /// Operations of the two runs whose difference is measured.
 const SMALL: u64 = 100;
 const LARGE: u64 = 600;
+/// Runs of each size, of which the median counts.
+const RUNS: usize = 3;
 /// Operations before either run's measured part: connections opened, caches filled.
 const WARM_UP: u64 = 20;
 
@@ -57,8 +60,8 @@ pub async fn instructions(db: &Db, settings: &Settings, checks: &mut Checks) -> 
         if operation == Operation::Esrs && backend == Backend::Sqlite {
             continue;
         }
-        let small = counted(&exe, settings, backend, operation, SMALL).await?;
-        let large = counted(&exe, settings, backend, operation, LARGE).await?;
+        let small = median_of_runs(&exe, settings, backend, operation, SMALL).await?;
+        let large = median_of_runs(&exe, settings, backend, operation, LARGE).await?;
         checks.expect(
             large > small,
             format!("instructions {backend} {operation:?}: {large} after {small}"),
@@ -80,6 +83,24 @@ pub async fn instructions(db: &Db, settings: &Settings, checks: &mut Checks) -> 
         );
     }
     Ok(())
+}
+
+/// The median of [`RUNS`] counts of [`counted`]: a run's start-up (connecting, migrating)
+/// sometimes takes hundreds of millions of instructions more or less than the next one's
+/// (seen with the peer's store), which one run's difference would take for the operations'.
+async fn median_of_runs(
+    exe: &Path,
+    settings: &Settings,
+    backend: Backend,
+    operation: Operation,
+    count: u64,
+) -> anyhow::Result<u64> {
+    let mut totals = Vec::new();
+    for _ in 0..RUNS {
+        totals.push(counted(exe, settings, backend, operation, count).await?);
+    }
+    totals.sort_unstable();
+    Ok(totals[totals.len() / 2])
 }
 
 /// The instructions callgrind counts in one run of `ops` with `count` operations.

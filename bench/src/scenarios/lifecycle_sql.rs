@@ -33,7 +33,7 @@ pub async fn lifecycle_sql(
     let schema = format!("lethe_bench_app_{}", run_tag());
     let store = PgPoolOptions::new()
         .max_connections(4)
-        .connect(&settings.postgres_url)
+        .connect_with(crate::db::connect_options(&settings.postgres_url)?)
         .await?;
     sqlx::raw_sql(&format!(
         "CREATE SCHEMA {schema}; \
