@@ -38,9 +38,18 @@ const CHECK_LABEL: &[u8] = b"lethe key check value";
 const FINGERPRINT_LEN: usize = 16;
 
 /// One 256-bit master key. Its `Debug` shows only the fingerprint.
+///
+/// What every intake derives from it is derived once, here: HKDF's extract step (its
+/// pseudorandom key), the fingerprint, and the two subkeys each submission uses (the blind
+/// index's and the data-key wrapping's). Derived per call, they cost more instructions than the
+/// rest of a submission's cryptography together.
 pub struct KeyMaterial {
     bytes: [u8; 32],
     check: [u8; 32],
+    fingerprint: String,
+    hkdf: hkdf::Hkdf<Sha256>,
+    blind_index_key: [u8; 32],
+    data_key_wrapping: [u8; 32],
 }
 
 impl std::fmt::Debug for KeyMaterial {
@@ -54,9 +63,25 @@ impl KeyMaterial {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&bytes)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(CHECK_LABEL);
+        let check: [u8; 32] = mac.finalize().into_bytes().into();
+        let mut fingerprint = hex::encode(check);
+        fingerprint.truncate(FINGERPRINT_LEN);
+        let hkdf = hkdf::Hkdf::<Sha256>::new(None, &bytes);
+        let expand = |purpose: &[u8]| {
+            let mut okm = [0_u8; 32];
+            hkdf.expand(purpose, &mut okm)
+                .unwrap_or_else(|_| unreachable!("32 bytes is a valid HKDF-SHA256 length"));
+            okm
+        };
+        let blind_index_key = expand(super::sealing::BLIND_INDEX);
+        let data_key_wrapping = expand(super::sealing::DATA_KEY_WRAPPING);
         Self {
             bytes,
-            check: mac.finalize().into_bytes().into(),
+            check,
+            fingerprint,
+            hkdf,
+            blind_index_key,
+            data_key_wrapping,
         }
     }
 
@@ -68,9 +93,7 @@ impl KeyMaterial {
 
     /// The short hex that names the key in messages and prefixes what is sealed under it.
     pub fn fingerprint(&self) -> String {
-        let mut id = self.check_value();
-        id.truncate(FINGERPRINT_LEN);
-        id
+        self.fingerprint.clone()
     }
 
     /// Whether a recorded check value is this key's, compared in constant time.
@@ -105,8 +128,14 @@ impl KeyMaterial {
     /// A 256-bit subkey for one purpose (HKDF-SHA256 over the key), so that no two uses ever
     /// share a key.
     pub(crate) fn derive(&self, purpose: &[u8]) -> [u8; 32] {
+        if purpose == super::sealing::BLIND_INDEX {
+            return self.blind_index_key;
+        }
+        if purpose == super::sealing::DATA_KEY_WRAPPING {
+            return self.data_key_wrapping;
+        }
         let mut okm = [0_u8; 32];
-        hkdf::Hkdf::<Sha256>::new(None, &self.bytes)
+        self.hkdf
             .expand(purpose, &mut okm)
             .unwrap_or_else(|_| unreachable!("32 bytes is a valid HKDF-SHA256 length"));
         okm
@@ -406,6 +435,28 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subkeys_kept_at_hand_are_the_ones_hkdf_derives() {
+        let key = KeyMaterial::from_bytes([9; 32]);
+        for purpose in [
+            crate::store::sealing::BLIND_INDEX,
+            crate::store::sealing::DATA_KEY_WRAPPING,
+            b"lethe master-key wrapping".as_slice(),
+            b"any other purpose".as_slice(),
+        ] {
+            let mut fresh = [0_u8; 32];
+            hkdf::Hkdf::<Sha256>::new(None, &[9; 32])
+                .expand(purpose, &mut fresh)
+                .unwrap();
+            assert_eq!(key.derive(purpose), fresh, "{purpose:?}");
+        }
+        assert_ne!(
+            key.derive(crate::store::sealing::BLIND_INDEX),
+            key.derive(crate::store::sealing::DATA_KEY_WRAPPING)
+        );
+        assert_eq!(key.fingerprint(), key.check_value()[..FINGERPRINT_LEN]);
+    }
 
     #[test]
     fn cancel_tokens_are_per_request_and_per_key() {

@@ -113,7 +113,8 @@ pub(crate) fn identifier_mac(key: &[u8], kind: &str, value: &str) -> [u8; 32] {
 /// The separator of the forms of one wrapped data key (one per master key it is wrapped
 /// under, during a rotation two).
 const FORM_SEPARATOR: char = '|';
-const DATA_KEY_WRAPPING: &[u8] = b"lethe data-key wrapping";
+pub(crate) const DATA_KEY_WRAPPING: &[u8] = b"lethe data-key wrapping";
+pub(crate) const BLIND_INDEX: &[u8] = b"lethe blind index";
 const MASTER_KEY_WRAPPING: &[u8] = b"lethe master-key wrapping";
 
 impl KeyMaterial {
@@ -140,11 +141,7 @@ impl KeyMaterial {
         format!(
             "{}:{}",
             self.fingerprint(),
-            hex::encode(identifier_mac(
-                &self.derive(b"lethe blind index"),
-                kind,
-                value
-            ))
+            hex::encode(identifier_mac(&self.derive(BLIND_INDEX), kind, value))
         )
     }
 
