@@ -154,6 +154,12 @@ fn config() -> Arc<Config> {
 
 /// Starts Lethe on `store`, a connection of its own to the schema of `t`.
 async fn start(t: &TestStore, store: &Arc<PostgresStore>, config: &Arc<Config>) -> Lethe {
+    // The engine's errors in the test's output (shown when it fails): a 500 is logged once,
+    // with its cause, and only the log tells which failure was not taken for an outage.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("lethe_engine=error")
+        .try_init();
     let TestStore::Postgres { schema, url, .. } = t else {
         unreachable!()
     };
