@@ -105,7 +105,7 @@ async fn refusals(engine: &TestEngine, id: RequestId) {
         json!({"attempt": 1, "progress": {"done": 6, "total": 5}}),
     )
     .await;
-    assert_eq!(status, 400, "{answer}");
+    assert_eq!(status, 422, "{answer}");
     assert!(
         answer["detail"].as_str().unwrap().contains("progress.done"),
         "{answer}"

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use lethe_domain::CleanerName;
 use serde::Deserialize;
@@ -126,7 +126,7 @@ impl axum::extract::FromRequestParts<AppState> for CleanerCaller {
     path = "/v1/requests/{id}/cleaners/{name}/result",
     tag = "operations",
     params(super::schema::CleanerPath, super::schema::IdempotencyKey),
-    request_body(content = ResultPost, description = "The attempt's result (an event), or, with `progress`, how far the cleaner has come (a heartbeat: the attempt's deadline moves to a whole `callback_timeout` from now; only the latest report is kept). Progress is answered 409 when no result of that attempt is awaited (it came, its deadline passed, or the attempt was never made)."),
+    request_body(content = ResultPost, description = "The attempt's result (an event), or, with `progress`, how far the cleaner has come (a heartbeat: the attempt's deadline moves to a whole `callback_timeout` from now; only the latest report is kept). Progress is answered 409 when no result of that attempt is awaited (it came, its deadline passed, or the attempt was never made); 422 when `progress.done` is more than `progress.total`."),
     responses(
         (status = 200, description = "The result or the progress is recorded", body = RequestView),
         super::responses::Command,
@@ -187,8 +187,15 @@ async fn progress(
     if body.attempt == 0 {
         return Err(Problem::invalid("attempt", "must be at least 1"));
     }
-    let progress = Progress::new(body.progress.done, body.progress.total)
-        .map_err(|(field, message)| Problem::invalid(field, message))?;
+    let (done, total) = (body.progress.done, body.progress.total);
+    let progress = Progress::new(done, total).map_err(|(field, message)| {
+        let mut problem = Problem::invalid(field, message);
+        // Each count within its range but `done` past `total`: well-formed, not acceptable.
+        if done <= Progress::MAX && total.is_some_and(|total| done > total) {
+            problem.status = StatusCode::UNPROCESSABLE_ENTITY.as_u16();
+        }
+        problem
+    })?;
     let view = state
         .requests
         .record_progress(id, cleaner, body.attempt, progress)
