@@ -14,31 +14,43 @@ use super::streams::{random_hash, received_stream};
 use super::{Backend, Db, Kind, Probe, RAW_INSERT_COLUMNS};
 use crate::load::{self, LoadResult};
 
+/// How long closed connections may take to leave the server.
+const CONNECTIONS_FREED_WITHIN: Duration = Duration::from_secs(10);
+
 impl Db {
     /// Fails, naming the numbers, when the server cannot take `wanted` more connections (the
     /// baseline opens one per client; waiting for them would end in a bare pool time-out).
+    /// Connections of a pool just closed (the peer's, measured before) leave the server a
+    /// moment after the close returns, so the count is read again for up to
+    /// [`CONNECTIONS_FREED_WITHIN`] before the run fails.
     async fn check_free_connections(&self, wanted: u32) -> anyhow::Result<()> {
         let Probe::Postgres(pool) = &self.probe else {
             return Ok(());
         };
-        let (max, reserved, open): (i64, i64, i64) = sqlx::query_as(
-            "SELECT current_setting('max_connections')::int8, \
-             current_setting('superuser_reserved_connections')::int8, \
-             (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
-        )
-        .fetch_one(pool)
-        .await
-        .context("reading the server's connection limits")?;
-        let free = max - reserved - open;
-        if i64::from(wanted) > free {
-            anyhow::bail!(
-                "the baseline at {wanted} clients needs {wanted} connections, but the server \
-                 has {free} free (max_connections {max}, {reserved} reserved, {open} open): \
-                 lower the concurrency (--dispatch-concurrency for lifecycle and memory) or \
-                 raise max_connections"
-            );
+        let deadline = std::time::Instant::now() + CONNECTIONS_FREED_WITHIN;
+        loop {
+            let (max, reserved, open): (i64, i64, i64) = sqlx::query_as(
+                "SELECT current_setting('max_connections')::int8, \
+                 current_setting('superuser_reserved_connections')::int8, \
+                 (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
+            )
+            .fetch_one(pool)
+            .await
+            .context("reading the server's connection limits")?;
+            let free = max - reserved - open;
+            if i64::from(wanted) <= free {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "the baseline at {wanted} clients needs {wanted} connections, but the server \
+                     has {free} free (max_connections {max}, {reserved} reserved, {open} open): \
+                     lower the concurrency (--dispatch-concurrency for lifecycle and memory) or \
+                     raise max_connections"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(())
     }
 
     /// The raw baseline: plain single-row `INSERT` statements (each its own transaction, one
