@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use lethe_domain::{CleanerName, RequestId};
 use sqlx::Row;
 
+use super::sqlite::{parse_time, time};
 use super::JobKind;
 use crate::app::progress::{AwaitedResults, CleanerProgress, Progress};
 use crate::store::{PostgresStore, SqliteStore, StoreError};
@@ -90,17 +91,6 @@ impl AwaitedResults for PostgresStore {
     }
 }
 
-/// SQLite keeps times as fixed-width RFC 3339 text, which orders as the times do.
-fn sqlite_time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-pub(super) fn sqlite_parse(text: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt(format!("job time {text:?}: {e}")))
-}
-
 #[async_trait]
 impl AwaitedResults for SqliteStore {
     async fn heartbeat(
@@ -109,7 +99,7 @@ impl AwaitedResults for SqliteStore {
         reported: &CleanerProgress,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let now = sqlite_time(now);
+        let now = time(now);
         let updated = sqlx::query(
             "UPDATE jobs SET run_at = ?5, progress_done = ?6, progress_total = ?7, \
                progress_at = ?4 \
@@ -120,7 +110,7 @@ impl AwaitedResults for SqliteStore {
         .bind(reported.cleaner.as_str())
         .bind(i64::from(reported.attempt))
         .bind(&now)
-        .bind(sqlite_time(reported.deadline))
+        .bind(time(reported.deadline))
         .bind(count(reported.progress.done))
         .bind(reported.progress.total.map(count))
         .execute(self.writer())
@@ -144,8 +134,8 @@ impl AwaitedResults for SqliteStore {
                     row.try_get("attempt")?,
                     row.try_get("progress_done")?,
                     row.try_get("progress_total")?,
-                    sqlite_parse(row.try_get("progress_at")?)?,
-                    sqlite_parse(row.try_get("run_at")?)?,
+                    parse_time(row.try_get("progress_at")?)?,
+                    parse_time(row.try_get("run_at")?)?,
                 )
             })
             .collect()

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use lethe_domain::{CleanerName, RequestId};
 use sqlx::Row;
 
-use super::progress::sqlite_parse;
+use super::sqlite::parse_time;
 use super::JobKind;
 use crate::app::request_page::{AttemptSchedule, NextAttempt};
 use crate::store::{PostgresStore, SqliteStore, StoreError};
@@ -61,7 +61,7 @@ impl AttemptSchedule for SqliteStore {
         .await?;
         rows.iter()
             .map(|row| {
-                let at = sqlite_parse(row.try_get("run_at")?)?;
+                let at = parse_time(row.try_get("run_at")?)?;
                 decode(row.try_get("key")?, row.try_get("attempt")?, at)
             })
             .collect()

@@ -13,8 +13,16 @@ use super::{micros, Job, JobChange, JobKind, WorkflowStore};
 use crate::store::{Checkpoint, SqliteStore, StoreError};
 use crate::subscriptions;
 
-fn time(at: DateTime<Utc>) -> String {
+/// SQLite keeps times as fixed-width RFC 3339 text, which orders as the times do.
+pub(super) fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A time as [`time`] wrote it.
+pub(super) fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("job time {text:?}: {e}")))
 }
 
 fn decode_job(row: &SqliteRow) -> Result<Job, StoreError> {
@@ -27,9 +35,7 @@ fn decode_job(row: &SqliteRow) -> Result<Job, StoreError> {
             .map_err(|_| StoreError::Corrupt(format!("job request id {request_id:?}")))?,
         kind: JobKind::parse(row.try_get("kind")?)?,
         key: row.try_get("key")?,
-        run_at: DateTime::parse_from_rfc3339(&run_at)
-            .map_err(|e| StoreError::Corrupt(format!("job run_at {run_at:?}: {e}")))?
-            .with_timezone(&Utc),
+        run_at: parse_time(&run_at)?,
         attempt: u32::try_from(attempt).unwrap_or(0),
     })
 }
