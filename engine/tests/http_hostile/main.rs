@@ -17,10 +17,11 @@ mod sweep;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use lethe_engine::app::Requests;
-use lethe_engine::config::Config;
+use lethe_engine::config::{Config, ConfigDuration};
 use lethe_engine::http::auth::token_hash;
 use lethe_engine::http::{router, AppState};
 use lethe_engine::store::master_key::MasterKey;
@@ -67,7 +68,12 @@ fn config(tokens: bool) -> Config {
             ],
         );
     }
-    config.build()
+    let mut config = config.build();
+    // The sweep is about hostile bytes, not about the database's latency: `/readyz` must say
+    // ready, and a loaded CI machine's Postgres can take longer than the 500 ms default
+    // (readiness under an outage is the outage tests' subject).
+    config.database.ready_timeout = ConfigDuration(Duration::from_secs(30));
+    config
 }
 
 async fn start(store: &TestStore, tokens: bool) -> Server {
