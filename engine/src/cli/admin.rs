@@ -92,7 +92,7 @@ pub(super) async fn run(context: &Context, command: AdminCommand) -> anyhow::Res
         None => None,
     };
     let loaded = operate(&context.app(&database, key), command).await?;
-    print!("{}", render_request(&RequestView::new(&loaded)));
+    out!("{}", render_request(&RequestView::new(&loaded)))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -45,33 +45,39 @@ pub(super) async fn verify(context: &Context, args: VerifyArgs) -> anyhow::Resul
     let Some(id) = args.id else {
         let report = requests.verify_log().await?;
         for f in &report.failures {
-            println!(
+            outln!(
                 "FAILED: request {} at version {} (position {}): {}",
-                f.stream_id, f.version, f.position, f.problem
-            );
+                f.stream_id,
+                f.version,
+                f.position,
+                f.problem
+            )?;
         }
         if report.failures.is_empty() {
-            println!(
+            outln!(
                 "ok: {} requests, {} events, every hash chain verified",
-                report.streams, report.events
-            );
+                report.streams,
+                report.events
+            )?;
         } else {
-            println!(
+            outln!(
                 "{} of {} requests failed verification",
                 report.failures.len(),
                 report.streams
-            );
+            )?;
         }
         return Ok(exit_code(report.failures.is_empty()));
     };
     let id = parse_id(&id)?;
     let view = requests.history(id, false).await?;
     match &view.chain_error {
-        None => println!("ok: request {id}: {} events verified", view.events.len()),
-        Some(e) => println!(
+        None => outln!("ok: request {id}: {} events verified", view.events.len())?,
+        Some(e) => outln!(
             "FAILED: request {id} at version {} (position {}): {}",
-            e.version, e.position, e.problem
-        ),
+            e.version,
+            e.position,
+            e.problem
+        )?,
     }
     Ok(exit_code(view.chain_error.is_none()))
 }
@@ -109,7 +115,7 @@ fn verify_export(file: &Path) -> anyhow::Result<ExitCode> {
         verify_export_file(std::io::BufReader::new(opened))?
     };
     for finding in &check.findings {
-        println!("FAILED: {finding}");
+        outln!("FAILED: {finding}")?;
     }
     let what = format!(
         "{} requests, {} events ({})",
@@ -121,11 +127,11 @@ fn verify_export(file: &Path) -> anyhow::Result<ExitCode> {
         }
     );
     if check.findings.is_empty() {
-        println!("ok: {what}, every hash chain verified from the file alone");
+        outln!("ok: {what}, every hash chain verified from the file alone")?;
     } else {
         let n = check.findings.len();
         let findings = if n == 1 { "finding" } else { "findings" };
-        println!("{n} {findings} in {what}");
+        outln!("{n} {findings} in {what}")?;
     }
     Ok(exit_code(check.findings.is_empty()))
 }

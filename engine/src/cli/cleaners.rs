@@ -46,9 +46,9 @@ pub(super) async fn run(context: &Context, command: CleanersCommand) -> anyhow::
     }
     let found = dry_run(&context.config, &name, identifiers).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&found)?);
+        outln!("{}", serde_json::to_string_pretty(&found)?)?;
     } else {
-        print!("{}", render(&name, &found));
+        out!("{}", render(&name, &found))?;
     }
     Ok(ExitCode::SUCCESS)
 }

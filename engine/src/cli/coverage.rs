@@ -19,9 +19,9 @@ pub struct CoverageArgs {
 pub(super) fn run(context: &Context, args: &CoverageArgs) -> anyhow::Result<ExitCode> {
     let view = coverage(&context.config);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        outln!("{}", serde_json::to_string_pretty(&view)?)?;
     } else {
-        print!("{}", render(&view));
+        out!("{}", render(&view))?;
     }
     Ok(exit_code(view.gaps.is_empty()))
 }

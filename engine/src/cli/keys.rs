@@ -38,14 +38,14 @@ pub(super) async fn run(context: &Context, command: KeysCommand) -> anyhow::Resu
         KeysCommand::Status => {
             let status = database.key_status(&source).await?;
             match status.configured {
-                Ok(fingerprint) => println!(
+                Ok(fingerprint) => outln!(
                     "configured key: {fingerprint} ({})",
                     source.path().display()
-                ),
-                Err(e) => println!("configured key: none ({e})"),
+                )?,
+                Err(e) => outln!("configured key: none ({e})")?,
             }
             if status.recorded.is_empty() {
-                println!("the database records no key yet");
+                outln!("the database records no key yet")?;
             }
             for (fingerprint, retiring) in &status.recorded {
                 let role = if *retiring {
@@ -53,7 +53,7 @@ pub(super) async fn run(context: &Context, command: KeysCommand) -> anyhow::Resu
                 } else {
                     "current"
                 };
-                println!("database key:   {fingerprint} {role}");
+                outln!("database key:   {fingerprint} {role}")?;
             }
         }
         KeysCommand::Rotate {
@@ -80,27 +80,29 @@ async fn rotate(
     let settle = options.settle;
     let outcome = database
         .rotate_master_key(key, new, options, |progress| {
-            match progress {
-                Progress::Recorded { resumed: false } => println!(
+            // Progress into a closed pipe is no reason to stop a rotation: the lines are lost,
+            // the rotation goes on.
+            let _unread = match progress {
+                Progress::Recorded { resumed: false } => outln!(
                     "recorded the new key {fingerprint}; waiting {} for running instances to \
                      learn it",
                     humantime::format_duration(settle)
                 ),
                 Progress::Recorded { resumed: true } => {
-                    println!("resuming the rotation to {fingerprint}");
+                    outln!("resuming the rotation to {fingerprint}")
                 }
-                Progress::Converted(n) => println!("re-wrapped {n} data keys"),
-            }
+                Progress::Converted(n) => outln!("re-wrapped {n} data keys"),
+            };
             ControlFlow::Continue(())
         })
         .await?;
     if let Rotated::Finished { converted } = outcome {
-        println!(
+        outln!(
             "rotated from {old} to {fingerprint}: {converted} data keys re-wrapped and their \
              blind indexes re-keyed; the old key is retired. Set {MASTER_KEY_ENV}={} for every \
              instance.",
             new_key_file.display()
-        );
+        )?;
     }
     Ok(())
 }

@@ -7,6 +7,6 @@ use crate::root::{redact, Database};
 
 pub(super) async fn run(context: &Context) -> anyhow::Result<ExitCode> {
     Database::open(&context.database_url, true).await?;
-    println!("database {} is up to date", redact(&context.database_url));
+    outln!("database {} is up to date", redact(&context.database_url))?;
     Ok(ExitCode::SUCCESS)
 }

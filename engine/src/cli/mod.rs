@@ -1,6 +1,7 @@
 //! The `lethe` command line (README.md, docs/OPERATIONS.md): a thin edge that parses, calls
 //! the application service and renders. One file per command group. Exit codes: 0 success,
-//! 1 a failure the message names, 2 a usage error (from clap).
+//! 1 a failure the message names, 2 a usage error (from clap), 141 standard output closed by
+//! its reader (as `SIGPIPE` would end a Unix tool).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +17,23 @@ use crate::root::keys::KeySource;
 use crate::root::keys::MasterKey;
 use crate::root::Database;
 use crate::telemetry;
+
+/// `println!` to standard output that returns the write's error instead of panicking, so a
+/// reader that stops early (`lethe submit | head -1`) ends the command quietly ([`run`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` as [`outln!`] is `println!`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
 
 mod admin;
 mod audit;
@@ -150,11 +168,26 @@ impl Context {
 pub async fn run(cli: Cli) -> ExitCode {
     match dispatch(cli).await {
         Ok(code) => code,
+        // The reader of standard output went away: say nothing (nobody reads it) and end as a
+        // Unix tool killed by SIGPIPE would, with 128 + 13. What was done before stands.
+        Err(error) if closed_output(&error) => ExitCode::from(BROKEN_PIPE),
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The exit code of a command whose standard output was closed by its reader.
+pub const BROKEN_PIPE: u8 = 128 + 13;
+
+/// Whether `error` is a write to an output whose reader has gone.
+fn closed_output(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -32,7 +32,10 @@ pub(super) async fn run(
         let mut last_report = Instant::now();
         let mut report = |handled: u64, head: i64| {
             if last_report.elapsed() >= Duration::from_secs(1) {
-                println!("rebuilding {name}: {handled} events (log head at position {head})");
+                // Progress into a closed pipe does not stop the rebuild; its end is reported
+                // (and a closed pipe noticed) after it.
+                let _unread =
+                    outln!("rebuilding {name}: {handled} events (log head at position {head})");
                 last_report = Instant::now();
             }
         };
@@ -40,7 +43,7 @@ pub(super) async fn run(
         let seconds = started.elapsed().as_secs_f64();
         #[allow(clippy::cast_precision_loss)]
         let rate = handled as f64 / seconds.max(0.001);
-        println!("rebuilt {name}: {handled} events in {seconds:.1} s ({rate:.0} events/s)");
+        outln!("rebuilt {name}: {handled} events in {seconds:.1} s ({rate:.0} events/s)")?;
     }
     Ok(ExitCode::SUCCESS)
 }

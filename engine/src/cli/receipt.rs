@@ -41,18 +41,18 @@ pub(super) fn run(context: &Context, command: ReceiptCommand) -> anyhow::Result<
     match verify(&bytes, &keys) {
         Ok(receipt) => {
             let body = &receipt.receipt;
-            println!(
+            outln!(
                 "VERIFIED: receipt of request {} signed by key {}: completed {}, deadline {} {}",
                 body.request_id,
                 receipt.key_id,
                 body.completed_at.to_rfc3339(),
                 body.deadline,
                 if body.deadline_met { "met" } else { "missed" },
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            println!("FAILED: {}: {error}", file.display());
+            outln!("FAILED: {}: {error}", file.display())?;
             Ok(ExitCode::FAILURE)
         }
     }

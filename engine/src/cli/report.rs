@@ -37,9 +37,9 @@ pub(super) async fn run(context: &Context, args: ReportArgs) -> anyhow::Result<E
         .annual_report(args.year, args.jurisdiction.as_deref())
         .await?;
     match args.format {
-        ReportFormat::Table => print!("{}", table(&report)),
-        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        ReportFormat::Csv => print!("{}", report.to_csv()?),
+        ReportFormat::Table => out!("{}", table(&report))?,
+        ReportFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?)?,
+        ReportFormat::Csv => out!("{}", report.to_csv()?)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -76,18 +76,18 @@ pub(super) async fn submit(context: &Context, args: SubmitArgs) -> anyhow::Resul
     let request = &submitted.loaded.request;
     let view = SubmittedView::new(request, key.cancel_token(request.id));
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        outln!("{}", serde_json::to_string_pretty(&view)?)?;
     } else {
         let verb = if submitted.created {
             "submitted"
         } else {
             "already submitted"
         };
-        println!("{} {verb}", view.id);
-        println!("  status:       {}", view.status);
-        println!("  due at:       {}", view.due_at);
-        println!("  deadline:     {}", view.deadline);
-        println!("  cancel token: {}", view.cancel_token);
+        outln!("{} {verb}", view.id)?;
+        outln!("  status:       {}", view.status)?;
+        outln!("  due at:       {}", view.due_at)?;
+        outln!("  deadline:     {}", view.deadline)?;
+        outln!("  cancel token: {}", view.cancel_token)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -102,9 +102,9 @@ pub(super) async fn show(context: &Context, args: ShowArgs) -> anyhow::Result<Ex
         Some(at) => requests.show_at(id, At::parse("--at", at)?).await?,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        outln!("{}", serde_json::to_string_pretty(&view)?)?;
     } else {
-        print!("{}", render_request(&view));
+        out!("{}", render_request(&view))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -119,9 +119,9 @@ pub(super) async fn history(context: &Context, args: HistoryArgs) -> anyhow::Res
     let id = parse_id(&args.id)?;
     let view = context.app(&database, key).history(id, args.states).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        outln!("{}", serde_json::to_string_pretty(&view)?)?;
     } else {
-        print!("{}", render_history(&view));
+        out!("{}", render_history(&view))?;
     }
     Ok(exit_code(view.verified))
 }

@@ -43,7 +43,7 @@ pub(super) async fn run(
             database.catch_up_projections().await?;
             let identifiers: BTreeMap<String, String> = subject.into_iter().collect();
             let answer = requests.check_suppressions(identifiers, now()).await?;
-            println!("{}", serde_json::to_string_pretty(&answer)?);
+            outln!("{}", serde_json::to_string_pretty(&answer)?)?;
             Ok(if answer.suppressed {
                 ExitCode::FAILURE
             } else {
@@ -55,7 +55,7 @@ pub(super) async fn run(
             let loaded = requests
                 .lift_suppression(parse_id(&id)?, &reason, &metadata)
                 .await?;
-            print!("{}", render_request(&RequestView::new(&loaded)));
+            out!("{}", render_request(&RequestView::new(&loaded)))?;
             Ok(ExitCode::SUCCESS)
         }
     }

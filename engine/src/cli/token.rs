@@ -37,11 +37,11 @@ pub(super) fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
     let token = format!("lethe_{}", hex::encode(bytes));
     let name = name.unwrap_or_else(|| format!("token-{}", &hex::encode(&bytes[..4])));
-    println!("Token (shown once; store it now):\n\n  {token}\n");
-    println!("Add to lethe.toml:\n");
-    println!("[[tokens]]");
-    println!("name = {name:?}");
-    println!("sha256 = \"{}\"", token_hash(&token));
-    println!("scopes = {scopes:?}");
+    outln!("Token (shown once; store it now):\n\n  {token}\n")?;
+    outln!("Add to lethe.toml:\n")?;
+    outln!("[[tokens]]")?;
+    outln!("name = {name:?}")?;
+    outln!("sha256 = \"{}\"", token_hash(&token))?;
+    outln!("scopes = {scopes:?}")?;
     Ok(ExitCode::SUCCESS)
 }

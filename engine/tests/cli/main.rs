@@ -17,6 +17,7 @@ mod coverage;
 mod export;
 mod integrity;
 mod keys;
+mod pipe;
 mod receipt;
 mod report;
 mod tour;
