@@ -473,3 +473,42 @@ async fn list_and_stats_over_http() {
     assert_eq!(stats["total"], 3);
     assert_eq!(stats["by_status"]["pending"], 3);
 }
+
+/// `projections::catch_up` (what the CLI runs before answering from the projection) returns
+/// only when everything appended before it is projected, also when a transaction left open
+/// elsewhere holds the global read back on Postgres: then it waits for that transaction.
+#[tokio::test]
+async fn catch_up_waits_for_what_an_open_transaction_holds_back() {
+    use sqlx::Connection as _;
+    let store = support::postgres().await;
+    let database = store.database();
+    let requests = requests(&database);
+    let first = submit(&requests, 0, "gdpr").await;
+    // A transaction with an id, older than the next submission's, left open.
+    let mut blocker = sqlx::PgConnection::connect(&support::postgres_url())
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; SELECT pg_current_xact_id();")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let second = submit(&requests, 1, "gdpr").await;
+    let catching_up = tokio::spawn({
+        let database = database.clone();
+        async move { lethe_engine::projections::catch_up(&database.events, &database.projections).await }
+    });
+    // It cannot be done while the blocker is open: the second submission is not readable yet.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !catching_up.is_finished(),
+        "returned before the second submission was projected"
+    );
+    sqlx::raw_sql("COMMIT").execute(&mut blocker).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), catching_up)
+        .await
+        .expect("catch_up did not end after the open transaction did")
+        .unwrap()
+        .unwrap();
+    let ids: Vec<RequestId> = all_rows(&database, 10).await.iter().map(|r| r.id).collect();
+    assert!(ids.contains(&first) && ids.contains(&second), "{ids:?}");
+}

@@ -419,8 +419,9 @@ async fn read_ahead(
 }
 
 /// Brings the projections up to date from this process when no `lethe serve` holds them (the
-/// CLI uses it before answering from a projection). Where another process owns a projection,
-/// that process keeps it current and this returns at once.
+/// CLI uses it before answering from a projection): every event appended before the call is
+/// projected when it returns. Where another process owns a projection, that process keeps it
+/// current and this returns at once.
 pub async fn catch_up(
     events: &Arc<dyn EventStore>,
     store: &Arc<dyn ProjectionStore>,
@@ -436,6 +437,9 @@ pub async fn catch_up(
     let projector = RequestsProjector {
         store: store.clone(),
     };
-    while runner.round(&projector).await? > 0 {}
+    // Everything appended before this call, also what a transaction still open elsewhere
+    // keeps from the global read for a moment.
+    let head = events.head_position().await?;
+    runner.catch_up_to(&projector, head).await?;
     store.release_subscription(REQUESTS, &owner).await
 }

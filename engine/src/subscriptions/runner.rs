@@ -189,6 +189,31 @@ impl SubscriptionRunner {
         }
     }
 
+    /// Rounds of `projector` until it has handled every event at or below `head` (the log's
+    /// head position when the caller asked): an empty round is not enough, since on Postgres a
+    /// transaction still open anywhere holds the global read back while later events are
+    /// already committed. Between empty rounds it waits `poll_interval`. Returns at once when
+    /// another owner holds the subscription, which keeps it current.
+    pub async fn catch_up_to(
+        &self,
+        projector: &dyn Projector,
+        head: i64,
+    ) -> Result<(), StoreError> {
+        let mut held = None;
+        loop {
+            if self.round_held(projector, &mut held).await? > 0 {
+                continue;
+            }
+            let Some(hold) = held else {
+                return Ok(());
+            };
+            if self.events.caught_up(hold.checkpoint, head).await? {
+                return Ok(());
+            }
+            tokio::time::sleep(self.poll_interval).await;
+        }
+    }
+
     /// Runs `projector` until `shutdown` turns true, then gives the lease up.
     pub async fn run(&self, projector: &dyn Projector, mut shutdown: watch::Receiver<bool>) {
         let mut held = None;
