@@ -119,7 +119,9 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
         command @ (Command::RecordReminderSent { .. } | Command::RecordReminderNotSent { .. }) => {
             settle_reminder(request, command)
         }
-        Command::Approve { at, policy } => crate::grace::approve(request, at, &policy),
+        Command::Approve { at, policy, reason } => {
+            crate::grace::approve(request, at, &policy, reason)
+        }
         Command::Cancel { at, reason } => {
             if !matches!(request.phase, Phase::Grace) {
                 return Err(DomainError::CancelAfterDue);
@@ -170,6 +172,7 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
             at,
             cleaners,
             expedite,
+            reason,
         } => {
             if !matches!(request.phase, Phase::Grace) {
                 // The timer fired twice, or an expedite raced the timer: already due.
@@ -188,6 +191,7 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
                 at,
                 cleaners: cleaners.clone(),
                 expedited: expedite,
+                reason: reason.filter(|_| expedite),
             })];
             // A request that no cleaner's rule selects has nothing left to do.
             if cleaners.is_empty() {
@@ -286,6 +290,7 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
             cleaner,
             at,
             extra_attempts,
+            reason,
         } => {
             let (_, progress) = cleaner_in_plan(request, &cleaner)?;
             if progress.state != CleanerState::Exhausted {
@@ -296,6 +301,7 @@ fn decide(request: &Request, command: Command) -> Result<Vec<Event>, DomainError
                 at,
                 // Saturating: an administrator may ask for "as many as it takes" (u32::MAX).
                 max_attempts: progress.attempts.saturating_add(extra_attempts.max(1)),
+                reason,
             })])
         }
         Command::SkipCleaner {
@@ -472,6 +478,7 @@ fn evolve(request: &mut Request, event: Event) {
             at,
             cleaners,
             expedited,
+            ..
         }) => {
             let cleaners: BTreeMap<_, _> = cleaners
                 .into_iter()

@@ -33,6 +33,7 @@ pub enum Command {
     Approve {
         at: DateTime<Utc>,
         policy: RequestPolicy,
+        reason: Option<String>,
     },
     Cancel {
         at: DateTime<Utc>,
@@ -55,11 +56,13 @@ pub enum Command {
         by: Span,
         reason: String,
     },
-    /// End of the grace period (from its timer), or earlier when `expedite` is set.
+    /// End of the grace period (from its timer), or earlier when `expedite` is set (an
+    /// administrator's decision, with an optional `reason`).
     MarkDue {
         at: DateTime<Utc>,
         cleaners: Vec<PlannedCleaner>,
         expedite: bool,
+        reason: Option<String>,
     },
     RecordCleanerSuccess {
         cleaner: CleanerName,
@@ -82,6 +85,7 @@ pub enum Command {
         cleaner: CleanerName,
         at: DateTime<Utc>,
         extra_attempts: u32,
+        reason: Option<String>,
     },
     SkipCleaner {
         cleaner: CleanerName,

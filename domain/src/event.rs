@@ -184,6 +184,9 @@ pub struct Approved {
     pub at: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
     pub reminders: Vec<DateTime<Utc>>,
+    /// Why, as the administrator gave it (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Written only by versions before ADR 16, and kept readable with its meaning then: reminder
@@ -318,6 +321,9 @@ pub struct Due {
     /// True when an administrator made the request due before its grace period ended.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub expedited: bool,
+    /// Why an administrator expedited it (optional; never set by the timer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -355,6 +361,9 @@ pub struct CleanerRetried {
     pub at: DateTime<Utc>,
     /// The new total of attempts allowed, counting the ones already made.
     pub max_attempts: u32,
+    /// Why, as the administrator gave it (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -68,6 +68,7 @@ pub(crate) fn approve(
     request: &Request,
     at: DateTime<Utc>,
     policy: &RequestPolicy,
+    reason: Option<String>,
 ) -> Result<Vec<Event>, DomainError> {
     if !request.awaiting_approval {
         return Err(DomainError::NotAwaitingApproval);
@@ -77,6 +78,7 @@ pub(crate) fn approve(
         at,
         due_at,
         reminders,
+        reason,
     })])
 }
 

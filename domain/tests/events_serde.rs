@@ -113,6 +113,13 @@ fn request_examples(at: chrono::DateTime<chrono::Utc>) -> Vec<Event> {
             at,
             due_at: at + chrono::TimeDelta::days(30),
             reminders: vec![at + chrono::TimeDelta::days(23)],
+            reason: None,
+        }),
+        Event::Approved(Approved {
+            at,
+            due_at: at + chrono::TimeDelta::days(30),
+            reminders: vec![],
+            reason: Some("identity checked by phone".to_owned()),
         }),
         Event::Cancelled(Cancelled {
             at,
@@ -148,11 +155,13 @@ fn request_examples(at: chrono::DateTime<chrono::Utc>) -> Vec<Event> {
             at,
             cleaners: plan(&[("billing", 3), ("crm", 8)]),
             expedited: true,
+            reason: Some("the subject wrote again".to_owned()),
         }),
         Event::Due(Due {
             at,
             cleaners: vec![],
             expedited: false,
+            reason: None,
         }),
         Event::Due(Due {
             at,
@@ -162,6 +171,7 @@ fn request_examples(at: chrono::DateTime<chrono::Utc>) -> Vec<Event> {
                 stores: vec![store("orders-db"), store("invoices")],
             }],
             expedited: false,
+            reason: None,
         }),
     ]
 }
@@ -210,6 +220,13 @@ fn cleaner_examples(at: chrono::DateTime<chrono::Utc>) -> Vec<Event> {
             cleaner: cleaner("crm"),
             at,
             max_attempts: 11,
+            reason: None,
+        }),
+        Event::CleanerRetried(CleanerRetried {
+            cleaner: cleaner("crm"),
+            at,
+            max_attempts: 14,
+            reason: Some("the service's schema is fixed".to_owned()),
         }),
         Event::CleanerSkipped(CleanerSkipped {
             cleaner: cleaner("crm"),
@@ -354,9 +371,29 @@ fn optional_fields_are_left_out_when_empty() {
         at: due_at(),
         cleaners: vec![],
         expedited: false,
+        reason: None,
     })
     .payload();
     assert!(due.get("expedited").is_none(), "{due}");
+    assert!(due.get("reason").is_none(), "{due}");
+    // Events written before they could carry a reason read as having none.
+    let approved = Event::from_stored(
+        "Approved",
+        &json!({"at": "2026-01-01T00:00:00Z", "due_at": "2026-01-31T00:00:00Z", "reminders": []}),
+    )
+    .unwrap();
+    assert!(matches!(
+        approved,
+        Event::Approved(Approved { reason: None, .. })
+    ));
+    let retried = Event::CleanerRetried(CleanerRetried {
+        cleaner: cleaner("crm"),
+        at: due_at(),
+        max_attempts: 3,
+        reason: None,
+    })
+    .payload();
+    assert!(retried.get("reason").is_none(), "{retried}");
 }
 
 #[test]

@@ -230,7 +230,87 @@ async fn a_request_awaiting_approval_may_still_be_rejected(t: TestStore) {
     api.server.abort();
 }
 
+/// Approve and expedite record in their events the reason they were given, as hold and reject
+/// do; an empty body records none (the event keeps its old shape).
+async fn approve_and_expedite_record_their_reasons(t: TestStore) {
+    let api = Api::serve(&t).await;
+    let history = |id: String| {
+        let api = &api;
+        async move {
+            let (status, history) = api
+                .call("GET", &format!("/v1/requests/{id}/history"), READER, None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{history}");
+            history["events"].as_array().unwrap().clone()
+        }
+    };
+    let event = |events: &[Value], kind: &str| -> Value {
+        events
+            .iter()
+            .find(|e| e["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {events:?}"))["data"]
+            .clone()
+    };
+    let id = api.submit(Some("support-desk")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (path, token, reason) in [
+        ("approve", APPROVER, "identity checked by phone"),
+        ("expedite", ADMIN, "the subject wrote again"),
+    ] {
+        let (status, body) = api
+            .call(
+                "POST",
+                &format!("/v1/requests/{id}/{path}"),
+                token,
+                Some(json!({ "reason": reason })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    let events = history(id).await;
+    assert_eq!(
+        event(&events, "Approved")["reason"],
+        "identity checked by phone"
+    );
+    let due = event(&events, "Due");
+    assert_eq!(
+        (&due["reason"], &due["expedited"]),
+        (&json!("the subject wrote again"), &json!(true))
+    );
+
+    let plain = api.submit(Some("support-desk")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/v1/requests/{plain}/approve"),
+            ADMIN,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let approved = event(&history(plain.clone()).await, "Approved");
+    assert!(approved.get("reason").is_none(), "{approved}");
+    // A reason that is not text is refused, and nothing is recorded.
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/v1/requests/{plain}/expedite"),
+            ADMIN,
+            Some(json!({ "reason": 7 })),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status}: {body}");
+    assert!(history(plain).await.iter().all(|e| e["type"] != "Due"));
+    api.server.abort();
+}
+
 support::backends!(
+    approve_and_expedite_record_their_reasons,
     a_source_that_requires_approval_waits_for_it,
     approval_starts_the_grace_period_and_keeps_the_deadline,
     a_request_awaiting_approval_may_still_be_rejected,

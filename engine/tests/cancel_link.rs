@@ -245,7 +245,7 @@ async fn after_the_grace_period_it_is_too_late(t: TestStore) {
     let due = link.submit("erin").await;
     let rejected = link.submit("frank").await;
     let admin = EventMetadata::new("admin");
-    link.requests.expedite(due, &admin).await.unwrap();
+    link.requests.expedite(due, &admin, None).await.unwrap();
     link.requests
         .reject(rejected, &admin, "not a customer".to_owned())
         .await

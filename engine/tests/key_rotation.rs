@@ -185,6 +185,7 @@ async fn an_interrupted_rotation_resumes_and_converts_every_key(t: TestStore) {
             at: Utc::now(),
             cleaners: Vec::new(),
             expedite: true,
+            reason: None,
         })
         .await
         .unwrap();

@@ -76,6 +76,7 @@ async fn random_op(requests: &Requests, id: RequestId, rng: &mut StdRng) {
                     at,
                     cleaners: plan(),
                     expedite: true,
+                    reason: None,
                 },
                 6 => Command::RecordCleanerSuccess {
                     cleaner: cleaner.clone(),
@@ -322,6 +323,7 @@ async fn hold_cancel_and_fail(requests: &Requests, ids: &[RequestId]) {
             at: Utc::now(),
             cleaners: plan(),
             expedite: true,
+            reason: None,
         })
         .await
         .unwrap();
@@ -354,6 +356,7 @@ async fn stats_add_up(store: TestStore) {
                 at: Utc::now(),
                 cleaners: plan(),
                 expedite: true,
+                reason: None,
             })
             .await
             .unwrap();

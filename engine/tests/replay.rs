@@ -48,6 +48,7 @@ fn random_command(
         8 => Command::Approve {
             at,
             policy: config.grace_policy(request.deadline_rule, true),
+            reason: None,
         },
         0 => Command::PlaceHold {
             at,
@@ -63,6 +64,7 @@ fn random_command(
             at,
             cleaners: plan_cleaners(config, request),
             expedite: true,
+            reason: None,
         },
         5 => match cleaner() {
             Some((cleaner, attempt)) => Command::RecordCleanerSuccess {

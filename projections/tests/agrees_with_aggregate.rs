@@ -98,6 +98,7 @@ fn command(op: &Op, at: chrono::DateTime<Utc>) -> Command {
                 })
                 .collect(),
             expedite,
+            reason: None,
         },
         Op::Success(c, attempt) => Command::RecordCleanerSuccess {
             cleaner: cleaner(c),
@@ -119,6 +120,7 @@ fn command(op: &Op, at: chrono::DateTime<Utc>) -> Command {
             cleaner: cleaner(c),
             at,
             extra_attempts: 2,
+            reason: None,
         },
         Op::Skip(c, r) => Command::SkipCleaner {
             cleaner: cleaner(c),

@@ -48,6 +48,7 @@ fn approval_starts_the_grace_period_and_keeps_the_deadline() {
         .when(Command::Approve {
             at: approved_at,
             policy: approval_policy(),
+            reason: None,
         })
         .then_expect_events(vec![Event::Approved(Approved {
             at: approved_at,
@@ -56,6 +57,7 @@ fn approval_starts_the_grace_period_and_keeps_the_deadline() {
                 approved_at + TimeDelta::days(GRACE_DAYS - 7),
                 approved_at + TimeDelta::days(GRACE_DAYS - 1),
             ],
+            reason: None,
         })]);
     let request = request(&state);
     assert_eq!(request.status(), RequestStatus::Pending);
@@ -73,6 +75,7 @@ fn nothing_falls_due_before_approval_not_even_expedited() {
                 at: due_at() + TimeDelta::days(1),
                 cleaners: plan(&[("billing", 3)]),
                 expedite,
+                reason: None,
             })
             .then_expect_error(DomainError::AwaitingApproval);
     }
@@ -82,6 +85,7 @@ fn approve(days: i64) -> Command {
     Command::Approve {
         at: received_at() + TimeDelta::days(days),
         policy: approval_policy(),
+        reason: None,
     }
 }
 

@@ -94,6 +94,7 @@ fn a_cleaner_is_retried_only_when_exhausted() {
             cleaner: cleaner("billing"),
             at: after_due(1),
             extra_attempts: 2,
+            reason: None,
         })
         .then_expect_error(DomainError::CleanerNotExhausted {
             cleaner: cleaner("billing"),
@@ -112,11 +113,13 @@ fn a_retried_cleaner_gets_more_attempts_and_a_success_then_completes() {
             cleaner: cleaner("billing"),
             at: after_due(5),
             extra_attempts: 2,
+            reason: None,
         })
         .then_expect_events(vec![Event::CleanerRetried(CleanerRetried {
             cleaner: cleaner("billing"),
             at: after_due(5),
             max_attempts: 3,
+            reason: None,
         })]);
     assert_eq!(request(&state).status(), RequestStatus::Due);
 
@@ -125,6 +128,7 @@ fn a_retried_cleaner_gets_more_attempts_and_a_success_then_completes() {
         cleaner: cleaner("billing"),
         at: after_due(5),
         max_attempts: 3,
+        reason: None,
     }));
     let state = given(retried)
         .when(success("billing", 2, after_due(6)))
@@ -146,11 +150,13 @@ fn a_retry_with_no_extra_attempts_still_grants_one() {
         cleaner: cleaner("billing"),
         at: after_due(5),
         extra_attempts: 0,
+        reason: None,
     })
     .then_expect_events(vec![Event::CleanerRetried(CleanerRetried {
         cleaner: cleaner("billing"),
         at: after_due(5),
         max_attempts: 2,
+        reason: None,
     })]);
 }
 
@@ -165,11 +171,13 @@ fn a_retry_with_a_huge_number_of_attempts_does_not_overflow() {
         cleaner: cleaner("billing"),
         at: after_due(5),
         extra_attempts: u32::MAX,
+        reason: None,
     })
     .then_expect_events(vec![Event::CleanerRetried(CleanerRetried {
         cleaner: cleaner("billing"),
         at: after_due(5),
         max_attempts: u32::MAX,
+        reason: None,
     })]);
     assert_eq!(request(&state).status(), RequestStatus::Due);
 }
@@ -245,6 +253,7 @@ fn a_cleaner_outside_the_plan_is_unknown() {
             cleaner: cleaner("crm"),
             at,
             extra_attempts: 1,
+            reason: None,
         },
         Command::SkipCleaner {
             cleaner: cleaner("crm"),

@@ -26,6 +26,7 @@ fn a_hold_also_blocks_an_expedited_due() {
             at: during_grace(),
             cleaners: plan(&[("billing", 3)]),
             expedite: true,
+            reason: None,
         })
         .then_expect_error(DomainError::OnHold);
 }
@@ -74,6 +75,7 @@ fn due_before_the_grace_period_ends_is_refused() {
             at: due_at() - TimeDelta::seconds(1),
             cleaners: plan(&[("billing", 3)]),
             expedite: false,
+            reason: None,
         })
         .then_expect_error(DomainError::NotYetDue);
 }
@@ -85,11 +87,13 @@ fn an_expedited_due_may_come_early() {
             at: during_grace(),
             cleaners: plan(&[("billing", 3)]),
             expedite: true,
+            reason: None,
         })
         .then_expect_events(vec![Event::Due(Due {
             at: during_grace(),
             cleaners: plan(&[("billing", 3)]),
             expedited: true,
+            reason: None,
         })]);
     let cleaning = request(&state).cleaning().expect("cleaning has started");
     assert!(cleaning.expedited);

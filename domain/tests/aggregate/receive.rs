@@ -164,6 +164,7 @@ fn a_closed_request_accepts_no_command_but_shred() {
                 cleaner: cleaner("billing"),
                 at,
                 extra_attempts: 1,
+                reason: None,
             },
             Command::SkipCleaner {
                 cleaner: cleaner("billing"),

@@ -198,6 +198,7 @@ pub(crate) fn command(step: &Step, at: DateTime<Utc>) -> Command {
                 deadline: DeadlineRule::GDPR,
                 approval_required: true,
             },
+            reason: None,
         },
         Step::ReminderSent { index, calls } => Command::RecordReminderSent { index, at, calls },
         Step::ReminderNotSent {
@@ -227,6 +228,7 @@ pub(crate) fn command(step: &Step, at: DateTime<Utc>) -> Command {
                 })
                 .collect(),
             expedite,
+            reason: None,
         },
         Step::Success {
             cleaner,
@@ -261,6 +263,7 @@ pub(crate) fn command(step: &Step, at: DateTime<Utc>) -> Command {
             cleaner: name(cleaner),
             at,
             extra_attempts,
+            reason: None,
         },
         Step::Skip { cleaner, reason } => Command::SkipCleaner {
             cleaner: name(cleaner),

@@ -245,6 +245,7 @@ pub fn mark_due(cleaners: &[(&str, u32)]) -> Command {
         at: due_at(),
         cleaners: plan(cleaners),
         expedite: false,
+        reason: None,
     }
 }
 
@@ -254,6 +255,7 @@ pub fn due(cleaners: &[(&str, u32)]) -> Event {
         at: due_at(),
         cleaners: plan(cleaners),
         expedited: false,
+        reason: None,
     })
 }
 

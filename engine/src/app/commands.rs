@@ -12,16 +12,19 @@ use super::{EventMetadata, LoadedRequest, RequestError, Requests};
 
 impl Requests {
     /// Approves a request that awaits approval: its grace period (and reminders) start now,
-    /// by `[policy]`; the legal deadline stays counted from receipt.
+    /// by `[policy]`; the legal deadline stays counted from receipt. The reason, if given, is
+    /// recorded in the event.
     pub async fn approve(
         &self,
         id: RequestId,
         metadata: &EventMetadata,
+        reason: Option<String>,
     ) -> Result<LoadedRequest, RequestError> {
         let config = self.config().clone();
         self.execute(id, metadata, |request| Command::Approve {
             at: Utc::now(),
             policy: config.grace_policy(request.deadline_rule, true),
+            reason: reason.clone(),
         })
         .await
     }
@@ -98,28 +101,32 @@ impl Requests {
         .await
     }
 
-    /// Makes the request due now, with the cleaners the routing rules select for it.
+    /// Makes the request due now, with the cleaners the routing rules select for it (and the
+    /// reason, if given, in the event).
     pub async fn expedite(
         &self,
         id: RequestId,
         metadata: &EventMetadata,
+        reason: Option<String>,
     ) -> Result<LoadedRequest, RequestError> {
         let config = self.config().clone();
         self.execute(id, metadata, |request| Command::MarkDue {
             at: Utc::now(),
             cleaners: plan_cleaners(&config, request),
             expedite: true,
+            reason: reason.clone(),
         })
         .await
     }
 
     /// Gives an exhausted cleaner another round: as many attempts as its retry policy allows
-    /// (one for a cleaner no longer configured).
+    /// (one for a cleaner no longer configured). The reason, if given, is recorded.
     pub async fn retry_cleaner(
         &self,
         id: RequestId,
         metadata: &EventMetadata,
         cleaner: &CleanerName,
+        reason: Option<String>,
     ) -> Result<LoadedRequest, RequestError> {
         let extra = self
             .config()
@@ -129,6 +136,7 @@ impl Requests {
             cleaner: cleaner.clone(),
             at: Utc::now(),
             extra_attempts: extra,
+            reason: reason.clone(),
         })
         .await
     }

@@ -18,7 +18,11 @@ use crate::app::{EventMetadata, LoadedRequest, Requests};
 pub enum AdminCommand {
     /// Approve a request that awaits approval (`approval = "required"`): its grace period
     /// starts now.
-    Approve { id: String },
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Cancel a request during its grace period.
     Cancel {
         id: String,
@@ -53,9 +57,18 @@ pub enum AdminCommand {
         reason: String,
     },
     /// Make a request due now, ending its grace period early.
-    Expedite { id: String },
+    Expedite {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Give an exhausted cleaner another round of attempts.
-    Retry { id: String, cleaner: String },
+    Retry {
+        id: String,
+        cleaner: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Skip a cleaner, with a justification.
     Skip {
         id: String,
@@ -101,7 +114,9 @@ pub(super) async fn run(context: &Context, command: AdminCommand) -> anyhow::Res
 async fn operate(requests: &Requests, command: AdminCommand) -> anyhow::Result<LoadedRequest> {
     let metadata = &EventMetadata::new(cli_actor());
     let loaded = match command {
-        AdminCommand::Approve { id } => requests.approve(parse_id(&id)?, metadata).await?,
+        AdminCommand::Approve { id, reason } => {
+            requests.approve(parse_id(&id)?, metadata, reason).await?
+        }
         AdminCommand::Cancel { id, reason } => {
             requests.cancel(parse_id(&id)?, metadata, reason).await?
         }
@@ -120,11 +135,17 @@ async fn operate(requests: &Requests, command: AdminCommand) -> anyhow::Result<L
                 .extend(parse_id(&id)?, metadata, by, reason)
                 .await?
         }
-        AdminCommand::Expedite { id } => requests.expedite(parse_id(&id)?, metadata).await?,
-        AdminCommand::Retry { id, cleaner } => {
+        AdminCommand::Expedite { id, reason } => {
+            requests.expedite(parse_id(&id)?, metadata, reason).await?
+        }
+        AdminCommand::Retry {
+            id,
+            cleaner,
+            reason,
+        } => {
             let cleaner = cleaner_name(&cleaner)?;
             requests
-                .retry_cleaner(parse_id(&id)?, metadata, &cleaner)
+                .retry_cleaner(parse_id(&id)?, metadata, &cleaner, reason)
                 .await?
         }
         AdminCommand::Skip {

@@ -196,9 +196,11 @@ impl axum::extract::FromRequestParts<AppState> for Approver {
     path = "/v1/requests/{id}/approve",
     tag = "operations",
     params(super::schema::RequestPath, super::schema::IdempotencyKey),
+    request_body(content = Option<ReasonBody>, description = "Optional: an empty body is no reason; a reason is recorded in the `Approved` event"),
     responses(
         (status = 200, description = "Approved: the grace period (and its reminders) start now; the legal deadline still counts from receipt", body = RequestView),
         super::responses::Command,
+        super::responses::JsonBody,
     ),
     security(("bearer" = ["requests:approve"]), ("bearer" = ["admin"]))
 )]
@@ -207,10 +209,12 @@ pub async fn approve(
     Approver(actor): Approver,
     Path(id): Path<String>,
     headers: HeaderMap,
+    body: OptionalJsonBody<ReasonBody>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
     let metadata = metadata(&headers, &actor, "approve", id)?;
-    view(state.requests.approve(id, &metadata).await)
+    let reason = reason_of(body)?;
+    view(state.requests.approve(id, &metadata, reason).await)
 }
 
 #[utoipa::path(
@@ -358,9 +362,11 @@ pub async fn extend(
     path = "/v1/requests/{id}/expedite",
     tag = "operations",
     params(super::schema::RequestPath, super::schema::IdempotencyKey),
+    request_body(content = Option<ReasonBody>, description = "Optional: an empty body is no reason; a reason is recorded in the `Due` event"),
     responses(
         (status = 200, description = "Due now", body = RequestView),
         super::responses::Command,
+        super::responses::JsonBody,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -369,10 +375,12 @@ pub async fn expedite(
     caller: AdminCaller,
     Path(id): Path<String>,
     headers: HeaderMap,
+    body: OptionalJsonBody<ReasonBody>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
     let metadata = authorized(&caller, &headers, "expedite", id)?;
-    view(state.requests.expedite(id, &metadata).await)
+    let reason = reason_of(body)?;
+    view(state.requests.expedite(id, &metadata, reason).await)
 }
 
 #[utoipa::path(
@@ -380,9 +388,11 @@ pub async fn expedite(
     path = "/v1/requests/{id}/cleaners/{name}/retry",
     tag = "operations",
     params(super::schema::CleanerPath, super::schema::IdempotencyKey),
+    request_body(content = Option<ReasonBody>, description = "Optional: an empty body is no reason; a reason is recorded in the `CleanerRetried` event"),
     responses(
         (status = 200, description = "The exhausted cleaner gets another round", body = RequestView),
         super::responses::Command,
+        super::responses::JsonBody,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -391,11 +401,18 @@ pub async fn retry_cleaner(
     caller: AdminCaller,
     Path((id, name)): Path<(String, String)>,
     headers: HeaderMap,
+    body: OptionalJsonBody<ReasonBody>,
 ) -> Result<Json<RequestView>, Problem> {
     let id = request_id(&id)?;
     let cleaner = cleaner_name(&name)?;
     let metadata = authorized(&caller, &headers, &format!("retry:{cleaner}"), id)?;
-    view(state.requests.retry_cleaner(id, &metadata, &cleaner).await)
+    let reason = reason_of(body)?;
+    view(
+        state
+            .requests
+            .retry_cleaner(id, &metadata, &cleaner, reason)
+            .await,
+    )
 }
 
 #[utoipa::path(

@@ -362,6 +362,7 @@ mod tests {
             at: at(5000),
             due_at: at(8600),
             reminders: vec![at(7000)],
+            reason: None,
         });
         assert_eq!(
             jobs_for(&approved),
@@ -410,6 +411,7 @@ mod tests {
                 at: at(50),
                 cleaners,
                 expedited: false,
+                reason: None,
             })
         };
         assert_eq!(
@@ -533,6 +535,7 @@ mod tests {
             cleaner: crm(),
             at: at(70),
             max_attempts: 10,
+            reason: None,
         });
         for event in [released, retried] {
             assert_eq!(jobs_for(&event), [set(JobKind::Due, "", at(70), 0)]);

@@ -205,6 +205,7 @@ impl Workers {
                     at: now,
                     cleaners: plan_cleaners(&self.config, request),
                     expedite: false,
+                    reason: None,
                 };
                 self.record(loaded, TIMERS_ACTOR, command).await
             }

@@ -154,6 +154,13 @@ fn last_event(html: &str) -> (String, String) {
     timeline(html).pop().unwrap()
 }
 
+/// The reason recorded in the request's last event of type `kind`.
+async fn reason_in(requests: &Requests, id: RequestId, kind: &str) -> Value {
+    let history = requests.history(id, false).await.unwrap();
+    let event = history.events.iter().rev().find(|e| e.event_type == kind);
+    event.map_or(Value::Null, |e| e.data["reason"].clone())
+}
+
 async fn version(requests: &Requests, id: RequestId) -> i64 {
     requests.show(id).await.unwrap().version
 }
@@ -244,6 +251,7 @@ async fn expedite_and_approve_are_recorded_with_the_operators_actor() {
         timeline(&html).contains(&("Due".into(), operator.clone())),
         "{html}"
     );
+    assert_eq!(reason_in(&requests, id, "Due").await, "asked");
 
     let id = awaiting_approval(&requests, 1).await;
     let (outcome, html) = act(
@@ -255,6 +263,7 @@ async fn expedite_and_approve_are_recorded_with_the_operators_actor() {
     .await;
     assert_eq!(outcome, "done: Approved: the grace period starts now.");
     assert_eq!(last_event(&html), ("Approved".into(), operator.clone()));
+    assert_eq!(reason_in(&requests, id, "Approved").await, "ok");
 }
 
 #[tokio::test]
@@ -277,6 +286,7 @@ async fn a_cleaner_is_retried_and_skipped_with_the_operators_actor() {
         last_event(&html),
         ("CleanerRetried".into(), operator.clone())
     );
+    assert_eq!(reason_in(&requests, id, "CleanerRetried").await, "fixed");
     // Retried: no longer exhausted, so a second retry is refused by the domain.
     let (outcome, _) = act(&app, id, OPERATOR, &fields).await;
     assert!(

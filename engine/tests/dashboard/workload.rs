@@ -97,6 +97,7 @@ pub(crate) fn due(at: DateTime<Utc>, names: &[&str], expedite: bool) -> Command 
         at,
         cleaners: plan(names, 2),
         expedite,
+        reason: None,
     }
 }
 

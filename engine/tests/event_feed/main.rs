@@ -60,6 +60,7 @@ fn due() -> Event {
         at: at(),
         cleaners: Vec::new(),
         expedited: false,
+        reason: None,
     })
 }
 

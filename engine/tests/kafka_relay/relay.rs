@@ -29,6 +29,7 @@ async fn configured_events_are_published_once_in_order_per_request() {
                     at: chrono::Utc::now(),
                     cleaners: vec![],
                     expedite: true,
+                    reason: None,
                 })
                 .await
                 .unwrap();

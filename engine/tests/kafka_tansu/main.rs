@@ -244,6 +244,7 @@ async fn submit(requests: &Requests, range: Range<usize>) -> Vec<RequestId> {
                 at: chrono::Utc::now(),
                 cleaners: vec![],
                 expedite: true,
+                reason: None,
             }
         } else {
             Command::Cancel {

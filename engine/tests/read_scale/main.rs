@@ -66,6 +66,7 @@ async fn life(database: &Database, live: &SubscriptionRunner, id: RequestId, rng
                 at: due,
                 cleaners: plan(),
                 expedite: true,
+                reason: None,
             })
             .await;
             for name in ["billing", "crm"] {

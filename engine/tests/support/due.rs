@@ -34,6 +34,7 @@ pub async fn due_request(requests: &Requests, subject: BTreeMap<String, String>)
                 at: chrono::Utc::now(),
                 cleaners: plan_cleaners(&config, request),
                 expedite: true,
+                reason: None,
             }
         })
         .await

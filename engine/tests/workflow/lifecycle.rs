@@ -214,7 +214,7 @@ async fn non_retryable_failure_needs_attention_then_admin_retry_completes(store:
     let (status, body) = engine
         .post(
             &format!("/v1/requests/{id}/cleaners/strict/retry"),
-            serde_json::json!({}),
+            serde_json::json!({"reason": "the service's schema is fixed"}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -224,6 +224,12 @@ async fn non_retryable_failure_needs_attention_then_admin_retry_completes(store:
     assert_eq!(strict.calls().len(), 2);
     assert_eq!(strict.calls()[1].body["attempt"], 2);
     assert_eq!(count(&loaded.events, "CleanerRetried"), 1);
+    let retried = loaded
+        .events
+        .iter()
+        .find(|e| e.event_type == "CleanerRetried")
+        .unwrap();
+    assert_eq!(retried.payload["reason"], "the service's schema is fixed");
     engine.stop().await;
 }
 

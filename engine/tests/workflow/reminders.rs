@@ -243,6 +243,7 @@ async fn a_request_that_closes_before_the_notifier_accepts_records_its_reminder_
                 at: at_ms(completed.reminders[0], 100),
                 cleaners: vec![],
                 expedite: true,
+                reason: None,
             },
         )
         .await;

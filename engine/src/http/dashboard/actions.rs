@@ -39,8 +39,7 @@ pub struct ActionForm {
     action: Option<String>,
     /// The cleaner, for retry and skip.
     cleaner: Option<String>,
-    /// Why: recorded in the event where it has one (hold, release, extend, reject, skip), else
-    /// in the server's log.
+    /// Why: recorded in the action's event (and in the server's log).
     reason: Option<String>,
     /// Days to add, for extend (1-366).
     days: Option<String>,
@@ -103,11 +102,6 @@ impl Kind {
             Self::Retry => "Retry",
             Self::Skip => "Skip",
         }
-    }
-
-    /// Whether the event records the reason (else it goes to the server's log only).
-    const fn recorded_reason(self) -> bool {
-        !matches!(self, Self::Expedite | Self::Approve | Self::Retry)
     }
 
     /// Whether `principal` holds the scope the matching API route requires.
@@ -259,10 +253,14 @@ async fn run(
             let by = Span::days(action.days);
             requests.extend(id, metadata, by, reason).await
         }
-        (Kind::Expedite, _) => requests.expedite(id, metadata).await,
-        (Kind::Approve, _) => requests.approve(id, metadata).await,
+        (Kind::Expedite, _) => requests.expedite(id, metadata, Some(reason)).await,
+        (Kind::Approve, _) => requests.approve(id, metadata, Some(reason)).await,
         (Kind::Reject, _) => requests.reject(id, metadata, reason).await,
-        (Kind::Retry, Some(cleaner)) => requests.retry_cleaner(id, metadata, cleaner).await,
+        (Kind::Retry, Some(cleaner)) => {
+            requests
+                .retry_cleaner(id, metadata, cleaner, Some(reason))
+                .await
+        }
         (Kind::Skip, Some(cleaner)) => requests.skip_cleaner(id, metadata, cleaner, reason).await,
         (Kind::Retry | Kind::Skip, None) => unreachable!("checked() names the cleaner"),
     }
@@ -381,11 +379,7 @@ pub(super) fn take_outcome(headers: &HeaderMap) -> Option<Outcome> {
 
 /// One action's form: the hidden fields, a reason, the days for extend, and "I confirm".
 fn form(out: &mut String, id: RequestId, kind: Kind, cleaner: Option<&str>, csrf: &str) {
-    let reason_note = if kind.recorded_reason() {
-        "recorded in the event"
-    } else {
-        "this event records none: kept in the server's log"
-    };
+    let reason_note = "recorded in the event";
     put!(
         out,
         "<form method=\"post\" action=\"/dashboard/requests/{id}/actions\" class=\"action\" \
