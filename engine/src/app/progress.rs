@@ -30,24 +30,42 @@ impl Progress {
     /// The largest count a store keeps (a signed 64-bit integer).
     pub const MAX: u64 = i64::MAX as u64;
 
-    /// A report with `done` at most `total` and both within [`Self::MAX`]; the error names the
-    /// field at fault.
-    pub fn new(done: u64, total: Option<u64>) -> Result<Self, (&'static str, String)> {
+    /// A report with `done` at most `total` and both within [`Self::MAX`].
+    pub fn new(done: u64, total: Option<u64>) -> Result<Self, ProgressError> {
         if done > Self::MAX {
-            return Err(("progress.done", format!("must be at most {}", Self::MAX)));
+            return Err(ProgressError::TooLarge("progress.done"));
         }
         if let Some(total) = total {
             if total > Self::MAX {
-                return Err(("progress.total", format!("must be at most {}", Self::MAX)));
+                return Err(ProgressError::TooLarge("progress.total"));
             }
             if done > total {
-                return Err((
-                    "progress.done",
-                    format!("{done} is more than progress.total ({total})"),
-                ));
+                return Err(ProgressError::DonePastTotal { done, total });
             }
         }
         Ok(Self { done, total })
+    }
+}
+
+/// Why a progress report is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProgressError {
+    /// The named count is above [`Progress::MAX`]: not a count a store keeps.
+    #[error("must be at most {}", Progress::MAX)]
+    TooLarge(&'static str),
+    /// Each count within range, but more done than there is in all: well-formed counts that
+    /// contradict each other.
+    #[error("{done} is more than progress.total ({total})")]
+    DonePastTotal { done: u64, total: u64 },
+}
+
+impl ProgressError {
+    /// The field at fault.
+    pub const fn field(&self) -> &'static str {
+        match self {
+            Self::TooLarge(field) => field,
+            Self::DonePastTotal { .. } => "progress.done",
+        }
     }
 }
 
@@ -155,13 +173,21 @@ mod tests {
             })
         );
         assert_eq!(Progress::new(7, None).map(|p| p.total), Ok(None));
-        assert_eq!(Progress::new(11, Some(10)).unwrap_err().0, "progress.done");
         assert_eq!(
-            Progress::new(Progress::MAX + 1, None).unwrap_err().0,
+            Progress::new(11, Some(10)),
+            Err(ProgressError::DonePastTotal {
+                done: 11,
+                total: 10
+            })
+        );
+        assert_eq!(
+            Progress::new(Progress::MAX + 1, None).unwrap_err().field(),
             "progress.done"
         );
         assert_eq!(
-            Progress::new(1, Some(Progress::MAX + 1)).unwrap_err().0,
+            Progress::new(1, Some(Progress::MAX + 1))
+                .unwrap_err()
+                .field(),
             "progress.total"
         );
         assert!(Progress::new(Progress::MAX, Some(Progress::MAX)).is_ok());

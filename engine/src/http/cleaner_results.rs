@@ -16,7 +16,7 @@ use super::admin::{cleaner_name, metadata};
 use super::json::{parse, RawBody};
 use super::problem::Problem;
 use super::{auth, request_id, AppState};
-use crate::app::progress::Progress;
+use crate::app::progress::{Progress, ProgressError};
 use crate::app::views::RequestView;
 use crate::app::CleanerReport;
 
@@ -187,11 +187,10 @@ async fn progress(
     if body.attempt == 0 {
         return Err(Problem::invalid("attempt", "must be at least 1"));
     }
-    let (done, total) = (body.progress.done, body.progress.total);
-    let progress = Progress::new(done, total).map_err(|(field, message)| {
-        let mut problem = Problem::invalid(field, message);
-        // Each count within its range but `done` past `total`: well-formed, not acceptable.
-        if done <= Progress::MAX && total.is_some_and(|total| done > total) {
+    let progress = Progress::new(body.progress.done, body.progress.total).map_err(|error| {
+        let mut problem = Problem::invalid(error.field(), error.to_string());
+        // Well-formed counts that contradict each other: 422, not 400.
+        if matches!(error, ProgressError::DonePastTotal { .. }) {
             problem.status = StatusCode::UNPROCESSABLE_ENTITY.as_u16();
         }
         problem

@@ -308,7 +308,7 @@ async fn apply_progress(
     progress: &ProgressMessage,
 ) -> Result<(), Error> {
     let progress = Progress::new(progress.done, progress.total)
-        .map_err(|(field, message)| Error::Rejected(format!("{field} {message}")))?;
+        .map_err(|error| Error::Rejected(format!("{} {error}", error.field())))?;
     let recorded = requests
         .record_progress(result.request_id, &result.cleaner, result.attempt, progress)
         .await;
